@@ -13,6 +13,7 @@ from scipy import ndimage
 
 __all__ = [
     "VALID_CONNECTIVITY",
+    "ANY_CONNECTIVITY",
     "default_connectivity",
     "check_connectivity",
     "label_components",
@@ -21,8 +22,10 @@ __all__ = [
     "group_masks",
 ]
 
-#: connectivities cc3d supports, by number of spatial dimensions
+#: connectivities cc3d supports, by number of spatial dimensions: the one table of the package
 VALID_CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
+#: every connectivity valid in some dimension (for option lists that do not know the image yet)
+ANY_CONNECTIVITY = tuple(sorted({c for valid in VALID_CONNECTIVITY.values() for c in valid}))
 
 
 def default_connectivity(ndim: int) -> int:
@@ -42,15 +45,26 @@ def check_connectivity(connectivity: int | None, ndim: int) -> int:
     return int(connectivity)
 
 
-def label_components(mask: np.ndarray, connectivity: int | None = None) -> np.ndarray:
-    """Connected components of a boolean 2D/3D mask: int32 ids 1..K, 0 = outside the mask."""
+def label_components(
+    mask: np.ndarray, connectivity: int | None = None, *, return_count: bool = False
+) -> np.ndarray | tuple[np.ndarray, int]:
+    """Connected components of a boolean 2D/3D mask: int32 ids 1..K, 0 = outside the mask.
+
+    The one labelling function of the package (losses, loader and evaluation): ``connectivity``
+    must be valid for the mask's dimension (:data:`VALID_CONNECTIVITY`; None = full), never
+    silently mapped. With ``return_count`` the result is ``(ids, K)``.
+    """
     mask = np.asarray(mask, dtype=bool)
     connectivity = check_connectivity(connectivity, mask.ndim)
     if not mask.any():
-        return np.zeros(mask.shape, dtype=np.int32)
+        ids = np.zeros(mask.shape, dtype=np.int32)
+        return (ids, 0) if return_count else ids
     # cc3d labels 2D masks with 4/8 connectivity and returns the smallest sufficient dtype
-    ids = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity)
-    return ids.astype(np.int32, copy=False)
+    ids, count = cc3d.connected_components(
+        np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True
+    )
+    ids = ids.astype(np.int32, copy=False)
+    return (ids, int(count)) if return_count else ids
 
 
 def voronoi_cells(component_ids: np.ndarray) -> np.ndarray:

@@ -10,9 +10,10 @@ Schema::
     channels: per_class | union        # label-based datasets: one-vs-rest per class, or one union channel
     connectivity: full                 # of the ground-truth components: full (26 in 3D, 8 in 2D),
                                        # face (6 in 3D, 4 in 2D), or a number valid for the patch
-    base: {weight: 1.0}                # nnU-Net's own DC+CE (DC+BCE for regions); 0 disables it
+    base: {weight: 1.0, loss: nnunet}  # the segmentation loss: nnU-Net's own DC+CE (DC+BCE for regions),
+                                       # or generalized_dice_focal (Generalized Dice + Focal); weight 0 disables it
     terms:                             # extra loss terms, by name (see nnunet_lesionloss.losses.terms)
-      <term>: {weight: w, warmup_epochs: T, scales: all | full, params: {...}}
+      <term>: {weight: w, warmup_epochs: T, scales: all | full, params: {...}, subterms: {...}}
     trainer: {num_epochs: ..., num_iterations_per_epoch: ..., num_val_iterations_per_epoch: ..., initial_lr: ...}
 """
 from __future__ import annotations
@@ -26,18 +27,40 @@ from typing import Any
 
 import yaml
 
-__all__ = ["resolve_connectivity", "ConfigError", "CONFIG_ENV", "load_config", "merge", "validate_structure", "default_config_path"]
+from nnunet_lesionloss.components import ANY_CONNECTIVITY, VALID_CONNECTIVITY
+
+__all__ = [
+    "resolve_connectivity",
+    "ConfigError",
+    "CONFIG_ENV",
+    "load_config",
+    "merge",
+    "validate_structure",
+    "default_config_path",
+    "BASE_LOSSES",
+    "loss_terms",
+]
 
 CONFIG_ENV = "NNUNET_LESIONLOSS_CONFIG"
 
 _TOP_KEYS = {"channels", "connectivity", "base", "terms", "trainer", "auto_tau"}
-_TERM_KEYS = {"weight", "warmup_epochs", "scales", "params"}
+_TERM_KEYS = {"weight", "warmup_epochs", "scales", "params", "subterms"}
 _TRAINER_KEYS = {
     "num_epochs": int,
     "num_iterations_per_epoch": int,
     "num_val_iterations_per_epoch": int,
     "initial_lr": float,
     "save_every": int,
+}
+
+
+#: ``base.loss``: the segmentation loss every trainer keeps. "nnunet" is nnU-Net's own DC+CE (DC+BCE
+#: for regions); the others are spelled out as terms at every deep-supervision scale, each weighted
+#: by ``base.weight``. Generalized Dice + Focal (MONAI's GeneralizedDiceFocalLoss defaults: γ = 2,
+#: no α) is the L_seg of Rachmadi et al.'s instance-loss compounds.
+BASE_LOSSES: dict[str, dict] = {
+    "nnunet": {},
+    "generalized_dice_focal": {"generalized_dice": {}, "focal": {"params": {"gamma": 2.0, "alpha": None}}},
 }
 
 
@@ -99,12 +122,17 @@ def validate_structure(config: dict) -> dict:
     if channels not in ("per_class", "union"):
         raise ConfigError(f"channels must be 'per_class' or 'union', got {channels!r}")
     connectivity = config.setdefault("connectivity", "full")
-    if connectivity not in ("full", "face", 4, 6, 8, 18, 26):
-        raise ConfigError(f"connectivity must be 'full', 'face', 4, 8 (2D) or 6, 18, 26 (3D), got {connectivity!r}")
+    if connectivity not in ("full", "face", *ANY_CONNECTIVITY):
+        raise ConfigError(
+            f"connectivity must be 'full', 'face', {VALID_CONNECTIVITY[2]} (2D) or {VALID_CONNECTIVITY[3]} (3D), got {connectivity!r}"
+        )
     base = config.setdefault("base", {"weight": 1.0})
-    if not isinstance(base, dict) or set(base) - {"weight"}:
-        raise ConfigError(f"base must be a mapping with the single key 'weight', got {base!r}")
+    if not isinstance(base, dict) or set(base) - {"weight", "loss"}:
+        raise ConfigError(f"base must be a mapping with the keys 'weight' and 'loss', got {base!r}")
     base["weight"] = _number(base.get("weight", 1.0), "base.weight", minimum=0)
+    base.setdefault("loss", "nnunet")
+    if base["loss"] not in BASE_LOSSES:
+        raise ConfigError(f"base.loss must be one of {sorted(BASE_LOSSES)}, got {base['loss']!r}")
     terms = config.setdefault("terms", {})
     if not isinstance(terms, dict):
         raise ConfigError(f"terms must be a mapping of term name to settings, got {terms!r}")
@@ -122,6 +150,12 @@ def validate_structure(config: dict) -> dict:
         term.setdefault("params", {})
         if not isinstance(term["params"], dict):
             raise ConfigError(f"terms.{name}.params must be a mapping, got {term['params']!r}")
+        if "subterms" in term:
+            if not isinstance(term["subterms"], dict):
+                raise ConfigError(f"terms.{name}.subterms must map sub-term names to weights, got {term['subterms']!r}")
+            term["subterms"] = {
+                key: _number(value, f"terms.{name}.subterms.{key}", minimum=0) for key, value in term["subterms"].items()
+            }
     trainer = config.setdefault("trainer", {})
     if not isinstance(trainer, dict):
         raise ConfigError(f"trainer must be a mapping, got {trainer!r}")
@@ -155,10 +189,22 @@ def load_config(name: str, overrides: dict | None = None, env: dict | None = Non
     return validate_structure(config)
 
 
+def loss_terms(config: dict) -> dict:
+    """The terms a validated config trains with: those of ``base.loss`` (unless it is nnU-Net's own,
+    weighted ``base.weight`` at every scale), then ``terms``."""
+    base = config["base"]
+    terms = {
+        name: merge({"weight": base["weight"], "warmup_epochs": 0, "scales": "all", "params": {}}, settings)
+        for name, settings in BASE_LOSSES[base["loss"]].items()
+    }
+    clash = set(terms) & set(config["terms"])
+    if clash:
+        raise ConfigError(f"terms {sorted(clash)} are already part of base.loss {base['loss']!r}")
+    return {**terms, **config["terms"]}
+
+
 def resolve_connectivity(connectivity: str | int, spatial_dims: int) -> int:
     """The cc3d connectivity of a config value for 2D or 3D patches ('full', 'face' or a number)."""
-    from nnunet_lesionloss.components import VALID_CONNECTIVITY
-
     valid = VALID_CONNECTIVITY[spatial_dims]
     if connectivity == "full":
         return valid[-1]

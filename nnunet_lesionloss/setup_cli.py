@@ -6,17 +6,12 @@ import os
 import sys
 from importlib import metadata
 
-__all__ = ["register", "trainer_folder", "shipped_trainer_names", "doctor_report"]
+from packaging.requirements import Requirement
 
-#: what the pins of pyproject.toml promise; doctor compares the installed versions with these
-EXPECTED_VERSIONS = {
-    "nnunetv2": ("2.8", "2.9"),
-    "torch": ("2.0", None),
-    "batchgeneratorsv2": ("0.3", "0.4"),
-    "connected-components-3d": ("3.12", "4"),
-    "panoptica": ("2.1.7", "2.2"),
-    "SimpleITK": ("2.2", None),
-}
+__all__ = ["register", "trainer_folder", "shipped_trainer_names", "doctor_report", "declared_requirements"]
+
+#: the distribution whose declared requirements doctor checks the installation against
+DISTRIBUTION = "nnunet-lesionloss"
 
 
 def trainer_folder() -> str:
@@ -40,27 +35,31 @@ def export_line(current: str | None = None) -> str:
     return f"export nnUNet_extTrainer={os.pathsep.join(paths)}"
 
 
-def _version_tuple(text: str) -> tuple:
-    parts = []
-    for piece in text.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+def declared_requirements() -> list[Requirement]:
+    """The runtime requirements of this package as its installed metadata declares them
+    (pyproject.toml's ``dependencies``), extras left out: the one list of supported versions."""
+    requirements = [Requirement(text) for text in metadata.requires(DISTRIBUTION) or []]
+    return [r for r in requirements if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+
+def _version_checks() -> list[tuple[bool, str]]:
+    checks = []
+    for requirement in declared_requirements():
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            checks.append((False, f"{requirement.name} is not installed: pip install {DISTRIBUTION} pulls it in"))
+            continue
+        ok = requirement.specifier.contains(version, prereleases=True)
+        wanted = f" (this package declares {requirement.specifier})" if not ok else ""
+        checks.append((ok, f"{requirement.name} {version}{wanted}"))
+    return checks
 
 
 def doctor_report(environ=None) -> list[tuple[bool, str]]:
     """(ok, message) for every check: versions, nnU-Net paths, trainer discovery."""
     environ = os.environ if environ is None else environ
-    checks: list[tuple[bool, str]] = []
-    for package, (low, high) in EXPECTED_VERSIONS.items():
-        try:
-            version = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            checks.append((False, f"{package} is not installed: pip install 'nnunet-lesionloss' pulls it in"))
-            continue
-        ok = _version_tuple(version) >= _version_tuple(low) and (high is None or _version_tuple(version) < _version_tuple(high))
-        wanted = f">={low}" + (f",<{high}" if high else "")
-        checks.append((ok, f"{package} {version}" + ("" if ok else f" (this package is tested with {wanted})")))
+    checks = _version_checks()
     for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         value = environ.get(variable)
         if not value:

@@ -30,13 +30,18 @@ from nnunet_lesionloss.losses.functional import (
     blob_loss,
     cat_loss,
     cc_loss,
-    compound_instance_loss,
-    instance_losses,
     inverse_weighted_loss,
     mil_loss,
     size_penalty_loss,
 )
+from nnunet_lesionloss.config import load_config
+from nnunet_lesionloss.losses.terms import build_term
 from nnunet_lesionloss.synthetic import make_lesion_labels
+
+#: the instance-family term of each compound trainer, built from its shipped config
+INSTANCE_TERMS = {
+    name: build_term("instance_family", load_config(name, env={})["terms"]["instance_family"]) for name in ("ici", "false", "proximity")
+}
 
 # name -> callable(probs [B, C, *spatial], component_ids, voronoi_cells, ignore_mask) -> scalar loss
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -49,16 +54,10 @@ LOSSES: dict[str, LossFn] = {
     "CAT": lambda p, ids, cells, ignore: cat_loss(p, ids, ignore_mask=ignore),
     "MIL": lambda p, ids, cells, ignore: mil_loss(p, ids, ignore_mask=ignore),
     "Size Penalty": lambda p, ids, cells, ignore: size_penalty_loss(p, ids > 0, ignore_mask=ignore),
-    # the instance family of seed 001, its terms weighted as in the compounds (eqs. 12-14), L_seg left out
-    "ICI terms (0.5·inst_GT + 0.25·center)": lambda p, ids, cells, ignore: compound_instance_loss(
-        "ici", p.new_zeros(()), instance_losses(p, ids, ignore_mask=ignore, terms=("instance_gt", "center"))
-    ),
-    "False terms (false_P + false_GT)": lambda p, ids, cells, ignore: compound_instance_loss(
-        "false", p.new_zeros(()), instance_losses(p, ids, ignore_mask=ignore, terms=("false_gt", "false_p"))
-    ),
-    "Proximity terms (0.1·proximity)": lambda p, ids, cells, ignore: compound_instance_loss(
-        "proximity", p.new_zeros(()), instance_losses(p, ids, ignore_mask=ignore, terms=("proximity",))
-    ),
+    # the instance family as its trainers build it (sub-terms weighted as in their configs), L_seg left out
+    "ICI terms (0.5·inst_GT + 0.25·center)": lambda p, ids, cells, ignore: INSTANCE_TERMS["ici"](p, ids, None, ignore),
+    "False terms (false_P + false_GT)": lambda p, ids, cells, ignore: INSTANCE_TERMS["false"](p, ids, None, ignore),
+    "Proximity terms (0.1·proximity)": lambda p, ids, cells, ignore: INSTANCE_TERMS["proximity"](p, ids, None, ignore),
 }
 
 BASELINE = "nnU-Net DC+CE"

@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 
 from nnunet_lesionloss.evaluation.evaluate import LabelSpec, evaluate_arrays
-from nnunet_lesionloss.evaluation.metrics import OverlapTable, SurfacePoints, evaluate_binary, lesion_components
+from nnunet_lesionloss.components import label_components
+from nnunet_lesionloss.evaluation.metrics import OverlapTable, SurfacePoints, evaluate_binary
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
@@ -28,7 +29,7 @@ def make_case(n_lesions: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     reference = make_lesion_labels(SHAPE, n_lesions, radius_range=(1.0, 8.0), seed=seed)
     rng = np.random.default_rng(seed + 1)
     prediction = np.roll(reference, 1, axis=2)
-    labels, count = lesion_components(prediction > 0, 26)
+    labels, count = label_components(prediction > 0, 26, return_count=True)
     dropped = rng.choice(np.arange(1, count + 1), size=max(1, count // 6), replace=False)
     prediction[np.isin(labels, dropped)] = 0
     extra = make_lesion_labels(SHAPE, max(1, n_lesions // 5), radius_range=(1.0, 3.0), seed=seed + 7)
@@ -56,12 +57,12 @@ def main() -> None:
     ref_mask, pred_mask = reference > 0, prediction > 0
     spacing = (1.0, 1.0, 1.0)
     settings = EvaluationSettings()
-    _, n_ref = lesion_components(ref_mask, 26)
-    _, n_pred = lesion_components(pred_mask, 26)
+    _, n_ref = label_components(ref_mask, 26, return_count=True)
+    _, n_pred = label_components(pred_mask, 26, return_count=True)
     rows = []
 
     def components():
-        return lesion_components(ref_mask, 26), lesion_components(pred_mask, 26)
+        return label_components(ref_mask, 26, return_count=True), label_components(pred_mask, 26, return_count=True)
 
     (ref_labels, n_r), (pred_labels, n_p) = components()
     rows.append(("connected components (cc3d, both masks, full volume)", timed(components, args.repeats)))

@@ -10,7 +10,8 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from nnunet_lesionloss.components import channel_component_maps, label_components, voronoi_cells
-from nnunet_lesionloss.training.transforms import ComponentMapsTransform, TargetLayout, split_target
+from nnunet_lesionloss.targets import TargetLayout, split_target
+from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
 
 def _diagonal_pair_3d() -> np.ndarray:

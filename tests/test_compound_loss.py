@@ -8,7 +8,8 @@ import torch
 from nnunet_lesionloss.losses.compound import LesionAwareLoss, foreground_probabilities
 from nnunet_lesionloss.losses.functional import blob_loss, focal_tversky_loss, mil_loss, tversky_loss
 from nnunet_lesionloss.losses.terms import build_term
-from nnunet_lesionloss.training.transforms import ComponentMapsTransform, TargetLayout
+from nnunet_lesionloss.targets import TargetLayout
+from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
 
 def test_tversky_and_focal_tversky_by_hand():
@@ -123,3 +124,39 @@ def test_generalized_dice_against_the_loop_and_by_hand():
     ignore = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
     ignore[0, 0, 1, 0] = True  # ignoring the 0.5 voxel: p = (1, 0, 0), perfect
     assert float(generalized_dice_loss(p, g, ignore_mask=ignore)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_loss_package_does_not_import_the_data_loading_package():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import nnunet_lesionloss.losses.compound, nnunet_lesionloss.losses.terms, nnunet_lesionloss.losses.functional\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('batchgeneratorsv2', 'nnunet_lesionloss.training', 'nnunetv2'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+
+
+def test_terms_are_validated_once_at_build_and_not_on_every_step():
+    from nnunet_lesionloss.config import ConfigError
+    from nnunet_lesionloss.losses.terms import TERM_FUNCTIONS
+
+    assert all(callable(function) for function in TERM_FUNCTIONS.values())
+    with pytest.raises(ConfigError, match="terms.cat: gamma must be a finite number >= 0"):
+        build_term("cat", {"params": {"gamma": -1.0}})
+    term = build_term("cat", {"weight": 1.0})
+    calls = []
+    function = term.function
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["validate"])
+        return function(*args, **kwargs)
+
+    term.function = recording
+    layout = TargetLayout(1, torch.int16, 1, False, None)
+    loss = LesionAwareLoss(None, 0.0, [term], None, layout, [(1,)])
+    seg = _seg()
+    loss(torch.randn(2, 2, 8, 8, 8), _packed_targets(seg, with_maps_at=None)[0])
+    assert calls == [False], "a training step calls the term without re-validating its parameters"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest_evaluation import close, cube
-from nnunet_lesionloss.evaluation.metrics import (concordance_correlation, evaluate_binary, lesion_components,
+from nnunet_lesionloss.components import label_components
+from nnunet_lesionloss.evaluation.metrics import (concordance_correlation, evaluate_binary,
                                                   volume_weighted_dice)
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec, get_preset
 
@@ -102,7 +103,7 @@ def test_touching_lesions_depend_on_connectivity():
     corner = cube(SHAPE, (2, 2, 2), (2, 2, 2)) | cube(SHAPE, (4, 4, 4), (2, 2, 2))  # share one corner point
     edge = cube(SHAPE, (2, 2, 2), (2, 2, 2)) | cube(SHAPE, (4, 4, 2), (2, 2, 2))  # share an edge
     face = cube(SHAPE, (2, 2, 2), (2, 2, 2)) | cube(SHAPE, (4, 2, 2), (2, 2, 2))  # share a face
-    counts = {c: [lesion_components(m.astype(bool), c)[1] for m in (corner, edge, face)] for c in (6, 18, 26)}
+    counts = {c: [label_components(m.astype(bool), c, return_count=True)[1] for m in (corner, edge, face)] for c in (6, 18, 26)}
     assert counts == {6: [2, 2, 1], 18: [2, 1, 1], 26: [1, 1, 1]}
     pred = cube(SHAPE, (2, 2, 2), (1, 1, 1)).astype(bool)  # hits only the first cube
     v6 = evaluate_binary(corner.astype(bool), pred, (1, 1, 1), EvaluationSettings(connectivity=6)).values
@@ -176,3 +177,12 @@ def test_across_case_metrics_by_hand():
     assert close(concordance_correlation(x, [2.0, 3.0, 4.0]), 2 * (2 / 3) / (2 * (2 / 3) + 1))
     assert concordance_correlation([1.0], [1.0]) is None
     assert close(volume_weighted_dice([0.5, 1.0, None], [1.0, 3.0, 5.0]), (0.5 + 3.0) / 4.0)
+
+
+def test_evaluation_labels_with_the_package_labelling_and_refuses_a_3d_connectivity_in_2d():
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[0, 0] = mask[1, 1] = True  # diagonal neighbours: one lesion at 8-connectivity, two at 4
+    assert evaluate_binary(mask, mask, (1.0, 1.0), EvaluationSettings(connectivity=8)).values["n_ref_lesions"] == 1
+    assert evaluate_binary(mask, mask, (1.0, 1.0), EvaluationSettings(connectivity=4)).values["n_ref_lesions"] == 2
+    with pytest.raises(ValueError, match=r"connectivity 26 is not valid in 2D"):
+        evaluate_binary(mask, mask, (1.0, 1.0), EvaluationSettings(connectivity=26))

@@ -12,7 +12,8 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from conftest_evaluation import close
-from nnunet_lesionloss.evaluation.metrics import OverlapTable, evaluate_binary, lesion_components, match_instances
+from nnunet_lesionloss.components import label_components
+from nnunet_lesionloss.evaluation.metrics import OverlapTable, evaluate_binary, match_instances
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
@@ -91,8 +92,8 @@ def brute_force_matching(table: OverlapTable, spec: MatchingSpec):
        spec=st.sampled_from([MatchingSpec("dsc", 0.1), MatchingSpec("dsc", 0.3), MatchingSpec("iou", 0.2)]))
 def test_hungarian_matching_is_optimal_against_brute_force(seed, density, spec):
     ref, pred = random_masks(seed, density, shape=(5, 6, 6))
-    ref_lab, n_ref = lesion_components(ref, 6)
-    pred_lab, n_pred = lesion_components(pred, 6)
+    ref_lab, n_ref = label_components(ref, 6, return_count=True)
+    pred_lab, n_pred = label_components(pred, 6, return_count=True)
     table = OverlapTable.build(ref_lab, n_ref, pred_lab, n_pred)
     scores = table.pair_dsc() if spec.metric == "dsc" else table.pair_iou()
     if int((scores >= spec.threshold).sum()) > 7:  # keep the enumeration small
@@ -110,7 +111,7 @@ def synthetic_pair(seed: int, shape=(40, 44, 36)):
     ref = make_lesion_labels(shape, 18, radius_range=(1.0, 4.5), seed=seed) > 0
     rng = np.random.default_rng(seed + 1)
     pred = np.roll(ref, shift=int(rng.integers(-1, 2)), axis=int(rng.integers(0, 3)))
-    labels, n = lesion_components(pred, 26)
+    labels, n = label_components(pred, 26, return_count=True)
     dropped = rng.choice(np.arange(1, n + 1), size=max(1, n // 5), replace=False) if n else []
     pred = pred & ~np.isin(labels, dropped)
     pred |= make_lesion_labels(shape, 5, radius_range=(1.0, 3.0), seed=seed + 7) > 0

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from nnunet_lesionloss.config import ConfigError, load_config
 from nnunet_lesionloss.losses.functional import instance_losses
+from nnunet_lesionloss.losses.terms import build_term
 from nnunet_lesionloss.losses.instance_family import (
-    COMPOUND_WEIGHTS,
     TERM_NAMES,
-    compound_instance_loss,
     label_prediction_components,
 )
 
@@ -401,15 +401,22 @@ def test_terms_subset_autocast_and_compounds():
     assert all(v.dtype == torch.float32 for v in subset.values())
     full = instance_losses(tensor.float(), torch.tensor(ids)[None, None])
     assert float(subset["center"]) == pytest.approx(float(full["center"]), rel=1e-6)
-    seg = torch.tensor(0.3)
-    assert float(compound_instance_loss("ICI", seg, full)) == pytest.approx(0.25 * 0.3 + 0.5 * float(full["instance_gt"]) + 0.25 * float(full["center"]))
-    assert float(compound_instance_loss("false", seg, full)) == pytest.approx(0.3 + float(full["false_p"]) + float(full["false_gt"]))
-    assert float(compound_instance_loss("proximity", seg, full)) == pytest.approx(0.3 + 0.1 * float(full["proximity"]))
-    assert set(COMPOUND_WEIGHTS) == {"ici", "false", "proximity"}
-    with pytest.raises(KeyError, match="proximity"):
-        compound_instance_loss("proximity", seg, subset)
-    with pytest.raises(ValueError, match="name must be one of"):
-        compound_instance_loss("blob", seg, full)
+    # the compounds (eqs. 12-14) as the trainer configs define them: L_seg weight and sub-term weights
+    expected = {
+        "ici": (0.25, 0.5 * float(full["instance_gt"]) + 0.25 * float(full["center"])),
+        "false": (1.0, float(full["false_p"]) + float(full["false_gt"])),
+        "proximity": (1.0, 0.1 * float(full["proximity"])),
+    }
+    ids_tensor = torch.tensor(ids)[None, None]
+    for name, (seg_weight, instance_part) in expected.items():
+        config = load_config(name, env={})
+        assert config["base"]["weight"] == seg_weight
+        term = build_term("instance_family", config["terms"]["instance_family"])
+        assert float(term(tensor.float(), ids_tensor)) == pytest.approx(instance_part, rel=1e-6)
+    with pytest.raises(ConfigError, match="unknown sub-term"):
+        build_term("instance_family", {"subterms": {"blob": 1.0}})
+    with pytest.raises(ConfigError, match="subterms"):
+        build_term("instance_family", {"params": {"weights": {"proximity": 0.1}}, "subterms": {"proximity": 0.1}})
 
 
 @pytest.mark.parametrize(

@@ -71,3 +71,17 @@ def test_synth_writes_a_reproducible_nnunet_raw_dataset(tmp_path):
     sizes = [int((label_components(first > 0, 26) == k).sum()) for k in range(1, label_components(first > 0, 26).max() + 1)]
     assert min(sizes) <= 10, "small lesions (a few voxels) are part of the synthetic data"
     assert (folder / "imagesTr" / "case_002_0001.nii.gz").is_file()
+
+
+def test_doctor_checks_the_versions_the_package_metadata_declares():
+    import tomllib
+
+    from nnunet_lesionloss.setup_cli import declared_requirements
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(str(r) for r in declared_requirements()) == sorted(
+        str(__import__("packaging.requirements").requirements.Requirement(d)) for d in declared
+    )
+    version_lines = [m for _, m in doctor_report({})][: len(declared)]
+    assert [line.split()[0] for line in version_lines] == [r.name for r in declared_requirements()]
+    assert not any("==" in d for d in declared if d.startswith(("torch", "nnunetv2"))), "no exact pin of torch or nnU-Net"

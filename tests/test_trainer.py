@@ -188,3 +188,41 @@ def test_component_transform_runs_in_a_fresh_worker_process(start_method):
     with multiprocessing.get_context(start_method).Pool(1) as pool:
         out = pool.apply(transform, kwds={"segmentation": seg})["segmentation"]
     assert out.shape == (3, 6, 6, 6) and int(out[1].max()) == 2 and int(out[2].min()) == 1
+
+
+def test_nnunet_train_step_carries_the_packed_target_to_the_loss(preprocessed_dataset, monkeypatch):
+    """The trainer base does not override nnU-Net's train_step: what it relies on is that nnU-Net's
+    step moves every scale of ``batch['target']`` to the device and hands it to ``self.loss`` as is,
+    so the component maps reach the loss packed in the target."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
+
+    assert nnUNetTrainerLesionLoss.train_step is nnUNetTrainer.train_step
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL)
+    trainer.initialize()
+    batch = next(trainer.get_dataloaders()[0])
+    seen = []
+    loss = trainer.loss
+
+    def recording_loss(output, target):
+        seen.append(target)
+        return loss(output, target)
+
+    monkeypatch.setattr(trainer, "loss", recording_loss)
+    trainer.train_step(batch)
+    (target,) = seen
+    assert [t.shape for t in target] == [t.shape for t in batch["target"]]
+    assert all(torch.equal(t, b) for t, b in zip(target, batch["target"])), "the packed target arrives unchanged"
+    assert target[0].shape[1] == trainer.target_layout.packed_channels
+    assert trainer.target_layout is trainer.target_layout, "computed once, not per access"
+
+
+def test_size_penalty_auto_tau_is_validated_like_a_config_value(preprocessed_dataset, monkeypatch):
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerSizePenaltyAuto)
+    trainer.initialize()
+    with pytest.raises(ConfigError, match="terms.size_penalty: tau must be a finite number > 0"):
+        trainer.update_term_params("size_penalty", {"tau": float("nan")})
+    trainer.update_term_params("size_penalty", {"tau": 42.0})
+    term = next(t for t in trainer.loss.terms if t.name == "size_penalty")
+    assert term.params["tau"] == 42.0 and trainer.lesion_config["terms"]["size_penalty"]["params"]["tau"] == 42.0

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from nnunet_lesionloss.components import ANY_CONNECTIVITY
 from nnunet_lesionloss.evaluation.settings import PRESETS, EvaluationSettings, MatchingSpec, get_preset
 
 
@@ -19,7 +20,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("lesion definition and matching (defaults: --preset, then the seed papers)")
     group.add_argument("--preset", choices=sorted(PRESETS), default="default",
                        help="challenge definition of a lesion and its metrics (docs/metrics.md lists the sources)")
-    group.add_argument("--connectivity", type=int, choices=(6, 18, 26), help="lesion connectivity (default 26)")
+    group.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY,
+                       help="lesion connectivity: 6, 18, 26 in 3D, 4, 8 in 2D (default 26)")
     group.add_argument("--min-lesion-voxels", type=int,
                        help="remove components with fewer voxels from both masks first (seed 003: 5 with 18-connectivity)")
     group.add_argument("--min-lesion-volume", type=float, metavar="MM3",

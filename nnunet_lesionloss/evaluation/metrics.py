@@ -20,30 +20,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import cc3d
 import numpy as np
 from scipy.ndimage import binary_erosion, generate_binary_structure
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
 
 MM3_PER_ML = 1000.0
 
 
 # --------------------------------------------------------------------------- components
-def lesion_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    """Connected components of a binary mask as (uint32 label map, count)."""
-    if connectivity not in (6, 18, 26) and mask.ndim == 3:
-        raise ValueError(f"connectivity must be 6, 18 or 26 in 3D, got {connectivity}")
-    if mask.ndim == 2 and connectivity not in (4, 8):
-        connectivity = 8 if connectivity >= 18 else 4
-    labels, count = cc3d.connected_components(
-        np.ascontiguousarray(mask, dtype=bool), connectivity=connectivity, return_N=True, out_dtype=np.uint32
-    )
-    return labels, int(count)
-
-
 def remove_small_components(
     mask: np.ndarray,
     connectivity: int,
@@ -60,7 +48,7 @@ def remove_small_components(
     mask = np.asarray(mask, dtype=bool)
     if min_voxels <= 1 and min_volume_mm3 <= 0:
         return mask
-    labels, count = lesion_components(mask, connectivity)
+    labels, count = label_components(mask, connectivity, return_count=True)
     if count == 0:
         return mask
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
@@ -376,8 +364,8 @@ def evaluate_binary(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
     prediction = remove_small_components(prediction, connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3)
 
     out = BinaryEvaluation()
-    ref_labels, n_ref = lesion_components(reference, connectivity)
-    pred_labels, n_pred = lesion_components(prediction, connectivity)
+    ref_labels, n_ref = label_components(reference, connectivity, return_count=True)
+    pred_labels, n_pred = label_components(prediction, connectivity, return_count=True)
     table = OverlapTable.build(ref_labels, n_ref, pred_labels, n_pred)
     surfaces = None
     if reference.any() and prediction.any():

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nnunet_lesionloss.evaluation.metrics import lesion_components
+from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation.settings import MatchingSpec
 
 
@@ -25,8 +25,8 @@ def panoptica_instance_metrics(reference: np.ndarray, prediction: np.ndarray, sp
 
     if hasattr(panoptica, "disable_citation_reminder"):
         panoptica.disable_citation_reminder()
-    ref_labels, _ = lesion_components(np.asarray(reference, bool), connectivity)
-    pred_labels, _ = lesion_components(np.asarray(prediction, bool), connectivity)
+    ref_labels = label_components(reference, connectivity)
+    pred_labels = label_components(prediction, connectivity)
     metric = Metric.DSC if matching.metric == "dsc" else Metric.IOU
     matcher_class = MaxBipartiteMatching if algorithm == "hungarian" else NaiveThresholdMatching
     evaluator = Panoptica_Evaluator(

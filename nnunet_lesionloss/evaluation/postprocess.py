@@ -17,7 +17,8 @@ import numpy as np
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, lesion_components, remove_small_components
+from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
+from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
 
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -58,7 +59,7 @@ def merge_by_volume(small_model: np.ndarray, large_model: np.ndarray, voxel_volu
     limit_voxels = volume_ml * MM3_PER_ML / voxel_volume_mm3
 
     def keep(labels: np.ndarray, small: bool) -> np.ndarray:
-        components, count = lesion_components(labels > 0, connectivity)
+        components, count = label_components(labels > 0, connectivity, return_count=True)
         sizes = np.bincount(components.ravel(), minlength=count + 1)
         selected = sizes < limit_voxels if small else sizes >= limit_voxels
         selected[0] = False
@@ -209,7 +210,7 @@ def register(subparsers, runner) -> None:
     p.add_argument("input", help="folder of label images")
     p.add_argument("output", help="output folder")
     p.add_argument("--min-voxels", type=int, default=5, help="default 5 (seed 003 §4.5)")
-    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=18, help="default 18 (seed 003 §4.5)")
+    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (seed 003 §4.5)")
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_remove_small)
@@ -222,7 +223,7 @@ def register(subparsers, runner) -> None:
                                                "give the channel for region-based (sigmoid) models)")
     p.add_argument("--label", type=int, help="reference label (default: any foreground)")
     p.add_argument("--min-voxels", type=int, default=0, help="also remove components below N voxels (seed 003: 5)")
-    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=18)
+    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
     p.add_argument("--file-ending", default=".nii.gz")
     p.add_argument("-o", "--output", help="write the result as JSON")
     p.add_argument("--overwrite", action="store_true")
@@ -236,7 +237,7 @@ def register(subparsers, runner) -> None:
     p.add_argument("--template-dir", help="folder with images of the same geometry (default: the probability folder)")
     p.add_argument("--channel", type=int, help="as for choose-threshold")
     p.add_argument("--min-voxels", type=int, default=0)
-    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=18)
+    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
     p.add_argument("--file-ending", default=".nii.gz")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_apply_threshold)
@@ -246,7 +247,7 @@ def register(subparsers, runner) -> None:
     p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--volume-ml", type=float, default=0.05, help="default 0.05 mL (seed 001 §4.2)")
-    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26)
+    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=26)
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_merge_by_volume)

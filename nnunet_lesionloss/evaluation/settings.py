@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
+from nnunet_lesionloss.components import ANY_CONNECTIVITY, VALID_CONNECTIVITY
+
 
 @dataclass(frozen=True)
 class MatchingSpec:
@@ -69,8 +71,8 @@ class EvaluationSettings:
     global_distances_in_voxels: bool = False
 
     def __post_init__(self):
-        if self.connectivity not in (4, 8, 6, 18, 26):
-            raise ValueError(f"connectivity must be 6, 18 or 26 (3D) or 4, 8 (2D), got {self.connectivity}")
+        if self.connectivity not in ANY_CONNECTIVITY:
+            raise ValueError(f"connectivity must be one of {VALID_CONNECTIVITY[3]} (3D) or {VALID_CONNECTIVITY[2]} (2D), got {self.connectivity}")
         if self.hd95 not in ("max_directed", "pooled"):
             raise ValueError(f"hd95 must be 'max_directed' or 'pooled', got {self.hd95!r}")
         if self.detection not in ("any_overlap", "iou", "overlap_fraction"):

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .segments import build_foreground_index, check_probs_and_ids, index_count, index_sum, pair_sum
-from .tversky import check_nonnegative, check_positive
+from .checks import check_nonnegative, check_positive, check_probs_and_ids
+from .segments import build_foreground_index, index_count, index_sum, pair_sum
 
 __all__ = ["cat_loss", "mil_loss", "component_adaptive_weights"]
 
@@ -61,6 +61,7 @@ def cat_loss(
     w_bg: float = 0.01,
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Component-Adaptive Tversky loss (seed 000 §2.1, CATMIL).
 
@@ -74,13 +75,11 @@ def cat_loss(
     at least one non-ignored foreground voxel; a batch without any gives a zero with a graph.
     γ = 0 with w_bg = 1 is the plain Tversky loss. Computes in float32; returns a float32 scalar.
     """
-    check_probs_and_ids(probs, component_ids)
-    check_nonnegative("alpha", alpha)
-    check_nonnegative("beta", beta)
-    check_nonnegative("gamma", gamma)
-    check_nonnegative("eps", eps)
-    check_nonnegative("w_bg", w_bg)
-    check_positive("smooth", smooth)
+    if validate:
+        check_probs_and_ids(probs, component_ids)
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("eps", eps), ("w_bg", w_bg)):
+            check_nonnegative(name, value)
+        check_positive("smooth", smooth)
     index = build_foreground_index(component_ids, ignore_mask)
     # The weight is constant on each component and on the background, so every weighted sum is a
     # per-component sum times its weight: one scatter of p over the lesion voxels and one plain sum
@@ -107,6 +106,7 @@ def mil_loss(
     *,
     eps: float = 1e-6,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Lesion-level Multiple Instance Learning loss (seed 000 §2.2, CATMIL).
 
@@ -119,8 +119,9 @@ def mil_loss(
     count. No component in the batch gives a zero with a graph (the paper's "L_MIL = 0 for K = 0").
     Default ε = 1e-6 (issue 5; the paper only says "a small constant"). Returns a float32 scalar.
     """
-    check_probs_and_ids(probs, component_ids)
-    check_positive("eps", eps)
+    if validate:
+        check_probs_and_ids(probs, component_ids)
+        check_positive("eps", eps)
     # the max runs over the F component voxels only (sparse index), not over every voxel
     index = build_foreground_index(component_ids, ignore_mask)
     p = probs.float().reshape(-1)[index.positions]

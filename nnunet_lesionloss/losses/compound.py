@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nnunet_lesionloss.losses.terms import LossTerm
-from nnunet_lesionloss.training.transforms import TargetLayout, split_target
+from nnunet_lesionloss.targets import TargetLayout, split_target
 
 __all__ = ["LesionAwareLoss", "foreground_probabilities"]
 

@@ -24,11 +24,11 @@ import math
 
 import torch
 
+from .checks import check_nonnegative, check_probs_and_ids, check_same_device
 from .segments import (
     ForegroundIndex,
     build_foreground_index,
     build_slot_index,
-    check_probs_and_ids,
     index_count,
     index_sum,
     zero_with_graph,
@@ -52,18 +52,12 @@ _BASES = ("dice", "dice_ce")
 def _check_options(base: str, smooth: float, iwl: bool | None = None, iwl_max: float | None = None) -> None:
     if base not in _BASES:
         raise ValueError(f"base must be one of {_BASES}, got {base!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not math.isfinite(smooth) or smooth < 0:
-        raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
+    check_nonnegative("smooth", smooth)
     if iwl is not None and not isinstance(iwl, bool):
         raise TypeError(f"iwl must be True or False, got {iwl!r}")
     if iwl_max is not None:
         if isinstance(iwl_max, bool) or not isinstance(iwl_max, (int, float)) or math.isnan(iwl_max) or iwl_max < 1:
             raise ValueError(f"iwl_max must be a number >= 1 (the weights are clamped to [1, iwl_max]), got {iwl_max!r}")
-
-
-def _check_same_device(probs: torch.Tensor, name: str, tensor: torch.Tensor | None) -> None:
-    if tensor is not None and tensor.device != probs.device:
-        raise ValueError(f"{name} is on {tensor.device} but probs is on {probs.device}; move both to the same device")
 
 
 def _compute_dtype(probs: torch.Tensor) -> torch.dtype:
@@ -164,6 +158,7 @@ def blob_loss(
     iwl_max: float = IWL_MAX_DEFAULT,
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Blob loss (Kofler et al., IPMI 2023, seed 002), multi-class one-vs-rest (seed 004 §2.1, §2.3).
 
@@ -187,14 +182,15 @@ def blob_loss(
         iwl_max: upper clamp of the IWL weight (see ``IWL_MAX_DEFAULT``).
         smooth: s of the Dice term (nnU-Net's 1e-5).
         ignore_mask: bool [B, 1, *spatial], True = excluded from every sum.
+        validate: check the arguments (``losses.checks``); False for callers that checked them once.
 
     Returns:
         A float32 (float64 for float64 probs) scalar.
     """
-    check_probs_and_ids(probs, component_ids)
-    _check_options(base, smooth, iwl, iwl_max)
-    _check_same_device(probs, "component_ids", component_ids)
-    _check_same_device(probs, "ignore_mask", ignore_mask)
+    if validate:
+        check_probs_and_ids(probs, component_ids)
+        _check_options(base, smooth, iwl, iwl_max)
+        check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         index = build_foreground_index(component_ids, ignore_mask)
@@ -228,6 +224,7 @@ def cc_loss(
     iwl_max: float = IWL_MAX_DEFAULT,
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """CC loss (Learning to look closer, arXiv 2511.17146), multi-class one-vs-rest (seed 004 §2.1-2.2).
 
@@ -249,11 +246,11 @@ def cc_loss(
 
     Args: as ``blob_loss``, plus ``voronoi_cells`` (int, same shape as ``probs``).
     """
-    check_probs_and_ids(probs, component_ids)
-    check_probs_and_ids(probs, voronoi_cells, name="voronoi_cells")
-    _check_options(base, smooth, iwl, iwl_max)
-    for name, tensor in (("component_ids", component_ids), ("voronoi_cells", voronoi_cells), ("ignore_mask", ignore_mask)):
-        _check_same_device(probs, name, tensor)
+    if validate:
+        check_probs_and_ids(probs, component_ids)
+        check_probs_and_ids(probs, voronoi_cells, name="voronoi_cells")
+        _check_options(base, smooth, iwl, iwl_max)
+        check_same_device(probs, component_ids=component_ids, voronoi_cells=voronoi_cells, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         cells = build_slot_index(voronoi_cells, ignore_mask)
@@ -299,6 +296,7 @@ def inverse_weighted_loss(
     base: str = "dice_ce",
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Global inverse-size weighting (Shirokikh et al., MICCAI 2020; comparator of seeds 002 and 004).
 
@@ -318,10 +316,10 @@ def inverse_weighted_loss(
     Weights are per-segment constants, so every sum is Σ_k w_k·(Σ over C_k) + w_bg·(Σ over bg):
     the same single reduction as ``blob_loss``.
     """
-    check_probs_and_ids(probs, component_ids)
-    _check_options(base, smooth)
-    _check_same_device(probs, "component_ids", component_ids)
-    _check_same_device(probs, "ignore_mask", ignore_mask)
+    if validate:
+        check_probs_and_ids(probs, component_ids)
+        _check_options(base, smooth)
+        check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         index = build_foreground_index(component_ids, ignore_mask)

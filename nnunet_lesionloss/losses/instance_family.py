@@ -51,9 +51,11 @@ each; the only N×M objects are instance-level matrices):
   (§2.1.4) whose instance loss is the whole-pair Dice d(Ω, g). DIoU is constant (detached
   boxes); the gradient flows through d_n and d_m as in the paper (§2.2, Fig. 7).
 
-Compounds (eqs. 12-14, ``COMPOUND_WEIGHTS`` / ``compound_instance_loss``):
-ICI = 0.25·L_seg + 0.5·L_instance^GT + 0.25·L_center; False = L_seg + L_false^P + L_false^GT;
-Proximity = L_seg + 0.1·L_proximity, L_seg computed by the caller (nnU-Net DC+CE here).
+Compounds (eqs. 12-14): ICI = 0.25·L_seg + 0.5·L_instance^GT + 0.25·L_center; False = L_seg +
+L_false^P + L_false^GT; Proximity = L_seg + 0.1·L_proximity. Their weights live in one place, the
+trainer configs (``configs/ici.yaml``, ``false.yaml``, ``proximity.yaml``: ``base.weight`` is the
+weight of L_seg, ``subterms`` those of the instance terms); a caller without nnU-Net adds
+Σ weight·term to its own L_seg.
 
 Computation runs in float32 (float64 if ``probs`` is float64) with autocast disabled. Formulas and
 deviations from the paper and its code: ``docs/formulas.md §3``.
@@ -63,31 +65,23 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..components import VALID_CONNECTIVITY, check_connectivity, label_components
-from .segments import check_probs_and_ids, index_count, index_extrema, index_sum, pair_sum, valid_voxel_mask, zero_with_graph
+from .checks import check_probs_and_ids, check_same_device, check_spacing
+from .segments import index_count, index_extrema, index_sum, pair_sum, valid_voxel_mask, zero_with_graph
 
 __all__ = [
     "instance_losses",
     "label_prediction_components",
-    "compound_instance_loss",
-    "COMPOUND_WEIGHTS",
     "TERM_NAMES",
 ]
 
 TERM_NAMES = ("instance_gt", "instance_p", "center", "false_gt", "false_p", "proximity")
-
-# Eqs. 12-14 of seed 001; "seg" is the pixel-level loss L_seg the caller computes (paper: GDF).
-COMPOUND_WEIGHTS: dict[str, dict[str, float]] = {
-    "ici": {"seg": 0.25, "instance_gt": 0.5, "center": 0.25},
-    "false": {"seg": 1.0, "false_p": 1.0, "false_gt": 1.0},
-    "proximity": {"seg": 1.0, "proximity": 0.1},
-}
 
 _BACKENDS = ("cc3d", "torch")
 # Side of the artificial instance of §2.1.4 (3×3 in 2D, 3×3×3 in 3D).
@@ -95,18 +89,6 @@ _ARTIFICIAL_SIDE = 3
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def _check_spacing(spacing: Sequence[float] | None, spatial_dims: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * spatial_dims
-    try:
-        values = tuple(float(s) for s in spacing)
-    except TypeError as error:
-        raise TypeError(f"spacing must be a sequence of {spatial_dims} positive numbers, got {spacing!r}") from error
-    if len(values) != spatial_dims or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be {spatial_dims} finite positive numbers (one per spatial axis), got {spacing!r}")
-    return values
 
 
 def _check_options(threshold: float, phi: int, terms: Sequence[str], backend: str) -> tuple[str, ...]:
@@ -269,6 +251,7 @@ def instance_losses(
     terms: Sequence[str] = TERM_NAMES,
     component_backend: str = "cc3d",
     proximity_reduction: str = "sum",
+    validate: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The instance loss family of seed 001 (Rachmadi et al., §2.1): a dict of scalar tensors.
 
@@ -290,6 +273,7 @@ def instance_losses(
             difference of eq. 8 does not grow with the number of false predictions; with "sum" a
             fresh network's many false instances make L^P dominate and the gradient lowers p inside
             the ground-truth lesions, see docs/formulas.md).
+        validate: check the arguments (``losses.checks``); False for callers that checked them once.
 
     Returns:
         {name: scalar tensor} (float32; float64 for float64 probs) for the requested names among
@@ -298,17 +282,19 @@ def instance_losses(
         in the graph of ``probs``; a term with nothing to measure (no instance in the batch) is a
         zero with a graph.
     """
-    check_probs_and_ids(probs, component_ids)
     spatial_dims = probs.dim() - 2
-    terms = _check_options(threshold, phi, terms, component_backend)
-    if proximity_reduction not in ("sum", "mean"):
-        raise ValueError(f"proximity_reduction must be 'sum' or 'mean', got {proximity_reduction!r}")
+    if validate:
+        check_probs_and_ids(probs, component_ids)
+        terms = _check_options(threshold, phi, terms, component_backend)
+        if proximity_reduction not in ("sum", "mean"):
+            raise ValueError(f"proximity_reduction must be 'sum' or 'mean', got {proximity_reduction!r}")
+        if ignore_mask is not None and not torch.is_tensor(ignore_mask):
+            raise TypeError(f"ignore_mask must be a bool tensor or None, got {type(ignore_mask).__name__}")
+        check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
+    # normalised forms (cheap, always): the terms as a tuple, full connectivity for None, spacing as floats
+    terms = (terms,) if isinstance(terms, str) else tuple(terms)
     connectivity = check_connectivity(connectivity, spatial_dims)
-    spacing = _check_spacing(spacing, spatial_dims)
-    if ignore_mask is not None and not torch.is_tensor(ignore_mask):
-        raise TypeError(f"ignore_mask must be a bool tensor or None, got {type(ignore_mask).__name__}")
-    if component_ids.device != probs.device or (ignore_mask is not None and ignore_mask.device != probs.device):
-        raise ValueError("probs, component_ids and ignore_mask must be on the same device")
+    spacing = check_spacing(spacing, spatial_dims)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         work = probs if probs.dtype == torch.float64 else probs.float()
         return _instance_losses(
@@ -557,23 +543,3 @@ def _proximity_loss(gt, pred, pair_loss, spatial, spacing, dtype, reduction: str
         gt_weighted = gt_weighted / gt_present.sum(1).clamp_min(1).to(gt_weighted.dtype)
         pred_weighted = pred_weighted / pred_present.sum(1).clamp_min(1).to(pred_weighted.dtype)
     return _per_pair_mean((gt_weighted - pred_weighted).pow(2))  # eq. 8
-
-
-def compound_instance_loss(name: str, seg_loss: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """ICI / False / Proximity (eqs. 12-14): Σ weight·term with L_seg = ``seg_loss``.
-
-    ``terms`` is the dict of ``instance_losses`` (it must contain the terms the compound uses:
-    ``COMPOUND_WEIGHTS[name]`` minus "seg").
-    """
-    key = name.lower() if isinstance(name, str) else name
-    if key not in COMPOUND_WEIGHTS:
-        raise ValueError(f"name must be one of {tuple(COMPOUND_WEIGHTS)}, got {name!r}")
-    weights = COMPOUND_WEIGHTS[key]
-    missing = [t for t in weights if t != "seg" and t not in terms]
-    if missing:
-        raise KeyError(f"compound {key!r} needs the terms {missing} (pass terms=... including them to instance_losses)")
-    total = weights["seg"] * seg_loss
-    for term, weight in weights.items():
-        if term != "seg":
-            total = total + weight * terms[term]
-    return total

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import check_ignore_mask
+
 __all__ = [
-    "check_probs_and_ids",
     "valid_voxel_mask",
     "pair_sum",
     "zero_with_graph",
@@ -31,29 +32,14 @@ __all__ = [
 ]
 
 
-def check_probs_and_ids(probs: torch.Tensor, component_ids: torch.Tensor, name: str = "component_ids") -> None:
-    """Validate the shared argument convention of the component losses with a clear message."""
-    if not torch.is_tensor(probs) or not probs.is_floating_point():
-        raise TypeError(f"probs must be a floating-point tensor, got {type(probs).__name__} {getattr(probs, 'dtype', '')}")
-    if probs.dim() not in (4, 5):
-        raise ValueError(f"probs must be [B, C, *spatial] with 2 or 3 spatial dims, got shape {tuple(probs.shape)}")
-    if not torch.is_tensor(component_ids) or component_ids.is_floating_point() or component_ids.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got {getattr(component_ids, 'dtype', type(component_ids))}")
-    if component_ids.shape != probs.shape:
-        raise ValueError(f"{name} shape {tuple(component_ids.shape)} must equal probs shape {tuple(probs.shape)}")
-
-
 def valid_voxel_mask(ignore_mask: torch.Tensor | None, shape: torch.Size | tuple[int, ...]) -> torch.Tensor | None:
     """bool [B·C, V] (True = counted) from an ignore mask [B, 1 or C, *spatial] (True = excluded),
     for tensors of ``shape`` [B, C, *spatial]; None without a mask. The one check of the ignore-mask
     contract shared by every loss."""
     if ignore_mask is None:
         return None
-    if not torch.is_tensor(ignore_mask) or ignore_mask.dtype != torch.bool:
-        raise TypeError(f"ignore_mask must be bool (a tensor, True = excluded), got {getattr(ignore_mask, 'dtype', type(ignore_mask).__name__)}")
+    check_ignore_mask(ignore_mask, shape)
     batch, channels = shape[:2]
-    if ignore_mask.dim() != len(shape) or ignore_mask.shape[0] != batch or tuple(ignore_mask.shape[2:]) != tuple(shape[2:]) or ignore_mask.shape[1] not in (1, channels):
-        raise ValueError(f"ignore_mask shape {tuple(ignore_mask.shape)} must be [B, 1 or C, *spatial] for shape {tuple(shape)}")
     return (~ignore_mask).expand(*shape).reshape(batch * channels, -1)
 
 

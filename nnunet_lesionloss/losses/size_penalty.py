@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import torch
 
+from .checks import check_positive, check_probs_and_target
 from .segments import pair_sum, valid_voxel_mask
-from .tversky import check_positive, check_probs_and_target
 
 __all__ = ["size_penalty_loss", "estimate_size_penalty_tau", "PAPER_SIZE_PENALTY_TAU"]
 
@@ -29,6 +29,7 @@ def size_penalty_loss(
     eps: float = 1e-5,
     gate: float | None = None,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Size Penalty loss (seed 003 §3.2): mean over lesion-positive (b, c) pairs of
 
@@ -44,12 +45,13 @@ def size_penalty_loss(
     excluded) leaves voxels out of both volumes. No contributing pair gives a zero with a graph.
     Computes in float32; returns a float32 scalar.
     """
-    check_probs_and_target(probs, gt)
-    check_positive("tau", tau)
-    check_positive("cap", cap)
-    check_positive("eps", eps)
-    if gate is not None:
-        check_positive("gate", gate)
+    if validate:
+        check_probs_and_target(probs, gt)
+        check_positive("tau", tau)
+        check_positive("cap", cap)
+        check_positive("eps", eps)
+        if gate is not None:
+            check_positive("gate", gate)
     valid = valid_voxel_mask(ignore_mask, probs.shape)
     predicted_volume = pair_sum(probs, valid)
     true_volume = pair_sum(gt, valid)

@@ -1,60 +1,73 @@
 """Named loss terms: how a config entry ``terms: {<name>: {params: ...}}`` becomes a call of a
 functional loss.
 
-Each term names a function of :mod:`nnunet_lesionloss.losses.functional`. What the function is
-given follows from its parameter names, so one adapter serves every loss:
-``component_ids`` gets the ground-truth components, ``gt`` the binary ground truth (ids > 0),
-``voronoi_cells`` the cells, ``ignore_mask`` the ignore mask; the config's ``params`` become its
-keyword arguments (unknown ones fail at trainer start with the key named). A function without an
-``ignore_mask`` parameter sees ignored voxels zeroed in both the probabilities and the ground truth.
-A function that returns a dict of named terms (the instance family) is reduced with the config's
-``weights`` param: Σ weight_k · term_k.
+``TERM_FUNCTIONS`` maps each config name to its function. What the function is given follows
+from its parameter names, so one adapter serves every loss: ``component_ids`` gets the
+ground-truth components, ``gt`` the binary ground truth (ids > 0), ``voronoi_cells`` the cells,
+``ignore_mask`` the ignore mask; the config's ``params`` become its keyword arguments. A function
+without an ``ignore_mask`` parameter sees ignored voxels zeroed in both the probabilities and the
+ground truth. A function that returns a dict of named sub-terms (the instance family) is reduced
+with the config's ``subterms`` weights: Σ weight_k · subterm_k.
+
+Parameters are checked once, when the term is built (:func:`build_term`: unknown keys against
+the signature, values by the loss function's own validation on a tiny input); every training step
+then calls the function with ``validate=False``.
 """
+
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from nnunet_lesionloss.config import ConfigError
+from nnunet_lesionloss.losses.catmil import cat_loss, mil_loss
+from nnunet_lesionloss.losses.instance import blob_loss, cc_loss, inverse_weighted_loss
+from nnunet_lesionloss.losses.instance_family import TERM_NAMES as INSTANCE_SUBTERMS
+from nnunet_lesionloss.losses.instance_family import instance_losses
+from nnunet_lesionloss.losses.size_penalty import size_penalty_loss
+from nnunet_lesionloss.losses.tversky import (
+    binary_focal_loss,
+    focal_tversky_loss,
+    generalized_dice_loss,
+    tversky_loss,
+)
 
-__all__ = ["TERM_FUNCTIONS", "LossTerm", "build_term"]
+__all__ = ["TERM_FUNCTIONS", "FIXED_PARAMS", "LossTerm", "build_term"]
 
-#: config term name -> name of the function in losses.functional
-TERM_FUNCTIONS = {
-    "dice": "tversky_loss",  # soft Dice = Tversky with α = β = 0.5 (see FIXED_PARAMS)
-    "tversky": "tversky_loss",
-    "focal_tversky": "focal_tversky_loss",
-    "focal": "binary_focal_loss",
-    "generalized_dice": "generalized_dice_loss",
-    "blob": "blob_loss",
-    "cc": "cc_loss",
-    "inverse_weighted": "inverse_weighted_loss",
-    "cat": "cat_loss",
-    "mil": "mil_loss",
-    "size_penalty": "size_penalty_loss",
-    "instance_family": "instance_losses",
+#: config term name -> functional loss
+TERM_FUNCTIONS: dict[str, Callable] = {
+    "dice": tversky_loss,  # soft Dice = Tversky with α = β = 0.5 (see FIXED_PARAMS)
+    "tversky": tversky_loss,
+    "focal_tversky": focal_tversky_loss,
+    "focal": binary_focal_loss,
+    "generalized_dice": generalized_dice_loss,
+    "blob": blob_loss,
+    "cc": cc_loss,
+    "inverse_weighted": inverse_weighted_loss,
+    "cat": cat_loss,
+    "mil": mil_loss,
+    "size_penalty": size_penalty_loss,
+    "instance_family": instance_losses,
 }
 
 #: params a term fixes because they define it (not settable in the config)
 FIXED_PARAMS = {"dice": {"alpha": 0.5, "beta": 0.5}}
 
-_DATA_PARAMETERS = {"probs", "component_ids", "gt", "voronoi_cells", "ignore_mask"}
+#: sub-terms a term function returns as a dict (only these terms take ``subterms`` weights)
+SUBTERMS = {"instance_family": INSTANCE_SUBTERMS}
 
-
-def _resolve(name: str) -> Callable:
-    from nnunet_lesionloss.losses import functional
-
-    if name not in TERM_FUNCTIONS:
-        raise ConfigError(f"unknown loss term {name!r}; known terms: {sorted(TERM_FUNCTIONS)}")
-    return getattr(functional, TERM_FUNCTIONS[name])
+_DATA_PARAMETERS = {"probs", "component_ids", "gt", "voronoi_cells", "ignore_mask", "validate"}
 
 
 @dataclass
 class LossTerm:
-    """One weighted term: weight(t) = weight · min(t / warmup_epochs, 1) (constant when warmup is 0)."""
+    """One weighted term: weight(t) = weight · min(t / warmup_epochs, 1) (constant when warmup is 0).
+
+    ``subterm_weights`` reduces a function that returns a dict of named sub-terms; None otherwise.
+    """
 
     name: str
     function: Callable
@@ -62,7 +75,8 @@ class LossTerm:
     weight: float
     warmup_epochs: int
     full_resolution_only: bool
-    term_weights: dict | None  # for functions returning a dict of named terms
+    subterm_weights: dict | None = None
+    accepted: frozenset = field(init=False)
 
     def __post_init__(self):
         # which data the function takes, read once from its signature (not on every step)
@@ -78,7 +92,7 @@ class LossTerm:
             return self.weight
         return self.weight * min(epoch / self.warmup_epochs, 1.0)
 
-    def __call__(self, probs, component_ids, voronoi_cells=None, ignore_mask=None) -> torch.Tensor:
+    def __call__(self, probs, component_ids, voronoi_cells=None, ignore_mask=None, *, validate=False) -> torch.Tensor:
         if ignore_mask is not None and "ignore_mask" not in self.accepted:
             keep = ~ignore_mask  # the function cannot exclude them: zero them after the activation
             probs = probs * keep
@@ -89,9 +103,9 @@ class LossTerm:
             kwargs["gt"] = component_ids > 0
         if "voronoi_cells" in kwargs and voronoi_cells is None:
             raise RuntimeError(f"loss term {self.name!r} needs Voronoi cells but the batch has none")
-        result = self.function(probs, **kwargs, **self.params)
+        result = self.function(probs, **kwargs, **self.params, validate=validate)
         if isinstance(result, dict):
-            return sum(weight * result[key] for key, weight in self.term_weights.items())
+            return sum(weight * result[key] for key, weight in self.subterm_weights.items())
         return result
 
 
@@ -103,11 +117,13 @@ def build_term(name: str, settings: dict, *, spatial_dims: int = 3, context: dic
     ground-truth components, ``spacing``): each is passed when the function has a parameter of
     that name and the config does not set it.
     """
-    function = _resolve(name)
+    if name not in TERM_FUNCTIONS:
+        raise ConfigError(f"unknown loss term {name!r}; known terms: {sorted(TERM_FUNCTIONS)}")
+    function = TERM_FUNCTIONS[name]
     params = dict(settings.get("params", {}))
-    term_weights = params.pop("weights", None) if name == "instance_family" else None
-    if term_weights and "terms" not in params:
-        params["terms"] = tuple(term_weights)  # compute only the terms the compound uses
+    subterm_weights = _subterm_weights(name, settings.get("subterms"))
+    if subterm_weights is not None and "terms" not in params:
+        params["terms"] = tuple(subterm_weights)  # compute only the sub-terms that are weighted
     signature = inspect.signature(function).parameters
     fixed = FIXED_PARAMS.get(name, {})
     allowed = {
@@ -117,15 +133,12 @@ def build_term(name: str, settings: dict, *, spatial_dims: int = 3, context: dic
     }
     unknown = set(params) - allowed
     if unknown:
-        raise ConfigError(f"unknown param(s) {sorted(unknown)} in terms.{name}.params; allowed: {sorted(allowed)}")
+        hint = " (sub-term weights are set under terms.<name>.subterms)" if "weights" in unknown else ""
+        raise ConfigError(f"unknown param(s) {sorted(unknown)} in terms.{name}.params; allowed: {sorted(allowed)}{hint}")
     params.update(fixed)
-    signature_names = set(signature)
     for key, value in (context or {}).items():
-        if key in signature_names and key not in params:
+        if key in signature and key not in params:
             params[key] = value
-    if name == "instance_family":
-        if not isinstance(term_weights, dict) or not term_weights:
-            raise ConfigError("terms.instance_family.params.weights must map term names to weights")
     term = LossTerm(
         name=name,
         function=function,
@@ -133,10 +146,24 @@ def build_term(name: str, settings: dict, *, spatial_dims: int = 3, context: dic
         weight=float(settings.get("weight", 1.0)),
         warmup_epochs=int(settings.get("warmup_epochs", 0)),
         full_resolution_only=settings.get("scales", "all") == "full",
-        term_weights=term_weights,
+        subterm_weights=subterm_weights,
     )
     _smoke_test(term, spatial_dims)
     return term
+
+
+def _subterm_weights(name: str, subterms: dict | None) -> dict | None:
+    if name not in SUBTERMS:
+        if subterms is not None:
+            raise ConfigError(f"terms.{name}.subterms: the term {name!r} has no sub-terms")
+        return None
+    known = SUBTERMS[name]
+    if not isinstance(subterms, dict) or not subterms:
+        raise ConfigError(f"terms.{name}.subterms must map sub-term names ({', '.join(known)}) to weights")
+    unknown = sorted(set(subterms) - set(known))
+    if unknown:
+        raise ConfigError(f"terms.{name}.subterms names unknown sub-term(s) {unknown}; known: {list(known)}")
+    return dict(subterms)
 
 
 def _smoke_test(term: LossTerm, spatial_dims: int) -> None:
@@ -145,10 +172,8 @@ def _smoke_test(term: LossTerm, spatial_dims: int) -> None:
     ids = torch.zeros(shape, dtype=torch.int32)
     ids[(0, 0) + (1,) * spatial_dims] = 1
     try:
-        value = term(probs, ids, voronoi_cells=torch.ones_like(ids))
+        value = term(probs, ids, voronoi_cells=torch.ones_like(ids), validate=True)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"terms.{term.name}: {error}") from error
-    except KeyError as error:
-        raise ConfigError(f"terms.{term.name}.params.weights names an unknown term {error}") from error
     if not torch.isfinite(value):
         raise ConfigError(f"terms.{term.name} gives a non-finite value ({float(value)}) on a test input: check its params")

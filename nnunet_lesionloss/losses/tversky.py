@@ -12,10 +12,9 @@ excluded) removes voxels from every sum. They compute in float32 whatever the in
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .checks import check_nonnegative, check_positive, check_probs_and_target
 from .segments import valid_voxel_mask, zero_with_graph
 
 __all__ = ["tversky_loss", "focal_tversky_loss", "binary_focal_loss", "tversky_index"]
@@ -27,31 +26,8 @@ _FOCAL_TVERSKY_FLOOR = 1e-6
 _LOG_FLOOR = 1e-12
 
 
-def check_nonnegative(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def check_positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def check_probs_and_target(probs: torch.Tensor, target: torch.Tensor, name: str = "gt") -> None:
-    """Validate ``probs`` [B, C, *spatial] (2D or 3D, floating point) and a same-shaped binary target."""
-    if not torch.is_tensor(probs) or not probs.is_floating_point():
-        raise TypeError(f"probs must be a floating-point tensor, got {type(probs).__name__} {getattr(probs, 'dtype', '')}")
-    if probs.dim() not in (4, 5):
-        raise ValueError(f"probs must be [B, C, *spatial] with 2 or 3 spatial dims, got shape {tuple(probs.shape)}")
-    if not torch.is_tensor(target):
-        raise TypeError(f"{name} must be a tensor (bool or 0/1), got {type(target).__name__}")
-    if target.shape != probs.shape:
-        raise ValueError(f"{name} shape {tuple(target.shape)} must equal probs shape {tuple(probs.shape)}")
-
-
 def _masked_pairs(probs: torch.Tensor, gt: torch.Tensor, ignore_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """probs and gt as float32 [B·C, V] with ignored voxels zeroed (after the activation, never before)."""
-    check_probs_and_target(probs, gt)
     valid = valid_voxel_mask(ignore_mask, probs.shape)
     pairs = probs.shape[0] * probs.shape[1]
     p = probs.float().reshape(pairs, -1)
@@ -71,16 +47,20 @@ def tversky_index(
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     batch: bool = False,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Tversky index TI = (TP + s) / (TP + α·FP + β·FN + s) per (b, c) pair ([B·C]) or per channel ([C]).
 
     TP = Σ p·g, FP = Σ p·(1 - g), FN = Σ (1 - p)·g over the non-ignored voxels; α weighs false
     positives, β false negatives. ``batch=True`` sums TP/FP/FN over the batch first (one index per
-    channel, like nnU-Net's ``batch_dice``).
+    channel, like nnU-Net's ``batch_dice``). ``validate=False`` skips the argument checks
+    (``losses.checks``), for callers that validated them once.
     """
-    check_nonnegative("alpha", alpha)
-    check_nonnegative("beta", beta)
-    check_positive("smooth", smooth)
+    if validate:
+        check_probs_and_target(probs, gt)
+        check_nonnegative("alpha", alpha)
+        check_nonnegative("beta", beta)
+        check_positive("smooth", smooth)
     p, g = _masked_pairs(probs, gt, ignore_mask)
     true_pos = (p * g).sum(dim=1)
     false_pos = (p * (1.0 - g)).sum(dim=1)
@@ -100,6 +80,7 @@ def tversky_loss(
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     batch: bool = False,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Tversky loss (Salehi et al. 2017): mean over (b, c) pairs of 1 - TI_bc.
 
@@ -112,7 +93,10 @@ def tversky_loss(
     channels. ``smooth`` must be > 0 so that an empty pair with an empty prediction is defined.
     Returns a float32 scalar.
     """
-    return (1.0 - tversky_index(probs, gt, alpha=alpha, beta=beta, smooth=smooth, ignore_mask=ignore_mask, batch=batch)).mean()
+    index = tversky_index(
+        probs, gt, alpha=alpha, beta=beta, smooth=smooth, ignore_mask=ignore_mask, batch=batch, validate=validate
+    )
+    return (1.0 - index).mean()
 
 
 def focal_tversky_loss(
@@ -125,6 +109,7 @@ def focal_tversky_loss(
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     batch: bool = False,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Focal Tversky loss (Abraham & Khan, ISBI 2019): mean over (b, c) pairs of (1 - TI_bc)^(1/γ).
 
@@ -135,8 +120,11 @@ def focal_tversky_loss(
     x = 0 for γ > 1 (the value differs from the power by less than 1e-6^(1/γ) there).
     Returns a float32 scalar.
     """
-    check_positive("gamma", gamma)
-    index = tversky_index(probs, gt, alpha=alpha, beta=beta, smooth=smooth, ignore_mask=ignore_mask, batch=batch)
+    if validate:
+        check_positive("gamma", gamma)
+    index = tversky_index(
+        probs, gt, alpha=alpha, beta=beta, smooth=smooth, ignore_mask=ignore_mask, batch=batch, validate=validate
+    )
     distance = 1.0 - index
     exponent = 1.0 / gamma
     powered = distance.clamp_min(_FOCAL_TVERSKY_FLOOR).pow(exponent)
@@ -151,6 +139,7 @@ def binary_focal_loss(
     gamma: float = 2.0,
     alpha: float | None = 0.25,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Binary (one-vs-rest) focal loss (Lin et al., ICCV 2017), mean over the non-ignored voxels of all (b, c).
 
@@ -162,10 +151,11 @@ def binary_focal_loss(
     log(p_t) is evaluated at max(p_t, 1e-12). A batch whose voxels are all ignored gives a zero
     with a graph. Returns a float32 scalar.
     """
-    check_nonnegative("gamma", gamma)
-    if alpha is not None and (not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be None or a number in [0, 1], got {alpha!r}")
-    check_probs_and_target(probs, gt)
+    if validate:
+        check_nonnegative("gamma", gamma)
+        if alpha is not None and (not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0):
+            raise ValueError(f"alpha must be None or a number in [0, 1], got {alpha!r}")
+        check_probs_and_target(probs, gt)
     valid = valid_voxel_mask(ignore_mask, probs.shape)
     pairs = probs.shape[0] * probs.shape[1]
     p = probs.float().reshape(pairs, -1)
@@ -187,6 +177,7 @@ def generalized_dice_loss(
     *,
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Generalized Dice loss (Sudre et al. 2017) of each (b, c) pair over its two classes, mean over pairs.
 
@@ -198,7 +189,9 @@ def generalized_dice_loss(
     with ``binary_focal_loss`` (γ = 2, no α: MONAI's defaults) this is seed 001's GDF. Returns a
     float32 scalar.
     """
-    check_positive("smooth", smooth)
+    if validate:
+        check_probs_and_target(probs, gt)
+        check_positive("smooth", smooth)
     p, g = _masked_pairs(probs, gt, ignore_mask)
     valid = valid_voxel_mask(ignore_mask, probs.shape)
     valid = torch.ones_like(p) if valid is None else valid.to(p.dtype)

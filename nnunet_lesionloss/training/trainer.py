@@ -8,8 +8,9 @@ variants, a few ``config_overrides``; this base does the rest:
   deep-supervision weights;
 * the training and validation transforms get a :class:`ComponentMapsTransform` at their end, so the
   component maps are computed in the augmentation workers and arrive packed in ``batch['target']``;
-* ``train_step`` / ``validation_step`` move the packed targets to the device with the batch, give
-  them to the loss, and strip the maps before nnU-Net's online Dice;
+* nnU-Net's own ``train_step`` moves the packed targets to the device with the batch and gives
+  them to the loss unchanged (it is not overridden); ``validation_step`` does the same and strips
+  the maps before nnU-Net's online Dice;
 * ``on_train_epoch_start`` sets the scheduled term weights from ``self.current_epoch`` alone (so a
   run resumed with ``--c`` gets the same weights) and writes them to the training log;
 * ``on_train_start`` writes the effective config beside nnU-Net's ``debug.json``.
@@ -27,10 +28,11 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
-from nnunet_lesionloss.config import load_config, resolve_connectivity
+from nnunet_lesionloss.config import load_config, loss_terms, resolve_connectivity
 from nnunet_lesionloss.losses.compound import LesionAwareLoss
-from nnunet_lesionloss.losses.terms import build_term
-from nnunet_lesionloss.training.transforms import ComponentMapsTransform, TargetLayout, split_target
+from nnunet_lesionloss.losses.terms import LossTerm, build_term
+from nnunet_lesionloss.targets import TargetLayout, split_target
+from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
 __all__ = ["nnUNetTrainerLesionLoss", "EFFECTIVE_CONFIG_FILE"]
 
@@ -50,16 +52,18 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
             setattr(self, key, value)
         spatial_dims = len(self.configuration_manager.patch_size)
         self.connectivity = resolve_connectivity(self.lesion_config["connectivity"], spatial_dims)
+        self.lesion_terms = [self._build_term(name, settings) for name, settings in loss_terms(self.lesion_config).items()]
+        # fixed for the trainer's life: the dataset's labels, the config's channels and terms
+        self.label_groups = self._label_groups()
+        self.target_layout = self._target_layout()
+
+    def _build_term(self, name: str, settings: dict) -> LossTerm:
         # losses that label the prediction use the ground truth's connectivity and the data's spacing
         context = {"connectivity": self.connectivity, "spacing": tuple(float(s) for s in self.configuration_manager.spacing)}
-        self.lesion_terms = [
-            build_term(name, settings, spatial_dims=spatial_dims, context=context)
-            for name, settings in self.lesion_config["terms"].items()
-        ]
+        return build_term(name, settings, spatial_dims=len(self.configuration_manager.patch_size), context=context)
 
     # ----------------------------------------------------------------- channels and targets
-    @property
-    def label_groups(self) -> list[tuple[int, ...]] | None:
+    def _label_groups(self) -> list[tuple[int, ...]] | None:
         """Label-based: the labels of each loss channel (per class, or their union). Regions: None."""
         if self.label_manager.has_regions:
             return None
@@ -68,8 +72,7 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
             return [tuple(foreground)]
         return [(label,) for label in foreground]
 
-    @property
-    def target_layout(self) -> TargetLayout:
+    def _target_layout(self) -> TargetLayout:
         has_regions = self.label_manager.has_regions
         num_channels = len(self.label_manager.foreground_regions) if has_regions else len(self.label_groups)
         if has_regions:  # region channels, then the ignore region if the dataset has an ignore label
@@ -117,7 +120,8 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
             base, scale_weights = nnunet_loss, None
         return LesionAwareLoss(
             base=base,
-            base_weight=self.lesion_config["base"]["weight"],
+            # nnU-Net's own loss only when it is the base; another base loss is part of the terms
+            base_weight=self.lesion_config["base"]["weight"] if self.lesion_config["base"]["loss"] == "nnunet" else 0.0,
             terms=self.lesion_terms,
             scale_weights=scale_weights,
             layout=self.target_layout,
@@ -127,7 +131,18 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
 
     def prepare_terms(self) -> None:
         """Hook for variants that derive term settings from the training data (after the loaders
-        exist, before the effective config is written). Default: nothing."""
+        exist, before the effective config is written); they apply them with
+        :meth:`update_term_params`. Default: nothing."""
+
+    def update_term_params(self, name: str, params: dict) -> None:
+        """Set params of term ``name`` after the loss exists. The term is rebuilt through
+        ``build_term``, so a derived value passes the same validation as a config value, and the
+        effective config records it."""
+        settings = self.lesion_config["terms"][name]
+        settings["params"] = {**settings["params"], **params}
+        term = self._build_term(name, settings)
+        self.lesion_terms = [term if t.name == name else t for t in self.lesion_terms]
+        self.loss.terms = [term if t.name == name else t for t in self.loss.terms]
 
     def on_train_start(self):
         super().on_train_start()
@@ -154,25 +169,6 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
     def _autocast(self):
         # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on MPS); the terms cast to float32 themselves
         return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
-
-    def train_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        target = self._to_device(batch["target"])
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            output = self.network(data)
-            loss = self.loss(output, target)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy()}
 
     def validation_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)

@@ -4,12 +4,11 @@ nnU-Net's data loader keeps only ``image`` and ``segmentation`` of what the tran
 the component maps travel as extra channels of the segmentation (Skeleton-Recall style): at each
 deep-supervision scale the target becomes ``[seg channels | component ids (C) | Voronoi cells (C)]``
 in int32. That is a plain tensor, so it survives the loader's collation, pinned memory, both
-multiprocessing start methods and DDP without any custom loader. :class:`TargetLayout` says how to
-split it again on the GPU, before nnU-Net's own loss and online Dice see the segmentation.
+multiprocessing start methods and DDP without any custom loader.
+:class:`nnunet_lesionloss.targets.TargetLayout` says how to split it again on the GPU, before
+nnU-Net's own loss and online Dice see the segmentation.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,31 +16,7 @@ from batchgeneratorsv2.transforms.base.basic_transform import SegOnlyTransform
 
 from nnunet_lesionloss.components import channel_component_maps, check_connectivity, group_masks
 
-__all__ = ["TargetLayout", "ComponentMapsTransform", "split_target"]
-
-
-@dataclass(frozen=True)
-class TargetLayout:
-    """How the packed target of one scale is laid out (see module docstring).
-
-    Attributes:
-        seg_channels: channels of nnU-Net's own target (1 label map, or regions [+ ignore region]).
-        seg_dtype: dtype of nnU-Net's own target (int16 for label maps, bool for regions).
-        num_channels: C, the channels that get component maps (classes, label groups or regions).
-        with_cells: whether Voronoi cells follow the component ids.
-        scales_with_maps: maps are computed at the first this many deep-supervision scales
-            (1 = full resolution only); the other scales carry nnU-Net's target alone.
-    """
-
-    seg_channels: int
-    seg_dtype: torch.dtype
-    num_channels: int
-    with_cells: bool
-    scales_with_maps: int
-
-    @property
-    def packed_channels(self) -> int:
-        return self.seg_channels + self.num_channels * (2 if self.with_cells else 1)
+__all__ = ["ComponentMapsTransform"]
 
 
 class ComponentMapsTransform(SegOnlyTransform):
@@ -107,23 +82,3 @@ class ComponentMapsTransform(SegOnlyTransform):
             return self._maps_of(segmentation)
         limit = len(segmentation) if self.scales_with_maps is None else self.scales_with_maps
         return [self._maps_of(s) if i < limit else s for i, s in enumerate(segmentation)]
-
-
-def split_target(target: torch.Tensor, layout: TargetLayout):
-    """Split one scale's packed target into (nnU-Net target, component ids, cells).
-
-    A target that carries no maps (a scale beyond ``scales_with_maps``) gives (target, None, None).
-    """
-    if target.shape[1] == layout.seg_channels:
-        return target, None, None
-    if target.shape[1] != layout.packed_channels:
-        raise ValueError(
-            f"target has {target.shape[1]} channels; expected {layout.seg_channels} (no maps) or "
-            f"{layout.packed_channels} (with maps) for {layout}"
-        )
-    seg_end = layout.seg_channels
-    ids_end = seg_end + layout.num_channels
-    seg = target[:, :seg_end].to(layout.seg_dtype)
-    ids = target[:, seg_end:ids_end]
-    cells = target[:, ids_end:] if layout.with_cells else None
-    return seg, ids, cells

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
-
+from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
+from nnunet_lesionloss.training.dataset_statistics import component_volumes
 from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
 
 # ------------------------------------------------------------------ baselines (seed 000 Table 1)
@@ -164,33 +164,27 @@ class nnUNetTrainerProximity(nnUNetTrainerLesionLoss):
     config_name = "proximity"
 
 
-def _gdf_segmentation_loss(weight: float) -> dict:
-    """Seed 001's L_seg, GDF = Generalized Dice + Focal (MONAI defaults: γ = 2, no α), in place of DC+CE."""
-    return {
-        "base": {"weight": 0.0},
-        "terms": {
-            "generalized_dice": {"weight": weight, "scales": "all"},
-            "focal": {"weight": weight, "scales": "all", "params": {"gamma": 2.0, "alpha": None}},
-        },
-    }
+#: the instance-loss paper's own L_seg (Generalized Dice + Focal) in place of nnU-Net's DC+CE, at the
+#: compound's L_seg weight (``base.weight`` of the parent's config)
+_PAPER_SEGMENTATION_LOSS = {"base": {"loss": "generalized_dice_focal"}}
 
 
 class nnUNetTrainerICI_GDF(nnUNetTrainerICI):
     """ICI with the paper's L_seg: 0.25·GDF + 0.5·L_instance^GT + 0.25·L_center (seed 001 eq. 12)."""
 
-    config_overrides = _gdf_segmentation_loss(0.25)
+    config_overrides = _PAPER_SEGMENTATION_LOSS
 
 
 class nnUNetTrainerFalse_GDF(nnUNetTrainerFalse):
     """False with the paper's L_seg: GDF + L_false^P + L_false^GT (seed 001 eq. 13)."""
 
-    config_overrides = _gdf_segmentation_loss(1.0)
+    config_overrides = _PAPER_SEGMENTATION_LOSS
 
 
 class nnUNetTrainerProximity_GDF(nnUNetTrainerProximity):
     """Proximity with the paper's L_seg: GDF + 0.1·L_proximity (seed 001 eq. 14)."""
 
-    config_overrides = _gdf_segmentation_loss(1.0)
+    config_overrides = _PAPER_SEGMENTATION_LOSS
 
 
 class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
@@ -207,20 +201,16 @@ class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
     config_name = "size_penalty_auto"
 
     def prepare_terms(self) -> None:
-        from nnunet_lesionloss.components import group_masks, label_components
-        from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
-
         settings = self.lesion_config["auto_tau"]
         train_keys, _ = self.do_split()
         dataset = self.dataset_class(self.preprocessed_dataset_folder, sorted(train_keys)[: settings["max_cases"]])
-        groups = self.label_manager.foreground_regions if self.label_manager.has_regions else self.label_groups
-        volumes = []
-        for key in dataset.identifiers:
-            _, seg, _, _ = dataset.load_case(key)
-            for mask in group_masks(np.asarray(seg[0]), [g if isinstance(g, (list, tuple)) else (g,) for g in groups]):
-                ids = label_components(mask, self.connectivity)
-                volumes.append(np.bincount(ids.ravel())[1:])
-        volumes = np.concatenate(volumes) if volumes else np.zeros(0)
+        if self.label_manager.has_regions:
+            groups = [tuple(r) if isinstance(r, (list, tuple)) else (r,) for r in self.label_manager.foreground_regions]
+        else:
+            groups = self.label_groups
+        volumes = component_volumes(
+            (dataset.load_case(key)[1] for key in dataset.identifiers), groups, self.connectivity
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             tau = estimate_size_penalty_tau(volumes, quantile=settings["quantile"])
@@ -228,13 +218,10 @@ class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
             self.print_to_log_file(f"size penalty auto tau: {warning.message}")
         params = {"tau": tau}
         if settings["gate_quantile"] is not None and volumes.size:
-            params["gate"] = float(np.quantile(volumes[volumes > 0], settings["gate_quantile"]))
-        for term in self.loss.terms:
-            if term.name == "size_penalty":
-                term.params.update(params)
-        self.lesion_config["terms"]["size_penalty"]["params"].update(params)
+            params["gate"] = estimate_size_penalty_tau(volumes, quantile=settings["gate_quantile"])
+        self.update_term_params("size_penalty", params)
         self.print_to_log_file(
-            f"size penalty auto: {int((volumes > 0).sum())} components in {len(dataset.identifiers)} cases -> "
+            f"size penalty auto: {volumes.size} components in {len(dataset.identifiers)} cases -> "
             + ", ".join(f"{k}={v:.4g}" for k, v in params.items())
         )
 
