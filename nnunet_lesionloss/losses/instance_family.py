@@ -1,5 +1,10 @@
-"""The instance loss family of Rachmadi, Byra & Skibbe (seed 001, §2.1, eqs. 2-14) as trainable,
+"""The instance loss family of Rachmadi, Byra & Skibbe 2024 (§2.1, eqs. 2-14) as trainable,
 loop-free segment reductions.
+
+Paper: *A new family of instance-level loss functions for improving instance-level segmentation and
+detection of white matter hyperintensities in routine clinical brain MRI*, Computers in Biology and
+Medicine, 2024, doi:10.1016/j.compbiomed.2024.108414; authors' code: BrainImageAnalysis/instance-loss
+(docs/references.md).
 
 Inputs (shared with every component loss of the package):
 
@@ -82,7 +87,7 @@ __all__ = [
 
 TERM_NAMES = ("instance_gt", "instance_p", "center", "false_gt", "false_p", "proximity")
 
-# Eqs. 12-14 of seed 001; "seg" is the pixel-level loss L_seg the caller computes (paper: GDF).
+# Eqs. 12-14 of Rachmadi et al. 2024; "seg" is the pixel-level loss L_seg the caller computes (paper: GDF).
 COMPOUND_WEIGHTS: dict[str, dict[str, float]] = {
     "ici": {"seg": 0.25, "instance_gt": 0.5, "center": 0.25},
     "false": {"seg": 1.0, "false_p": 1.0, "false_gt": 1.0},
@@ -270,7 +275,7 @@ def instance_losses(
     component_backend: str = "cc3d",
     proximity_reduction: str = "sum",
 ) -> dict[str, torch.Tensor]:
-    """The instance loss family of seed 001 (Rachmadi et al., §2.1): a dict of scalar tensors.
+    """The instance loss family of Rachmadi et al. 2024 (§2.1): a dict of scalar tensors.
 
     Args:
         probs: float [B, C, *spatial] (2D or 3D), foreground probability per channel.
