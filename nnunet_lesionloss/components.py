@@ -71,7 +71,8 @@ def voronoi_cells(component_ids: np.ndarray) -> np.ndarray:
     """Voronoi cell of each component: the id of the component whose voxel is nearest (Euclidean,
     voxel units) to every voxel of the volume. All zeros when there is no component.
 
-    This is the domain of the CC loss (arXiv 2511.17146; seed 004): each voxel of the background is
+    This is the domain of the CC loss (Bouteille et al. 2025, arXiv:2511.17146; multi-class form:
+    Kundu et al. 2026; docs/references.md): each voxel of the background is
     assigned to the lesion it is closest to, so every lesion gets its own neighbourhood.
     """
     component_ids = np.asarray(component_ids)

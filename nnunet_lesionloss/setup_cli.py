@@ -172,6 +172,6 @@ def register(subparsers) -> None:
         "--from-isles",
         metavar="DIR",
         help="instead of synthetic data: mirrored copies (up to 8) of one real ISLES 2022 case "
-        "(DIR with dwi.nii.gz, adc.nii.gz, mask.nii.gz, e.g. shared/golden/isles22_case0009)",
+        "(DIR with dwi.nii.gz, adc.nii.gz, mask.nii.gz, e.g. one case of the ISLES 2022 dataset)",
     )
     synth.set_defaults(func=_run_synth)

@@ -127,8 +127,8 @@ def write_dataset_from_case(
     ".../adc.nii.gz"}``), ``mask`` is the lesion mask (binary). Copy k is the case mirrored along the
     axes of the binary digits of k (copy 0 = the original), so every copy has the same lesions at
     other places; geometry (spacing, origin, direction) is kept. Enough for nnU-Net's planning and a
-    short training on real contrast and real small lesions (e.g. the ISLES 2022 case in
-    ``shared/golden``), not for a meaningful model.
+    short training on real contrast and real small lesions (e.g. one case of the ISLES 2022
+    dataset, Hernandez Petzsche et al. 2022), not for a meaningful model.
     """
     import os
 

@@ -6,8 +6,8 @@ by scipy's Euclidean distance transform (input preparation only, not timed: the 
 The timed step is softmax + loss + backward, as DC+CE does its own softmax. Prints a Markdown table
 with the median and min time over the repeats, the ratio to DC+CE ("× DC+CE", paired per round so
 that load changes on a shared machine cancel) and, per loss, how its ratio grows from the smallest
-to the largest K (the target of issue 4: flat in K). On a shared CPU, ``--threads 1`` avoids the
-OpenMP spin-waits that inflate multi-threaded timings when another process holds a core.
+to the largest K (this package's design target: cost flat in K, no loop over lesions). On a shared
+CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded timings when another process holds a core.
 
     python scripts/bench_losses.py --threads 1                   # CPU, 96³
     python scripts/bench_losses.py --device cuda                 # GPU, 128³
@@ -54,7 +54,7 @@ LOSSES: dict[str, LossFn] = {
     "CAT": lambda p, ids, cells, ignore: cat_loss(p, ids, ignore_mask=ignore),
     "MIL": lambda p, ids, cells, ignore: mil_loss(p, ids, ignore_mask=ignore),
     "Size Penalty": lambda p, ids, cells, ignore: size_penalty_loss(p, ids > 0, ignore_mask=ignore),
-    # the instance family as its trainers build it (sub-terms weighted as in their configs), L_seg left out
+    # the instance family (Rachmadi et al. 2024) as its trainers build it (sub-terms weighted as in their configs), L_seg left out
     "ICI terms (0.5·inst_GT + 0.25·center)": lambda p, ids, cells, ignore: INSTANCE_TERMS["ici"](p, ids, None, ignore),
     "False terms (false_P + false_GT)": lambda p, ids, cells, ignore: INSTANCE_TERMS["false"](p, ids, None, ignore),
     "Proximity terms (0.1·proximity)": lambda p, ids, cells, ignore: INSTANCE_TERMS["proximity"](p, ids, None, ignore),

@@ -1,4 +1,5 @@
-"""CAT, MIL, Size Penalty, Tversky, Focal Tversky and focal loss against the equations of seeds 000/003.
+"""CAT, MIL, Size Penalty, Tversky, Focal Tversky and focal loss against the equations of Luu et al.
+2026 (CATMIL) and Joshi 2026 (Size Penalty).
 
 Each vectorised loss is compared, value and gradient, with a slow reference that loops over
 samples, channels and components in float64 exactly as the equations read; the remaining tests
@@ -365,7 +366,7 @@ def test_no_foreground_gives_zero_with_graph(name, shape, foreground_all_ignored
 
 def test_size_penalty_hand_computed_example_at_v_g_equal_tau():
     gt = torch.zeros(1, 1, 10, 10, 10, dtype=torch.bool)
-    gt.view(-1)[:600] = True  # V_g = τ = 600 voxels: size weight e^-1 (seed 003 §3.4)
+    gt.view(-1)[:600] = True  # V_g = τ = 600 voxels: size weight e^-1 (Joshi 2026 §3.4)
     probs = torch.full((1, 1, 10, 10, 10), 0.3)  # V_p = 300
     expected = math.exp(-1.0) * 300 / (600 + 1e-5)
     assert size_penalty_loss(probs, gt).item() == pytest.approx(expected, rel=1e-5)

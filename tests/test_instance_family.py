@@ -1,4 +1,4 @@
-"""Instance loss family (seed 001, Rachmadi et al. §2.1) against a plain per-instance loop.
+"""Instance loss family (Rachmadi et al. 2024, §2.1) against a plain per-instance loop.
 
 The reference below is written from the paper's equations (2)-(10) with one boolean mask per
 instance, scipy's labelling for the predicted components and numpy float64; it shares no code

@@ -1,5 +1,5 @@
 """Blob, CC and global inverse-weighted losses against plain per-component loops written from the
-definitions of issue 4 (docs/formulas.md §1), plus hand-computed values, gradients, autocast
+definitions of docs/formulas.md §1, plus hand-computed values, gradients, autocast
 and argument errors."""
 from __future__ import annotations
 

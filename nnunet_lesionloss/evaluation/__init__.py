@@ -1,6 +1,6 @@
 """Lesion-wise evaluation: voxel, lesion and instance (panoptica-style) metrics, folders, CV, comparison.
 
-Every metric is defined in ``docs/metrics.md`` with its seed paper and equation.
+Every metric is defined in ``docs/metrics.md`` with its paper and equation (full citations: ``docs/references.md``).
 """
 from nnunet_lesionloss.evaluation.metrics import (BinaryEvaluation, concordance_correlation, detect_lesions,
                                                   evaluate_binary, match_instances,

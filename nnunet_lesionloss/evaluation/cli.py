@@ -17,24 +17,29 @@ def _positive_int(text: str) -> int:
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("lesion definition and matching (defaults: --preset, then the seed papers)")
+    group = parser.add_argument_group(
+        "lesion definition and matching (defaults: --preset, then the papers of docs/references.md)")
     group.add_argument("--preset", choices=sorted(PRESETS), default="default",
                        help="challenge definition of a lesion and its metrics (docs/metrics.md lists the sources)")
     group.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY,
                        help="lesion connectivity: 6, 18, 26 in 3D, 4, 8 in 2D (default 26)")
     group.add_argument("--min-lesion-voxels", type=int,
-                       help="remove components with fewer voxels from both masks first (seed 003: 5 with 18-connectivity)")
+                       help="remove components with fewer voxels from both masks first "
+                            "(Joshi 2026: 5 with 18-connectivity)")
     group.add_argument("--min-lesion-volume", type=float, metavar="MM3",
                        help="remove components of at most this volume (mm³) first (MSSEG/Anima: 3)")
-    group.add_argument("--small-lesion-ml", type=float, help="small lesion: volume <= this (mL; default 0.05, seed 001)")
+    group.add_argument("--small-lesion-ml", type=float,
+                       help="small lesion: volume <= this (mL; default 0.05, Rachmadi et al. 2024)")
     group.add_argument("--size-bins", type=float, nargs="+", metavar="ML",
-                       help="lesion volume bin edges in mL (default 1 5: <1, 1-5, >=5 mL, seed 003)")
+                       help="lesion volume bin edges in mL (default 1 5: <1, 1-5, >=5 mL, Joshi 2026)")
     group.add_argument("--matching", nargs="+", metavar="SPEC",
                        help="one-to-one matchings for PQ/SQ/RQ, e.g. dsc0.1 dsc0.5 iou0.5 (default)")
-    group.add_argument("--matching-algorithm", choices=("hungarian", "greedy"), help="default hungarian (seed 004)")
+    group.add_argument("--matching-algorithm", choices=("hungarian", "greedy"),
+                       help="default hungarian (Kundu et al. 2026)")
     group.add_argument("--hd95", choices=("max_directed", "pooled"),
-                       help="HD95 definition: max of the two directed 95th percentiles (seed 000 eq. 3.3, default) "
-                            "or the 95th percentile of the pooled distances (panoptica, BraTS)")
+                       help="HD95 definition: max of the two directed 95th percentiles "
+                            "(Luu et al. 2026 eq. 3.3, default) or the 95th percentile of the pooled distances "
+                            "(panoptica, BraTS)")
     group.add_argument("--nsd-tolerance", type=float, metavar="MM", help="NSD tolerance (default: smallest spacing)")
 
 

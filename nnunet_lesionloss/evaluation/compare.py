@@ -1,6 +1,6 @@
-"""``compare``: runs side by side like seed 000 Table 1 (best per metric in bold, arrows for the better
-direction), as Markdown and CSV, plus two PNG figures: lesion detection rate per size bin per run, and
-predicted vs reference volume per case.
+"""``compare``: runs side by side like Table 1 of Luu et al. 2026 (CATMIL): best per metric in bold,
+arrows for the better direction; as Markdown and CSV, plus two PNG figures: lesion detection rate
+per size bin per run, and predicted vs reference volume per case.
 """
 from __future__ import annotations
 

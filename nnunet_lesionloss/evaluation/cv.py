@@ -3,8 +3,8 @@
 nnU-Net writes the validation predictions of fold f to
 ``nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG/fold_f/validation``. References default to
 ``nnUNet_preprocessed/DatasetXXX/gt_segmentations`` (what nnU-Net's own validation uses), else
-``nnUNet_raw/DatasetXXX/labelsTr``. Seed 000 reports the mean over folds of the fold means; we report
-that, the std over folds, and the metrics pooled over all validation cases.
+``nnUNet_raw/DatasetXXX/labelsTr``. Luu et al. 2026 (CATMIL) report the mean over folds of the fold
+means; we report that, the std over folds, and the metrics pooled over all validation cases.
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
     folds = result["folds"]
     lines = [f"# Cross-validation: {result['trainer']}", "",
              f"Folds {', '.join(map(str, folds))}; {result['n_cases']} validation cases ({result['n_failed']} failed). "
-             "Per-fold means, then the mean ± std over folds (seed 000 reports the mean of fold means).", ""]
+             "Per-fold means, then the mean ± std over folds (Luu et al. 2026 report the mean of fold means).", ""]
     for label, means in result["mean_of_fold_means"].items():
         name = result["label_names"].get(label, label)
         lines += [f"## Label {name} ({label})", "",

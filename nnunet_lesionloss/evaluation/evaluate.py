@@ -261,7 +261,7 @@ def across_case_metrics(case_metrics: list[dict], settings: EvaluationSettings) 
         hits = sum((m.get(f"bin{name}_lesion_recall") or 0.0) * m.get(f"bin{name}_n_ref_lesions", 0) for m in case_metrics)
         out[f"pooled_bin{name}_n_ref_lesions"] = n_bin
         out[f"pooled_bin{name}_lesion_recall"] = round(hits) / n_bin if n_bin else None
-    # seed 003 Table 5.4: cases grouped by their reference volume
+    # Joshi 2026 Table 5.4: cases grouped by their reference volume
     edges = list(settings.size_bins_ml)
     case_bin = np.digitize(ref_volumes, edges, right=False)
     by_bin = {}
@@ -383,7 +383,10 @@ def summary_markdown(summary: dict, settings: EvaluationSettings, title: str = "
 
 
 def size_bin_markdown(by_metric: dict, across: dict, settings: EvaluationSettings) -> list[str]:
-    """Two tables: per reference-lesion volume bin (seed 004 Table 2) and per case-volume bin (seed 003 Table 5.4)."""
+    """Two tables: per reference-lesion volume bin (Kundu et al. 2026 Table 2) and per case-volume bin.
+
+    The case-volume table follows Joshi 2026 Table 5.4.
+    """
     spec = settings.size_bin_matching
     lines = [f"By reference lesion volume (mean over cases; PQ/SQ/RQ at {spec}; pooled recall over all lesions):", "",
              "| lesion volume | lesions | pooled recall | recall | PQ-DSC | SQ-DSC | RQ |", "|---|---|---|---|---|---|---|"]

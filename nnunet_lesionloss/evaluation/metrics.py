@@ -1,6 +1,7 @@
 """Lesion-wise metrics of one binary mask pair: voxel, lesion (detection), instance (PQ) level.
 
-Every metric is defined in ``docs/metrics.md`` with its seed paper and equation. All physical
+Every metric is defined in ``docs/metrics.md`` with its paper and equation (full citations in
+``docs/references.md``). All physical
 quantities use the voxel spacing *in array-axis order* (mm); volumes are in mm³ and mL.
 
 Design:
@@ -42,7 +43,7 @@ def remove_small_components(
     """Drop components with fewer than ``min_voxels`` voxels or a volume not above ``min_volume_mm3``.
 
     ``min_volume_mm3`` is exclusive (kept: volume > value) because Anima's MSSEG rule keeps lesions
-    "larger than 3 mm³"; ``min_voxels`` is inclusive (kept: size >= value) as in seed 003 (§4.5:
+    "larger than 3 mm³"; ``min_voxels`` is inclusive (kept: size >= value) as in Joshi 2026 (§4.5:
     components smaller than 5 voxels are removed).
     """
     mask = np.asarray(mask, dtype=bool)
@@ -154,7 +155,8 @@ def surface_metrics(ref_points: np.ndarray, pred_points: np.ndarray, spacing: Se
     """HD, HD95 (pooled and max-of-directed), ASSD, NSD between two non-empty borders.
 
     - pooled HD95 (panoptica, BraTS): 95th percentile of the union of both directed distance sets;
-    - max-directed HD95 (seed 000 eq. 3.3, WMH challenge): max of the two directed 95th percentiles;
+    - max-directed HD95 (Luu et al. 2026 (CATMIL) eq. 3.3; WMH challenge, Kuijf et al. 2019): max of
+      the two directed 95th percentiles;
     - ASSD: mean of the two directed mean distances (panoptica's definition);
     - NSD (panoptica/GaNDLF variant): (fraction of ref border within tolerance + fraction of pred
       border within tolerance) / 2 -- written so that it equals panoptica's expression.
@@ -225,8 +227,8 @@ def detect_lesions(table: OverlapTable, rule: str, threshold: float = 0.0, beta:
     """Which reference lesions are detected and which predicted lesions are true (boolean arrays, 1-based).
 
     Rules (see docs/metrics.md):
-    - ``any_overlap`` (seed 000 §3.4, seed 002 §2.5): a lesion counts as hit when it shares at least one
-      voxel with any lesion of the other mask;
+    - ``any_overlap`` (CATMIL §3.4; Kofler et al. 2023 (blob loss) §2.5): a lesion counts as hit when
+      it shares at least one voxel with any lesion of the other mask;
     - ``iou`` (Shifts): hit when the IoU between the lesion and the union of the other mask's lesions
       that touch it is >= ``threshold``;
     - ``overlap_fraction`` (Anima/MSSEG, approximation): hit when the touching lesions of the other mask
@@ -277,7 +279,7 @@ def match_instances(table: OverlapTable, spec: MatchingSpec, algorithm: str = "h
     """One-to-one matching of reference and predicted lesions; returns (ref ids, pred ids, score).
 
     A pair is eligible when its score (DSC or IoU) is >= the threshold (panoptica's non-strict test).
-    ``hungarian`` maximises the summed score (panoptica ``MaxBipartiteMatching``, seed 004);
+    ``hungarian`` maximises the summed score (panoptica ``MaxBipartiteMatching``, Kundu et al. 2026);
     ``greedy`` takes pairs by decreasing score (panoptica ``NaiveThresholdMatching``).
     """
     scores = table.pair_dsc() if spec.metric == "dsc" else table.pair_iou()
@@ -382,7 +384,7 @@ def evaluate_binary(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
 def _voxel_metrics(out: BinaryEvaluation, reference: np.ndarray, prediction: np.ndarray, spacing: tuple[float, ...],
                    total_voxels: int, surfaces: tuple[SurfacePoints, SurfacePoints] | None,
                    settings: EvaluationSettings) -> None:
-    """Overlap, volumes and surface distances of the whole masks (seed 000 eqs. 3.1-3.3, 3.8-3.12; seed 003)."""
+    """Overlap, volumes and surface distances of the whole masks (CATMIL eqs. 3.1-3.3, 3.8-3.12; Joshi 2026)."""
     voxel_volume = float(np.prod(spacing))
     n_ref_vox = int(np.count_nonzero(reference))
     n_pred_vox = int(np.count_nonzero(prediction))
@@ -426,7 +428,7 @@ def _small(volumes_ml: np.ndarray, settings: EvaluationSettings) -> np.ndarray:
 
 def _detection_metrics(out: BinaryEvaluation, table: OverlapTable, voxel_volume: float,
                        settings: EvaluationSettings) -> np.ndarray:
-    """Lesion counts, precision, recall, F1, small-lesion recall (seed 000 eqs. 3.4-3.7, 3.10); returns ref hits."""
+    """Lesion counts, precision, recall, F1, small-lesion recall (CATMIL eqs. 3.4-3.7, 3.10); returns ref hits."""
     n_ref, n_pred = table.n_ref, table.n_pred
     ref_hit, pred_hit = detect_lesions(table, settings.detection, settings.detection_threshold, settings.detection_beta)
     n_ref_hit = int(ref_hit.sum())
@@ -462,7 +464,9 @@ def _detection_metrics(out: BinaryEvaluation, table: OverlapTable, voxel_volume:
 def _instance_metrics(out: BinaryEvaluation, table: OverlapTable, surfaces: tuple[SurfacePoints, SurfacePoints] | None,
                       ref_hit: np.ndarray, spacing: tuple[float, ...], voxel_volume: float,
                       settings: EvaluationSettings) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """PQ = SQ · RQ per one-to-one matching (panoptica; seed 001 eq. 15; seed 003 App. A.2; seed 004).
+    """PQ = SQ · RQ per one-to-one matching.
+
+    Sources: panoptica; Rachmadi et al. 2024 eq. 15; Joshi 2026 App. A.2; Kundu et al. 2026.
 
     Returns, for the matching used by the size bins, the DSC of each reference lesion (NaN when
     unmatched) and which predicted lesions are matched (both 1-based).
@@ -533,7 +537,7 @@ def _instance_metrics(out: BinaryEvaluation, table: OverlapTable, surfaces: tupl
 
 def _size_bin_metrics(out: BinaryEvaluation, table: OverlapTable, ref_hit: np.ndarray, matched_dsc: np.ndarray | None,
                       pred_matched: np.ndarray | None, voxel_volume: float, settings: EvaluationSettings) -> None:
-    """Per lesion-volume bin: recall, and RQ / SQ-DSC / PQ-DSC (seed 003 Table 5.4, seed 004 Table 2)."""
+    """Per lesion-volume bin: recall, and RQ / SQ-DSC / PQ-DSC (Joshi 2026 Table 5.4, Kundu et al. 2026 Table 2)."""
     edges = np.asarray(settings.size_bins_ml, dtype=np.float64)
     ref_bin = np.digitize(table.ref_sizes[1:] * voxel_volume / MM3_PER_ML, edges, right=False)
     pred_bin = np.digitize(table.pred_sizes[1:] * voxel_volume / MM3_PER_ML, edges, right=False)
@@ -559,7 +563,7 @@ def _size_bin_metrics(out: BinaryEvaluation, table: OverlapTable, ref_hit: np.nd
 
 # --------------------------------------------------------------------------- across cases
 def concordance_correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Lin's concordance correlation coefficient (seed 003 §4.6): 2·cov / (var_x + var_y + (mean_x - mean_y)²).
+    """Lin's concordance correlation coefficient (Joshi 2026 §4.6): 2·cov / (var_x + var_y + (mean_x - mean_y)²).
 
     Population moments (1/n), as in Lin (1989). None when fewer than 2 pairs or zero total variance.
     """
@@ -574,7 +578,7 @@ def concordance_correlation(x: Sequence[float], y: Sequence[float]) -> float | N
 
 
 def volume_weighted_dice(dice: Sequence[float | None], reference_volumes: Sequence[float]) -> float | None:
-    """Mean of per-case Dice weighted by the reference volume (seed 003 §4.6); cases without a Dice are skipped."""
+    """Mean of per-case Dice weighted by the reference volume (Joshi 2026 §4.6); cases without a Dice are skipped."""
     pairs = [(d, v) for d, v in zip(dice, reference_volumes) if d is not None]
     total = sum(v for _, v in pairs)
     return None if total == 0 else float(sum(d * v for d, v in pairs) / total)

@@ -1,11 +1,12 @@
 """Post-processing from the papers, as commands.
 
-- ``remove-small``: drop connected components below N voxels per label (seed 003 §4.5: 5 voxels, 18-connectivity);
+- ``remove-small``: drop connected components below N voxels per label (Joshi 2026 §4.5: 5 voxels, 18-connectivity);
 - ``choose-threshold``: pick the foreground probability threshold in {0.3, ..., 0.7} that maximises the
   aggregate Dice (2·Σ|P∩G| / Σ(|P|+|G|) over all validation cases) from nnU-Net's ``--save_probabilities``
-  ``.npz`` files (seed 003 §4.5);
+  ``.npz`` files (Joshi 2026 §4.5);
 - ``apply-threshold``: binarise probabilities with a chosen threshold (and the same small-component removal);
-- ``merge-by-volume``: lesions smaller than V from model A, the others from model B (seed 001 §4.2, V = 0.05 mL).
+- ``merge-by-volume``: lesions smaller than V from model A, the others from model B (Rachmadi et al. 2024
+  §4.2, V = 0.05 mL).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def merge_by_volume(small_model: np.ndarray, large_model: np.ndarray, voxel_volu
                     volume_ml: float = 0.05, connectivity: int = 26) -> np.ndarray:
     """Lesions (components of the foreground) of ``small_model`` below ``volume_ml``, the rest from ``large_model``.
 
-    Seed 001 §4.2: model A keeps instances smaller than 0.05 mL, model B keeps instances of 0.05 mL or more;
+    Rachmadi et al. 2024 §4.2: model A keeps instances smaller than 0.05 mL, model B keeps instances of 0.05 mL or more;
     the two refined results are combined (where both mark a voxel, model B's label wins).
     """
     if small_model.shape != large_model.shape:
@@ -206,23 +207,24 @@ def _cmd_merge_by_volume(args) -> int:
 
 def register(subparsers, runner) -> None:
     """Add the post-processing commands; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
-    p = subparsers.add_parser("remove-small", help="remove connected components below N voxels (seed 003)")
+    p = subparsers.add_parser("remove-small", help="remove connected components below N voxels (Joshi 2026)")
     p.add_argument("input", help="folder of label images")
     p.add_argument("output", help="output folder")
-    p.add_argument("--min-voxels", type=int, default=5, help="default 5 (seed 003 §4.5)")
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (seed 003 §4.5)")
+    p.add_argument("--min-voxels", type=int, default=5, help="default 5 (Joshi 2026 §4.5)")
+    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (Joshi 2026 §4.5)")
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_remove_small)
 
-    p = subparsers.add_parser("choose-threshold", help="pick the probability threshold by aggregate validation Dice (seed 003)")
+    p = subparsers.add_parser("choose-threshold",
+                              help="pick the probability threshold by aggregate validation Dice (Joshi 2026)")
     p.add_argument("--probabilities", required=True, help="folder of nnU-Net .npz probabilities (--save_probabilities)")
     p.add_argument("--gt", required=True, help="reference folder")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
     p.add_argument("--channel", type=int, help="probability channel (default: 1 - channel 0, the softmax background; "
                                                "give the channel for region-based (sigmoid) models)")
     p.add_argument("--label", type=int, help="reference label (default: any foreground)")
-    p.add_argument("--min-voxels", type=int, default=0, help="also remove components below N voxels (seed 003: 5)")
+    p.add_argument("--min-voxels", type=int, default=0, help="also remove components below N voxels (Joshi 2026: 5)")
     p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
     p.add_argument("--file-ending", default=".nii.gz")
     p.add_argument("-o", "--output", help="write the result as JSON")
@@ -242,11 +244,12 @@ def register(subparsers, runner) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_apply_threshold)
 
-    p = subparsers.add_parser("merge-by-volume", help="small lesions from model A, large ones from model B (seed 001)")
+    p = subparsers.add_parser("merge-by-volume",
+                              help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)")
     p.add_argument("--small-model", required=True, help="predictions whose lesions below the volume are kept")
     p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--volume-ml", type=float, default=0.05, help="default 0.05 mL (seed 001 §4.2)")
+    p.add_argument("--volume-ml", type=float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)")
     p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=26)
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")

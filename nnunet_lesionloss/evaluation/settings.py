@@ -1,9 +1,10 @@
 """Evaluation settings and the challenge presets (each with its source).
 
-Defaults come from the seed papers (docs/metrics.md): 26-connectivity, any-overlap detection
-(seed 000 §3.4, seed 002 §2.5), small lesion = at most 0.05 mL (seed 001 §4.1 threshold,
-seed 000 eq. 3.6 comparison), size bins < 1 mL, 1-5 mL, >= 5 mL (seed 003 §5), one-to-one
-matching at DSC 0.1 and 0.5 (seed 004) and at IoU 0.5 (panoptica / Kirillov et al.).
+Defaults come from the papers this package implements (docs/metrics.md; full citations in
+docs/references.md): 26-connectivity, any-overlap detection (Luu et al. 2026 (CATMIL) §3.4, Kofler
+et al. 2023 (blob loss) §2.5), small lesion = at most 0.05 mL (Rachmadi et al. 2024 §4.1 threshold,
+CATMIL eq. 3.6 comparison), size bins < 1 mL, 1-5 mL, >= 5 mL (Joshi 2026 §5), one-to-one matching
+at DSC 0.1 and 0.5 (Kundu et al. 2026) and at IoU 0.5 (panoptica / Kirillov et al. 2019).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class EvaluationSettings:
     min_lesion_voxels: int = 0  # components with fewer voxels are removed from both masks first
     min_lesion_volume_mm3: float = 0.0  # components with volume <= this are removed first (Anima: 3 mm³)
     small_lesion_ml: float = 0.05
-    small_lesion_inclusive: bool = True  # seed 000 eq. 3.6: |g| <= tau
+    small_lesion_inclusive: bool = True  # CATMIL eq. 3.6: |g| <= tau
     size_bins_ml: tuple[float, ...] = (1.0, 5.0)
     matchings: tuple[MatchingSpec, ...] = DEFAULT_MATCHINGS
     matching_algorithm: str = "hungarian"
@@ -62,7 +63,7 @@ class EvaluationSettings:
     detection: str = "any_overlap"  # any_overlap | iou | overlap_fraction
     detection_threshold: float = 0.0
     detection_beta: float = 0.65
-    hd95: str = "max_directed"  # max_directed (seed 000 eq. 3.3) | pooled (panoptica, BraTS)
+    hd95: str = "max_directed"  # max_directed (CATMIL eq. 3.3) | pooled (panoptica, BraTS)
     nsd_tolerance_mm: float | None = None  # None: the smallest voxel spacing (panoptica default)
     f1_both_empty: float | None = None  # ISLES'22: 1.0
     # Reproduction of the official BraTS 2025 evaluator (see presets / docs): it hands panoptica
@@ -123,26 +124,26 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         "default", EvaluationSettings(),
-        "seed papers: 000 §3.4 (lesion metrics, HD95 eq. 3.3), 001 (0.05 mL small lesions), "
-        "003 §4.5-4.6 (RVE, bins), 004 (PQ at DSC 0.1/0.5)"),
+        "Luu et al. 2026 (CATMIL) §3.4 (lesion metrics, HD95 eq. 3.3), Rachmadi et al. 2024 (0.05 mL small "
+        "lesions), Joshi 2026 §4.5-4.6 (RVE, bins), Kundu et al. 2026 (PQ at DSC 0.1/0.5)"),
     "wmh": Preset(
         "wmh", EvaluationSettings(connectivity=26, detection="any_overlap", hd95="max_directed"),
-        "WMH Segmentation Challenge 2017 (Kuijf et al., IEEE TMI 2019): 3D 26-connected lesions, a lesion is "
+        "WMH Segmentation Challenge 2017 (Kuijf et al. 2019, IEEE TMI): 3D 26-connected lesions, a lesion is "
         "detected on any overlap, HD95 = max of the two directed 95th percentiles"),
     "isles22": Preset(
         "isles22", EvaluationSettings(connectivity=26, detection="any_overlap", f1_both_empty=1.0),
-        "ISLES 2022 (Hernandez Petzsche et al., Sci Data 2022; ezequieldlrosa/isles22 eval): 26-connected "
+        "ISLES 2022 (Hernandez Petzsche et al. 2022, Sci Data; ezequieldlrosa/isles22 eval): 26-connected "
         "lesions, any overlap, lesion F1 = tp / (tp + (fp + fn) / 2) reported as lesion_f1_count, 1 when both empty"),
     "msseg": Preset(
         "msseg", EvaluationSettings(connectivity=6, min_lesion_volume_mm3=3.0, detection="overlap_fraction",
                                     detection_threshold=0.1, detection_beta=0.65),
-        "MSSEG 2016 / Anima animaSegPerfAnalyzer (Commowick et al., Sci Rep 2018): 6-connectivity, lesions > 3 mm³, "
+        "MSSEG 2016 / Anima animaSegPerfAnalyzer (Commowick et al. 2018, Sci Rep): 6-connectivity, lesions > 3 mm³, "
         "detected when covered >= 10 % (alpha) with at most 65 % (beta) of the touching lesions outside; "
         "Anima's gamma (fragmentation) rule is not reproduced"),
     "shifts": Preset(
         "shifts", EvaluationSettings(connectivity=6, detection="iou", detection_threshold=0.25),
-        "Shifts MS lesion segmentation (Malinin et al., 2022): 6-connectivity, a lesion is detected when its IoU "
-        "with the touching lesions of the other mask is >= 0.25"),
+        "Shifts MS lesion segmentation (Malinin et al. 2022, Shifts 2.0, arXiv:2206.15407): 6-connectivity, a lesion "
+        "is detected when its IoU with the touching lesions of the other mask is >= 0.25"),
     "brats-mets": Preset(
         "brats-mets",
         EvaluationSettings(connectivity=26, matchings=(MatchingSpec("dsc", 1e-6),), size_bin_matching="dsc1e-06",

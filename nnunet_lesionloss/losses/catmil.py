@@ -1,9 +1,9 @@
-"""CAT and MIL: the two auxiliary terms of CATMIL (seed 000).
+"""CAT and MIL: the two auxiliary terms of CATMIL (Luu et al. 2026).
 
 Luu, Pavlovskiy, Tuchinov: *Component-Adaptive and Lesion-Level Supervision for Improved Small
-Structure Segmentation in Brain MRI*, §2.1 (Component-Adaptive Tversky) and §2.2 (lesion-level
-Multiple Instance Learning). The trainer combines them as
-L = DC+CE + λ_CAT(t)·CAT + λ_MIL·MIL with λ_CAT(t) = λ_CAT·min(t/T, 1) (§2.3).
+Structure Segmentation in Brain MRI*, arXiv:2604.08015, 2026 (docs/references.md), §2.1
+(Component-Adaptive Tversky) and §2.2 (lesion-level Multiple Instance Learning). The trainer
+combines them as L = DC+CE + λ_CAT(t)·CAT + λ_MIL·MIL with λ_CAT(t) = λ_CAT·min(t/T, 1) (§2.3).
 
 Both terms read the ground-truth connected components ``component_ids`` [B, C, *spatial]
 (0 = not foreground of channel c, 1..K_bc = lesions), computed in the loader; every per-component
@@ -28,7 +28,7 @@ def component_adaptive_weights(
     w_bg: float = 0.01,
     ignore_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """CAT voxel weights (seed 000 §2.1), float32 with the shape of ``component_ids``.
+    """CAT voxel weights (CATMIL §2.1), float32 with the shape of ``component_ids``.
 
         w_i = (|C_k| + ε)^-γ  if voxel i lies in component C_k,   w_i = w_bg  if g_i = 0
 
@@ -63,16 +63,16 @@ def cat_loss(
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Component-Adaptive Tversky loss (seed 000 §2.1, CATMIL).
+    """Component-Adaptive Tversky loss (Luu et al. 2026 (CATMIL), §2.1).
 
         w_i  = (|C_k| + ε)^-γ in component C_k,  w_bg on background,  0 on ignored voxels
         TP_w = Σ w·p·g,   FP_w = Σ w·p·(1 - g),   FN_w = Σ w·(1 - p)·g      per (b, c)
         CAT  = 1 - (TP_w + δ) / (TP_w + α·FP_w + β·FN_w + δ)
 
-    g_i = [component_ids_i > 0]. α weighs false positives and β false negatives (seed 000's
+    g_i = [component_ids_i > 0]. α weighs false positives and β false negatives (the CATMIL
     equation and its authors' code); defaults α = 0.3, β = 0.7, γ = 1, ε = 5, w_bg = 0.01 are those
-    of the authors' trainers, δ = ``smooth``. The loss is averaged over the (b, c) pairs that have
-    at least one non-ignored foreground voxel; a batch without any gives a zero with a graph.
+    of the authors' trainers (luumsk/SmallLesionMRI), δ = ``smooth``. The loss is averaged over the
+    (b, c) pairs that have at least one non-ignored foreground voxel; a batch without any gives a zero with a graph.
     γ = 0 with w_bg = 1 is the plain Tversky loss. Computes in float32; returns a float32 scalar.
     """
     if validate:
@@ -108,16 +108,17 @@ def mil_loss(
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Lesion-level Multiple Instance Learning loss (seed 000 §2.2, CATMIL).
+    """Lesion-level Multiple Instance Learning loss (Luu et al. 2026 (CATMIL), §2.2).
 
         s_k = max_{i ∈ C_k} p_i,      MIL = (1/K) Σ_k -log(s_k + ε)
 
-    over all K components of the batch (every (b, c) pair pooled, as issue 5 specifies; the paper
-    writes it per volume). The max is one ``scatter_reduce(amax)`` over the component index, so the
-    gradient of each component reaches only its arg-max voxel (split evenly between exact ties).
+    over all K components of the batch (every (b, c) pair pooled, chosen here so that every lesion of
+    the batch weighs the same; the paper writes it per volume). The max is one
+    ``scatter_reduce(amax)`` over the component index, so the gradient of each component reaches
+    only its arg-max voxel (split evenly between exact ties).
     Ignored voxels are left out of the max, and a component whose voxels are all ignored does not
     count. No component in the batch gives a zero with a graph (the paper's "L_MIL = 0 for K = 0").
-    Default ε = 1e-6 (issue 5; the paper only says "a small constant"). Returns a float32 scalar.
+    Default ε = 1e-6 (chosen here; the paper only says "a small constant"). Returns a float32 scalar.
     """
     if validate:
         check_probs_and_ids(probs, component_ids)

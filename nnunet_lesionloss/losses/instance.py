@@ -1,5 +1,9 @@
 """Instance-aware losses as segment reductions: blob loss, CC loss, their inverse-size-weighted
-variants (IWL) and Shirokikh et al.'s global inverse weighting.
+variants (IWL) and the global inverse weighting of Shirokikh et al. 2020 (MICCAI 2020).
+
+Papers (full citations in docs/references.md): blob loss, Kofler et al. 2023 (IPMI 2023,
+arXiv:2205.08209); CC loss, Bouteille et al. 2025 (arXiv:2511.17146); multi-class one-vs-rest
+forms and IWL, Kundu et al. 2026 (arXiv:2604.24276).
 
 All three functions take the same inputs:
 
@@ -16,7 +20,7 @@ components). O(V + K) time and memory, no Python loop over components or classes
 Computation runs in float32 (float64 if ``probs`` is float64) with autocast disabled, whatever the
 caller's precision.
 
-Formulas, the seed each comes from and the aggregation rule: ``docs/formulas.md §1``.
+Formulas, the paper each comes from and the aggregation rule: ``docs/formulas.md §1``.
 """
 from __future__ import annotations
 
@@ -36,14 +40,15 @@ from .segments import (
 
 __all__ = ["blob_loss", "cc_loss", "inverse_weighted_loss", "IWL_MAX_DEFAULT", "CE_PROB_CLAMP"]
 
-# Upper bound of the IWL weight w_n = clamp(|Ω_n| / |C_n|, 1, iwl_max). Seed 004's bound was lost
-# from its text; 100 keeps the exact inverse-size weight for every component that fills at least
+# Upper bound of the IWL weight w_n = clamp(|Ω_n| / |C_n|, 1, iwl_max). The bound of Kundu et al. 2026
+# is not in the text we worked from; 100 keeps the exact inverse-size weight for every component that fills at least
 # 1% of its domain and caps the fore/background weight ratio at two orders of magnitude, below the
-# "thousands of times larger" weights that seed 004 (§2.5, §4.1) blames for the instability of
+# "thousands of times larger" weights that Kundu et al. 2026 (§2.5, §4.1) blame for the instability of
 # global inverse weighting. Justification in docs/formulas.md §1.
 IWL_MAX_DEFAULT = 100.0
 
-# Probabilities are clamped to [eps, 1 - eps] inside the logarithms of the CE term (issue 4).
+# Probabilities are clamped to [eps, 1 - eps] inside the logarithms of the CE term (chosen here: keeps
+# log p and log(1 - p) finite for saturated probabilities).
 CE_PROB_CLAMP = 1e-7
 
 _BASES = ("dice", "dice_ce")
@@ -103,7 +108,10 @@ def _domain_losses(
 def _mean_over_components_then_pairs(
     losses: torch.Tensor, counted: torch.Tensor, pair_of_component: torch.Tensor, num_pairs: int
 ) -> torch.Tensor:
-    """Mean over the counted components of each (b, c) pair, then mean over pairs with ≥ 1 of them (seed 004 §2.4)."""
+    """Mean over the counted components of each (b, c) pair, then mean over pairs with ≥ 1 of them.
+
+    Kundu et al. 2026 §2.4.
+    """
     counted = counted.to(losses.dtype)
     pair_total = losses.new_zeros(num_pairs).index_add_(0, pair_of_component, losses * counted)
     pair_components = losses.new_zeros(num_pairs).index_add_(0, pair_of_component, counted)
@@ -160,7 +168,7 @@ def blob_loss(
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Blob loss (Kofler et al., IPMI 2023, seed 002), multi-class one-vs-rest (seed 004 §2.1, §2.3).
+    """Blob loss (Kofler et al. 2023, IPMI 2023), multi-class one-vs-rest (Kundu et al. 2026 §2.1, §2.3).
 
     For each pair (b, c) with K_bc ≥ 1 components and each component n, the domain is
     Ω_n = (background of channel c) ∪ C_n (every other component of c is masked out), g = [voxel ∈ C_n]:
@@ -169,7 +177,7 @@ def blob_loss(
         CE_n   = Σ_Ω w·(-[g·log p + (1-g)·log(1-p)]) / Σ_Ω w,   p clamped to [1e-7, 1 - 1e-7]
         ℓ_n    = Dice_n (base "dice")  or  Dice_n + CE_n (base "dice_ce")
 
-    w = 1, or with ``iwl=True`` (IWL-Blob, seed 004 §2.5): w = clamp(|Ω_n| / |C_n|, 1, iwl_max) on
+    w = 1, or with ``iwl=True`` (IWL-Blob, Kundu et al. 2026 §2.5): w = clamp(|Ω_n| / |C_n|, 1, iwl_max) on
     C_n and 1 on the rest of Ω_n. Loss = mean over pairs with K_bc ≥ 1 of (mean over n of ℓ_n).
     No component in the batch: a zero that carries a graph. Because Σ_Ω x = Σ_{C_n} x + Σ_bg x,
     every term is a per-component sum plus a per-pair background sum: one reduction, O(V + K).
@@ -226,7 +234,7 @@ def cc_loss(
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """CC loss (Learning to look closer, arXiv 2511.17146), multi-class one-vs-rest (seed 004 §2.1-2.2).
+    """CC loss (Bouteille et al. 2025, arXiv:2511.17146), multi-class one-vs-rest (Kundu et al. 2026 §2.1-2.2).
 
     ``voronoi_cells`` int [B, C, *spatial] gives, per channel, the id of the component whose
     ground-truth voxel is nearest (Euclidean), 0 only where the channel has no component. For each
@@ -298,7 +306,7 @@ def inverse_weighted_loss(
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Global inverse-size weighting (Shirokikh et al., MICCAI 2020; comparator of seeds 002 and 004).
+    """Global inverse-size weighting (Shirokikh et al. 2020; comparator of Kofler et al. 2023 and Kundu et al. 2026).
 
     Over the whole volume of each pair (b, c), with N its (non-ignored) voxels, K its components
     and the background counted as the (K+1)-th part, each voxel weighs

@@ -1,5 +1,10 @@
-"""The instance loss family of Rachmadi, Byra & Skibbe (seed 001, §2.1, eqs. 2-14) as trainable,
+"""The instance loss family of Rachmadi, Byra & Skibbe 2024 (§2.1, eqs. 2-14) as trainable,
 loop-free segment reductions.
+
+Paper: *A new family of instance-level loss functions for improving instance-level segmentation and
+detection of white matter hyperintensities in routine clinical brain MRI*, Computers in Biology and
+Medicine, 2024, doi:10.1016/j.compbiomed.2024.108414; authors' code: BrainImageAnalysis/instance-loss
+(docs/references.md).
 
 Inputs (shared with every component loss of the package):
 
@@ -253,7 +258,7 @@ def instance_losses(
     proximity_reduction: str = "sum",
     validate: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """The instance loss family of seed 001 (Rachmadi et al., §2.1): a dict of scalar tensors.
+    """The instance loss family of Rachmadi et al. 2024 (§2.1): a dict of scalar tensors.
 
     Args:
         probs: float [B, C, *spatial] (2D or 3D), foreground probability per channel.

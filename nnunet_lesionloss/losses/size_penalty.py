@@ -1,6 +1,8 @@
-"""Size Penalty loss (seed 003): a size-stratified relative volume error, plus its data-driven τ.
+"""Size Penalty loss (Joshi 2026): a size-stratified relative volume error, plus its data-driven τ.
 
-Joshi: *Size Penalty Loss — What Dice Misses*, §3.2 and the PyTorch listing of §3.3. The term has
+Joshi: *Size Penalty Loss — "What Dice Misses": Size-Stratified Volume Regularization for Ischemic
+Stroke Lesion Prognostication*, B.Tech. thesis, IIT Bombay, 2026 (docs/references.md), §3.2 and
+the PyTorch listing of §3.3. The term has
 no localization signal (§3.6) and is meant as an auxiliary of spatial losses: DC+CE + 0.3·S,
 DTS = Dice + Tversky + 0.3·S, FSD = Focal + 0.3·S + Dice.
 """
@@ -16,7 +18,7 @@ from .segments import pair_sum, valid_voxel_mask
 
 __all__ = ["size_penalty_loss", "estimate_size_penalty_tau", "PAPER_SIZE_PENALTY_TAU"]
 
-#: τ_s of seed 003's experiments (§3.2), in voxels.
+#: τ_s of the experiments of Joshi 2026 (§3.2), in voxels.
 PAPER_SIZE_PENALTY_TAU = 600.0
 
 
@@ -31,7 +33,7 @@ def size_penalty_loss(
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Size Penalty loss (seed 003 §3.2): mean over lesion-positive (b, c) pairs of
+    """Size Penalty loss (Joshi 2026 §3.2): mean over lesion-positive (b, c) pairs of
 
         ℓ = min(c, exp(-V_g/τ) · |V_p - V_g| / (V_g + ε)),   V_p = Σ p,   V_g = Σ g
 
@@ -71,7 +73,7 @@ def estimate_size_penalty_tau(
     quantile: float = 0.5,
     fallback_tau: float = PAPER_SIZE_PENALTY_TAU,
 ) -> float:
-    """τ for Size Penalty from a dataset's object sizes (beyond the paper: seed 003 §6.5, "estimate
+    """τ for Size Penalty from a dataset's object sizes (beyond the paper: Joshi 2026 §6.5, "estimate
     τ_s from each dataset's object-size distribution"; used by nnUNetTrainerSizePenaltyAuto).
 
     τ = the ``quantile`` (default 0.5: the median) of the positive ``component_volumes`` (voxels,

@@ -1,10 +1,14 @@
-"""Tversky, Focal Tversky and binary focal loss: the voxel-level baselines of seeds 000 and 003.
+"""Tversky, Focal Tversky and binary focal loss: the voxel-level baselines of CATMIL (Luu et al.
+2026) and Size Penalty (Joshi 2026); full citations in docs/references.md.
 
-* Tversky (Salehi et al. 2017, arXiv 1706.05721), the nnUNet-Tversky baseline of CATMIL (seed 000)
-  and the "T" term of Size Penalty's DTS combination (seed 003, appendix: α = 0.3, β = 0.7).
-* Focal Tversky (Abraham & Khan, ISBI 2019), the nnUNet-FocalTversky baseline of CATMIL; its
-  authors' code uses (1 - TI)^(1/γ) with γ = 4/3 (../shared/seeds/README.md).
-* Binary focal loss (Lin et al., ICCV 2017), the "F" term of seed 003 (appendix: γ = 2.0, α = 0.25).
+* Tversky (Salehi et al. 2017, arXiv:1706.05721), the nnUNet-Tversky baseline of CATMIL
+  and the "T" term of Size Penalty's DTS combination (Joshi 2026, appendix: α = 0.3, β = 0.7).
+* Focal Tversky (Abraham & Khan 2019, ISBI 2019), the nnUNet-FocalTversky baseline of CATMIL; the
+  CATMIL authors' code (luumsk/SmallLesionMRI) uses (1 - TI)^(1/γ) with γ = 4/3.
+* Binary focal loss (Lin et al. 2017, ICCV 2017), the "F" term of Joshi 2026 (appendix: γ = 2.0,
+  α = 0.25).
+* Generalized Dice loss (Sudre et al. 2017), with the focal loss the "GDF" L_seg of Rachmadi et al.
+  2024 (MONAI's GeneralizedDiceFocalLoss).
 
 All take ``probs`` [B, C, *spatial] foreground probabilities per channel (softmax one-vs-rest or
 sigmoid) and a binary ``gt`` of the same shape; ``ignore_mask`` [B, 1 or C, *spatial] (True =
@@ -87,7 +91,7 @@ def tversky_loss(
         TI = (TP + s) / (TP + α·FP + β·FN + s),  TP = Σ p·g,  FP = Σ p·(1-g),  FN = Σ (1-p)·g
 
     α weighs false positives and β false negatives; the defaults α = 0.3, β = 0.7 are the Tversky
-    baseline of CATMIL's authors (seed 000) and seed 003's "T" term. Every (b, c) pair counts, also
+    baseline of CATMIL's authors (Luu et al. 2026) and the "T" term of Joshi 2026. Every (b, c) pair counts, also
     those without foreground (there TI = s / (α·FP + s) pushes the false positives down, as in
     nnU-Net's soft Dice). ``batch=True``: one index per channel over the whole batch, mean over
     channels. ``smooth`` must be > 0 so that an empty pair with an empty prediction is defined.
@@ -111,10 +115,10 @@ def focal_tversky_loss(
     batch: bool = False,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Focal Tversky loss (Abraham & Khan, ISBI 2019): mean over (b, c) pairs of (1 - TI_bc)^(1/γ).
+    """Focal Tversky loss (Abraham & Khan 2019): mean over (b, c) pairs of (1 - TI_bc)^(1/γ).
 
     TI as in :func:`tversky_loss`; γ = 4/3 and α = 0.3, β = 0.7 are the FocalTversky baseline of
-    CATMIL's authors (seeds/README). The exponent is applied per (b, c) pair (per channel with
+    CATMIL's authors (luumsk/SmallLesionMRI). The exponent is applied per (b, c) pair (per channel with
     ``batch=True``) and then averaged, as Abraham & Khan sum it per class. Below 1 - TI = 1e-6 the
     power is replaced by the chord through 0, because the derivative of x^(1/γ) is infinite at
     x = 0 for γ > 1 (the value differs from the power by less than 1e-6^(1/γ) there).
@@ -141,12 +145,12 @@ def binary_focal_loss(
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Binary (one-vs-rest) focal loss (Lin et al., ICCV 2017), mean over the non-ignored voxels of all (b, c).
+    """Binary (one-vs-rest) focal loss (Lin et al. 2017), mean over the non-ignored voxels of all (b, c).
 
         FL_i = -α_t · (1 - p_t)^γ · log(p_t),  p_t = p if g = 1 else 1 - p,
         α_t  = α if g = 1 else 1 - α  (α_t = 1 when ``alpha`` is None)
 
-    Seed 003's "F" term (appendix of the thesis: γ = 2.0, α = 0.25, applied to the sigmoid
+    The "F" term of Joshi 2026 (appendix of the thesis: γ = 2.0, α = 0.25, applied to the sigmoid
     probability of the lesion channel). ``gamma`` = 0 and ``alpha`` = None give binary cross-entropy.
     log(p_t) is evaluated at max(p_t, 1e-12). A batch whose voxels are all ignored gives a zero
     with a graph. Returns a float32 scalar.
@@ -185,8 +189,9 @@ def generalized_dice_loss(
 
     with l ∈ {foreground: p, g; background: 1 - p, 1 - g} over the non-ignored voxels. A class
     absent from the ground truth would get an infinite weight; as in MONAI's GeneralizedDiceLoss
-    (the "GDF" L_seg of seed 001) it gets the largest finite weight of the pair instead. Together
-    with ``binary_focal_loss`` (γ = 2, no α: MONAI's defaults) this is seed 001's GDF. Returns a
+    (the "GDF" L_seg of Rachmadi et al. 2024) it gets the largest finite weight of the pair instead.
+    Together with ``binary_focal_loss`` (γ = 2, no α: MONAI's defaults) this is the GDF of Rachmadi
+    et al. 2024. Returns a
     float32 scalar.
     """
     if validate:

@@ -3,6 +3,13 @@
 Each is a small subclass of :class:`nnUNetTrainerLesionLoss` that names its config and, for the
 ablation and weight-grid variants of the papers, a few overrides. They are defined here, inside the
 package, so they pickle; ``trainers/`` only re-exports them for ``nnUNet_extTrainer``.
+
+Papers (full citations, arXiv ids and the authors' code repositories in docs/references.md):
+CATMIL, Luu et al. 2026 (arXiv:2604.08015); instance losses, Rachmadi et al. 2024
+(doi:10.1016/j.compbiomed.2024.108414); blob loss, Kofler et al. 2023 (IPMI 2023, arXiv:2205.08209);
+Size Penalty, Joshi 2026 (B.Tech. thesis, IIT Bombay); multi-class blob/CC/IWL, Kundu et al. 2026
+(arXiv:2604.24276); CC loss, Bouteille et al. 2025 (arXiv:2511.17146); inverse weighting,
+Shirokikh et al. 2020 (MICCAI 2020).
 """
 from __future__ import annotations
 
@@ -12,83 +19,83 @@ from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
 from nnunet_lesionloss.training.dataset_statistics import component_volumes
 from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
 
-# ------------------------------------------------------------------ baselines (seed 000 Table 1)
+# ------------------------------------------------------------------ baselines (CATMIL Table 1)
 
 
 class nnUNetTrainerTversky(nnUNetTrainerLesionLoss):
-    """Tversky loss, α=0.3 β=0.7 (seed 000's baseline; pure Tversky, ``base.weight: 1`` adds DC+CE)."""
+    """Tversky loss, α=0.3 β=0.7 (CATMIL's baseline; pure Tversky, ``base.weight: 1`` adds DC+CE)."""
 
     config_name = "tversky"
 
 
 class nnUNetTrainerFocalTversky(nnUNetTrainerLesionLoss):
-    """Focal Tversky (1 - TI)^(1/γ), γ=4/3, per class (seed 000's baseline, Abraham & Khan 2019)."""
+    """Focal Tversky (1 - TI)^(1/γ), γ=4/3, per class (CATMIL's baseline, Abraham & Khan 2019)."""
 
     config_name = "focal_tversky"
 
 
-# ------------------------------------------------------------------ instance losses (seeds 002, 004)
+# ------------------------------------------------------------------ instance losses (Kundu et al. 2026)
 
 
 class nnUNetTrainerBlob(nnUNetTrainerLesionLoss):
-    """DC+CE + blob Dice+CE, 1:1, one-vs-rest per class (seed 004)."""
+    """DC+CE + blob Dice+CE, 1:1, one-vs-rest per class (Kundu et al. 2026)."""
 
     config_name = "blob"
 
 
 class nnUNetTrainerBlob_b2(nnUNetTrainerBlob):
-    """Blob weight β = 2 (seed 004's † rows; seed 002 Table 1)."""
+    """Blob weight β = 2 (the † rows of Kundu et al. 2026; Kofler et al. 2023 Table 1)."""
 
     config_overrides = {"terms": {"blob": {"weight": 2.0}}}
 
 
 class nnUNetTrainerBlob_a2(nnUNetTrainerBlob):
-    """Global DC+CE weight α = 2, blob 1 (seed 002 §2.3, Table 2)."""
+    """Global DC+CE weight α = 2, blob 1 (Kofler et al. 2023 §2.3, Table 2)."""
 
     config_overrides = {"base": {"weight": 2.0}}
 
 
 class nnUNetTrainerCC(nnUNetTrainerLesionLoss):
-    """DC+CE + CC loss (Dice+CE per Voronoi cell), 1:1 (seed 004, arXiv 2511.17146)."""
+    """DC+CE + CC loss (Dice+CE per Voronoi cell), 1:1 (Kundu et al. 2026; Bouteille et al. 2025)."""
 
     config_name = "cc"
 
 
 class nnUNetTrainerIWLBlob(nnUNetTrainerLesionLoss):
-    """Blob loss with inverse-size weighting inside each component's domain (seed 004 §2.5)."""
+    """Blob loss with inverse-size weighting inside each component's domain (Kundu et al. 2026 §2.5)."""
 
     config_name = "iwl_blob"
 
 
 class nnUNetTrainerIWLCC(nnUNetTrainerLesionLoss):
-    """CC loss with inverse-size weighting inside each Voronoi cell (seed 004 §2.5)."""
+    """CC loss with inverse-size weighting inside each Voronoi cell (Kundu et al. 2026 §2.5)."""
 
     config_name = "iwl_cc"
 
 
 class nnUNetTrainerInvWeight(nnUNetTrainerLesionLoss):
-    """DC+CE + globally inverse-size-weighted Dice+CE (Shirokikh et al.; comparator of seeds 002, 004)."""
+    """DC+CE + globally inverse-size-weighted Dice+CE (Shirokikh et al. 2020; comparator of blob/CC)."""
 
     config_name = "inv_weight"
 
 
-# ------------------------------------------------------------------ CATMIL (seed 000)
+# ------------------------------------------------------------------ CATMIL (Luu et al. 2026)
 
 
 class nnUNetTrainerCATMIL(nnUNetTrainerLesionLoss):
-    """DC+CE + λ_CAT(t)·CAT + λ_MIL·MIL; λ_CAT=0.1 warmed up over 50 epochs, λ_MIL=0.2 (seed 000)."""
+    """DC+CE + λ_CAT(t)·CAT + λ_MIL·MIL; λ_CAT=0.1 warmed up over 50 epochs, λ_MIL=0.2 (CATMIL)."""
 
     config_name = "catmil"
 
 
 class nnUNetTrainerCAT(nnUNetTrainerCATMIL):
-    """Ablation of seed 000: DC+CE + λ_CAT(t)·CAT only."""
+    """CATMIL ablation: DC+CE + λ_CAT(t)·CAT only."""
 
     config_overrides = {"terms": {"mil": {"weight": 0.0}}}
 
 
 class nnUNetTrainerMIL(nnUNetTrainerCATMIL):
-    """Ablation of seed 000: DC+CE + λ_MIL·MIL only."""
+    """CATMIL ablation: DC+CE + λ_MIL·MIL only."""
 
     config_overrides = {"terms": {"cat": {"weight": 0.0}}}
 
@@ -98,68 +105,68 @@ def _catmil_grid(lambda_cat: float, lambda_mil: float) -> dict:
 
 
 class nnUNetTrainerCATMIL_0101(nnUNetTrainerCATMIL):
-    """Seed 000 Table 3 weight grid: λ_CAT = 0.1, λ_MIL = 0.1."""
+    """CATMIL Table 3 weight grid: λ_CAT = 0.1, λ_MIL = 0.1."""
 
     config_overrides = _catmil_grid(0.1, 0.1)
 
 
 class nnUNetTrainerCATMIL_0102(nnUNetTrainerCATMIL):
-    """Seed 000 Table 3 weight grid: λ_CAT = 0.1, λ_MIL = 0.2 (the default)."""
+    """CATMIL Table 3 weight grid: λ_CAT = 0.1, λ_MIL = 0.2 (the default)."""
 
     config_overrides = _catmil_grid(0.1, 0.2)
 
 
 class nnUNetTrainerCATMIL_0201(nnUNetTrainerCATMIL):
-    """Seed 000 Table 3 weight grid: λ_CAT = 0.2, λ_MIL = 0.1."""
+    """CATMIL Table 3 weight grid: λ_CAT = 0.2, λ_MIL = 0.1."""
 
     config_overrides = _catmil_grid(0.2, 0.1)
 
 
 class nnUNetTrainerCATMIL_0202(nnUNetTrainerCATMIL):
-    """Seed 000 Table 3 weight grid: λ_CAT = 0.2, λ_MIL = 0.2."""
+    """CATMIL Table 3 weight grid: λ_CAT = 0.2, λ_MIL = 0.2."""
 
     config_overrides = _catmil_grid(0.2, 0.2)
 
 
-# ------------------------------------------------------------------ Size Penalty (seed 003)
+# ------------------------------------------------------------------ Size Penalty (Joshi 2026)
 
 
 class nnUNetTrainerSizePenalty(nnUNetTrainerLesionLoss):
-    """DC+CE + 0.3·Size Penalty, τ=600 voxels, cap 10 (seed 003)."""
+    """DC+CE + 0.3·Size Penalty, τ=600 voxels, cap 10 (Joshi 2026)."""
 
     config_name = "size_penalty"
 
 
 class nnUNetTrainerSizePenaltyDTS(nnUNetTrainerLesionLoss):
-    """Dice + Tversky + 0.3·Size Penalty (seed 003's DTS)."""
+    """Dice + Tversky + 0.3·Size Penalty (DTS of Joshi 2026)."""
 
     config_name = "size_penalty_dts"
 
 
 class nnUNetTrainerSizePenaltyFSD(nnUNetTrainerLesionLoss):
-    """Focal + 0.3·Size Penalty + Dice (seed 003's FSD)."""
+    """Focal + 0.3·Size Penalty + Dice (FSD of Joshi 2026)."""
 
     config_name = "size_penalty_fsd"
 
 
 
-# ------------------------------------------------------------------ instance family (seed 001)
+# ------------------------------------------------------------------ instance family (Rachmadi et al. 2024)
 
 
 class nnUNetTrainerICI(nnUNetTrainerLesionLoss):
-    """0.25·DC+CE + 0.5·L_instance^GT + 0.25·L_center (seed 001 eq. 12)."""
+    """0.25·DC+CE + 0.5·L_instance^GT + 0.25·L_center (Rachmadi et al. 2024 eq. 12)."""
 
     config_name = "ici"
 
 
 class nnUNetTrainerFalse(nnUNetTrainerLesionLoss):
-    """DC+CE + L_false^P + L_false^GT (seed 001 eq. 13), with straight-through gradients."""
+    """DC+CE + L_false^P + L_false^GT (Rachmadi et al. 2024 eq. 13), with straight-through gradients."""
 
     config_name = "false"
 
 
 class nnUNetTrainerProximity(nnUNetTrainerLesionLoss):
-    """DC+CE + 0.1·L_proximity (seed 001 eq. 14)."""
+    """DC+CE + 0.1·L_proximity (Rachmadi et al. 2024 eq. 14)."""
 
     config_name = "proximity"
 
@@ -170,19 +177,19 @@ _PAPER_SEGMENTATION_LOSS = {"base": {"loss": "generalized_dice_focal"}}
 
 
 class nnUNetTrainerICI_GDF(nnUNetTrainerICI):
-    """ICI with the paper's L_seg: 0.25·GDF + 0.5·L_instance^GT + 0.25·L_center (seed 001 eq. 12)."""
+    """ICI with the paper's L_seg: 0.25·GDF + 0.5·L_instance^GT + 0.25·L_center (Rachmadi et al. 2024 eq. 12)."""
 
     config_overrides = _PAPER_SEGMENTATION_LOSS
 
 
 class nnUNetTrainerFalse_GDF(nnUNetTrainerFalse):
-    """False with the paper's L_seg: GDF + L_false^P + L_false^GT (seed 001 eq. 13)."""
+    """False with the paper's L_seg: GDF + L_false^P + L_false^GT (Rachmadi et al. 2024 eq. 13)."""
 
     config_overrides = _PAPER_SEGMENTATION_LOSS
 
 
 class nnUNetTrainerProximity_GDF(nnUNetTrainerProximity):
-    """Proximity with the paper's L_seg: GDF + 0.1·L_proximity (seed 001 eq. 14)."""
+    """Proximity with the paper's L_seg: GDF + 0.1·L_proximity (Rachmadi et al. 2024 eq. 14)."""
 
     config_overrides = _PAPER_SEGMENTATION_LOSS
 
@@ -190,7 +197,7 @@ class nnUNetTrainerProximity_GDF(nnUNetTrainerProximity):
 class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
     """Size Penalty with τ (and optionally a gate) from the training labels' component volumes.
 
-    Beyond the paper (seed 003 §6.5): at trainer start, the connected components of every loss
+    Beyond the paper (Joshi 2026 §6.5): at trainer start, the connected components of every loss
     channel of the training cases (preprocessed, i.e. at the resolution the loss sees) are
     measured in voxels, and τ = their ``auto_tau.quantile`` (default: the median); with
     ``auto_tau.gate_quantile`` set, the gate is that quantile. A dataset without foreground falls
