@@ -3,6 +3,7 @@
 Each family of sub-commands lives beside the code it drives and registers itself here through a
 ``register(subparsers)`` function that adds its parsers and sets ``func`` on them.
 """
+
 from __future__ import annotations
 
 import argparse

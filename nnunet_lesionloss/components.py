@@ -3,6 +3,7 @@
 These run in nnU-Net's augmentation workers (see ``training.transforms``), so the GPU never waits
 for them. Every function takes and returns plain numpy arrays; ids are int32.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,7 +41,11 @@ def check_connectivity(connectivity: int | None, ndim: int) -> int:
     if connectivity is None:
         return default_connectivity(ndim)
     valid = VALID_CONNECTIVITY[ndim]
-    if isinstance(connectivity, bool) or not isinstance(connectivity, (int, np.integer)) or int(connectivity) not in valid:
+    if (
+        isinstance(connectivity, bool)
+        or not isinstance(connectivity, (int, np.integer))
+        or int(connectivity) not in valid
+    ):
         raise ValueError(f"connectivity {connectivity!r} is not valid in {ndim}D: connectivity must be one of {valid}")
     return int(connectivity)
 
@@ -99,10 +104,14 @@ def channel_component_maps(
     channel_masks = np.asarray(channel_masks, dtype=bool)
     if ignore is not None:
         channel_masks = channel_masks & ~np.asarray(ignore, dtype=bool)[None]
-    ids = np.stack([label_components(m, connectivity) for m in channel_masks]) if len(channel_masks) else np.zeros(
-        channel_masks.shape, np.int32
+    ids = (
+        np.stack([label_components(m, connectivity) for m in channel_masks])
+        if len(channel_masks)
+        else np.zeros(channel_masks.shape, np.int32)
     )
-    cells = np.stack([voronoi_cells(i) for i in ids]) if with_cells and len(ids) else (ids.copy() if with_cells else None)
+    cells = (
+        np.stack([voronoi_cells(i) for i in ids]) if with_cells and len(ids) else (ids.copy() if with_cells else None)
+    )
     return ids, cells
 
 

@@ -16,6 +16,7 @@ Schema::
       <term>: {weight: w, warmup_epochs: T, scales: all | full, params: {...}, subterms: {...}}
     trainer: {num_epochs: ..., num_iterations_per_epoch: ..., num_val_iterations_per_epoch: ..., initial_lr: ...}
 """
+
 from __future__ import annotations
 
 import copy
@@ -143,7 +144,9 @@ def validate_structure(config: dict) -> dict:
         if unknown:
             raise ConfigError(f"unknown key(s) {sorted(unknown)} in terms.{name}; allowed: {sorted(_TERM_KEYS)}")
         term["weight"] = _number(term.get("weight", 1.0), f"terms.{name}.weight", minimum=0)
-        term["warmup_epochs"] = _number(term.get("warmup_epochs", 0), f"terms.{name}.warmup_epochs", minimum=0, integer=True)
+        term["warmup_epochs"] = _number(
+            term.get("warmup_epochs", 0), f"terms.{name}.warmup_epochs", minimum=0, integer=True
+        )
         term.setdefault("scales", "all")
         if term["scales"] not in ("all", "full"):
             raise ConfigError(f"terms.{name}.scales must be 'all' or 'full', got {term['scales']!r}")
@@ -154,7 +157,8 @@ def validate_structure(config: dict) -> dict:
             if not isinstance(term["subterms"], dict):
                 raise ConfigError(f"terms.{name}.subterms must map sub-term names to weights, got {term['subterms']!r}")
             term["subterms"] = {
-                key: _number(value, f"terms.{name}.subterms.{key}", minimum=0) for key, value in term["subterms"].items()
+                key: _number(value, f"terms.{name}.subterms.{key}", minimum=0)
+                for key, value in term["subterms"].items()
             }
     trainer = config.setdefault("trainer", {})
     if not isinstance(trainer, dict):
@@ -170,7 +174,9 @@ def validate_structure(config: dict) -> dict:
             raise ConfigError(f"auto_tau must be a mapping or null, got {auto_tau!r}")
         unknown = set(auto_tau) - {"quantile", "gate_quantile", "max_cases"}
         if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)} in auto_tau; allowed: gate_quantile, max_cases, quantile")
+            raise ConfigError(
+                f"unknown key(s) {sorted(unknown)} in auto_tau; allowed: gate_quantile, max_cases, quantile"
+            )
         for key in ("quantile", "gate_quantile"):
             value = auto_tau.setdefault(key, 0.5 if key == "quantile" else None)
             if value is not None and not 0 <= _number(value, f"auto_tau.{key}") <= 1:
@@ -211,5 +217,7 @@ def resolve_connectivity(connectivity: str | int, spatial_dims: int) -> int:
     if connectivity == "face":
         return valid[0]
     if connectivity not in valid:
-        raise ConfigError(f"connectivity {connectivity} is not valid for {spatial_dims}D patches; choose one of {valid}, 'face' or 'full'")
+        raise ConfigError(
+            f"connectivity {connectivity} is not valid for {spatial_dims}D patches; choose one of {valid}, 'face' or 'full'"
+        )
     return int(connectivity)

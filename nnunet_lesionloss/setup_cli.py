@@ -1,5 +1,6 @@
 """Set-up sub-commands: ``env`` (the export line for nnUNet_extTrainer), ``doctor`` (checks the
 installation end to end) and ``synth`` (writes the synthetic dataset)."""
+
 from __future__ import annotations
 
 import os
@@ -73,7 +74,7 @@ def doctor_report(environ=None) -> list[tuple[bool, str]]:
     if folder in [os.path.abspath(p) for p in ext]:
         checks.append((True, f"nnUNet_extTrainer contains {folder}"))
     else:
-        checks.append((False, f"nnUNet_extTrainer does not contain {folder}: run eval \"$(nnunet-lesionloss env)\""))
+        checks.append((False, f'nnUNet_extTrainer does not contain {folder}: run eval "$(nnunet-lesionloss env)"'))
     checks.extend(_discovery_checks(folder))
     return checks
 
@@ -129,12 +130,21 @@ def _run_synth(args) -> int:
         return 2
     if args.from_isles:
         files = {name: os.path.join(args.from_isles, f"{name.lower()}.nii.gz") for name in ("DWI", "ADC")}
-        missing = [path for path in [*files.values(), os.path.join(args.from_isles, "mask.nii.gz")] if not os.path.isfile(path)]
+        missing = [
+            path for path in [*files.values(), os.path.join(args.from_isles, "mask.nii.gz")] if not os.path.isfile(path)
+        ]
         if missing:
-            print(f"error: --from-isles needs dwi.nii.gz, adc.nii.gz and mask.nii.gz; missing {missing}", file=sys.stderr)
+            print(
+                f"error: --from-isles needs dwi.nii.gz, adc.nii.gz and mask.nii.gz; missing {missing}", file=sys.stderr
+            )
             return 2
         folder = write_dataset_from_case(
-            raw, args.dataset_id, files, os.path.join(args.from_isles, "mask.nii.gz"), name="ISLES22Copies", num_cases=min(args.cases, 8)
+            raw,
+            args.dataset_id,
+            files,
+            os.path.join(args.from_isles, "mask.nii.gz"),
+            name="ISLES22Copies",
+            num_cases=min(args.cases, 8),
         )
         print(folder)
         return 0

@@ -2,6 +2,7 @@
 
 Used by the tests, the benchmarks and the demo, so that everything runs without downloading data.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,7 +50,9 @@ def make_lesion_labels(
     return labels
 
 
-def make_lesion_image(labels: np.ndarray, *, contrast: float = 1.5, noise: float = 0.5, seed: int | None = 0) -> np.ndarray:
+def make_lesion_image(
+    labels: np.ndarray, *, contrast: float = 1.5, noise: float = 0.5, seed: int | None = 0
+) -> np.ndarray:
     """A float32 intensity image in which lesions are brighter than a noisy background."""
     rng = np.random.default_rng(seed)
     image = rng.normal(0.0, noise, size=labels.shape).astype(np.float32)
@@ -108,7 +111,9 @@ def write_synthetic_dataset(
     label_names = {"background": 0}
     label_names.update({"lesion": 1} if num_classes == 1 else {f"lesion_{c}": c for c in range(1, num_classes + 1)})
     channels = ["FLAIR", "T1"] if two_channels else ["FLAIR"]
-    _write_dataset_json(folder, channels, label_names, num_cases, name, "synthetic MS-like lesions written by nnunet-lesionloss synth")
+    _write_dataset_json(
+        folder, channels, label_names, num_cases, name, "synthetic MS-like lesions written by nnunet-lesionloss synth"
+    )
     return folder
 
 
@@ -157,10 +162,19 @@ def write_dataset_from_case(
         axes = tuple(axis for axis in range(3) if copy >> axis & 1)
         key = f"case_{copy:03d}"
         for index, array in enumerate(channels.values()):
-            write(np.flip(array, axes) if axes else array, os.path.join(folder, "imagesTr", f"{key}_{index:04d}.nii.gz"))
+            write(
+                np.flip(array, axes) if axes else array, os.path.join(folder, "imagesTr", f"{key}_{index:04d}.nii.gz")
+            )
         write(np.flip(labels, axes) if axes else labels, os.path.join(folder, "labelsTr", f"{key}.nii.gz"))
     source = os.path.basename(os.path.dirname(os.path.abspath(mask)))
-    _write_dataset_json(folder, list(channels), {"background": 0, "lesion": 1}, num_cases, name, f"{num_cases} mirrored copies of {source}")
+    _write_dataset_json(
+        folder,
+        list(channels),
+        {"background": 0, "lesion": 1},
+        num_cases,
+        name,
+        f"{num_cases} mirrored copies of {source}",
+    )
     return folder
 
 
@@ -176,7 +190,9 @@ def _raw_dataset_folder(raw_root: str, dataset_id: int, name: str) -> str:
     return folder
 
 
-def _write_dataset_json(folder: str, channels: list[str], labels: dict, num_cases: int, name: str, description: str) -> None:
+def _write_dataset_json(
+    folder: str, channels: list[str], labels: dict, num_cases: int, name: str, description: str
+) -> None:
     """nnU-Net's dataset.json for NIfTI cases."""
     import json
     import os

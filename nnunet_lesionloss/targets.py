@@ -5,6 +5,7 @@ The loader (``training.transforms.ComponentMapsTransform``) writes, at each deep
 (``losses.compound``) and the trainer's online Dice split it again with :func:`split_target`.
 This module depends on torch alone, so the loss package does not import the data-loading one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

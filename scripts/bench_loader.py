@@ -5,6 +5,7 @@ lesion count, with and without Voronoi cells, over nnU-Net's 3d_fullres deep-sup
 Prints a Markdown table of median milliseconds per sample (what one augmentation worker spends).
     python scripts/bench_loader.py [--sizes 96 128] [--lesions 1 40 400] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,18 +45,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one augmentation worker
-    print("| patch | lesions | components | ids, full res only (ms) | ids, all scales (ms) | ids + cells, all scales (ms) | ids + cells, full res only (ms) |")
+    print(
+        "| patch | lesions | components | ids, full res only (ms) | ids, all scales (ms) | ids + cells, all scales (ms) | ids + cells, full res only (ms) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         for lesions in args.lesions:
             labels = make_lesion_labels((size,) * 3, lesions, radius_range=(1.0, 6.0), seed=lesions)
             targets = deep_supervision_targets(labels)
-            components = int(ComponentMapsTransform(label_groups=[(1,)])(segmentation=targets[0])["segmentation"][1].max())
+            components = int(
+                ComponentMapsTransform(label_groups=[(1,)])(segmentation=targets[0])["segmentation"][1].max()
+            )
             row = [
                 median_ms(ComponentMapsTransform(label_groups=[(1,)], scales_with_maps=1), targets, args.repeats),
                 median_ms(ComponentMapsTransform(label_groups=[(1,)]), targets, args.repeats),
                 median_ms(ComponentMapsTransform(label_groups=[(1,)], with_cells=True), targets, args.repeats),
-                median_ms(ComponentMapsTransform(label_groups=[(1,)], with_cells=True, scales_with_maps=1), targets, args.repeats),
+                median_ms(
+                    ComponentMapsTransform(label_groups=[(1,)], with_cells=True, scales_with_maps=1),
+                    targets,
+                    args.repeats,
+                ),
             ]
             print(f"| {size}³ | {lesions} | {components} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
 

@@ -12,12 +12,13 @@ CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded ti
     python scripts/bench_losses.py --threads 1                   # CPU, 96³
     python scripts/bench_losses.py --device cuda                 # GPU, 128³
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import cc3d
 import numpy as np
@@ -26,6 +27,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from scipy import ndimage
 
+from nnunet_lesionloss.config import load_config
 from nnunet_lesionloss.losses.functional import (
     blob_loss,
     cat_loss,
@@ -34,13 +36,13 @@ from nnunet_lesionloss.losses.functional import (
     mil_loss,
     size_penalty_loss,
 )
-from nnunet_lesionloss.config import load_config
 from nnunet_lesionloss.losses.terms import build_term
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
 #: the instance-family term of each compound trainer, built from its shipped config
 INSTANCE_TERMS = {
-    name: build_term("instance_family", load_config(name, env={})["terms"]["instance_family"]) for name in ("ici", "false", "proximity")
+    name: build_term("instance_family", load_config(name, env={})["terms"]["instance_family"])
+    for name in ("ici", "false", "proximity")
 }
 
 # name -> callable(probs [B, C, *spatial], component_ids, voronoi_cells, ignore_mask) -> scalar loss
@@ -77,7 +79,9 @@ def nnunet_dc_and_ce() -> DC_and_CE_loss:
 
 def make_inputs(size: int, batch: int, classes: int, lesions: int, seed: int):
     """Label maps, per-class component ids and Voronoi cells (numpy), for one requested K."""
-    labels = np.stack([make_lesion_labels((size,) * 3, lesions, num_classes=classes, seed=seed + b) for b in range(batch)])
+    labels = np.stack(
+        [make_lesion_labels((size,) * 3, lesions, num_classes=classes, seed=seed + b) for b in range(batch)]
+    )
     component_ids = np.zeros((batch, classes, *labels.shape[1:]), dtype=np.int64)
     voronoi_cells = np.zeros_like(component_ids)
     for b in range(batch):
@@ -141,7 +145,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="patch edge in voxels (default 96 on CPU, 128 on CUDA)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=2, help="foreground classes (logits get one more channel)")
-    parser.add_argument("--lesions", type=int, nargs="+", default=[1, 10, 100, 1000], help="requested lesions per patch (K)")
+    parser.add_argument(
+        "--lesions", type=int, nargs="+", default=[1, 10, 100, 1000], help="requested lesions per patch (K)"
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -161,30 +167,45 @@ def main() -> None:
         labels, component_ids, voronoi_cells = make_inputs(size, args.batch, args.classes, lesions, args.seed)
         components_per_pair = component_ids.reshape(args.batch * args.classes, -1).max(axis=1).mean()
         generator = torch.Generator().manual_seed(args.seed)
-        logits = torch.randn((args.batch, args.classes + 1, *labels.shape[1:]), generator=generator).to(device).requires_grad_(True)
+        logits = (
+            torch.randn((args.batch, args.classes + 1, *labels.shape[1:]), generator=generator)
+            .to(device)
+            .requires_grad_(True)
+        )
         target = torch.from_numpy(labels[:, None].astype(np.int64)).to(device)
         ids = torch.from_numpy(component_ids).to(device)
         cells = torch.from_numpy(voronoi_cells).to(device)
 
-        steps: dict[str, Callable[[], torch.Tensor]] = {BASELINE: lambda: dc_and_ce(logits, target)}
+        def baseline(logits=logits, target=target):
+            return dc_and_ce(logits, target)
+
+        steps: dict[str, Callable[[], torch.Tensor]] = {BASELINE: baseline}
         for name in names:
 
-            def step(loss_fn=LOSSES[name]):
+            def step(loss_fn=LOSSES[name], logits=logits, ids=ids, cells=cells):
                 probs = torch.softmax(logits, 1)[:, 1:]
                 return loss_fn(probs, ids, cells, None)
 
             steps[name] = step
         measured = time_steps(steps, logits, args.repeats, args.warmup, BASELINE)
         for name, result in measured.items():
-            rows.append((name, lesions, components_per_pair, result["median"], result["min"], result["ratio"], result["peak"]))
+            rows.append(
+                (name, lesions, components_per_pair, result["median"], result["min"], result["ratio"], result["peak"])
+            )
             ratios.setdefault(name, {})[lesions] = result["ratio"]
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"Forward+backward, batch {args.batch}, {args.classes} foreground classes, {size}³, {device_name}, "
-          f"median of {args.repeats} after {args.warmup} warm-up, torch {torch.__version__}\n")
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"Forward+backward, batch {args.batch}, {args.classes} foreground classes, {size}³, {device_name}, "
+        f"median of {args.repeats} after {args.warmup} warm-up, torch {torch.__version__}\n"
+    )
     print("| loss | K requested | components per (b, c) | median (ms) | min (ms) | × DC+CE | peak extra memory (MiB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, lesions, per_pair, median_ms, min_ms, ratio, mib in sorted(rows, key=lambda r: (list(ratios).index(r[0]), r[1])):
+    for name, lesions, per_pair, median_ms, min_ms, ratio, mib in sorted(
+        rows, key=lambda r: (list(ratios).index(r[0]), r[1])
+    ):
         memory = "n/a (CPU)" if mib is None else f"{mib:.0f}"
         print(f"| {name} | {lesions} | {per_pair:.1f} | {median_ms:.1f} | {min_ms:.1f} | {ratio:.2f} | {memory} |")
     print("\n× DC+CE: median over the rounds of (loss time / DC+CE time in the same round).")

@@ -6,6 +6,7 @@ doing the instance part alone for one matching threshold. Usage:
 
     python scripts/benchmark_evaluation.py [--repeats 5] [--lesions 50] [--no-panoptica]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import warnings
 
 import numpy as np
 
-from nnunet_lesionloss.evaluation.evaluate import LabelSpec, evaluate_arrays
 from nnunet_lesionloss.components import label_components
+from nnunet_lesionloss.evaluation.evaluate import LabelSpec, evaluate_arrays
 from nnunet_lesionloss.evaluation.metrics import OverlapTable, SurfacePoints, evaluate_binary
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
 from nnunet_lesionloss.synthetic import make_lesion_labels
@@ -66,16 +67,38 @@ def main() -> None:
 
     (ref_labels, n_r), (pred_labels, n_p) = components()
     rows.append(("connected components (cc3d, both masks, full volume)", timed(components, args.repeats)))
-    rows.append(("overlap table (np.unique + bincount, full volume)",
-                 timed(lambda: OverlapTable.build(ref_labels, n_r, pred_labels, n_p), args.repeats)))
-    rows.append(("border voxels of all lesions (both masks)",
-                 timed(lambda: (SurfacePoints.from_labels(ref_labels, n_r), SurfacePoints.from_labels(pred_labels, n_p)),
-                       args.repeats)))
-    rows.append(("evaluate_binary: all metrics, 3 matchings (crop included)",
-                 timed(lambda: evaluate_binary(ref_mask, pred_mask, spacing, settings), args.repeats)))
-    rows.append(("evaluate_arrays: label check + all metrics of label 1",
-                 timed(lambda: evaluate_arrays(reference, prediction, spacing, LabelSpec(groups={"1": (1,)}, allowed={0, 1}),
-                                               settings), args.repeats)))
+    rows.append(
+        (
+            "overlap table (np.unique + bincount, full volume)",
+            timed(lambda: OverlapTable.build(ref_labels, n_r, pred_labels, n_p), args.repeats),
+        )
+    )
+    rows.append(
+        (
+            "border voxels of all lesions (both masks)",
+            timed(
+                lambda: (SurfacePoints.from_labels(ref_labels, n_r), SurfacePoints.from_labels(pred_labels, n_p)),
+                args.repeats,
+            ),
+        )
+    )
+    rows.append(
+        (
+            "evaluate_binary: all metrics, 3 matchings (crop included)",
+            timed(lambda: evaluate_binary(ref_mask, pred_mask, spacing, settings), args.repeats),
+        )
+    )
+    rows.append(
+        (
+            "evaluate_arrays: label check + all metrics of label 1",
+            timed(
+                lambda: evaluate_arrays(
+                    reference, prediction, spacing, LabelSpec(groups={"1": (1,)}, allowed={0, 1}), settings
+                ),
+                args.repeats,
+            ),
+        )
+    )
     if not args.no_panoptica:
         from nnunet_lesionloss.evaluation.panoptica_adapter import panoptica_instance_metrics
 
@@ -83,10 +106,18 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return panoptica_instance_metrics(ref_mask, pred_mask, spacing, MatchingSpec("dsc", 0.5))
-        rows.append(("panoptica 2.1.7: instance metrics, 1 matching (for comparison)", timed(run_panoptica, max(1, args.repeats // 2))))
 
-    print(f"Case {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} at 1 mm, {n_ref} reference / {n_pred} predicted lesions "
-          f"(26-connected); median of {args.repeats} runs; file reading excluded.\n")
+        rows.append(
+            (
+                "panoptica 2.1.7: instance metrics, 1 matching (for comparison)",
+                timed(run_panoptica, max(1, args.repeats // 2)),
+            )
+        )
+
+    print(
+        f"Case {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} at 1 mm, {n_ref} reference / {n_pred} predicted lesions "
+        f"(26-connected); median of {args.repeats} runs; file reading excluded.\n"
+    )
     print("| step | seconds |")
     print("|---|---|")
     for name, seconds in rows:

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # The test command of the README: installs the package with its test extras, then runs the suite.
-# Works on a fresh clone (CPU only; the suite takes about 3-5 minutes on 2 cores).
+# Works on a fresh clone (CPU only; the suite takes about 5-8 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet -e ".[test]"
+# the combination this run tested (the README's "Tested versions" quotes one such line)
+python3 - <<'PY'
+import platform
+from importlib import metadata
+
+names = ["torch", "nnunetv2", "batchgeneratorsv2", "connected-components-3d", "panoptica", "SimpleITK", "numpy"]
+print("tested with: Python " + platform.python_version() + ", " + ", ".join(f"{n} {metadata.version(n)}" for n in names))
+PY
 python3 -m pytest -q -p no:cacheprovider --timeout 1800 "$@"

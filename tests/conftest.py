@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic nnU-Net dataset, planned and preprocessed once per session."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def nnunet_environment(root: Path) -> dict:
 def run_cli(args: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -53,9 +56,14 @@ def preprocessed_dataset(tmp_path_factory) -> dict:
     for name in ("raw", "preprocessed", "results"):
         (root / name).mkdir()
     env = nnunet_environment(root)
-    write_synthetic_dataset(str(root / "raw"), DATASET_ID, num_cases=6, shape=(32, 32, 32), lesions_per_case=(4, 10), seed=3)
+    write_synthetic_dataset(
+        str(root / "raw"), DATASET_ID, num_cases=6, shape=(32, 32, 32), lesions_per_case=(4, 10), seed=3
+    )
     # planning calls torch.set_num_threads(n_proc_DA), which must be positive
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "2d", "-np", "1"], dict(env, nnUNet_n_proc_DA="1"))
+    run_cli(
+        ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "2d", "-np", "1"],
+        dict(env, nnUNet_n_proc_DA="1"),
+    )
     keys = [f"case_{i:03d}" for i in range(6)]
     splits = [{"train": keys[:5], "val": keys[5:]}]
     (root / "preprocessed" / DATASET_NAME / "splits_final.json").write_text(json.dumps(splits))

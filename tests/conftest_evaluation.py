@@ -1,4 +1,5 @@
 """Helpers for the evaluation tests (imported by tests/test_evaluation*.py; the lead owns conftest.py)."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,10 @@ def cube(shape, corner, size, value=1, dtype=np.uint8) -> np.ndarray:
 
 def load_strict_json(path: Path):
     """json.load that fails on NaN / Infinity, which the outputs must never contain."""
+
     def reject(constant):
         raise AssertionError(f"{path} contains {constant}")
+
     with open(path) as handle:
         return json.load(handle, parse_constant=reject)
 

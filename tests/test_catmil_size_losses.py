@@ -5,6 +5,7 @@ Each vectorised loss is compared, value and gradient, with a slow reference that
 samples, channels and components in float64 exactly as the equations read; the remaining tests
 are hand-computed numbers and the properties the papers state.
 """
+
 from __future__ import annotations
 
 import math
@@ -237,11 +238,15 @@ def test_tversky_and_focal_tversky_match_loop(data, alpha, beta, batch, gamma):
         return distance ** (1 / gamma) if distance > 1e-6 else distance * 1e-6 ** (1 / gamma - 1)
 
     def reference_focal_tversky(p):
-        return torch.stack([focal_power(1 - ti) for ti in reference_tversky_indices(p, gt, ignore_mask, **kwargs)]).mean()
+        return torch.stack(
+            [focal_power(1 - ti) for ti in reference_tversky_indices(p, gt, ignore_mask, **kwargs)]
+        ).mean()
 
     assert_matches_reference(lambda p: tversky_loss(p, gt, ignore_mask=ignore_mask, **kwargs), reference_tversky, probs)
     assert_matches_reference(
-        lambda p: focal_tversky_loss(p, gt, gamma=gamma, ignore_mask=ignore_mask, **kwargs), reference_focal_tversky, probs
+        lambda p: focal_tversky_loss(p, gt, gamma=gamma, ignore_mask=ignore_mask, **kwargs),
+        reference_focal_tversky,
+        probs,
     )
 
 
@@ -429,7 +434,12 @@ def test_estimate_tau_falls_back_to_the_paper_without_foreground():
 
 @pytest.mark.parametrize(
     "volumes, kwargs, message",
-    [([1, 2], dict(quantile=1.5), "quantile"), ([1, -2], {}, ">= 0"), ([1, float("nan")], {}, "finite"), ([1], dict(fallback_tau=0.0), "fallback_tau")],
+    [
+        ([1, 2], dict(quantile=1.5), "quantile"),
+        ([1, -2], {}, ">= 0"),
+        ([1, float("nan")], {}, "finite"),
+        ([1], dict(fallback_tau=0.0), "fallback_tau"),
+    ],
 )
 def test_estimate_tau_rejects_bad_arguments(volumes, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -516,7 +526,11 @@ GT = IDS > 0
         (lambda: size_penalty_loss(PROBS, GT, cap=-1.0), ValueError, "cap"),
         (lambda: size_penalty_loss(PROBS, GT, gate=0.0), ValueError, "gate"),
         (lambda: size_penalty_loss(PROBS, GT[..., :2]), ValueError, "shape"),
-        (lambda: size_penalty_loss(PROBS, GT, ignore_mask=torch.zeros(1, 2, 4, 4, dtype=torch.bool)), ValueError, "ignore_mask"),
+        (
+            lambda: size_penalty_loss(PROBS, GT, ignore_mask=torch.zeros(1, 2, 4, 4, dtype=torch.bool)),
+            ValueError,
+            "ignore_mask",
+        ),
         (lambda: tversky_loss(PROBS, GT, alpha=-1.0), ValueError, "alpha"),
         (lambda: focal_tversky_loss(PROBS, GT, gamma=0.0), ValueError, "gamma"),
         (lambda: binary_focal_loss(PROBS, GT, gamma=-2.0), ValueError, "gamma"),

@@ -1,4 +1,5 @@
 """Connected components, Voronoi cells and the transform that packs them into nnU-Net's targets."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -140,7 +141,9 @@ def test_transform_argument_errors():
     with pytest.raises(ValueError, match="exactly one"):
         ComponentMapsTransform(label_groups=[(1,)], num_regions=1)
     with pytest.raises(ValueError, match="connectivity 26 is not valid in 2D"):
-        ComponentMapsTransform(label_groups=[(1,)], connectivity=26)(segmentation=torch.zeros((1, 4, 4), dtype=torch.int16))
+        ComponentMapsTransform(label_groups=[(1,)], connectivity=26)(
+            segmentation=torch.zeros((1, 4, 4), dtype=torch.int16)
+        )
     layout = TargetLayout(1, torch.int16, 2, False, None)
     with pytest.raises(ValueError, match="expected 1 .* or 3"):
         split_target(torch.zeros((1, 2, 4, 4, 4), dtype=torch.int32), layout)

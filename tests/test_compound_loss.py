@@ -1,5 +1,6 @@
 """The loss module of the trainers: probabilities per channel, deep-supervision weighting, schedules,
 and the hand-computed Tversky / Focal Tversky values the baselines rely on."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,7 +19,9 @@ def test_tversky_and_focal_tversky_by_hand():
     # TP = 1.5, FP = 0.2, FN = 0.5: TI = 1.5 / (1.5 + 0.3·0.2 + 0.7·0.5) = 1.5 / 1.91
     expected = 1 - (1.5 + 1e-5) / (1.91 + 1e-5)
     assert float(tversky_loss(probs, gt, alpha=0.3, beta=0.7)) == pytest.approx(expected, rel=1e-6)
-    assert float(focal_tversky_loss(probs, gt, alpha=0.3, beta=0.7, gamma=4 / 3)) == pytest.approx(expected**0.75, rel=1e-6)
+    assert float(focal_tversky_loss(probs, gt, alpha=0.3, beta=0.7, gamma=4 / 3)) == pytest.approx(
+        expected**0.75, rel=1e-6
+    )
     # soft Dice = Tversky at α = β = 0.5: 1 - 2·1.5 / (2·1.5 + 0.2 + 0.5)
     dice = build_term("dice", {})
     ids = gt.to(torch.int32)
@@ -84,10 +87,14 @@ def test_ignore_label_reaches_the_terms():
     target = torch.stack([transform(segmentation=seg[b])["segmentation"] for b in range(2)])
     output = torch.randn(2, 2, 8, 8, 8)
     term = build_term("tversky", {})
-    loss = LesionAwareLoss(None, 0.0, [term], None, TargetLayout(1, torch.int16, 1, False, None), [(1,)], ignore_label=2)
+    loss = LesionAwareLoss(
+        None, 0.0, [term], None, TargetLayout(1, torch.int16, 1, False, None), [(1,)], ignore_label=2
+    )
     probs = torch.softmax(output, 1)[:, 1:]
     ignore = seg == 2
-    assert float(loss(output, target)) == pytest.approx(float(tversky_loss(probs, target[:, 1:] > 0, ignore_mask=ignore)), rel=1e-6)
+    assert float(loss(output, target)) == pytest.approx(
+        float(tversky_loss(probs, target[:, 1:] > 0, ignore_mask=ignore)), rel=1e-6
+    )
     assert float(loss(output, target)) != pytest.approx(float(tversky_loss(probs, target[:, 1:] > 0)), rel=1e-6)
 
 
@@ -120,7 +127,9 @@ def test_generalized_dice_against_the_loop_and_by_hand():
     g = torch.tensor([1, 0, 0, 0], dtype=torch.bool).reshape(1, 1, 2, 2)
     numerator = 2 * (1 * 1.0 + (1 / 9) * 2.5)
     denominator = 1 * (1.5 + 1) + (1 / 9) * (2.5 + 3)
-    assert float(generalized_dice_loss(p, g, smooth=0.0 + 1e-12)) == pytest.approx(1 - numerator / denominator, rel=1e-6)
+    assert float(generalized_dice_loss(p, g, smooth=0.0 + 1e-12)) == pytest.approx(
+        1 - numerator / denominator, rel=1e-6
+    )
     ignore = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
     ignore[0, 0, 1, 0] = True  # ignoring the 0.5 voxel: p = (1, 0, 0), perfect
     assert float(generalized_dice_loss(p, g, ignore_mask=ignore)) == pytest.approx(0.0, abs=1e-6)

@@ -1,4 +1,5 @@
 """Configs: every shipped default loads, overrides merge, bad values fail naming the key."""
+
 from __future__ import annotations
 
 import pytest

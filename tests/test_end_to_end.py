@@ -1,4 +1,5 @@
 """End to end through nnU-Net's real CLI: nnUNetv2_train with nnUNet_extTrainer, then nnUNetv2_predict."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,19 @@ TRAINERS = [
 
 def _train(preprocessed_dataset, trainer: str, config_path) -> dict:
     env = dict(preprocessed_dataset["env"], NNUNET_LESIONLOSS_CONFIG=str(config_path))
-    run_cli(["nnUNetv2_train", str(preprocessed_dataset["dataset_id"]), "3d_fullres", "0", "-tr", trainer, "-device", "cpu"], env)
+    run_cli(
+        [
+            "nnUNetv2_train",
+            str(preprocessed_dataset["dataset_id"]),
+            "3d_fullres",
+            "0",
+            "-tr",
+            trainer,
+            "-device",
+            "cpu",
+        ],
+        env,
+    )
     return env
 
 
@@ -29,7 +42,12 @@ def _train(preprocessed_dataset, trainer: str, config_path) -> dict:
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_train_and_predict_through_nnunet_cli(preprocessed_dataset, short_run_config, trainer, tmp_path):
     env = _train(preprocessed_dataset, trainer, short_run_config)
-    output = preprocessed_dataset["root"] / "results" / preprocessed_dataset["dataset"] / f"{trainer}__nnUNetPlans__3d_fullres"
+    output = (
+        preprocessed_dataset["root"]
+        / "results"
+        / preprocessed_dataset["dataset"]
+        / f"{trainer}__nnUNetPlans__3d_fullres"
+    )
     fold = output / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     log = next(fold.glob("training_log_*.txt")).read_text()
@@ -47,8 +65,28 @@ def test_train_and_predict_through_nnunet_cli(preprocessed_dataset, short_run_co
     (inputs / case.name).write_bytes(case.read_bytes())
     predictions = tmp_path / "out"
     run_cli(
-        ["nnUNetv2_predict", "-i", str(inputs), "-o", str(predictions), "-d", str(preprocessed_dataset["dataset_id"]),
-         "-c", "3d_fullres", "-f", "0", "-tr", trainer, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
+        [
+            "nnUNetv2_predict",
+            "-i",
+            str(inputs),
+            "-o",
+            str(predictions),
+            "-d",
+            str(preprocessed_dataset["dataset_id"]),
+            "-c",
+            "3d_fullres",
+            "-f",
+            "0",
+            "-tr",
+            trainer,
+            "-device",
+            "cpu",
+            "--disable_tta",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+        ],
         env,
     )
     predicted = sitk.ReadImage(str(predictions / "case_005.nii.gz"))
@@ -63,13 +101,35 @@ def test_resume_with_c_continues_the_warm_up(preprocessed_dataset, tmp_path):
     """nnUNetv2_train --c restores current_epoch from the checkpoint; the hook then sets λ_CAT(t) from it."""
     first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
     common = "terms: {cat: {warmup_epochs: 4}}\n"
-    first.write_text(common + "trainer: {num_epochs: 2, num_iterations_per_epoch: 2, num_val_iterations_per_epoch: 1}\n")
-    second.write_text(common + "trainer: {num_epochs: 4, num_iterations_per_epoch: 2, num_val_iterations_per_epoch: 1}\n")
+    first.write_text(
+        common + "trainer: {num_epochs: 2, num_iterations_per_epoch: 2, num_val_iterations_per_epoch: 1}\n"
+    )
+    second.write_text(
+        common + "trainer: {num_epochs: 4, num_iterations_per_epoch: 2, num_val_iterations_per_epoch: 1}\n"
+    )
     _train(preprocessed_dataset, "nnUNetTrainerCAT", first)
     env = dict(preprocessed_dataset["env"], NNUNET_LESIONLOSS_CONFIG=str(second))
-    run_cli(["nnUNetv2_train", str(preprocessed_dataset["dataset_id"]), "3d_fullres", "0", "-tr", "nnUNetTrainerCAT",
-             "-device", "cpu", "--c"], env)
-    fold = preprocessed_dataset["root"] / "results" / preprocessed_dataset["dataset"] / "nnUNetTrainerCAT__nnUNetPlans__3d_fullres" / "fold_0"
+    run_cli(
+        [
+            "nnUNetv2_train",
+            str(preprocessed_dataset["dataset_id"]),
+            "3d_fullres",
+            "0",
+            "-tr",
+            "nnUNetTrainerCAT",
+            "-device",
+            "cpu",
+            "--c",
+        ],
+        env,
+    )
+    fold = (
+        preprocessed_dataset["root"]
+        / "results"
+        / preprocessed_dataset["dataset"]
+        / "nnUNetTrainerCAT__nnUNetPlans__3d_fullres"
+        / "fold_0"
+    )
     logs = sorted(fold.glob("training_log_*.txt"))
     assert len(logs) == 2, "the resumed run writes its own log"
     resumed = logs[-1].read_text()

@@ -1,4 +1,5 @@
 """`nnunet-lesionloss evaluate` on hand-made folders: outputs, bad input, regions, the BraTS golden sample."""
+
 from __future__ import annotations
 
 import csv
@@ -66,8 +67,24 @@ def test_evaluate_reports_bad_cases_and_still_writes_the_good_ones(tmp_path, cap
     # nothing is overwritten without --overwrite
     assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet", "--overwrite",
-                 "--preset", "isles22"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt",
+                str(gt),
+                "--pred",
+                str(pred),
+                "-o",
+                str(out),
+                "--quiet",
+                "--overwrite",
+                "--preset",
+                "isles22",
+            ]
+        )
+        == 1
+    )
     isles = load_strict_json(out / "summary.json")
     assert {c["case"]: c for c in isles["metric_per_case"]}["case_b"]["metrics"]["1"]["lesion_f1_count"] == 1.0
 
@@ -79,8 +96,11 @@ def test_dataset_json_regions_and_unexpected_labels(tmp_path):
     write_image(pred / "c1.nii.gz", (ref == 2).astype(np.uint8) * 2)
     write_image(gt / "c2.nii.gz", ref.astype(np.uint8))
     write_image(pred / "c2.nii.gz", (ref > 0).astype(np.uint8) * 5)  # label 5 does not exist
-    dataset = {"labels": {"background": 0, "whole": [1, 2], "core": 2}, "regions_class_order": [1, 2],
-               "file_ending": ".nii.gz"}
+    dataset = {
+        "labels": {"background": 0, "whole": [1, 2], "core": 2},
+        "regions_class_order": [1, 2],
+        "file_ending": ".nii.gz",
+    }
     (tmp_path / "raw" / "dataset.json").write_text(json.dumps(dataset))  # found beside labelsTr
     out = tmp_path / "out"
     assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet", "-np", "1"]) == 1
@@ -116,11 +136,27 @@ def _same(a, b, path=""):
         assert a == b, (path, a, b)
 
 
-@pytest.mark.skipif(GOLDEN is None or not GOLDEN.is_dir(), reason="../shared/golden/brats_mets not found beside the repository")
+@pytest.mark.skipif(
+    GOLDEN is None or not GOLDEN.is_dir(), reason="../shared/golden/brats_mets not found beside the repository"
+)
 def test_brats_mets_preset_reproduces_the_official_evaluator(tmp_path):
     out = tmp_path / "brats"
-    code = main(["evaluate", "--gt", str(GOLDEN / "ref"), "--pred", str(GOLDEN / "pred"), "-o", str(out),
-                 "--preset", "brats-mets", "-np", "2", "--quiet"])
+    code = main(
+        [
+            "evaluate",
+            "--gt",
+            str(GOLDEN / "ref"),
+            "--pred",
+            str(GOLDEN / "pred"),
+            "-o",
+            str(out),
+            "--preset",
+            "brats-mets",
+            "-np",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 0
     with open(GOLDEN / "expected_metrics.json") as handle:
         expected = json.load(handle)  # contains NaN
@@ -175,8 +211,26 @@ def test_reported_pq_sq_rq_agree_with_panoptica_on_every_case(tmp_path, capsys):
         write_image(gt / f"c{k}.nii.gz", ref, spacing_xyz=(0.9, 1.1, 2.0))
         write_image(pred / f"c{k}.nii.gz", noisy, spacing_xyz=(0.9, 1.1, 2.0))
     out = tmp_path / "out"
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet", "-np", "1",
-                 "--panoptica-check", "--hd95", "pooled"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt",
+                str(gt),
+                "--pred",
+                str(pred),
+                "-o",
+                str(out),
+                "--quiet",
+                "-np",
+                "1",
+                "--panoptica-check",
+                "--hd95",
+                "pooled",
+            ]
+        )
+        == 0
+    )
     check = load_strict_json(out / "summary.json")["panoptica_check"]
     assert set(check["cases"]) == {"c0", "c1", "c2"} and set(check["cases"]["c0"]) == {"1", "2"}
     assert check["max_abs_difference"] < 1e-7

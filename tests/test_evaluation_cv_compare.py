@@ -1,4 +1,5 @@
 """cv-summary on a hand-made 5-fold nnU-Net results tree, compare, and the post-processing commands."""
+
 from __future__ import annotations
 
 import csv
@@ -30,14 +31,18 @@ def make_results_tree(root: Path) -> dict:
     cases = [f"case_{k:02d}" for k in range(10)]
     for k, case in enumerate(cases):
         write_image(gt / f"{case}.nii.gz", reference_case(k))
-    splits = [{"train": [c for c in cases if c not in cases[2 * f: 2 * f + 2]], "val": cases[2 * f: 2 * f + 2]}
-              for f in range(5)]
+    splits = [
+        {"train": [c for c in cases if c not in cases[2 * f : 2 * f + 2]], "val": cases[2 * f : 2 * f + 2]}
+        for f in range(5)
+    ]
     (gt.parent / "splits_final.json").write_text(json.dumps(splits))
     runs = {}
     for trainer, perfect in (("nnUNetTrainerPerfect", True), ("nnUNetTrainerMissesSmall", False)):
         run = root / "results" / DATASET / f"{trainer}__nnUNetPlans__3d_fullres"
         (run).mkdir(parents=True)
-        (run / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}))
+        (run / "dataset.json").write_text(
+            json.dumps({"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"})
+        )
         for f, split in enumerate(splits):
             for case in split["val"]:
                 k = cases.index(case)
@@ -69,7 +74,9 @@ def test_cv_summary_reports_each_fold_and_the_mean_of_fold_means(cv_runs):
     misses = load_strict_json(cv_runs["nnUNetTrainerMissesSmall"] / "lesion_evaluation" / "cv_summary.json")
     fold_recalls = []
     for f in range(5):
-        fold_summary = load_strict_json(cv_runs["nnUNetTrainerMissesSmall"] / "lesion_evaluation" / f"fold_{f}" / "summary.json")
+        fold_summary = load_strict_json(
+            cv_runs["nnUNetTrainerMissesSmall"] / "lesion_evaluation" / f"fold_{f}" / "summary.json"
+        )
         assert fold_summary["n_cases"] == 2
         fold_recalls.append(fold_summary["mean"]["1"]["lesion_recall"])
         assert misses["per_fold_mean"][str(f)]["1"]["lesion_recall"] == fold_recalls[-1]
@@ -97,8 +104,12 @@ def test_cv_summary_without_references_says_where_it_looked(tmp_path, monkeypatc
 
 def test_compare_writes_table_with_best_marked_and_real_pngs(cv_runs, tmp_path):
     out = tmp_path / "compare"
-    assert main(["compare", str(cv_runs["nnUNetTrainerPerfect"]), str(cv_runs["nnUNetTrainerMissesSmall"]),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            ["compare", str(cv_runs["nnUNetTrainerPerfect"]), str(cv_runs["nnUNetTrainerMissesSmall"]), "-o", str(out)]
+        )
+        == 0
+    )
     table = (out / "compare.md").read_text()
     assert "| nnUNetTrainerPerfect | nnUNetTrainerMissesSmall |" in table
     assert "| Lesion recall (SEN) ↑ | **1.0000** |" in table
@@ -106,7 +117,10 @@ def test_compare_writes_table_with_best_marked_and_real_pngs(cv_runs, tmp_path):
     with open(out / "compare.csv") as handle:
         rows = {r["metric"]: r for r in csv.DictReader(handle)}
     assert rows["lesion_recall"]["best"] == "nnUNetTrainerPerfect" and rows["lesion_fn"]["better"] == "lower"
-    assert rows["Dice"]["best"] == "nnUNetTrainerPerfect;nnUNetTrainerMissesSmall" or float(rows["Dice"]["nnUNetTrainerMissesSmall"]) < 1
+    assert (
+        rows["Dice"]["best"] == "nnUNetTrainerPerfect;nnUNetTrainerMissesSmall"
+        or float(rows["Dice"]["nnUNetTrainerMissesSmall"]) < 1
+    )
     for name in ("detection_by_size.png", "volume_agreement.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
@@ -116,6 +130,7 @@ def test_compare_writes_table_with_best_marked_and_real_pngs(cv_runs, tmp_path):
 # --------------------------------------------------------------------------- post-processing
 def read(path: Path) -> np.ndarray:
     import SimpleITK as sitk
+
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
@@ -131,7 +146,9 @@ def test_remove_small_keeps_components_of_at_least_n_voxels_with_18_connectivity
     expected[1, 1, 1:5] = 0
     assert np.array_equal(out, expected)
     assert main(["remove-small", str(tmp_path / "in"), str(tmp_path / "out"), "--connectivity", "6"]) == 2  # exists
-    assert main(["remove-small", str(tmp_path / "in"), str(tmp_path / "out"), "--connectivity", "6", "--overwrite"]) == 0
+    assert (
+        main(["remove-small", str(tmp_path / "in"), str(tmp_path / "out"), "--connectivity", "6", "--overwrite"]) == 0
+    )
     assert read(tmp_path / "out" / "c.nii.gz")[9, 9, 9] == 0  # 6-connected pieces are smaller than 5
 
 
@@ -140,8 +157,22 @@ def test_merge_by_volume_takes_small_lesions_from_a_and_large_from_b(tmp_path):
     b = cube(SHAPE, (11, 11, 11), (1, 1, 1)) | cube(SHAPE, (5, 5, 5), (3, 3, 3))  # 1 voxel + 27 voxels
     write_image(tmp_path / "a" / "c.nii.gz", a)
     write_image(tmp_path / "b" / "c.nii.gz", b)
-    assert main(["merge-by-volume", "--small-model", str(tmp_path / "a"), "--large-model", str(tmp_path / "b"),
-                 "-o", str(tmp_path / "m"), "--volume-ml", "0.01"]) == 0  # 10 voxels of 1 mm³
+    assert (
+        main(
+            [
+                "merge-by-volume",
+                "--small-model",
+                str(tmp_path / "a"),
+                "--large-model",
+                str(tmp_path / "b"),
+                "-o",
+                str(tmp_path / "m"),
+                "--volume-ml",
+                "0.01",
+            ]
+        )
+        == 0
+    )  # 10 voxels of 1 mm³
     expected = cube(SHAPE, (0, 0, 0), (1, 1, 1)) | cube(SHAPE, (5, 5, 5), (3, 3, 3))
     assert np.array_equal(read(tmp_path / "m" / "c.nii.gz"), expected)
 
@@ -163,9 +194,22 @@ def test_choose_and_apply_threshold_from_nnunet_probabilities(tmp_path):
     assert result["best_threshold"] == 0.4
     assert close(result["aggregate_dice"][0], 2 * 128 / (432 + 128)) and result["aggregate_dice"][1] == 1.0
     assert result["aggregate_dice"][2:] == [0.0, 0.0, 0.0]
-    assert main(["apply-threshold", "--probabilities", str(probs), "--threshold-json", str(result_file),
-                 "-o", str(tmp_path / "seg")]) == 0
+    assert (
+        main(
+            [
+                "apply-threshold",
+                "--probabilities",
+                str(probs),
+                "--threshold-json",
+                str(result_file),
+                "-o",
+                str(tmp_path / "seg"),
+            ]
+        )
+        == 0
+    )
     import SimpleITK as sitk
+
     written = sitk.ReadImage(str(tmp_path / "seg" / "c1.nii.gz"))
     assert written.GetSpacing() == (1.0, 1.0, 2.0)  # geometry from nnU-Net's segmentation beside the .npz
     assert np.array_equal(sitk.GetArrayFromImage(written), cube(SHAPE, (3, 2, 2), (4, 4, 4)))
@@ -200,18 +244,36 @@ def test_run_cv_script_trains_every_fold_with_npz_then_summarises(tmp_path):
     fake.write_text(FAKE_TRAIN.format(dataset=DATASET))
     fake.chmod(0o755)
     log = tmp_path / "train.log"
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", nnUNet_raw=str(tmp_path / "raw"),
-               nnUNet_preprocessed=str(tmp_path / "preprocessed"), nnUNet_results=str(tmp_path / "results"),
-               FAKE_TRAIN_LOG=str(log), LOG_DIR=str(tmp_path / "logs"), POLL_SECONDS="0.2")
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        nnUNet_raw=str(tmp_path / "raw"),
+        nnUNet_preprocessed=str(tmp_path / "preprocessed"),
+        nnUNet_results=str(tmp_path / "results"),
+        FAKE_TRAIN_LOG=str(log),
+        LOG_DIR=str(tmp_path / "logs"),
+        POLL_SECONDS="0.2",
+    )
     script = Path(__file__).resolve().parents[1] / "scripts" / "run_cv.sh"
-    done = subprocess.run(["bash", str(script), "999", "3d_fullres", "nnUNetTrainerFake", "--gpus", "0,1"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(script), "999", "3d_fullres", "nnUNetTrainerFake", "--gpus", "0,1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     calls = sorted(log.read_text().splitlines())
     assert len(calls) == 5 and all("--npz" in c and "-tr nnUNetTrainerFake" in c for c in calls)
     assert {c.split("gpu=")[1] for c in calls} == {"0", "1"}
-    summary = load_strict_json(tmp_path / "results" / DATASET / "nnUNetTrainerFake__nnUNetPlans__3d_fullres"
-                               / "lesion_evaluation" / "cv_summary.json")
+    summary = load_strict_json(
+        tmp_path
+        / "results"
+        / DATASET
+        / "nnUNetTrainerFake__nnUNetPlans__3d_fullres"
+        / "lesion_evaluation"
+        / "cv_summary.json"
+    )
     assert summary["folds"] == [0, 1, 2, 3, 4] and summary["mean_of_fold_means"]["1"]["Dice"] == 1.0
     usage = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert usage.returncode == 2 and "Usage" in usage.stderr
@@ -226,8 +288,21 @@ def test_compare_accepts_evaluate_outputs_and_display_names(tmp_path):
     for name in ("good", "bad"):
         assert main(["evaluate", "--gt", str(gt), "--pred", str(tmp_path / name), "--quiet", "-np", "1"]) == 0
     out = tmp_path / "cmp"
-    assert main(["compare", str(tmp_path / "good" / "lesion_evaluation"), str(tmp_path / "bad" / "lesion_evaluation"),
-                 "--names", "A", "B", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "good" / "lesion_evaluation"),
+                str(tmp_path / "bad" / "lesion_evaluation"),
+                "--names",
+                "A",
+                "B",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = (out / "compare.md").read_text()
     assert "| metric | A | B |" in table and "| Lesion recall (SEN) ↑ | **1.0000** | 0.0000 |" in table
     assert (out / "volume_agreement.png").read_bytes().startswith(PNG_MAGIC)

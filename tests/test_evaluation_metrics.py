@@ -1,4 +1,5 @@
 """Known answers (computed by hand in the comments) for every metric of evaluate_binary."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,7 @@ import pytest
 
 from conftest_evaluation import close, cube
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.evaluation.metrics import (concordance_correlation, evaluate_binary,
-                                                  volume_weighted_dice)
+from nnunet_lesionloss.evaluation.metrics import concordance_correlation, evaluate_binary, volume_weighted_dice
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec, get_preset
 
 SHAPE = (12, 12, 12)
@@ -103,7 +103,10 @@ def test_touching_lesions_depend_on_connectivity():
     corner = cube(SHAPE, (2, 2, 2), (2, 2, 2)) | cube(SHAPE, (4, 4, 4), (2, 2, 2))  # share one corner point
     edge = cube(SHAPE, (2, 2, 2), (2, 2, 2)) | cube(SHAPE, (4, 4, 2), (2, 2, 2))  # share an edge
     face = cube(SHAPE, (2, 2, 2), (2, 2, 2)) | cube(SHAPE, (4, 2, 2), (2, 2, 2))  # share a face
-    counts = {c: [label_components(m.astype(bool), c, return_count=True)[1] for m in (corner, edge, face)] for c in (6, 18, 26)}
+    counts = {
+        c: [label_components(m.astype(bool), c, return_count=True)[1] for m in (corner, edge, face)]
+        for c in (6, 18, 26)
+    }
     assert counts == {6: [2, 2, 1], 18: [2, 1, 1], 26: [1, 1, 1]}
     pred = cube(SHAPE, (2, 2, 2), (1, 1, 1)).astype(bool)  # hits only the first cube
     v6 = evaluate_binary(corner.astype(bool), pred, (1, 1, 1), EvaluationSettings(connectivity=6)).values
@@ -113,10 +116,12 @@ def test_touching_lesions_depend_on_connectivity():
 
 
 def test_lesion_detection_counts_small_recall_and_size_bins():
-    ref = (cube(SHAPE, (0, 0, 0), (1, 1, 1)) | cube(SHAPE, (3, 3, 3), (2, 2, 2))
-           | cube(SHAPE, (7, 7, 7), (3, 3, 3))).astype(bool)  # lesions of 1, 8 and 27 voxels
-    pred = (cube(SHAPE, (3, 3, 3), (1, 1, 1)) | cube(SHAPE, (9, 9, 9), (1, 1, 1))
-            | cube(SHAPE, (0, 10, 10), (2, 2, 2))).astype(bool)  # hits 8 and 27 by one voxel, 1 false lesion
+    ref = (
+        cube(SHAPE, (0, 0, 0), (1, 1, 1)) | cube(SHAPE, (3, 3, 3), (2, 2, 2)) | cube(SHAPE, (7, 7, 7), (3, 3, 3))
+    ).astype(bool)  # lesions of 1, 8 and 27 voxels
+    pred = (
+        cube(SHAPE, (3, 3, 3), (1, 1, 1)) | cube(SHAPE, (9, 9, 9), (1, 1, 1)) | cube(SHAPE, (0, 10, 10), (2, 2, 2))
+    ).astype(bool)  # hits 8 and 27 by one voxel, 1 false lesion
     settings = EvaluationSettings(small_lesion_ml=0.008, size_bins_ml=(0.005, 0.02))  # 8 mm³; bins <5, 5-20, >=20 mm³
     v = evaluate_binary(ref, pred, (1, 1, 1), settings).values
     assert (v["lesion_tp"], v["lesion_fn"], v["lesion_fp"]) == (2, 1, 1)

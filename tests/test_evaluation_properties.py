@@ -1,4 +1,5 @@
 """Fast (vectorised) metrics against slow, obviously correct loops, and against panoptica itself."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,7 +8,9 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
@@ -17,8 +20,11 @@ from nnunet_lesionloss.evaluation.metrics import OverlapTable, evaluate_binary, 
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
-STRUCTURES = {6: ndimage.generate_binary_structure(3, 1), 18: ndimage.generate_binary_structure(3, 2),
-              26: ndimage.generate_binary_structure(3, 3)}
+STRUCTURES = {
+    6: ndimage.generate_binary_structure(3, 1),
+    18: ndimage.generate_binary_structure(3, 2),
+    26: ndimage.generate_binary_structure(3, 3),
+}
 FACE_OFFSETS = [o for o in itertools.product((-1, 0, 1), repeat=3) if sum(map(abs, o)) == 1]
 
 
@@ -49,8 +55,12 @@ def slow_surface(ref, pred, spacing):
 
 
 @hyp_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), density=st.floats(0.03, 0.35), connectivity=st.sampled_from([6, 18, 26]),
-       spacing=st.sampled_from([(1.0, 1.0, 1.0), (2.5, 0.7, 1.2), (0.5, 3.0, 1.0)]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    density=st.floats(0.03, 0.35),
+    connectivity=st.sampled_from([6, 18, 26]),
+    spacing=st.sampled_from([(1.0, 1.0, 1.0), (2.5, 0.7, 1.2), (0.5, 3.0, 1.0)]),
+)
 def test_lesion_counts_and_voxel_metrics_match_slow_loops(seed, density, connectivity, spacing):
     ref, pred = random_masks(seed, density)
     v = evaluate_binary(ref, pred, spacing, EvaluationSettings(connectivity=connectivity)).values
@@ -67,7 +77,9 @@ def test_lesion_counts_and_voxel_metrics_match_slow_loops(seed, density, connect
     if ref.any() and pred.any():
         slow = slow_surface(ref, pred, np.array(spacing))
         assert close(v["hd95"], slow["max_directed"]) and close(v["assd"], slow["assd"])
-        pooled = evaluate_binary(ref, pred, spacing, EvaluationSettings(connectivity=connectivity, hd95="pooled")).values
+        pooled = evaluate_binary(
+            ref, pred, spacing, EvaluationSettings(connectivity=connectivity, hd95="pooled")
+        ).values
         assert close(pooled["hd95"], slow["pooled"])
 
 
@@ -88,8 +100,11 @@ def brute_force_matching(table: OverlapTable, spec: MatchingSpec):
 
 
 @hyp_settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), density=st.floats(0.05, 0.3),
-       spec=st.sampled_from([MatchingSpec("dsc", 0.1), MatchingSpec("dsc", 0.3), MatchingSpec("iou", 0.2)]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    density=st.floats(0.05, 0.3),
+    spec=st.sampled_from([MatchingSpec("dsc", 0.1), MatchingSpec("dsc", 0.3), MatchingSpec("iou", 0.2)]),
+)
 def test_hungarian_matching_is_optimal_against_brute_force(seed, density, spec):
     ref, pred = random_masks(seed, density, shape=(5, 6, 6))
     ref_lab, n_ref = label_components(ref, 6, return_count=True)
@@ -119,15 +134,17 @@ def synthetic_pair(seed: int, shape=(40, 44, 36)):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("spec", [MatchingSpec("dsc", 0.1), MatchingSpec("dsc", 0.5), MatchingSpec("iou", 0.5)],
-                         ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec", [MatchingSpec("dsc", 0.1), MatchingSpec("dsc", 0.5), MatchingSpec("iou", 0.5)], ids=lambda s: s.name
+)
 def test_pq_sq_rq_agree_with_panoptica(seed, spec):
     from nnunet_lesionloss.evaluation.panoptica_adapter import panoptica_instance_metrics
 
     ref, pred = synthetic_pair(seed)
     spacing = (1.5, 0.8, 1.0)  # anisotropic, in array-axis order
-    settings = EvaluationSettings(matchings=(spec,), size_bin_matching=spec.name, reference_lesion_spec=spec.name,
-                                  hd95="pooled")
+    settings = EvaluationSettings(
+        matchings=(spec,), size_bin_matching=spec.name, reference_lesion_spec=spec.name, hd95="pooled"
+    )
     ours = evaluate_binary(ref, pred, spacing, settings).values
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

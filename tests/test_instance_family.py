@@ -7,6 +7,7 @@ domain of eq. 2 including G_n, the empty-target Dice value 1, the soft predictio
 union of the cube maps) are those stated in docs/formulas.md §3; their values equal
 the paper's whenever the prediction is binary.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,11 +19,11 @@ from scipy import ndimage
 
 from nnunet_lesionloss.config import ConfigError, load_config
 from nnunet_lesionloss.losses.functional import instance_losses
-from nnunet_lesionloss.losses.terms import build_term
 from nnunet_lesionloss.losses.instance_family import (
     TERM_NAMES,
     label_prediction_components,
 )
+from nnunet_lesionloss.losses.terms import build_term
 
 RANK_OF_CONNECTIVITY = {4: 1, 8: 2, 6: 1, 18: 2, 26: 3}
 
@@ -65,7 +66,9 @@ def _diou(box_a, box_b):
     return 1.0 - inter / union + rho2 / tau2
 
 
-def reference_terms(probs, ids, *, threshold=0.5, phi=3, spacing=None, connectivity=None, ignore=None, proximity_reduction="sum"):
+def reference_terms(
+    probs, ids, *, threshold=0.5, phi=3, spacing=None, connectivity=None, ignore=None, proximity_reduction="sum"
+):
     probs = np.asarray(probs, dtype=np.float64)
     batch, channels = probs.shape[:2]
     shape = probs.shape[2:]
@@ -181,7 +184,12 @@ def test_every_term_matches_the_per_instance_loop(seed, dims, batch, channels, f
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), dims=st.sampled_from([2, 3]), phi=st.sampled_from([1, 3, 5]), threshold=st.sampled_from([0.3, 0.5, 0.7]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dims=st.sampled_from([2, 3]),
+    phi=st.sampled_from([1, 3, 5]),
+    threshold=st.sampled_from([0.3, 0.5, 0.7]),
+)
 def test_anisotropic_spacing_phi_and_threshold_match_the_loop(seed, dims, phi, threshold):
     connectivity = 18 if dims == 3 else 8
     probs, ids, _ = random_case(seed, dims, 1, 2, connectivity, False)
@@ -216,7 +224,9 @@ def test_torch_and_cc3d_prediction_components_are_the_same_partition():
             host = label_prediction_components(mask, connectivity, "cc3d")
             device = label_prediction_components(mask, connectivity, "torch")
             for a, b in zip(host, device):
-                expected, count = ndimage.label(a.numpy() > 0, ndimage.generate_binary_structure(dims, RANK_OF_CONNECTIVITY[connectivity]))
+                expected, count = ndimage.label(
+                    a.numpy() > 0, ndimage.generate_binary_structure(dims, RANK_OF_CONNECTIVITY[connectivity])
+                )
                 assert int(a.max()) == int(b.max()) == count
                 # one-to-one label correspondence ⇔ same partition
                 joint = np.unique(np.stack([a.numpy().ravel(), b.numpy().ravel(), expected.ravel()]), axis=1)
@@ -263,7 +273,11 @@ def test_figure_1_equal_dice_different_instance_scores():
     # detection: P1 neither misses nor invents; P2 misses B; P3 misses B and invents one of two
     assert [float(r["false_gt"]) for r in results] == [0.0, 0.5, 0.5]
     assert [float(r["false_p"]) for r in results] == [0.0, 0.0, 0.5]
-    assert float(r1["false_gt"] + r1["false_p"]) < float(r2["false_gt"] + r2["false_p"]) < float(r3["false_gt"] + r3["false_p"])
+    assert (
+        float(r1["false_gt"] + r1["false_p"])
+        < float(r2["false_gt"] + r2["false_p"])
+        < float(r3["false_gt"] + r3["false_p"])
+    )
     # instance segmentation, binary outputs: exact values of eqs. 2-3
     assert float(r1["instance_gt"]) == pytest.approx((1 - 94 / 96 + 0) / 2)
     assert float(r2["instance_gt"]) == pytest.approx((1 - 96 / 97 + 1) / 2)

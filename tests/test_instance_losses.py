@@ -1,6 +1,7 @@
 """Blob, CC and global inverse-weighted losses against plain per-component loops written from the
 definitions of docs/formulas.md §1, plus hand-computed values, gradients, autocast
 and argument errors."""
+
 from __future__ import annotations
 
 import math
@@ -109,7 +110,9 @@ def lesion_batches(draw):
     """Batches of random component maps: 2D/3D, 1-3 channels, 0-60 components per pair (single
     voxels, touching and non-connected ones), empty pairs, optional ignore masks."""
     spatial = draw(st.sampled_from([2, 3]))
-    shape = tuple(draw(st.lists(st.integers(3, 9) if spatial == 2 else st.integers(2, 5), min_size=spatial, max_size=spatial)))
+    shape = tuple(
+        draw(st.lists(st.integers(3, 9) if spatial == 2 else st.integers(2, 5), min_size=spatial, max_size=spatial))
+    )
     batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
@@ -313,7 +316,10 @@ def test_batch_without_components_gives_zero_with_graph(spatial):
 def test_fully_ignored_components_are_not_counted_and_stay_finite():
     probs, ids = _two_lesion_volume()
     ignore = torch.ones(2, 1, 6, 7, 5, dtype=torch.bool)
-    for loss in (blob_loss(probs, ids, ignore_mask=ignore, iwl=True), cc_loss(probs, ids, ids.clone(), ignore_mask=ignore)):
+    for loss in (
+        blob_loss(probs, ids, ignore_mask=ignore, iwl=True),
+        cc_loss(probs, ids, ids.clone(), ignore_mask=ignore),
+    ):
         assert loss.item() == 0.0
         loss.backward()
         assert torch.isfinite(probs.grad).all()
@@ -365,7 +371,11 @@ def test_gradcheck_on_double_inputs(iwl):
         (lambda p, i: blob_loss(p[0, 0], i[0, 0]), ValueError, "2 or 3 spatial dims"),
         (lambda p, i: blob_loss(p, -i), ValueError, "must be >= 0"),
         (lambda p, i: blob_loss(p, i, ignore_mask=torch.zeros(2, 1, 6, 7, 5)), TypeError, "ignore_mask must be bool"),
-        (lambda p, i: blob_loss(p, i, ignore_mask=torch.zeros(2, 1, 6, 7, dtype=torch.bool)), ValueError, "ignore_mask shape"),
+        (
+            lambda p, i: blob_loss(p, i, ignore_mask=torch.zeros(2, 1, 6, 7, dtype=torch.bool)),
+            ValueError,
+            "ignore_mask shape",
+        ),
         (lambda p, i: cc_loss(p, i, i.float()), TypeError, "voronoi_cells must be an integer tensor"),
         (lambda p, i: cc_loss(p, i, i[:1]), ValueError, "voronoi_cells shape"),
         (lambda p, i: inverse_weighted_loss(p, i, base="ce"), ValueError, "base must be one of"),

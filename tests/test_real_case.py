@@ -1,4 +1,5 @@
 """The real ISLES 2022 case of shared/golden: known lesion counts, and a dataset made of its copies."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def test_transform_on_the_real_mask_in_the_loader_layout():
 
 
 def test_synth_from_isles_writes_mirrored_copies(tmp_path):
-    assert main(["synth", "--raw", str(tmp_path), "--dataset-id", "902", "--cases", "3", "--from-isles", str(ISLES)]) == 0
+    assert (
+        main(["synth", "--raw", str(tmp_path), "--dataset-id", "902", "--cases", "3", "--from-isles", str(ISLES)]) == 0
+    )
     folder = tmp_path / "Dataset902_ISLES22Copies"
     dataset = json.loads((folder / "dataset.json").read_text())
     assert dataset["channel_names"] == {"0": "DWI", "1": "ADC"} and dataset["numTraining"] == 3

@@ -1,4 +1,5 @@
 """env / doctor / synth, and trainer discovery from a regular (non-editable) install."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,23 @@ def test_doctor_names_each_problem_and_finds_every_trainer(tmp_path):
 def test_trainers_are_found_from_a_regular_install(tmp_path):
     """pip install . (not -e): trainers/ and configs/ must be inside the installed package."""
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(target), str(REPO)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     script = (
         "import os, nnunet_lesionloss.setup_cli as s\n"
         "folder = s.trainer_folder(); os.environ['nnUNet_extTrainer'] = folder\n"
@@ -49,7 +65,9 @@ def test_trainers_are_found_from_a_regular_install(tmp_path):
         "import sys; print(folder); print(sys.modules[cls.__module__].__file__)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     folder, module_file = out.stdout.strip().splitlines()[-2:]
     assert folder == str(target / "nnunet_lesionloss" / "trainers")
     assert module_file.startswith(str(target)), "the class comes from the installed package, not the checkout"
@@ -58,17 +76,42 @@ def test_trainers_are_found_from_a_regular_install(tmp_path):
 
 def test_synth_writes_a_reproducible_nnunet_raw_dataset(tmp_path):
     for run in ("a", "b"):
-        assert main(["synth", "--raw", str(tmp_path / run), "--dataset-id", "7", "--cases", "3", "--shape", "24", "24", "24",
-                     "--classes", "2", "--two-channels", "--seed", "5"]) == 0
+        assert (
+            main(
+                [
+                    "synth",
+                    "--raw",
+                    str(tmp_path / run),
+                    "--dataset-id",
+                    "7",
+                    "--cases",
+                    "3",
+                    "--shape",
+                    "24",
+                    "24",
+                    "24",
+                    "--classes",
+                    "2",
+                    "--two-channels",
+                    "--seed",
+                    "5",
+                ]
+            )
+            == 0
+        )
     folder = tmp_path / "a" / "Dataset007_SyntheticLesions"
     dataset = json.loads((folder / "dataset.json").read_text())
     assert dataset["labels"] == {"background": 0, "lesion_1": 1, "lesion_2": 2}
     assert dataset["channel_names"] == {"0": "FLAIR", "1": "T1"} and dataset["numTraining"] == 3
     first = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / "case_000.nii.gz")))
-    again = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b" / "Dataset007_SyntheticLesions" / "labelsTr" / "case_000.nii.gz")))
+    again = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(tmp_path / "b" / "Dataset007_SyntheticLesions" / "labelsTr" / "case_000.nii.gz"))
+    )
     assert (first == again).all(), "same seed, same dataset"
     assert set(int(v) for v in sorted(set(first.ravel().tolist()))) <= {0, 1, 2} and first.max() > 0
-    sizes = [int((label_components(first > 0, 26) == k).sum()) for k in range(1, label_components(first > 0, 26).max() + 1)]
+    sizes = [
+        int((label_components(first > 0, 26) == k).sum()) for k in range(1, label_components(first > 0, 26).max() + 1)
+    ]
     assert min(sizes) <= 10, "small lesions (a few voxels) are part of the synthetic data"
     assert (folder / "imagesTr" / "case_002_0001.nii.gz").is_file()
 
@@ -84,4 +127,6 @@ def test_doctor_checks_the_versions_the_package_metadata_declares():
     )
     version_lines = [m for _, m in doctor_report({})][: len(declared)]
     assert [line.split()[0] for line in version_lines] == [r.name for r in declared_requirements()]
-    assert not any("==" in d for d in declared if d.startswith(("torch", "nnunetv2"))), "no exact pin of torch or nnU-Net"
+    assert not any("==" in d for d in declared if d.startswith(("torch", "nnunetv2"))), (
+        "no exact pin of torch or nnU-Net"
+    )

@@ -1,4 +1,5 @@
 """The trainer base on real nnU-Net objects: loaders, steps, schedule hooks, label/region/2D/3D."""
+
 from __future__ import annotations
 
 import copy
@@ -47,7 +48,9 @@ def _dataset_json(preprocessed_dataset, kind):
     ],
 )
 def test_steps_on_real_batches(preprocessed_dataset, monkeypatch, trainer_class, configuration, kind):
-    trainer = make_trainer(preprocessed_dataset, monkeypatch, trainer_class, configuration, _dataset_json(preprocessed_dataset, kind))
+    trainer = make_trainer(
+        preprocessed_dataset, monkeypatch, trainer_class, configuration, _dataset_json(preprocessed_dataset, kind)
+    )
     trainer.initialize()
     train_loader, val_loader = trainer.get_dataloaders()
     batch = next(train_loader)
@@ -72,11 +75,15 @@ def _train_and_validate(trainer, train_batch, val_batch):
     return validation
 
 
-@pytest.mark.parametrize("trainer_class", [variants.nnUNetTrainerICI, variants.nnUNetTrainerTversky, variants.nnUNetTrainerCC])
+@pytest.mark.parametrize(
+    "trainer_class", [variants.nnUNetTrainerICI, variants.nnUNetTrainerTversky, variants.nnUNetTrainerCC]
+)
 def test_steps_with_an_ignore_label(preprocessed_dataset, monkeypatch, trainer_class):
     """Ignore label 2 painted over half of a real case (nnU-Net's sampler needs a dataset preprocessed
     with the ignore label, so the batch is built here with the trainer's own transforms)."""
-    trainer = make_trainer(preprocessed_dataset, monkeypatch, trainer_class, "3d_fullres", _dataset_json(preprocessed_dataset, "ignore"))
+    trainer = make_trainer(
+        preprocessed_dataset, monkeypatch, trainer_class, "3d_fullres", _dataset_json(preprocessed_dataset, "ignore")
+    )
     trainer.initialize()
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
@@ -88,14 +95,20 @@ def test_steps_with_an_ignore_label(preprocessed_dataset, monkeypatch, trainer_c
     assert (labels[:, : labels.shape[1] // 2] == 1).any(), "the ignored half holds lesions"
     labels[:, : labels.shape[1] // 2] = 2  # ignored half, lesions included
     transforms = trainer.get_validation_transforms(
-        trainer._get_deep_supervision_scales(), foreground_labels=trainer.label_manager.foreground_labels,
+        trainer._get_deep_supervision_scales(),
+        foreground_labels=trainer.label_manager.foreground_labels,
         ignore_label=trainer.label_manager.ignore_label,
     )
     sample = transforms(image=image, segmentation=labels)
-    batch = {"data": torch.stack([sample["image"]] * 2), "target": [torch.stack([t] * 2) for t in sample["segmentation"]]}
+    batch = {
+        "data": torch.stack([sample["image"]] * 2),
+        "target": [torch.stack([t] * 2) for t in sample["segmentation"]],
+    }
     ids = batch["target"][0][:, 1:2]
     assert not ids[:, :, : labels.shape[1] // 2].any(), "ignored voxels are never foreground"
-    _train_and_validate(trainer, batch, {k: [t.clone() for t in v] if isinstance(v, list) else v for k, v in batch.items()})
+    _train_and_validate(
+        trainer, batch, {k: [t.clone() for t in v] if isinstance(v, list) else v for k, v in batch.items()}
+    )
 
 
 def test_warmup_schedule_after_resume_through_the_trainer_hook(preprocessed_dataset, monkeypatch):
@@ -118,7 +131,10 @@ def test_union_vs_per_class_channels(preprocessed_dataset, monkeypatch, tmp_path
     per_class = tmp_path / "per_class.yaml"
     per_class.write_text("channels: per_class\n")
     monkeypatch.setenv(CONFIG_ENV, str(per_class))
-    assert make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL).lesion_config["channels"] == "per_class"
+    assert (
+        make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL).lesion_config["channels"]
+        == "per_class"
+    )
 
 
 def test_bad_config_fails_at_trainer_start(preprocessed_dataset, monkeypatch, tmp_path):

@@ -2,13 +2,28 @@
 
 Every metric is defined in ``docs/metrics.md`` with its paper and equation (full citations: ``docs/references.md``).
 """
-from nnunet_lesionloss.evaluation.metrics import (BinaryEvaluation, concordance_correlation, detect_lesions,
-                                                  evaluate_binary, match_instances,
-                                                  remove_small_components, volume_weighted_dice)
+
+from nnunet_lesionloss.evaluation.metrics import (
+    BinaryEvaluation,
+    concordance_correlation,
+    detect_lesions,
+    evaluate_binary,
+    match_instances,
+    remove_small_components,
+    volume_weighted_dice,
+)
 from nnunet_lesionloss.evaluation.settings import PRESETS, EvaluationSettings, MatchingSpec, get_preset
 
 __all__ = [
-    "BinaryEvaluation", "EvaluationSettings", "MatchingSpec", "PRESETS", "concordance_correlation", "detect_lesions",
-    "evaluate_binary", "get_preset", "match_instances", "remove_small_components",
+    "BinaryEvaluation",
+    "EvaluationSettings",
+    "MatchingSpec",
+    "PRESETS",
+    "concordance_correlation",
+    "detect_lesions",
+    "evaluate_binary",
+    "get_preset",
+    "match_instances",
+    "remove_small_components",
     "volume_weighted_dice",
 ]

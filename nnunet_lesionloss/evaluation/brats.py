@@ -10,6 +10,7 @@ Summary conventions (read from the evaluator's sample output, see tests):
   fp = all unmatched predicted lesions; all four undefined when the reference has no small lesion;
 - the ``mean``/``std`` rows skip undefined values, std with n - 1.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,11 @@ def brats_region_metrics(result: BinaryEvaluation, spec_name: str) -> dict:
     matched = [les for les in result.reference_lesions if les["matched"]]
     unmatched = [les for les in result.reference_lesions if not les["matched"]]
     out = {
-        "n_ref_instances": v["n_ref_lesions"], "n_pred_instances": v["n_pred_lesions"],
-        "tp": v[p + "tp"], "fp": v[p + "fp"], "fn": v[p + "fn"],
+        "n_ref_instances": v["n_ref_lesions"],
+        "n_pred_instances": v["n_pred_lesions"],
+        "tp": v[p + "tp"],
+        "fp": v[p + "fp"],
+        "fn": v[p + "fn"],
     }
     if v.get(p + "precision") is not None:
         out["prec"] = v[p + "precision"]
@@ -47,30 +51,56 @@ def brats_region_metrics(result: BinaryEvaluation, spec_name: str) -> dict:
     tp = v[p + "tp"]
     has_instances = v["n_ref_lesions"] + v["n_pred_lesions"] > 0
     zero_tp = has_instances and tp == 0
-    out.update({
-        "rq": get(p + "rq"),
-        # the evaluator's convention with lesions but no match: DSC and NSD 0, HD95 infinite
-        "sq_dsc": 0.0 if zero_tp else get(p + "sq_dsc"), "sq_dsc_std": 0.0 if zero_tp else get(p + "sq_dsc_std"),
-        "pq_dsc": get(p + "pq_dsc"),
-        "sq_hd95": math.inf if zero_tp else get(p + "sq_hd95"), "sq_hd95_std": 0.0 if zero_tp else get(p + "sq_hd95_std"),
-        "sq_nsd": 0.0 if zero_tp else get(p + "sq_nsd"), "sq_nsd_std": 0.0 if zero_tp else get(p + "sq_nsd_std"),
-        "instance_voxel_count_ref": float(np.mean([m["voxels"] for m in matched])) if matched else NAN,
-        "instance_volume_ref": float(np.mean([m["volume_mm3"] for m in matched])) if matched else NAN,
-        "global_bin_volume_pred": v["n_pred"], "global_bin_volume_ref": v["n_ref"],
-        "global_bin_dsc": get("Dice"), "global_bin_hd95": get("hd95"), "global_bin_nsd": get("nsd"),
-    })
-    out["reference_instances"] = (
-        [{"sq_dsc": m["dsc"], "sq_hd95": m["hd95"], "sq_nsd": m["nsd"], "voxel_count": m["voxels"],
-          "volume": m["volume_mm3"], "is_matched": 1} for m in matched]
-        + [{"voxel_count": m["voxels"], "volume": m["volume_mm3"], "is_matched": 0} for m in unmatched]
+    out.update(
+        {
+            "rq": get(p + "rq"),
+            # the evaluator's convention with lesions but no match: DSC and NSD 0, HD95 infinite
+            "sq_dsc": 0.0 if zero_tp else get(p + "sq_dsc"),
+            "sq_dsc_std": 0.0 if zero_tp else get(p + "sq_dsc_std"),
+            "pq_dsc": get(p + "pq_dsc"),
+            "sq_hd95": math.inf if zero_tp else get(p + "sq_hd95"),
+            "sq_hd95_std": 0.0 if zero_tp else get(p + "sq_hd95_std"),
+            "sq_nsd": 0.0 if zero_tp else get(p + "sq_nsd"),
+            "sq_nsd_std": 0.0 if zero_tp else get(p + "sq_nsd_std"),
+            "instance_voxel_count_ref": float(np.mean([m["voxels"] for m in matched])) if matched else NAN,
+            "instance_volume_ref": float(np.mean([m["volume_mm3"] for m in matched])) if matched else NAN,
+            "global_bin_volume_pred": v["n_pred"],
+            "global_bin_volume_ref": v["n_ref"],
+            "global_bin_dsc": get("Dice"),
+            "global_bin_hd95": get("hd95"),
+            "global_bin_nsd": get("nsd"),
+        }
     )
+    out["reference_instances"] = [
+        {
+            "sq_dsc": m["dsc"],
+            "sq_hd95": m["hd95"],
+            "sq_nsd": m["nsd"],
+            "voxel_count": m["voxels"],
+            "volume": m["volume_mm3"],
+            "is_matched": 1,
+        }
+        for m in matched
+    ] + [{"voxel_count": m["voxels"], "volume": m["volume_mm3"], "is_matched": 0} for m in unmatched]
     return out
 
 
-SUMMARY_FIELDS = ("all_instance_tp", "all_instance_fp", "all_instance_fn", "all_instance_f1",
-                  "lesionwise_dsc_mean", "lesionwise_dsc_std", "lesionwise_hd95_mean", "lesionwise_hd95_std",
-                  "lesionwise_nsd_mean", "lesionwise_nsd_std",
-                  "small_instance_tp", "small_instance_fn", "small_instance_fp", "small_instance_f1")
+SUMMARY_FIELDS = (
+    "all_instance_tp",
+    "all_instance_fp",
+    "all_instance_fn",
+    "all_instance_f1",
+    "lesionwise_dsc_mean",
+    "lesionwise_dsc_std",
+    "lesionwise_hd95_mean",
+    "lesionwise_hd95_std",
+    "lesionwise_nsd_mean",
+    "lesionwise_nsd_std",
+    "small_instance_tp",
+    "small_instance_fn",
+    "small_instance_fp",
+    "small_instance_f1",
+)
 
 
 def brats_summary_values(region: dict) -> dict[str, float]:
@@ -79,8 +109,10 @@ def brats_summary_values(region: dict) -> dict[str, float]:
     large = [i for i in instances if i["is_matched"] and i["volume"] >= SMALL_VOLUME_MM3]
     small = [i for i in instances if i["volume"] < SMALL_VOLUME_MM3]
     out = {
-        "all_instance_tp": float(region["tp"]), "all_instance_fp": float(region["fp"]),
-        "all_instance_fn": float(region["fn"]), "all_instance_f1": float(region["rq"]),
+        "all_instance_tp": float(region["tp"]),
+        "all_instance_fp": float(region["fp"]),
+        "all_instance_fn": float(region["fn"]),
+        "all_instance_f1": float(region["rq"]),
     }
     for metric in ("dsc", "hd95", "nsd"):
         values = np.array([i["sq_" + metric] for i in large], dtype=np.float64)
@@ -90,8 +122,12 @@ def brats_summary_values(region: dict) -> dict[str, float]:
         tp = sum(1 for i in small if i["is_matched"] and i["sq_dsc"] >= SMALL_DETECTION_DSC)
         fn = len(small) - tp
         fp = region["fp"]
-        out.update(small_instance_tp=float(tp), small_instance_fn=float(fn), small_instance_fp=float(fp),
-                   small_instance_f1=tp / (tp + 0.5 * (fp + fn)))
+        out.update(
+            small_instance_tp=float(tp),
+            small_instance_fn=float(fn),
+            small_instance_fp=float(fp),
+            small_instance_f1=tp / (tp + 0.5 * (fp + fn)),
+        )
     else:
         out.update(small_instance_tp=NAN, small_instance_fn=NAN, small_instance_fp=NAN, small_instance_f1=NAN)
     return out
@@ -124,4 +160,6 @@ def write_brats_summary_csv(path: str | Path, header: list[str], rows: list[list
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
-            writer.writerow([row[0]] + ["" if (isinstance(x, float) and math.isnan(x)) else repr(float(x)) for x in row[1:]])
+            writer.writerow(
+                [row[0]] + ["" if (isinstance(x, float) and math.isnan(x)) else repr(float(x)) for x in row[1:]]
+            )

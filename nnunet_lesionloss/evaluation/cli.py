@@ -1,4 +1,5 @@
 """Sub-commands of ``nnunet-lesionloss`` for evaluation, cross-validation, comparison and post-processing."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,28 +19,57 @@ def _positive_int(text: str) -> int:
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "lesion definition and matching (defaults: --preset, then the papers of docs/references.md)")
-    group.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                       help="challenge definition of a lesion and its metrics (docs/metrics.md lists the sources)")
-    group.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY,
-                       help="lesion connectivity: 6, 18, 26 in 3D, 4, 8 in 2D (default 26)")
-    group.add_argument("--min-lesion-voxels", type=int,
-                       help="remove components with fewer voxels from both masks first "
-                            "(Joshi 2026: 5 with 18-connectivity)")
-    group.add_argument("--min-lesion-volume", type=float, metavar="MM3",
-                       help="remove components of at most this volume (mm³) first (MSSEG/Anima: 3)")
-    group.add_argument("--small-lesion-ml", type=float,
-                       help="small lesion: volume <= this (mL; default 0.05, Rachmadi et al. 2024)")
-    group.add_argument("--size-bins", type=float, nargs="+", metavar="ML",
-                       help="lesion volume bin edges in mL (default 1 5: <1, 1-5, >=5 mL, Joshi 2026)")
-    group.add_argument("--matching", nargs="+", metavar="SPEC",
-                       help="one-to-one matchings for PQ/SQ/RQ, e.g. dsc0.1 dsc0.5 iou0.5 (default)")
-    group.add_argument("--matching-algorithm", choices=("hungarian", "greedy"),
-                       help="default hungarian (Kundu et al. 2026)")
-    group.add_argument("--hd95", choices=("max_directed", "pooled"),
-                       help="HD95 definition: max of the two directed 95th percentiles "
-                            "(Luu et al. 2026 eq. 3.3, default) or the 95th percentile of the pooled distances "
-                            "(panoptica, BraTS)")
+        "lesion definition and matching (defaults: --preset, then the papers of docs/references.md)"
+    )
+    group.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="challenge definition of a lesion and its metrics (docs/metrics.md lists the sources)",
+    )
+    group.add_argument(
+        "--connectivity",
+        type=int,
+        choices=ANY_CONNECTIVITY,
+        help="lesion connectivity: 6, 18, 26 in 3D, 4, 8 in 2D (default 26)",
+    )
+    group.add_argument(
+        "--min-lesion-voxels",
+        type=int,
+        help="remove components with fewer voxels from both masks first (Joshi 2026: 5 with 18-connectivity)",
+    )
+    group.add_argument(
+        "--min-lesion-volume",
+        type=float,
+        metavar="MM3",
+        help="remove components of at most this volume (mm³) first (MSSEG/Anima: 3)",
+    )
+    group.add_argument(
+        "--small-lesion-ml", type=float, help="small lesion: volume <= this (mL; default 0.05, Rachmadi et al. 2024)"
+    )
+    group.add_argument(
+        "--size-bins",
+        type=float,
+        nargs="+",
+        metavar="ML",
+        help="lesion volume bin edges in mL (default 1 5: <1, 1-5, >=5 mL, Joshi 2026)",
+    )
+    group.add_argument(
+        "--matching",
+        nargs="+",
+        metavar="SPEC",
+        help="one-to-one matchings for PQ/SQ/RQ, e.g. dsc0.1 dsc0.5 iou0.5 (default)",
+    )
+    group.add_argument(
+        "--matching-algorithm", choices=("hungarian", "greedy"), help="default hungarian (Kundu et al. 2026)"
+    )
+    group.add_argument(
+        "--hd95",
+        choices=("max_directed", "pooled"),
+        help="HD95 definition: max of the two directed 95th percentiles "
+        "(Luu et al. 2026 eq. 3.3, default) or the 95th percentile of the pooled distances "
+        "(panoptica, BraTS)",
+    )
     group.add_argument("--nsd-tolerance", type=float, metavar="MM", help="NSD tolerance (default: smallest spacing)")
 
 
@@ -58,7 +88,11 @@ _OPTION_TO_SETTING = {
 def settings_from_args(args) -> tuple[EvaluationSettings, object]:
     preset = get_preset(args.preset)
     # options given on the command line override the preset's setting of the same meaning
-    changes = {setting: getattr(args, option) for option, setting in _OPTION_TO_SETTING.items() if getattr(args, option) is not None}
+    changes = {
+        setting: getattr(args, option)
+        for option, setting in _OPTION_TO_SETTING.items()
+        if getattr(args, option) is not None
+    }
     if args.size_bins is not None:
         changes["size_bins_ml"] = tuple(args.size_bins)
     if args.matching:
@@ -83,10 +117,20 @@ def run_evaluate(args) -> int:
     try:
         settings, preset = settings_from_args(args)
         summary = evaluate_folders(
-            gt_dir=args.gt, pred_dir=args.pred, output_dir=args.output, settings=settings, preset=preset,
-            dataset_json=args.dataset_json, labels=args.labels, file_ending=args.file_ending,
-            num_processes=args.num_processes, overwrite=args.overwrite, progress=not args.quiet,
-            check_panoptica=args.panoptica_check, pairing=args.pairing)
+            gt_dir=args.gt,
+            pred_dir=args.pred,
+            output_dir=args.output,
+            settings=settings,
+            preset=preset,
+            dataset_json=args.dataset_json,
+            labels=args.labels,
+            file_ending=args.file_ending,
+            num_processes=args.num_processes,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            check_panoptica=args.panoptica_check,
+            pairing=args.pairing,
+        )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         return _fail(str(error))
     check = summary.get("panoptica_check")
@@ -104,9 +148,18 @@ def run_cv_summary(args) -> int:
 
     try:
         settings, preset = settings_from_args(args)
-        result = cv_summary(args.results_dir, gt_dir=args.gt, output_dir=args.output, folds=args.folds,
-                            settings=settings, preset=preset, dataset_json=args.dataset_json,
-                            num_processes=args.num_processes, overwrite=args.overwrite, progress=not args.quiet)
+        result = cv_summary(
+            args.results_dir,
+            gt_dir=args.gt,
+            output_dir=args.output,
+            folds=args.folds,
+            settings=settings,
+            preset=preset,
+            dataset_json=args.dataset_json,
+            num_processes=args.num_processes,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         return _fail(str(error))
     print(f"cross-validation summary of folds {result['folds']} -> {result['output_dir']}")
@@ -138,30 +191,50 @@ def register(subparsers) -> None:
     """Add evaluate, cv-summary, compare and the post-processing commands to ``subparsers``."""
     from nnunet_lesionloss.evaluation import postprocess
 
-    p = subparsers.add_parser("evaluate", help="lesion-wise evaluation of a prediction folder",
-                              description="Evaluate nnU-Net-style prediction folders: voxel, lesion and instance (PQ) metrics.")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="lesion-wise evaluation of a prediction folder",
+        description="Evaluate nnU-Net-style prediction folders: voxel, lesion and instance (PQ) metrics.",
+    )
     p.add_argument("--gt", required=True, help="folder of reference label images")
     p.add_argument("--pred", required=True, help="folder of predicted label images")
     p.add_argument("-o", "--output", help="output folder (default: PRED/lesion_evaluation)")
-    p.add_argument("--dataset-json", help="nnU-Net dataset.json: labels, regions, file ending (default: GT/../dataset.json if present)")
-    p.add_argument("--labels", type=int, nargs="+", help="evaluate only these labels (default: dataset.json or all found)")
+    p.add_argument(
+        "--dataset-json",
+        help="nnU-Net dataset.json: labels, regions, file ending (default: GT/../dataset.json if present)",
+    )
+    p.add_argument(
+        "--labels", type=int, nargs="+", help="evaluate only these labels (default: dataset.json or all found)"
+    )
     p.add_argument("--file-ending", help="e.g. .nii.gz (default: dataset.json, else every readable ending)")
     p.add_argument("-np", "--num-processes", type=_positive_int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--pairing", choices=("name", "brats"),
-                   help="match predictions to references by identical case name (nnU-Net, default) or by the "
-                        "NNNNN-NNN case number (BraTS; default of --preset brats-mets)")
-    p.add_argument("--panoptica-check", action="store_true",
-                   help="also run panoptica on every case and report the largest difference to our PQ/SQ/RQ (slower)")
+    p.add_argument(
+        "--pairing",
+        choices=("name", "brats"),
+        help="match predictions to references by identical case name (nnU-Net, default) or by the "
+        "NNNNN-NNN case number (BraTS; default of --preset brats-mets)",
+    )
+    p.add_argument(
+        "--panoptica-check",
+        action="store_true",
+        help="also run panoptica on every case and report the largest difference to our PQ/SQ/RQ (slower)",
+    )
     add_settings_arguments(p)
     p.set_defaults(func=run_evaluate)
 
-    p = subparsers.add_parser("cv-summary", help="evaluate the 5 folds of an nnU-Net trainer and summarise",
-                              description="Evaluate RESULTS_DIR/fold_*/validation and report per fold and the mean of fold means.")
+    p = subparsers.add_parser(
+        "cv-summary",
+        help="evaluate the 5 folds of an nnU-Net trainer and summarise",
+        description="Evaluate RESULTS_DIR/fold_*/validation and report per fold and the mean of fold means.",
+    )
     p.add_argument("results_dir", help="nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG")
-    p.add_argument("--gt", help="reference folder (default: nnUNet_preprocessed/DatasetXXX/gt_segmentations, "
-                                "else nnUNet_raw/DatasetXXX/labelsTr)")
+    p.add_argument(
+        "--gt",
+        help="reference folder (default: nnUNet_preprocessed/DatasetXXX/gt_segmentations, "
+        "else nnUNet_raw/DatasetXXX/labelsTr)",
+    )
     p.add_argument("-o", "--output", help="output folder (default: RESULTS_DIR/lesion_evaluation)")
     p.add_argument("--folds", type=int, nargs="+", help="default: every fold_* folder with a validation folder")
     p.add_argument("--dataset-json", help="default: RESULTS_DIR/dataset.json")
@@ -171,8 +244,11 @@ def register(subparsers) -> None:
     add_settings_arguments(p)
     p.set_defaults(func=run_cv_summary)
 
-    p = subparsers.add_parser("compare", help="side-by-side table and figures of several runs",
-                              description="Compare runs (cv-summary or evaluate output folders, or trainer folders).")
+    p = subparsers.add_parser(
+        "compare",
+        help="side-by-side table and figures of several runs",
+        description="Compare runs (cv-summary or evaluate output folders, or trainer folders).",
+    )
     p.add_argument("runs", nargs="+", help="folders with cv_summary.json or summary.json (or a trainer folder)")
     p.add_argument("-o", "--output", required=True, help="output folder for compare.md, compare.csv and PNGs")
     p.add_argument("--names", nargs="+", help="display names, one per run (default: trainer names)")

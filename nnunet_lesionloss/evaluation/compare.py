@@ -2,27 +2,39 @@
 arrows for the better direction; as Markdown and CSV, plus two PNG figures: lesion detection rate
 per size bin per run, and predicted vs reference volume per case.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.evaluate import format_value
 
 # (metric key, display name, +1 if higher is better, -1 if lower is better)
 TABLE_METRICS = (
-    ("Dice", "Dice", +1), ("hd95", "HD95 (mm)", -1), ("assd", "ASSD (mm)", -1),
-    ("lesion_f1", "Lesion F1", +1), ("lesion_precision", "Lesion precision (PPV)", +1),
-    ("lesion_recall", "Lesion recall (SEN)", +1), ("small_lesion_recall", "Small lesion recall", +1),
-    ("lesion_fn", "FN count", -1), ("lesion_fp", "FP count", -1), ("fn_volume_fraction", "FN volume fraction", -1),
-    ("fp_volume_mm3", "FP volume (mm³)", -1), ("rve", "RVE", -1), ("abs_volume_error_ml", "Abs. volume error (mL)", -1),
-    ("dsc0.1_pq_dsc", "PQ (DSC>=0.1)", +1), ("dsc0.5_pq_dsc", "PQ (DSC>=0.5)", +1), ("dsc0.5_sq_dsc", "SQ (DSC>=0.5)", +1),
-    ("dsc0.5_rq", "RQ (DSC>=0.5)", +1), ("iou0.5_pq", "PQ (IoU>=0.5)", +1),
+    ("Dice", "Dice", +1),
+    ("hd95", "HD95 (mm)", -1),
+    ("assd", "ASSD (mm)", -1),
+    ("lesion_f1", "Lesion F1", +1),
+    ("lesion_precision", "Lesion precision (PPV)", +1),
+    ("lesion_recall", "Lesion recall (SEN)", +1),
+    ("small_lesion_recall", "Small lesion recall", +1),
+    ("lesion_fn", "FN count", -1),
+    ("lesion_fp", "FP count", -1),
+    ("fn_volume_fraction", "FN volume fraction", -1),
+    ("fp_volume_mm3", "FP volume (mm³)", -1),
+    ("rve", "RVE", -1),
+    ("abs_volume_error_ml", "Abs. volume error (mL)", -1),
+    ("dsc0.1_pq_dsc", "PQ (DSC>=0.1)", +1),
+    ("dsc0.5_pq_dsc", "PQ (DSC>=0.5)", +1),
+    ("dsc0.5_sq_dsc", "SQ (DSC>=0.5)", +1),
+    ("dsc0.5_rq", "RQ (DSC>=0.5)", +1),
+    ("iou0.5_pq", "PQ (IoU>=0.5)", +1),
 )
 
 
@@ -42,17 +54,30 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         if (folder / "cv_summary.json").is_file():
             with open(folder / "cv_summary.json") as handle:
                 data = json.load(handle)
-            return Run(name or data.get("trainer") or folder.name, folder, data["mean_of_fold_means"],
-                       data["std_of_fold_means"], data["pooled"]["across_cases"],
-                       folder / "cases.csv" if (folder / "cases.csv").is_file() else None)
+            return Run(
+                name or data.get("trainer") or folder.name,
+                folder,
+                data["mean_of_fold_means"],
+                data["std_of_fold_means"],
+                data["pooled"]["across_cases"],
+                folder / "cases.csv" if (folder / "cases.csv").is_file() else None,
+            )
         if (folder / "summary.json").is_file():
             with open(folder / "summary.json") as handle:
                 data = json.load(handle)
             if "aggregates" not in data:
-                raise ValueError(f"{folder / 'summary.json'} is not a lesion-wise summary (run nnunet-lesionloss evaluate)")
+                raise ValueError(
+                    f"{folder / 'summary.json'} is not a lesion-wise summary (run nnunet-lesionloss evaluate)"
+                )
             stds = {label: {m: d["std"] for m, d in by.items()} for label, by in data["aggregates"].items()}
-            return Run(name or folder.name, folder, data["mean"], stds, data["across_cases"],
-                       folder / "cases.csv" if (folder / "cases.csv").is_file() else None)
+            return Run(
+                name or folder.name,
+                folder,
+                data["mean"],
+                stds,
+                data["across_cases"],
+                folder / "cases.csv" if (folder / "cases.csv").is_file() else None,
+            )
     raise FileNotFoundError(f"{path} holds no cv_summary.json or summary.json (run cv-summary or evaluate first)")
 
 
@@ -71,17 +96,30 @@ def comparison_table(runs: list[Run], label: str) -> list[dict]:
         if all(v is None for v in values):
             continue
         stds = [run.stds.get(label, {}).get(key) for run in runs]
-        rows.append({"metric": key, "display": display, "direction": direction, "values": values, "stds": stds,
-                     "best": best_indices(values, direction)})
+        rows.append(
+            {
+                "metric": key,
+                "display": display,
+                "direction": direction,
+                "values": values,
+                "stds": stds,
+                "best": best_indices(values, direction),
+            }
+        )
     return rows
 
 
 def write_table(rows: list[dict], runs: list[Run], output: Path, label: str) -> tuple[Path, Path]:
     md, csv_path = output / "compare.md", output / "compare.csv"
-    lines = [f"# Comparison (label {label})", "",
-             "Mean over folds of the fold means (cv-summary) or over cases (evaluate); best per metric in **bold**; "
-             "↑ higher is better, ↓ lower is better.", "",
-             "| metric | " + " | ".join(run.name for run in runs) + " |", "|---|" + "---|" * len(runs)]
+    lines = [
+        f"# Comparison (label {label})",
+        "",
+        "Mean over folds of the fold means (cv-summary) or over cases (evaluate); best per metric in **bold**; "
+        "↑ higher is better, ↓ lower is better.",
+        "",
+        "| metric | " + " | ".join(run.name for run in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
     for row in rows:
         cells = []
         for k, value in enumerate(row["values"]):
@@ -92,12 +130,16 @@ def write_table(rows: list[dict], runs: list[Run], output: Path, label: str) -> 
     md.write_text("\n".join(lines) + "\n")
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["metric", "better"] + [run.name for run in runs] + [f"{run.name}_std" for run in runs] + ["best"])
+        writer.writerow(
+            ["metric", "better"] + [run.name for run in runs] + [f"{run.name}_std" for run in runs] + ["best"]
+        )
         for row in rows:
-            writer.writerow([row["metric"], "higher" if row["direction"] > 0 else "lower"]
-                            + ["" if v is None else v for v in row["values"]]
-                            + ["" if s is None else s for s in row["stds"]]
-                            + [";".join(runs[k].name for k in sorted(row["best"]))])
+            writer.writerow(
+                [row["metric"], "higher" if row["direction"] > 0 else "lower"]
+                + ["" if v is None else v for v in row["values"]]
+                + ["" if s is None else s for s in row["stds"]]
+                + [";".join(runs[k].name for k in sorted(row["best"]))]
+            )
     return md, csv_path
 
 
@@ -136,8 +178,11 @@ def plot_detection_by_size(runs: list[Run], label: str, path: Path) -> Path:
 
     plt = _pyplot()
 
-    bins = [k[len("pooled_bin"):-len("_lesion_recall")] for k in runs[0].pooled.get(label, {})
-            if k.startswith("pooled_bin") and k.endswith("_lesion_recall")]
+    bins = [
+        k[len("pooled_bin") : -len("_lesion_recall")]
+        for k in runs[0].pooled.get(label, {})
+        if k.startswith("pooled_bin") and k.endswith("_lesion_recall")
+    ]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * max(len(bins), 1), 4))
     width = 0.8 / max(len(runs), 1)
     x = np.arange(len(bins))
@@ -169,8 +214,13 @@ def plot_volume_agreement(runs: list[Run], label: str, path: Path) -> Path:
     return _finish(fig, ax, f"Volume agreement, label {label}", path)
 
 
-def compare_runs(paths: Sequence[str], output_dir: str, names: Sequence[str] | None = None, label: str | None = None,
-                 overwrite: bool = False) -> list[Path]:
+def compare_runs(
+    paths: Sequence[str],
+    output_dir: str,
+    names: Sequence[str] | None = None,
+    label: str | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
     if names is not None and len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs")
     runs = [load_run(p, None if names is None else names[k]) for k, p in enumerate(paths)]
@@ -189,4 +239,9 @@ def compare_runs(paths: Sequence[str], output_dir: str, names: Sequence[str] | N
     output.mkdir(parents=True, exist_ok=True)
     rows = comparison_table(runs, label)
     md, csv_path = write_table(rows, runs, output, label)
-    return [md, csv_path, plot_detection_by_size(runs, label, targets[2]), plot_volume_agreement(runs, label, targets[3])]
+    return [
+        md,
+        csv_path,
+        plot_detection_by_size(runs, label, targets[2]),
+        plot_volume_agreement(runs, label, targets[3]),
+    ]

@@ -6,13 +6,14 @@ nnU-Net writes the validation predictions of fold f to
 ``nnUNet_raw/DatasetXXX/labelsTr``. Luu et al. 2026 (CATMIL) report the mean over folds of the fold
 means; we report that, the std over folds, and the metrics pooled over all validation cases.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -49,12 +50,17 @@ def default_gt_dir(results_dir: Path) -> Path:
 def find_folds(results_dir: Path, folds: Sequence[int] | None) -> list[int]:
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder not found: {results_dir}")
-    found = sorted(int(p.name.split("_")[1]) for p in results_dir.glob("fold_*")
-                   if p.name.split("_")[1].isdigit() and (p / "validation").is_dir())
+    found = sorted(
+        int(p.name.split("_")[1])
+        for p in results_dir.glob("fold_*")
+        if p.name.split("_")[1].isdigit() and (p / "validation").is_dir()
+    )
     if folds is None:
         if not found:
-            raise FileNotFoundError(f"no fold_*/validation folder in {results_dir} (train with nnUNetv2_train ... --npz, "
-                                    "or run nnUNetv2_train --val)")
+            raise FileNotFoundError(
+                f"no fold_*/validation folder in {results_dir} (train with nnUNetv2_train ... --npz, "
+                "or run nnUNetv2_train --val)"
+            )
         return found
     missing = [f for f in folds if f not in found]
     if missing:
@@ -73,10 +79,18 @@ def validation_cases(gt_dir: Path, fold: int, predicted: list[str]) -> list[str]
     return predicted
 
 
-def cv_summary(results_dir, gt_dir=None, output_dir=None, folds: Sequence[int] | None = None,
-               settings: EvaluationSettings | None = None, preset: Preset | str = "default",
-               dataset_json: str | None = None, num_processes: int = 1, overwrite: bool = False,
-               progress: bool = True) -> dict:
+def cv_summary(
+    results_dir,
+    gt_dir=None,
+    output_dir=None,
+    folds: Sequence[int] | None = None,
+    settings: EvaluationSettings | None = None,
+    preset: Preset | str = "default",
+    dataset_json: str | None = None,
+    num_processes: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     preset = get_preset(preset) if isinstance(preset, str) else preset
     settings = settings or preset.settings
     results_dir = Path(results_dir)
@@ -94,10 +108,20 @@ def cv_summary(results_dir, gt_dir=None, output_dir=None, folds: Sequence[int] |
         validation = results_dir / f"fold_{fold}" / "validation"
         predicted = list(io.list_images(validation, file_ending))
         cases = validation_cases(gt_dir, fold, predicted)
-        summary, results = evaluate_folders(gt_dir, validation, output_dir / f"fold_{fold}", settings, preset,
-                                            dataset_json=dataset_json, file_ending=file_ending, cases=cases,
-                                            num_processes=num_processes, overwrite=overwrite, progress=progress,
-                                            return_results=True)
+        summary, results = evaluate_folders(
+            gt_dir,
+            validation,
+            output_dir / f"fold_{fold}",
+            settings,
+            preset,
+            dataset_json=dataset_json,
+            file_ending=file_ending,
+            cases=cases,
+            num_processes=num_processes,
+            overwrite=overwrite,
+            progress=progress,
+            return_results=True,
+        )
         per_fold[fold] = summary
         all_results += results
         fold_of_case.update({r.case: fold for r in results})
@@ -110,19 +134,28 @@ def cv_summary(results_dir, gt_dir=None, output_dir=None, folds: Sequence[int] |
             names += [n for n in s["mean"].get(label, {}) if n not in names]
         mean_of_means[label], std_of_means[label] = {}, {}
         for name in names:
-            values = [s["mean"][label][name] for s in per_fold.values() if s["mean"].get(label, {}).get(name) is not None]
+            values = [
+                s["mean"][label][name] for s in per_fold.values() if s["mean"].get(label, {}).get(name) is not None
+            ]
             mean_of_means[label][name] = float(np.mean(values)) if values else None
             std_of_means[label][name] = float(np.std(values, ddof=1)) if len(values) > 1 else None
     pooled = aggregate(all_results, settings)
     result = {
-        "results_dir": str(results_dir), "gt_dir": str(gt_dir), "output_dir": str(output_dir),
-        "trainer": results_dir.name.split("__")[0], "folds": fold_ids,
+        "results_dir": str(results_dir),
+        "gt_dir": str(gt_dir),
+        "output_dir": str(output_dir),
+        "trainer": results_dir.name.split("__")[0],
+        "folds": fold_ids,
         "per_fold_mean": {str(f): s["mean"] for f, s in per_fold.items()},
-        "mean_of_fold_means": mean_of_means, "std_of_fold_means": std_of_means,
-        "pooled": pooled, "label_names": per_fold[fold_ids[0]].get("label_names", {}),
-        "n_cases": len(all_results), "n_failed": sum(1 for r in all_results if r.error),
+        "mean_of_fold_means": mean_of_means,
+        "std_of_fold_means": std_of_means,
+        "pooled": pooled,
+        "label_names": per_fold[fold_ids[0]].get("label_names", {}),
+        "n_cases": len(all_results),
+        "n_failed": sum(1 for r in all_results if r.error),
         "errors": {r.case: r.error for r in all_results if r.error},
-        "settings": settings.to_dict(), "preset": preset.name,
+        "settings": settings.to_dict(),
+        "preset": preset.name,
     }
     io.write_json(output_dir / "cv_summary.json", result, overwrite=True)
     # one cases.csv for all folds, with the fold as first column
@@ -149,20 +182,32 @@ def _write_cases_with_fold(path: Path, rows_by_fold: dict) -> None:
 
 def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
     folds = result["folds"]
-    lines = [f"# Cross-validation: {result['trainer']}", "",
-             f"Folds {', '.join(map(str, folds))}; {result['n_cases']} validation cases ({result['n_failed']} failed). "
-             "Per-fold means, then the mean ± std over folds (Luu et al. 2026 report the mean of fold means).", ""]
+    lines = [
+        f"# Cross-validation: {result['trainer']}",
+        "",
+        f"Folds {', '.join(map(str, folds))}; {result['n_cases']} validation cases ({result['n_failed']} failed). "
+        "Per-fold means, then the mean ± std over folds (Luu et al. 2026 report the mean of fold means).",
+        "",
+    ]
     for label, means in result["mean_of_fold_means"].items():
         name = result["label_names"].get(label, label)
-        lines += [f"## Label {name} ({label})", "",
-                  "| metric | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± std |",
-                  "|---|" + "---|" * (len(folds) + 1)]
+        lines += [
+            f"## Label {name} ({label})",
+            "",
+            "| metric | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± std |",
+            "|---|" + "---|" * (len(folds) + 1),
+        ]
         for metric in headline_metrics(settings):
             if metric not in means:
                 continue
             fold_values = [result["per_fold_mean"][str(f)].get(label, {}).get(metric) for f in folds]
             std = result["std_of_fold_means"][label].get(metric)
-            lines.append(f"| {metric} | " + " | ".join(format_value(v) for v in fold_values)
-                         + f" | {format_value(means[metric])}" + ("" if std is None else f" ± {format_value(std)}") + " |")
+            lines.append(
+                f"| {metric} | "
+                + " | ".join(format_value(v) for v in fold_values)
+                + f" | {format_value(means[metric])}"
+                + ("" if std is None else f" ± {format_value(std)}")
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ Outputs (``write_outputs``): ``summary.json`` in nnU-Net's layout (``metric_per_
 ``across_cases`` (volume CCC, volume-weighted Dice, pooled lesion counts), ``undefined`` reasons
 and per-case ``errors``; ``cases.csv`` (one row per case and label); ``summary.md``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,16 +13,22 @@ import math
 import multiprocessing
 import os
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.evaluation.metrics import (BinaryEvaluation, concordance_correlation, evaluate_binary,
-                                                  foreground_crop, size_bin_labels, volume_weighted_dice)
+from nnunet_lesionloss.evaluation.metrics import (
+    BinaryEvaluation,
+    concordance_correlation,
+    evaluate_binary,
+    foreground_crop,
+    size_bin_labels,
+    volume_weighted_dice,
+)
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 
@@ -35,7 +42,7 @@ class LabelSpec:
     names: dict[str, str] = field(default_factory=dict)  # key -> human name
 
     @classmethod
-    def from_dataset_json(cls, dataset: dict) -> "LabelSpec":
+    def from_dataset_json(cls, dataset: dict) -> LabelSpec:
         groups = io.labels_from_dataset_json(dataset)
         labels = dataset["labels"]
         ignore = labels.get("ignore")
@@ -47,7 +54,7 @@ class LabelSpec:
         return cls(groups=keyed, allowed=allowed, ignore_label=None if ignore is None else int(ignore), names=names)
 
     @classmethod
-    def from_regions(cls, regions: dict[str, tuple[int, ...]], allowed: set[int] | None = None) -> "LabelSpec":
+    def from_regions(cls, regions: dict[str, tuple[int, ...]], allowed: set[int] | None = None) -> LabelSpec:
         return cls(groups=dict(regions), allowed=allowed, names={k: k for k in regions})
 
 
@@ -63,9 +70,14 @@ class CaseResult:
     error: str | None = None
 
 
-def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                    labels: LabelSpec, settings: EvaluationSettings,
-                    panoptica_check: dict | None = None) -> dict[str, BinaryEvaluation]:
+def evaluate_arrays(
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    spacing: Sequence[float],
+    labels: LabelSpec,
+    settings: EvaluationSettings,
+    panoptica_check: dict | None = None,
+) -> dict[str, BinaryEvaluation]:
     """Per label or region key, the metrics of one case given as integer label arrays.
 
     With a ``panoptica_check`` dictionary, panoptica also evaluates every label and the largest
@@ -80,7 +92,9 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
         for name, values in present.items():
             unexpected = sorted(values - labels.allowed)
             if unexpected:
-                raise CaseError(f"unexpected label values {unexpected} in the {name} (allowed: {sorted(labels.allowed)})")
+                raise CaseError(
+                    f"unexpected label values {unexpected} in the {name} (allowed: {sorted(labels.allowed)})"
+                )
     groups = labels.groups
     if groups is None:
         found = sorted((present["reference"] | present["prediction"]) - {0})
@@ -102,8 +116,9 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
     return results
 
 
-def panoptica_difference(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                         settings: EvaluationSettings, values: dict) -> float:
+def panoptica_difference(
+    reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float], settings: EvaluationSettings, values: dict
+) -> float:
     """Largest |ours - panoptica| over tp/fp/fn, RQ, SQ, SQ-DSC, PQ, PQ-DSC and the per-pair surface means.
 
     Matchings without a true positive are skipped (panoptica's edge-case conventions differ from our
@@ -115,20 +130,30 @@ def panoptica_difference(reference: np.ndarray, prediction: np.ndarray, spacing:
     from nnunet_lesionloss.evaluation.metrics import remove_small_components
     from nnunet_lesionloss.evaluation.panoptica_adapter import panoptica_instance_metrics
 
-    reference = remove_small_components(reference, settings.connectivity, spacing, settings.min_lesion_voxels,
-                                        settings.min_lesion_volume_mm3)
-    prediction = remove_small_components(prediction, settings.connectivity, spacing, settings.min_lesion_voxels,
-                                         settings.min_lesion_volume_mm3)
+    reference = remove_small_components(
+        reference, settings.connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3
+    )
+    prediction = remove_small_components(
+        prediction, settings.connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3
+    )
     worst = 0.0
     for spec in settings.matchings:
         if not values.get(f"{spec.name}_tp"):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            theirs = panoptica_instance_metrics(reference, prediction, settings.instance_distance_spacing(spacing), spec,
-                                                settings.connectivity, settings.matching_algorithm)
+            theirs = panoptica_instance_metrics(
+                reference,
+                prediction,
+                settings.instance_distance_spacing(spacing),
+                spec,
+                settings.connectivity,
+                settings.matching_algorithm,
+            )
         for name, value in theirs.items():
-            if (name == "sq_hd95" and settings.hd95 != "pooled") or (name == "sq_nsd" and settings.nsd_tolerance_mm is not None):
+            if (name == "sq_hd95" and settings.hd95 != "pooled") or (
+                name == "sq_nsd" and settings.nsd_tolerance_mm is not None
+            ):
                 continue
             mine = values.get(f"{spec.name}_{name}")
             if mine is None or value is None or not math.isfinite(value):
@@ -137,8 +162,15 @@ def panoptica_difference(reference: np.ndarray, prediction: np.ndarray, spacing:
     return worst
 
 
-def evaluate_case(case: str, reference_file: str, prediction_file: str | None, labels: LabelSpec,
-                  settings: EvaluationSettings, keep_lesions: bool = False, check_panoptica: bool = False) -> CaseResult:
+def evaluate_case(
+    case: str,
+    reference_file: str,
+    prediction_file: str | None,
+    labels: LabelSpec,
+    settings: EvaluationSettings,
+    keep_lesions: bool = False,
+    check_panoptica: bool = False,
+) -> CaseResult:
     """Evaluate one case; errors are caught and reported in ``CaseResult.error``."""
     result = CaseResult(case, str(reference_file), None if prediction_file is None else str(prediction_file))
     try:
@@ -147,9 +179,14 @@ def evaluate_case(case: str, reference_file: str, prediction_file: str | None, l
         reference = io.read_label_image(reference_file)
         prediction = io.read_label_image(prediction_file)
         io.check_same_geometry(reference, prediction)
-        evaluations = evaluate_arrays(io.as_integer_labels(reference), io.as_integer_labels(prediction),
-                                      reference.spacing, labels, settings,
-                                      panoptica_check=result.panoptica_check if check_panoptica else None)
+        evaluations = evaluate_arrays(
+            io.as_integer_labels(reference),
+            io.as_integer_labels(prediction),
+            reference.spacing,
+            labels,
+            settings,
+            panoptica_check=result.panoptica_check if check_panoptica else None,
+        )
         for key, evaluation in evaluations.items():
             result.metrics[key] = evaluation.values
             result.undefined[key] = evaluation.undefined
@@ -166,9 +203,15 @@ def _evaluate_case_star(arguments):
     return evaluate_case(*arguments)
 
 
-def evaluate_pairs(pairs: list[tuple[str, Path, Path | None]], labels: LabelSpec, settings: EvaluationSettings,
-                   num_processes: int = 1, keep_lesions: bool = False, progress: bool = True,
-                   check_panoptica: bool = False) -> list[CaseResult]:
+def evaluate_pairs(
+    pairs: list[tuple[str, Path, Path | None]],
+    labels: LabelSpec,
+    settings: EvaluationSettings,
+    num_processes: int = 1,
+    keep_lesions: bool = False,
+    progress: bool = True,
+    check_panoptica: bool = False,
+) -> list[CaseResult]:
     """Evaluate (case, reference, prediction) triples, in parallel when ``num_processes`` > 1."""
     from tqdm import tqdm
 
@@ -178,8 +221,9 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path | None]], labels: LabelSpec
     # fork keeps start-up cheap; each worker only reads files and returns plain dictionaries
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with context.Pool(min(num_processes, len(jobs))) as pool:
-        return list(tqdm(pool.imap(_evaluate_case_star, jobs), total=len(jobs), desc="cases",
-                         disable=not progress, unit="case"))
+        return list(
+            tqdm(pool.imap(_evaluate_case_star, jobs), total=len(jobs), desc="cases", disable=not progress, unit="case")
+        )
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -247,18 +291,26 @@ def across_case_metrics(case_metrics: list[dict], settings: EvaluationSettings) 
     n_pred = sum(m["n_pred_lesions"] for m in case_metrics)
     precision = tp_pred / n_pred if n_pred else None
     recall = tp / n_ref if n_ref else None
-    f1 = None if precision is None or recall is None else (
-        0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+    f1 = (
+        None
+        if precision is None or recall is None
+        else (0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+    )
     out = {
         "volume_ccc": concordance_correlation(pred_volumes, ref_volumes),
         "volume_weighted_dice": volume_weighted_dice([m["Dice"] for m in case_metrics], ref_volumes),
         "pooled_dice": _pooled_dice(case_metrics),
-        "pooled_lesion_precision": precision, "pooled_lesion_recall": recall, "pooled_lesion_f1": f1,
-        "pooled_n_ref_lesions": n_ref, "pooled_n_pred_lesions": n_pred,
+        "pooled_lesion_precision": precision,
+        "pooled_lesion_recall": recall,
+        "pooled_lesion_f1": f1,
+        "pooled_n_ref_lesions": n_ref,
+        "pooled_n_pred_lesions": n_pred,
     }
     for name in size_bin_labels(settings.size_bins_ml):
         n_bin = sum(m.get(f"bin{name}_n_ref_lesions", 0) for m in case_metrics)
-        hits = sum((m.get(f"bin{name}_lesion_recall") or 0.0) * m.get(f"bin{name}_n_ref_lesions", 0) for m in case_metrics)
+        hits = sum(
+            (m.get(f"bin{name}_lesion_recall") or 0.0) * m.get(f"bin{name}_n_ref_lesions", 0) for m in case_metrics
+        )
         out[f"pooled_bin{name}_n_ref_lesions"] = n_bin
         out[f"pooled_bin{name}_lesion_recall"] = round(hits) / n_bin if n_bin else None
     # Joshi 2026 Table 5.4: cases grouped by their reference volume
@@ -284,8 +336,21 @@ def _pooled_dice(case_metrics: list[dict]) -> float | None:
 
 
 # --------------------------------------------------------------------------- outputs
-HEADLINE_METRICS = ("Dice", "hd95", "assd", "rve", "abs_volume_error_ml", "lesion_f1", "lesion_precision", "lesion_recall",
-                    "small_lesion_recall", "lesion_fn", "lesion_fp", "fp_volume_mm3", "fn_volume_fraction")
+HEADLINE_METRICS = (
+    "Dice",
+    "hd95",
+    "assd",
+    "rve",
+    "abs_volume_error_ml",
+    "lesion_f1",
+    "lesion_precision",
+    "lesion_recall",
+    "small_lesion_recall",
+    "lesion_fn",
+    "lesion_fp",
+    "fp_volume_mm3",
+    "fn_volume_fraction",
+)
 
 
 def headline_metrics(settings: EvaluationSettings) -> list[str]:
@@ -295,12 +360,20 @@ def headline_metrics(settings: EvaluationSettings) -> list[str]:
     return names
 
 
-def build_summary(results: list[CaseResult], settings: EvaluationSettings, labels: LabelSpec, preset: str | None) -> dict:
+def build_summary(
+    results: list[CaseResult], settings: EvaluationSettings, labels: LabelSpec, preset: str | None
+) -> dict:
     aggregated = aggregate(results, settings)
     summary = {
         "metric_per_case": [
-            {"prediction_file": r.prediction_file, "reference_file": r.reference_file, "case": r.case,
-             "metrics": r.metrics, "undefined": {k: v for k, v in r.undefined.items() if v}, "error": r.error}
+            {
+                "prediction_file": r.prediction_file,
+                "reference_file": r.reference_file,
+                "case": r.case,
+                "metrics": r.metrics,
+                "undefined": {k: v for k, v in r.undefined.items() if v},
+                "error": r.error,
+            }
             for r in results
         ],
         "mean": aggregated["mean"],
@@ -335,8 +408,11 @@ def cases_table(results: list[CaseResult], extra_columns: dict[str, str] | None 
             rows.append(list(extra_columns.values()) + [r.case, "", r.error] + [""] * len(names))
             continue
         for key, metrics in r.metrics.items():
-            rows.append(list(extra_columns.values()) + [r.case, key, ""]
-                        + ["" if metrics.get(n) is None else metrics[n] for n in names])
+            rows.append(
+                list(extra_columns.values())
+                + [r.case, key, ""]
+                + ["" if metrics.get(n) is None else metrics[n] for n in names]
+            )
     return header, rows
 
 
@@ -361,8 +437,13 @@ def format_value(value, digits: int = 4) -> str:
 
 def summary_markdown(summary: dict, settings: EvaluationSettings, title: str = "Lesion-wise evaluation") -> str:
     metrics = headline_metrics(settings)
-    lines = [f"# {title}", "", f"{summary['n_cases']} cases, {summary['n_failed']} failed. "
-             "Mean ± sample std over cases (n = cases where the metric is defined).", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"{summary['n_cases']} cases, {summary['n_failed']} failed. "
+        "Mean ± sample std over cases (n = cases where the metric is defined).",
+        "",
+    ]
     for key, by_metric in summary["aggregates"].items():
         name = summary.get("label_names", {}).get(key, key)
         lines += [f"## Label {name} ({key})", "", "| metric | mean ± std | median | n |", "|---|---|---|---|"]
@@ -378,7 +459,9 @@ def summary_markdown(summary: dict, settings: EvaluationSettings, title: str = "
                 lines.append(f"| {metric} | {format_value(value)} |")
         lines += [""] + size_bin_markdown(by_metric, across, settings) + [""]
     if summary["errors"]:
-        lines += ["## Cases with errors", ""] + [f"- {case}: {error}" for case, error in summary["errors"].items()] + [""]
+        lines += (
+            ["## Cases with errors", ""] + [f"- {case}: {error}" for case, error in summary["errors"].items()] + [""]
+        )
     return "\n".join(lines)
 
 
@@ -388,25 +471,45 @@ def size_bin_markdown(by_metric: dict, across: dict, settings: EvaluationSetting
     The case-volume table follows Joshi 2026 Table 5.4.
     """
     spec = settings.size_bin_matching
-    lines = [f"By reference lesion volume (mean over cases; PQ/SQ/RQ at {spec}; pooled recall over all lesions):", "",
-             "| lesion volume | lesions | pooled recall | recall | PQ-DSC | SQ-DSC | RQ |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"By reference lesion volume (mean over cases; PQ/SQ/RQ at {spec}; pooled recall over all lesions):",
+        "",
+        "| lesion volume | lesions | pooled recall | recall | PQ-DSC | SQ-DSC | RQ |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in size_bin_labels(settings.size_bins_ml):
-        mean = lambda metric: format_value(by_metric.get(f"bin{name}_{metric}", {}).get("mean"))  # noqa: E731
-        lines.append(f"| {name} | {across.get(f'pooled_bin{name}_n_ref_lesions', 0)} | "
-                     f"{format_value(across.get(f'pooled_bin{name}_lesion_recall'))} | {mean('lesion_recall')} | "
-                     f"{mean('pq_dsc')} | {mean('sq_dsc')} | {mean('rq')} |")
+
+        def mean(metric: str, name: str = name) -> str:
+            return format_value(by_metric.get(f"bin{name}_{metric}", {}).get("mean"))
+
+        lines.append(
+            f"| {name} | {across.get(f'pooled_bin{name}_n_ref_lesions', 0)} | "
+            f"{format_value(across.get(f'pooled_bin{name}_lesion_recall'))} | {mean('lesion_recall')} | "
+            f"{mean('pq_dsc')} | {mean('sq_dsc')} | {mean('rq')} |"
+        )
     by_case = across.get("by_case_reference_volume", {})
     if by_case:
         columns = ["Dice", "rve", "lesion_fp", "lesion_fn", f"{spec}_pq_dsc", f"{spec}_sq_dsc", f"{spec}_rq", "assd"]
-        lines += ["", "By total reference volume of the case (means over the cases of each bin):", "",
-                  "| case volume | n | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        lines += [
+            "",
+            "By total reference volume of the case (means over the cases of each bin):",
+            "",
+            "| case volume | n | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
         for name, entry in by_case.items():
             lines.append(f"| {name} | {entry['n']} | " + " | ".join(format_value(entry.get(c)) for c in columns) + " |")
     return lines
 
 
-def write_outputs(output_dir: Path, results: list[CaseResult], settings: EvaluationSettings, labels: LabelSpec,
-                  preset: str | None, overwrite: bool) -> dict:
+def write_outputs(
+    output_dir: Path,
+    results: list[CaseResult],
+    settings: EvaluationSettings,
+    labels: LabelSpec,
+    preset: str | None,
+    overwrite: bool,
+) -> dict:
     output_dir = Path(output_dir)
     files = [output_dir / "summary.json", output_dir / "cases.csv", output_dir / "summary.md"]
     for path in files:

@@ -4,15 +4,16 @@ Arrays are returned in SimpleITK's (z, y, x) order together with the spacing *in
 (``GetSpacing()[::-1]``): panoptica 2.1.7 pairs a SimpleITK array with ``GetSpacing()`` (x, y, z),
 which puts distances on the wrong axes, so we never hand it SimpleITK images.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -43,12 +44,19 @@ def read_label_image(path: str | os.PathLike) -> LabelImage:
     try:
         image = sitk.ReadImage(path)
     except Exception as error:  # SimpleITK raises RuntimeError with a long message
-        raise CaseError(f"cannot read {path}: {str(error).strip().splitlines()[-1] if str(error).strip() else error}") from None
+        raise CaseError(
+            f"cannot read {path}: {str(error).strip().splitlines()[-1] if str(error).strip() else error}"
+        ) from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a label map has one")
     array = sitk.GetArrayFromImage(image)
-    return LabelImage(array=array, spacing=tuple(float(s) for s in image.GetSpacing()[::-1]),
-                      origin=tuple(image.GetOrigin()), direction=tuple(image.GetDirection()), path=path)
+    return LabelImage(
+        array=array,
+        spacing=tuple(float(s) for s in image.GetSpacing()[::-1]),
+        origin=tuple(image.GetOrigin()),
+        direction=tuple(image.GetDirection()),
+        path=path,
+    )
 
 
 def as_integer_labels(image: LabelImage) -> np.ndarray:
@@ -66,15 +74,23 @@ def as_integer_labels(image: LabelImage) -> np.ndarray:
 def check_same_geometry(reference: LabelImage, prediction: LabelImage, tolerance: float = 1e-3) -> None:
     """Raise CaseError when shape, spacing, origin or orientation differ."""
     if reference.array.shape != prediction.array.shape:
-        raise CaseError(f"shape mismatch: reference {reference.array.shape} vs prediction {prediction.array.shape} "
-                        f"({prediction.path})")
+        raise CaseError(
+            f"shape mismatch: reference {reference.array.shape} vs prediction {prediction.array.shape} "
+            f"({prediction.path})"
+        )
     if not np.allclose(reference.spacing, prediction.spacing, rtol=tolerance, atol=tolerance):
-        raise CaseError(f"spacing mismatch: reference {reference.spacing} vs prediction {prediction.spacing} ({prediction.path})")
+        raise CaseError(
+            f"spacing mismatch: reference {reference.spacing} vs prediction {prediction.spacing} ({prediction.path})"
+        )
     if not np.allclose(reference.direction, prediction.direction, atol=tolerance):
-        raise CaseError(f"orientation mismatch: reference direction {reference.direction} vs prediction "
-                        f"{prediction.direction} ({prediction.path})")
+        raise CaseError(
+            f"orientation mismatch: reference direction {reference.direction} vs prediction "
+            f"{prediction.direction} ({prediction.path})"
+        )
     if not np.allclose(reference.origin, prediction.origin, atol=max(tolerance, 1e-2 * min(reference.spacing))):
-        raise CaseError(f"origin mismatch: reference {reference.origin} vs prediction {prediction.origin} ({prediction.path})")
+        raise CaseError(
+            f"origin mismatch: reference {reference.origin} vs prediction {prediction.origin} ({prediction.path})"
+        )
 
 
 def strip_ending(name: str, endings: Iterable[str] = SUPPORTED_ENDINGS) -> str | None:
@@ -102,7 +118,9 @@ def list_images(folder: str | os.PathLike, file_ending: str | None = None) -> di
 BRATS_CASE_NUMBER = re.compile(r"(\d{5})[-_](\d{3})")
 
 
-def pair_cases(reference: dict[str, Path], prediction: dict[str, Path], pairing: str = "name") -> list[tuple[str, Path, Path | None]]:
+def pair_cases(
+    reference: dict[str, Path], prediction: dict[str, Path], pairing: str = "name"
+) -> list[tuple[str, Path, Path | None]]:
     """(case, reference path, prediction path or None) for every reference case.
 
     ``name``: identical case identifiers (nnU-Net). ``brats``: the NNNNN-NNN number in the names

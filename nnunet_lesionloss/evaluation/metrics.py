@@ -15,11 +15,12 @@ Design:
 
 Undefined values are returned as ``None`` together with a reason in ``BinaryEvaluation.undefined``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy.ndimage import binary_erosion, generate_binary_structure
@@ -108,7 +109,7 @@ class SurfacePoints:
     ends: np.ndarray
 
     @classmethod
-    def from_labels(cls, labels: np.ndarray, count: int) -> "SurfacePoints":
+    def from_labels(cls, labels: np.ndarray, count: int) -> SurfacePoints:
         border = _border_voxels(labels > 0)
         idx = np.nonzero(border)
         ids = labels[idx]
@@ -124,8 +125,8 @@ class SurfacePoints:
         if lesion_ids is None:
             return self.coords
         if isinstance(lesion_ids, (int, np.integer)):
-            return self.coords[self.starts[lesion_ids]: self.ends[lesion_ids]]
-        parts = [self.coords[self.starts[i]: self.ends[i]] for i in lesion_ids]
+            return self.coords[self.starts[lesion_ids] : self.ends[lesion_ids]]
+        parts = [self.coords[self.starts[i] : self.ends[i]] for i in lesion_ids]
         return np.concatenate(parts) if parts else self.coords[:0]
 
 
@@ -150,8 +151,9 @@ class SurfaceMetrics:
     nsd: float
 
 
-def surface_metrics(ref_points: np.ndarray, pred_points: np.ndarray, spacing: Sequence[float],
-                    nsd_tolerance_mm: float, hd95_mode: str) -> SurfaceMetrics:
+def surface_metrics(
+    ref_points: np.ndarray, pred_points: np.ndarray, spacing: Sequence[float], nsd_tolerance_mm: float, hd95_mode: str
+) -> SurfaceMetrics:
     """HD, HD95 (pooled and max-of-directed), ASSD, NSD between two non-empty borders.
 
     - pooled HD95 (panoptica, BraTS): 95th percentile of the union of both directed distance sets;
@@ -190,7 +192,7 @@ class OverlapTable:
     pair_intersection: np.ndarray
 
     @classmethod
-    def build(cls, ref_labels: np.ndarray, n_ref: int, pred_labels: np.ndarray, n_pred: int) -> "OverlapTable":
+    def build(cls, ref_labels: np.ndarray, n_ref: int, pred_labels: np.ndarray, n_pred: int) -> OverlapTable:
         ref_flat = ref_labels.ravel()
         pred_flat = pred_labels.ravel()
         ref_sizes = np.bincount(ref_flat, minlength=n_ref + 1)
@@ -223,7 +225,9 @@ class OverlapTable:
 
 
 # --------------------------------------------------------------------------- detection
-def detect_lesions(table: OverlapTable, rule: str, threshold: float = 0.0, beta: float = 0.65) -> tuple[np.ndarray, np.ndarray]:
+def detect_lesions(
+    table: OverlapTable, rule: str, threshold: float = 0.0, beta: float = 0.65
+) -> tuple[np.ndarray, np.ndarray]:
     """Which reference lesions are detected and which predicted lesions are true (boolean arrays, 1-based).
 
     Rules (see docs/metrics.md):
@@ -261,12 +265,18 @@ def detect_lesions(table: OverlapTable, rule: str, threshold: float = 0.0, beta:
             # voxels of the touching lesions that lie outside the whole other mask
             pred_outside = pred_sizes - pred_covered
             ref_outside = ref_sizes - ref_covered
-            ref_touching_outside = np.bincount(table.pair_ref, weights=pred_outside[table.pair_pred], minlength=table.n_ref + 1)
-            pred_touching_outside = np.bincount(table.pair_pred, weights=ref_outside[table.pair_ref], minlength=table.n_pred + 1)
+            ref_touching_outside = np.bincount(
+                table.pair_ref, weights=pred_outside[table.pair_pred], minlength=table.n_ref + 1
+            )
+            pred_touching_outside = np.bincount(
+                table.pair_pred, weights=ref_outside[table.pair_ref], minlength=table.n_pred + 1
+            )
             ref_hit = (np.nan_to_num(ref_covered / ref_sizes) >= threshold) & (
-                np.nan_to_num(ref_touching_outside / ref_touching_size, nan=1.0) <= beta)
+                np.nan_to_num(ref_touching_outside / ref_touching_size, nan=1.0) <= beta
+            )
             pred_hit = (np.nan_to_num(pred_covered / pred_sizes) >= threshold) & (
-                np.nan_to_num(pred_touching_outside / pred_touching_size, nan=1.0) <= beta)
+                np.nan_to_num(pred_touching_outside / pred_touching_size, nan=1.0) <= beta
+            )
         else:
             raise ValueError(f"unknown detection rule {rule!r}; use any_overlap, iou or overlap_fraction")
     ref_hit[0] = False
@@ -275,7 +285,9 @@ def detect_lesions(table: OverlapTable, rule: str, threshold: float = 0.0, beta:
 
 
 # --------------------------------------------------------------------------- matching
-def match_instances(table: OverlapTable, spec: MatchingSpec, algorithm: str = "hungarian") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_instances(
+    table: OverlapTable, spec: MatchingSpec, algorithm: str = "hungarian"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matching of reference and predicted lesions; returns (ref ids, pred ids, score).
 
     A pair is eligible when its score (DSC or IoU) is >= the threshold (panoptica's non-strict test).
@@ -294,7 +306,9 @@ def match_instances(table: OverlapTable, spec: MatchingSpec, algorithm: str = "h
         for k in order:  # loop over eligible pairs only (few), not over voxels
             if refs[k] in used_ref or preds[k] in used_pred:
                 continue
-            used_ref.add(refs[k]); used_pred.add(preds[k]); keep.append(k)
+            used_ref.add(refs[k])
+            used_pred.add(preds[k])
+            keep.append(k)
         keep = np.asarray(keep, dtype=np.int64)
         return refs[keep], preds[keep], scores[keep]
     if algorithm != "hungarian":
@@ -343,8 +357,13 @@ def size_bin_labels(edges_ml: Sequence[float]) -> list[str]:
     return names
 
 
-def evaluate_binary(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                    settings: EvaluationSettings | None = None, total_voxels: int | None = None) -> BinaryEvaluation:
+def evaluate_binary(
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    spacing: Sequence[float],
+    settings: EvaluationSettings | None = None,
+    total_voxels: int | None = None,
+) -> BinaryEvaluation:
     """All metrics of one binary reference/prediction pair (see docs/metrics.md).
 
     ``spacing`` is the voxel size in mm in the order of the array axes. ``total_voxels`` is the size of
@@ -362,8 +381,12 @@ def evaluate_binary(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
     crop = foreground_crop(reference, prediction)
     reference, prediction = reference[crop], prediction[crop]
     connectivity = settings.connectivity
-    reference = remove_small_components(reference, connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3)
-    prediction = remove_small_components(prediction, connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3)
+    reference = remove_small_components(
+        reference, connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3
+    )
+    prediction = remove_small_components(
+        prediction, connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3
+    )
 
     out = BinaryEvaluation()
     ref_labels, n_ref = label_components(reference, connectivity, return_count=True)
@@ -381,9 +404,15 @@ def evaluate_binary(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
     return out
 
 
-def _voxel_metrics(out: BinaryEvaluation, reference: np.ndarray, prediction: np.ndarray, spacing: tuple[float, ...],
-                   total_voxels: int, surfaces: tuple[SurfacePoints, SurfacePoints] | None,
-                   settings: EvaluationSettings) -> None:
+def _voxel_metrics(
+    out: BinaryEvaluation,
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    spacing: tuple[float, ...],
+    total_voxels: int,
+    surfaces: tuple[SurfacePoints, SurfacePoints] | None,
+    settings: EvaluationSettings,
+) -> None:
     """Overlap, volumes and surface distances of the whole masks (CATMIL eqs. 3.1-3.3, 3.8-3.12; Joshi 2026)."""
     voxel_volume = float(np.prod(spacing))
     n_ref_vox = int(np.count_nonzero(reference))
@@ -393,9 +422,12 @@ def _voxel_metrics(out: BinaryEvaluation, reference: np.ndarray, prediction: np.
     fn_vox = n_ref_vox - tp_vox
     both_empty = "reference and prediction are both empty"
     # nnU-Net's own keys first, so tools that read nnU-Net summaries keep working
-    out.set("TP", tp_vox); out.set("FP", fp_vox); out.set("FN", fn_vox)
+    out.set("TP", tp_vox)
+    out.set("FP", fp_vox)
+    out.set("FN", fn_vox)
     out.set("TN", int(total_voxels - tp_vox - fp_vox - fn_vox))
-    out.set("n_ref", n_ref_vox); out.set("n_pred", n_pred_vox)
+    out.set("n_ref", n_ref_vox)
+    out.set("n_pred", n_pred_vox)
     out.set("Dice", _ratio(2 * tp_vox, n_ref_vox + n_pred_vox), both_empty)
     out.set("IoU", _ratio(tp_vox, tp_vox + fp_vox + fn_vox), both_empty)
     ref_ml = n_ref_vox * voxel_volume / MM3_PER_ML
@@ -409,15 +441,20 @@ def _voxel_metrics(out: BinaryEvaluation, reference: np.ndarray, prediction: np.
     out.set("fn_volume_fraction", _ratio(fn_vox, n_ref_vox), "reference is empty")
 
     if surfaces is None:
-        reason = both_empty if n_ref_vox == n_pred_vox == 0 else (
-            "reference is empty" if n_ref_vox == 0 else "prediction is empty")
+        reason = (
+            both_empty
+            if n_ref_vox == n_pred_vox == 0
+            else ("reference is empty" if n_ref_vox == 0 else "prediction is empty")
+        )
         for name in ("hd95", "assd", "nsd"):
             out.set(name, None, reason)
         return
     distance_spacing = settings.global_distance_spacing(spacing)
     tolerance = settings.nsd_tolerance(distance_spacing, in_voxels=settings.global_distances_in_voxels)
     whole = surface_metrics(surfaces[0].of(), surfaces[1].of(), distance_spacing, tolerance, settings.hd95)
-    out.set("hd95", whole.hd95); out.set("assd", whole.assd); out.set("nsd", whole.nsd)
+    out.set("hd95", whole.hd95)
+    out.set("assd", whole.assd)
+    out.set("nsd", whole.nsd)
 
 
 def _small(volumes_ml: np.ndarray, settings: EvaluationSettings) -> np.ndarray:
@@ -426,8 +463,9 @@ def _small(volumes_ml: np.ndarray, settings: EvaluationSettings) -> np.ndarray:
     return volumes_ml < settings.small_lesion_ml
 
 
-def _detection_metrics(out: BinaryEvaluation, table: OverlapTable, voxel_volume: float,
-                       settings: EvaluationSettings) -> np.ndarray:
+def _detection_metrics(
+    out: BinaryEvaluation, table: OverlapTable, voxel_volume: float, settings: EvaluationSettings
+) -> np.ndarray:
     """Lesion counts, precision, recall, F1, small-lesion recall (CATMIL eqs. 3.4-3.7, 3.10); returns ref hits."""
     n_ref, n_pred = table.n_ref, table.n_pred
     ref_hit, pred_hit = detect_lesions(table, settings.detection, settings.detection_threshold, settings.detection_beta)
@@ -435,9 +473,12 @@ def _detection_metrics(out: BinaryEvaluation, table: OverlapTable, voxel_volume:
     n_pred_hit = int(pred_hit.sum())
     lesion_fn = n_ref - n_ref_hit
     lesion_fp = n_pred - n_pred_hit
-    out.set("n_ref_lesions", n_ref); out.set("n_pred_lesions", n_pred)
-    out.set("lesion_tp", n_ref_hit); out.set("lesion_tp_pred", n_pred_hit)
-    out.set("lesion_fp", lesion_fp); out.set("lesion_fn", lesion_fn)
+    out.set("n_ref_lesions", n_ref)
+    out.set("n_pred_lesions", n_pred)
+    out.set("lesion_tp", n_ref_hit)
+    out.set("lesion_tp_pred", n_pred_hit)
+    out.set("lesion_fp", lesion_fp)
+    out.set("lesion_fn", lesion_fn)
     out.set("lesion_count_difference", abs(n_pred - n_ref))
     precision = _ratio(n_pred_hit, n_pred)
     recall = _ratio(n_ref_hit, n_ref)
@@ -456,14 +497,23 @@ def _detection_metrics(out: BinaryEvaluation, table: OverlapTable, voxel_volume:
     out.set("lesion_f1_count", count_f1, "no lesion in reference or prediction")
     small = _small(table.ref_sizes[1:] * voxel_volume / MM3_PER_ML, settings)
     out.set("n_small_ref_lesions", int(small.sum()))
-    out.set("small_lesion_recall", _ratio(int(ref_hit[1:][small].sum()), int(small.sum())),
-            f"no reference lesion of {settings.small_lesion_ml:g} mL or less")
+    out.set(
+        "small_lesion_recall",
+        _ratio(int(ref_hit[1:][small].sum()), int(small.sum())),
+        f"no reference lesion of {settings.small_lesion_ml:g} mL or less",
+    )
     return ref_hit
 
 
-def _instance_metrics(out: BinaryEvaluation, table: OverlapTable, surfaces: tuple[SurfacePoints, SurfacePoints] | None,
-                      ref_hit: np.ndarray, spacing: tuple[float, ...], voxel_volume: float,
-                      settings: EvaluationSettings) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _instance_metrics(
+    out: BinaryEvaluation,
+    table: OverlapTable,
+    surfaces: tuple[SurfacePoints, SurfacePoints] | None,
+    ref_hit: np.ndarray,
+    spacing: tuple[float, ...],
+    voxel_volume: float,
+    settings: EvaluationSettings,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """PQ = SQ · RQ per one-to-one matching.
 
     Sources: panoptica; Rachmadi et al. 2024 eq. 15; Joshi 2026 App. A.2; Kundu et al. 2026.
@@ -483,12 +533,15 @@ def _instance_metrics(out: BinaryEvaluation, table: OverlapTable, surfaces: tupl
         m_ref, m_pred, _ = match_instances(table, spec, settings.matching_algorithm)
         tp = len(m_ref)
         fp, fn = n_pred - tp, n_ref - tp
-        inter = np.array([table.pair_intersection[pair_index[(int(r), int(q))]] for r, q in zip(m_ref, m_pred)],
-                         dtype=np.float64)
+        inter = np.array(
+            [table.pair_intersection[pair_index[(int(r), int(q))]] for r, q in zip(m_ref, m_pred)], dtype=np.float64
+        )
         sizes = table.ref_sizes[m_ref].astype(np.float64) + table.pred_sizes[m_pred].astype(np.float64)
         dsc = 2 * inter / sizes
         iou = inter / (sizes - inter)
-        out.set(p + "tp", tp); out.set(p + "fp", fp); out.set(p + "fn", fn)
+        out.set(p + "tp", tp)
+        out.set(p + "fp", fp)
+        out.set(p + "fn", fn)
         out.set(p + "precision", _ratio(tp, n_pred), "no predicted lesion")
         out.set(p + "recall", _ratio(tp, n_ref), "no reference lesion")
         rq = _ratio(tp, tp + 0.5 * fp + 0.5 * fn)
@@ -498,8 +551,9 @@ def _instance_metrics(out: BinaryEvaluation, table: OverlapTable, surfaces: tupl
         for r, q in zip(m_ref, m_pred):
             key = (int(r), int(q))
             if key not in pair_cache:
-                pair_cache[key] = surface_metrics(surfaces[0].of(key[0]), surfaces[1].of(key[1]), instance_spacing,
-                                                  tolerance, settings.hd95)
+                pair_cache[key] = surface_metrics(
+                    surfaces[0].of(key[0]), surfaces[1].of(key[1]), instance_spacing, tolerance, settings.hd95
+                )
             pair_surfaces.append(pair_cache[key])
         sq = float(iou.mean()) if tp else None
         sq_dsc = float(dsc.mean()) if tp else None
@@ -526,8 +580,13 @@ def _instance_metrics(out: BinaryEvaluation, table: OverlapTable, surfaces: tupl
             pair_of_ref[m_ref] = np.arange(tp)
             for r in range(1, n_ref + 1):
                 k = int(pair_of_ref[r])
-                entry = {"id": r, "voxels": int(table.ref_sizes[r]), "volume_mm3": float(table.ref_sizes[r] * voxel_volume),
-                         "detected": bool(ref_hit[r]), "matched": k >= 0}
+                entry = {
+                    "id": r,
+                    "voxels": int(table.ref_sizes[r]),
+                    "volume_mm3": float(table.ref_sizes[r] * voxel_volume),
+                    "detected": bool(ref_hit[r]),
+                    "matched": k >= 0,
+                }
                 if k >= 0:
                     s = pair_surfaces[k]
                     entry.update(dsc=float(dsc[k]), iou=float(iou[k]), hd95=s.hd95, assd=s.assd, nsd=s.nsd)
@@ -535,8 +594,15 @@ def _instance_metrics(out: BinaryEvaluation, table: OverlapTable, surfaces: tupl
     return bin_outputs
 
 
-def _size_bin_metrics(out: BinaryEvaluation, table: OverlapTable, ref_hit: np.ndarray, matched_dsc: np.ndarray | None,
-                      pred_matched: np.ndarray | None, voxel_volume: float, settings: EvaluationSettings) -> None:
+def _size_bin_metrics(
+    out: BinaryEvaluation,
+    table: OverlapTable,
+    ref_hit: np.ndarray,
+    matched_dsc: np.ndarray | None,
+    pred_matched: np.ndarray | None,
+    voxel_volume: float,
+    settings: EvaluationSettings,
+) -> None:
     """Per lesion-volume bin: recall, and RQ / SQ-DSC / PQ-DSC (Joshi 2026 Table 5.4, Kundu et al. 2026 Table 2)."""
     edges = np.asarray(settings.size_bins_ml, dtype=np.float64)
     ref_bin = np.digitize(table.ref_sizes[1:] * voxel_volume / MM3_PER_ML, edges, right=False)
@@ -546,7 +612,9 @@ def _size_bin_metrics(out: BinaryEvaluation, table: OverlapTable, ref_hit: np.nd
         in_bin = ref_bin == b
         n_in = int(in_bin.sum())
         out.set(p + "n_ref_lesions", n_in)
-        out.set(p + "lesion_recall", _ratio(int(ref_hit[1:][in_bin].sum()), n_in), "no reference lesion in this size bin")
+        out.set(
+            p + "lesion_recall", _ratio(int(ref_hit[1:][in_bin].sum()), n_in), "no reference lesion in this size bin"
+        )
         if matched_dsc is None:
             continue
         dsc = matched_dsc[1:][in_bin]
@@ -557,8 +625,11 @@ def _size_bin_metrics(out: BinaryEvaluation, table: OverlapTable, ref_hit: np.nd
         rq = _ratio(tp, tp + 0.5 * fp + 0.5 * fn)
         out.set(p + "rq", rq, "no lesion of this size in reference or prediction")
         out.set(p + "sq_dsc", float(dsc.mean()) if tp else None, "no matched lesion pair in this size bin")
-        out.set(p + "pq_dsc", None if rq is None else (0.0 if tp == 0 else float(dsc.mean()) * rq),
-                "no lesion of this size in reference or prediction")
+        out.set(
+            p + "pq_dsc",
+            None if rq is None else (0.0 if tp == 0 else float(dsc.mean()) * rq),
+            "no lesion of this size in reference or prediction",
+        )
 
 
 # --------------------------------------------------------------------------- across cases

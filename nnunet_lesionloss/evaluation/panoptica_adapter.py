@@ -7,9 +7,10 @@ Pitfalls handled here (panoptica 2.1.7, measured):
   (panoptica's own approximator always uses cc3d's default, 26);
 - its global distance metrics ignore the spacing, so only instance-level values are compared.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,8 +18,14 @@ from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation.settings import MatchingSpec
 
 
-def panoptica_instance_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                               matching: MatchingSpec, connectivity: int = 26, algorithm: str = "hungarian") -> dict:
+def panoptica_instance_metrics(
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    spacing: Sequence[float],
+    matching: MatchingSpec,
+    connectivity: int = 26,
+    algorithm: str = "hungarian",
+) -> dict:
     """panoptica's tp/fp/fn, RQ, SQ (IoU), SQ-DSC, PQ, PQ-DSC and per-pair ASSD/HD95/NSD means, in our key names."""
     import panoptica
     from panoptica import InputType, MaxBipartiteMatching, Metric, NaiveThresholdMatching, Panoptica_Evaluator
@@ -35,11 +42,26 @@ def panoptica_instance_metrics(reference: np.ndarray, prediction: np.ndarray, sp
         instance_metrics=[Metric.DSC, Metric.IOU, Metric.ASSD, Metric.HD95, Metric.NSD],
         global_metrics=[Metric.DSC],
     )
-    results = evaluator.evaluate(pred_labels.astype(np.int32), ref_labels.astype(np.int32),
-                                 voxelspacing=tuple(float(s) for s in spacing), verbose=False)
+    results = evaluator.evaluate(
+        pred_labels.astype(np.int32),
+        ref_labels.astype(np.int32),
+        voxelspacing=tuple(float(s) for s in spacing),
+        verbose=False,
+    )
     result = next(iter(results.values()))
-    names = {"tp": "tp", "fp": "fp", "fn": "fn", "rq": "rq", "sq": "sq", "sq_dsc": "sq_dsc", "pq": "pq",
-             "pq_dsc": "pq_dsc", "sq_assd": "sq_assd", "sq_hd95": "sq_hd95", "sq_nsd": "sq_nsd"}
+    names = {
+        "tp": "tp",
+        "fp": "fp",
+        "fn": "fn",
+        "rq": "rq",
+        "sq": "sq",
+        "sq_dsc": "sq_dsc",
+        "pq": "pq",
+        "pq_dsc": "pq_dsc",
+        "sq_assd": "sq_assd",
+        "sq_hd95": "sq_hd95",
+        "sq_nsd": "sq_nsd",
+    }
     out = {}
     for ours, theirs in names.items():
         value = getattr(result, theirs)

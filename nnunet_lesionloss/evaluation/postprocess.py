@@ -8,17 +8,18 @@
 - ``merge-by-volume``: lesions smaller than V from model A, the others from model B (Rachmadi et al. 2024
   §4.2, V = 0.05 mL).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
 
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -48,8 +49,13 @@ def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int) 
     return out
 
 
-def merge_by_volume(small_model: np.ndarray, large_model: np.ndarray, voxel_volume_mm3: float,
-                    volume_ml: float = 0.05, connectivity: int = 26) -> np.ndarray:
+def merge_by_volume(
+    small_model: np.ndarray,
+    large_model: np.ndarray,
+    voxel_volume_mm3: float,
+    volume_ml: float = 0.05,
+    connectivity: int = 26,
+) -> np.ndarray:
     """Lesions (components of the foreground) of ``small_model`` below ``volume_ml``, the rest from ``large_model``.
 
     Rachmadi et al. 2024 §4.2: model A keeps instances smaller than 0.05 mL, model B keeps instances of 0.05 mL or more;
@@ -99,13 +105,22 @@ def list_probability_files(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"folder not found: {folder}")
     files = {p.name[:-4]: p for p in sorted(folder.glob("*.npz"))}
     if not files:
-        raise FileNotFoundError(f"no .npz probability files in {folder} (run nnUNetv2_predict with --save_probabilities)")
+        raise FileNotFoundError(
+            f"no .npz probability files in {folder} (run nnUNetv2_predict with --save_probabilities)"
+        )
     return files
 
 
-def choose_threshold(prob_dir: Path, gt_dir: Path, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                     channel: int | None = None, label: int | None = None, min_voxels: int = 0,
-                     connectivity: int = 18, file_ending: str = ".nii.gz") -> dict:
+def choose_threshold(
+    prob_dir: Path,
+    gt_dir: Path,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    channel: int | None = None,
+    label: int | None = None,
+    min_voxels: int = 0,
+    connectivity: int = 18,
+    file_ending: str = ".nii.gz",
+) -> dict:
     """Aggregate Dice of each threshold over all cases that have both probabilities and a reference."""
     probabilities = list_probability_files(prob_dir)
     references = io.list_images(gt_dir, file_ending)
@@ -123,19 +138,36 @@ def choose_threshold(prob_dir: Path, gt_dir: Path, thresholds: Sequence[float] =
         for k, threshold in enumerate(thresholds):
             predicted = foreground >= threshold
             if min_voxels > 1:
-                predicted = remove_small_components(predicted, connectivity, (1.0,) * predicted.ndim, min_voxels=min_voxels)
+                predicted = remove_small_components(
+                    predicted, connectivity, (1.0,) * predicted.ndim, min_voxels=min_voxels
+                )
             intersections[k] += np.count_nonzero(predicted & truth)
             totals[k] += np.count_nonzero(predicted) + np.count_nonzero(truth)
     dice = [None if t == 0 else float(2 * i / t) for i, t in zip(intersections, totals)]
     defined = [(d, t) for d, t in zip(dice, thresholds) if d is not None]
     best = max(defined, key=lambda x: x[0])[1] if defined else 0.5
-    return {"best_threshold": best, "thresholds": list(thresholds), "aggregate_dice": dice, "n_cases": len(cases),
-            "cases": cases, "min_voxels": min_voxels, "connectivity": connectivity}
+    return {
+        "best_threshold": best,
+        "thresholds": list(thresholds),
+        "aggregate_dice": dice,
+        "n_cases": len(cases),
+        "cases": cases,
+        "min_voxels": min_voxels,
+        "connectivity": connectivity,
+    }
 
 
-def apply_threshold(prob_dir: Path, output_dir: Path, threshold: float, template_dir: Path | None = None,
-                    channel: int | None = None, min_voxels: int = 0, connectivity: int = 18,
-                    file_ending: str = ".nii.gz", overwrite: bool = False) -> list[Path]:
+def apply_threshold(
+    prob_dir: Path,
+    output_dir: Path,
+    threshold: float,
+    template_dir: Path | None = None,
+    channel: int | None = None,
+    min_voxels: int = 0,
+    connectivity: int = 18,
+    file_ending: str = ".nii.gz",
+    overwrite: bool = False,
+) -> list[Path]:
     """Binary masks (0/1) from probabilities; geometry copied from the segmentation nnU-Net wrote beside them."""
     template_dir = Path(template_dir or prob_dir)
     written = []
@@ -157,7 +189,7 @@ def _cmd_remove_small(args) -> int:
     images = io.list_images(args.input, args.file_ending)
     if not images:
         raise FileNotFoundError(f"no images in {args.input}")
-    for case, path in images.items():
+    for path in images.values():
         image = io.read_label_image(path)
         cleaned = remove_small_labels(io.as_integer_labels(image), args.min_voxels, args.connectivity)
         _write_like(cleaned, path, Path(args.output) / path.name, args.overwrite)
@@ -166,8 +198,16 @@ def _cmd_remove_small(args) -> int:
 
 
 def _cmd_choose_threshold(args) -> int:
-    result = choose_threshold(Path(args.probabilities), Path(args.gt), tuple(args.thresholds), args.channel, args.label,
-                              args.min_voxels, args.connectivity, args.file_ending)
+    result = choose_threshold(
+        Path(args.probabilities),
+        Path(args.gt),
+        tuple(args.thresholds),
+        args.channel,
+        args.label,
+        args.min_voxels,
+        args.connectivity,
+        args.file_ending,
+    )
     if args.output:
         io.write_json(args.output, result, overwrite=args.overwrite)
     for t, d in zip(result["thresholds"], result["aggregate_dice"]):
@@ -183,8 +223,17 @@ def _cmd_apply_threshold(args) -> int:
             raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
         with open(args.threshold_json) as handle:
             threshold = float(json.load(handle)["best_threshold"])
-    written = apply_threshold(Path(args.probabilities), Path(args.output), threshold, args.template_dir, args.channel,
-                              args.min_voxels, args.connectivity, args.file_ending, args.overwrite)
+    written = apply_threshold(
+        Path(args.probabilities),
+        Path(args.output),
+        threshold,
+        args.template_dir,
+        args.channel,
+        args.min_voxels,
+        args.connectivity,
+        args.file_ending,
+        args.overwrite,
+    )
     print(f"threshold {threshold:g}: {len(written)} cases -> {args.output}")
     return 0
 
@@ -198,8 +247,13 @@ def _cmd_merge_by_volume(args) -> int:
     for case, path in small_images.items():
         a, b = io.read_label_image(path), io.read_label_image(large_images[case])
         io.check_same_geometry(a, b)
-        merged = merge_by_volume(io.as_integer_labels(a), io.as_integer_labels(b), float(np.prod(a.spacing)),
-                                 args.volume_ml, args.connectivity)
+        merged = merge_by_volume(
+            io.as_integer_labels(a),
+            io.as_integer_labels(b),
+            float(np.prod(a.spacing)),
+            args.volume_ml,
+            args.connectivity,
+        )
         _write_like(merged, path, Path(args.output) / path.name, args.overwrite)
     print(f"{len(small_images)} cases -> {args.output}")
     return 0
@@ -211,18 +265,25 @@ def register(subparsers, runner) -> None:
     p.add_argument("input", help="folder of label images")
     p.add_argument("output", help="output folder")
     p.add_argument("--min-voxels", type=int, default=5, help="default 5 (Joshi 2026 §4.5)")
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (Joshi 2026 §4.5)")
+    p.add_argument(
+        "--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (Joshi 2026 §4.5)"
+    )
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_remove_small)
 
-    p = subparsers.add_parser("choose-threshold",
-                              help="pick the probability threshold by aggregate validation Dice (Joshi 2026)")
+    p = subparsers.add_parser(
+        "choose-threshold", help="pick the probability threshold by aggregate validation Dice (Joshi 2026)"
+    )
     p.add_argument("--probabilities", required=True, help="folder of nnU-Net .npz probabilities (--save_probabilities)")
     p.add_argument("--gt", required=True, help="reference folder")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
-    p.add_argument("--channel", type=int, help="probability channel (default: 1 - channel 0, the softmax background; "
-                                               "give the channel for region-based (sigmoid) models)")
+    p.add_argument(
+        "--channel",
+        type=int,
+        help="probability channel (default: 1 - channel 0, the softmax background; "
+        "give the channel for region-based (sigmoid) models)",
+    )
     p.add_argument("--label", type=int, help="reference label (default: any foreground)")
     p.add_argument("--min-voxels", type=int, default=0, help="also remove components below N voxels (Joshi 2026: 5)")
     p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
@@ -244,8 +305,9 @@ def register(subparsers, runner) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_apply_threshold)
 
-    p = subparsers.add_parser("merge-by-volume",
-                              help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)")
+    p = subparsers.add_parser(
+        "merge-by-volume", help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)"
+    )
     p.add_argument("--small-model", required=True, help="predictions whose lesions below the volume are kept")
     p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
     p.add_argument("-o", "--output", required=True)

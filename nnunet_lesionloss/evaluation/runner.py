@@ -1,9 +1,10 @@
 """Folder-level driver behind ``nnunet-lesionloss evaluate``: pairing, labels, outputs, presets."""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.brats import brats_region_metrics, brats_summary_rows, write_brats_summary_csv
@@ -11,7 +12,9 @@ from nnunet_lesionloss.evaluation.evaluate import LabelSpec, evaluate_pairs, wri
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
 
-def resolve_labels(preset: Preset, dataset_json: str | None, gt_dir: Path, labels: Sequence[int] | None) -> tuple[LabelSpec, dict | None]:
+def resolve_labels(
+    preset: Preset, dataset_json: str | None, gt_dir: Path, labels: Sequence[int] | None
+) -> tuple[LabelSpec, dict | None]:
     """Which labels/regions to evaluate: preset regions, else --labels, else dataset.json, else all found."""
     dataset = None
     if dataset_json is None and (gt_dir.parent / "dataset.json").is_file():
@@ -33,11 +36,24 @@ def resolve_labels(preset: Preset, dataset_json: str | None, gt_dir: Path, label
     return LabelSpec(groups=None), None
 
 
-def evaluate_folders(gt_dir, pred_dir, output_dir=None, settings: EvaluationSettings | None = None,
-                     preset: Preset | str = "default", dataset_json: str | None = None, labels: Sequence[int] | None = None,
-                     file_ending: str | None = None, num_processes: int = 1, overwrite: bool = False,
-                     progress: bool = True, write: bool = True, cases: Sequence[str] | None = None,
-                     return_results: bool = False, check_panoptica: bool = False, pairing: str | None = None):
+def evaluate_folders(
+    gt_dir,
+    pred_dir,
+    output_dir=None,
+    settings: EvaluationSettings | None = None,
+    preset: Preset | str = "default",
+    dataset_json: str | None = None,
+    labels: Sequence[int] | None = None,
+    file_ending: str | None = None,
+    num_processes: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+    write: bool = True,
+    cases: Sequence[str] | None = None,
+    return_results: bool = False,
+    check_panoptica: bool = False,
+    pairing: str | None = None,
+):
     """Evaluate every reference case of ``gt_dir`` (or only ``cases``) against ``pred_dir``; write outputs.
 
     Returns the summary, or (summary, case results) with ``return_results``.
@@ -52,7 +68,9 @@ def evaluate_folders(gt_dir, pred_dir, output_dir=None, settings: EvaluationSett
         file_ending = dataset.get("file_ending")
     references = io.list_images(gt_dir, file_ending)
     if not references:
-        raise FileNotFoundError(f"no reference images in {gt_dir}" + (f" ending in {file_ending}" if file_ending else ""))
+        raise FileNotFoundError(
+            f"no reference images in {gt_dir}" + (f" ending in {file_ending}" if file_ending else "")
+        )
     predictions = io.list_images(pred_dir, file_ending)
     pairing = pairing or ("brats" if preset.brats_outputs else "name")
     pairs = io.pair_cases(references, predictions, pairing)
@@ -65,15 +83,26 @@ def evaluate_folders(gt_dir, pred_dir, output_dir=None, settings: EvaluationSett
     paired = {str(p) for _, _, p in pairs if p is not None}
     unused = sorted(name for name, path in predictions.items() if str(path) not in paired)
     if unused and progress:
-        print(f"note: {len(unused)} predictions without a reference are ignored: {', '.join(unused[:5])}"
-              + (" ..." if len(unused) > 5 else ""), file=sys.stderr)
+        print(
+            f"note: {len(unused)} predictions without a reference are ignored: {', '.join(unused[:5])}"
+            + (" ..." if len(unused) > 5 else ""),
+            file=sys.stderr,
+        )
     if write:  # fail before the work, not after it
         for name in ("summary.json", "cases.csv", "summary.md"):
             io.check_writable(output_dir / name, overwrite)
-    results = evaluate_pairs(pairs, label_spec, settings, num_processes, keep_lesions=preset.brats_outputs,
-                             progress=progress, check_panoptica=check_panoptica)
+    results = evaluate_pairs(
+        pairs,
+        label_spec,
+        settings,
+        num_processes,
+        keep_lesions=preset.brats_outputs,
+        progress=progress,
+        check_panoptica=check_panoptica,
+    )
     if not write:
         from nnunet_lesionloss.evaluation.evaluate import build_summary
+
         summary = build_summary(results, settings, label_spec, preset.name)
     else:
         summary = write_outputs(output_dir, results, settings, label_spec, preset.name, overwrite)
@@ -82,7 +111,9 @@ def evaluate_folders(gt_dir, pred_dir, output_dir=None, settings: EvaluationSett
     return (summary, results) if return_results else summary
 
 
-def write_brats_outputs(output_dir: Path, results, settings: EvaluationSettings, regions: list[str], overwrite: bool) -> None:
+def write_brats_outputs(
+    output_dir: Path, results, settings: EvaluationSettings, regions: list[str], overwrite: bool
+) -> None:
     """``brats_metrics.json`` and ``brats_summary.csv`` in the official evaluator's layout (cases without errors)."""
     from nnunet_lesionloss.evaluation.metrics import BinaryEvaluation
 
@@ -93,14 +124,18 @@ def write_brats_outputs(output_dir: Path, results, settings: EvaluationSettings,
             continue
         by_region = {}
         for region in regions:
-            evaluation = BinaryEvaluation(values=r.metrics[region], undefined=r.undefined.get(region, {}),
-                                          reference_lesions=r.reference_lesions.get(region, []))
+            evaluation = BinaryEvaluation(
+                values=r.metrics[region],
+                undefined=r.undefined.get(region, {}),
+                reference_lesions=r.reference_lesions.get(region, []),
+            )
             by_region[region] = brats_region_metrics(evaluation, spec)
         cases.append((Path(r.reference_file).name, by_region))
-    metrics = {"metrics": [dict(by_region, subject_name=name) for name, by_region in cases],
-               "missings": [r.case for r in results if r.error]}
+    metrics = {
+        "metrics": [dict(by_region, subject_name=name) for name, by_region in cases],
+        "missings": [r.case for r in results if r.error],
+    }
     io.write_json(output_dir / "brats_metrics.json", metrics, overwrite=overwrite)
     if cases:
         header, rows = brats_summary_rows(cases, regions)
         write_brats_summary_csv(output_dir / "brats_summary.csv", header, rows)
-

@@ -6,11 +6,12 @@ et al. 2023 (blob loss) §2.5), small lesion = at most 0.05 mL (Rachmadi et al. 
 CATMIL eq. 3.6 comparison), size bins < 1 mL, 1-5 mL, >= 5 mL (Joshi 2026 §5), one-to-one matching
 at DSC 0.1 and 0.5 (Kundu et al. 2026) and at IoU 0.5 (panoptica / Kirillov et al. 2019).
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from nnunet_lesionloss.components import ANY_CONNECTIVITY, VALID_CONNECTIVITY
 
@@ -33,13 +34,13 @@ class MatchingSpec:
         return f"{self.metric}{self.threshold:g}"
 
     @classmethod
-    def parse(cls, text: str) -> "MatchingSpec":
+    def parse(cls, text: str) -> MatchingSpec:
         """'dsc0.5', 'iou:0.5' or 'dsc=0.1' -> MatchingSpec."""
         cleaned = text.strip().lower().replace(":", "").replace("=", "")
         for metric in ("dsc", "iou"):
             if cleaned.startswith(metric):
                 try:
-                    return cls(metric, float(cleaned[len(metric):]))
+                    return cls(metric, float(cleaned[len(metric) :]))
                 except ValueError:
                     break
         raise ValueError(f"cannot read matching {text!r}; write e.g. dsc0.5 or iou0.5")
@@ -73,7 +74,9 @@ class EvaluationSettings:
 
     def __post_init__(self):
         if self.connectivity not in ANY_CONNECTIVITY:
-            raise ValueError(f"connectivity must be one of {VALID_CONNECTIVITY[3]} (3D) or {VALID_CONNECTIVITY[2]} (2D), got {self.connectivity}")
+            raise ValueError(
+                f"connectivity must be one of {VALID_CONNECTIVITY[3]} (3D) or {VALID_CONNECTIVITY[2]} (2D), got {self.connectivity}"
+            )
         if self.hd95 not in ("max_directed", "pooled"):
             raise ValueError(f"hd95 must be 'max_directed' or 'pooled', got {self.hd95!r}")
         if self.detection not in ("any_overlap", "iou", "overlap_fraction"):
@@ -102,7 +105,7 @@ class EvaluationSettings:
             return 0.5  # panoptica's tolerance when it is given no spacing
         return float(min(spacing))
 
-    def replace(self, **changes) -> "EvaluationSettings":
+    def replace(self, **changes) -> EvaluationSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -123,38 +126,62 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        "default", EvaluationSettings(),
+        "default",
+        EvaluationSettings(),
         "Luu et al. 2026 (CATMIL) §3.4 (lesion metrics, HD95 eq. 3.3), Rachmadi et al. 2024 (0.05 mL small "
-        "lesions), Joshi 2026 §4.5-4.6 (RVE, bins), Kundu et al. 2026 (PQ at DSC 0.1/0.5)"),
+        "lesions), Joshi 2026 §4.5-4.6 (RVE, bins), Kundu et al. 2026 (PQ at DSC 0.1/0.5)",
+    ),
     "wmh": Preset(
-        "wmh", EvaluationSettings(connectivity=26, detection="any_overlap", hd95="max_directed"),
+        "wmh",
+        EvaluationSettings(connectivity=26, detection="any_overlap", hd95="max_directed"),
         "WMH Segmentation Challenge 2017 (Kuijf et al. 2019, IEEE TMI): 3D 26-connected lesions, a lesion is "
-        "detected on any overlap, HD95 = max of the two directed 95th percentiles"),
+        "detected on any overlap, HD95 = max of the two directed 95th percentiles",
+    ),
     "isles22": Preset(
-        "isles22", EvaluationSettings(connectivity=26, detection="any_overlap", f1_both_empty=1.0),
+        "isles22",
+        EvaluationSettings(connectivity=26, detection="any_overlap", f1_both_empty=1.0),
         "ISLES 2022 (Hernandez Petzsche et al. 2022, Sci Data; ezequieldlrosa/isles22 eval): 26-connected "
-        "lesions, any overlap, lesion F1 = tp / (tp + (fp + fn) / 2) reported as lesion_f1_count, 1 when both empty"),
+        "lesions, any overlap, lesion F1 = tp / (tp + (fp + fn) / 2) reported as lesion_f1_count, 1 when both empty",
+    ),
     "msseg": Preset(
-        "msseg", EvaluationSettings(connectivity=6, min_lesion_volume_mm3=3.0, detection="overlap_fraction",
-                                    detection_threshold=0.1, detection_beta=0.65),
+        "msseg",
+        EvaluationSettings(
+            connectivity=6,
+            min_lesion_volume_mm3=3.0,
+            detection="overlap_fraction",
+            detection_threshold=0.1,
+            detection_beta=0.65,
+        ),
         "MSSEG 2016 / Anima animaSegPerfAnalyzer (Commowick et al. 2018, Sci Rep): 6-connectivity, lesions > 3 mm³, "
         "detected when covered >= 10 % (alpha) with at most 65 % (beta) of the touching lesions outside; "
-        "Anima's gamma (fragmentation) rule is not reproduced"),
+        "Anima's gamma (fragmentation) rule is not reproduced",
+    ),
     "shifts": Preset(
-        "shifts", EvaluationSettings(connectivity=6, detection="iou", detection_threshold=0.25),
+        "shifts",
+        EvaluationSettings(connectivity=6, detection="iou", detection_threshold=0.25),
         "Shifts MS lesion segmentation (Malinin et al. 2022, Shifts 2.0, arXiv:2206.15407): 6-connectivity, a lesion "
-        "is detected when its IoU with the touching lesions of the other mask is >= 0.25"),
+        "is detected when its IoU with the touching lesions of the other mask is >= 0.25",
+    ),
     "brats-mets": Preset(
         "brats-mets",
-        EvaluationSettings(connectivity=26, matchings=(MatchingSpec("dsc", 1e-6),), size_bin_matching="dsc1e-06",
-                           reference_lesion_spec="dsc1e-06", hd95="pooled", small_lesion_ml=0.02,
-                           small_lesion_inclusive=False, instance_spacing_reversed=True,
-                           global_distances_in_voxels=True),
+        EvaluationSettings(
+            connectivity=26,
+            matchings=(MatchingSpec("dsc", 1e-6),),
+            size_bin_matching="dsc1e-06",
+            reference_lesion_spec="dsc1e-06",
+            hd95="pooled",
+            small_lesion_ml=0.02,
+            small_lesion_inclusive=False,
+            instance_spacing_reversed=True,
+            global_distances_in_voxels=True,
+        ),
         "BraTS 2025 lesion-wise evaluation (BraTS/BraTS_evaluation with panoptica): regions et={3}, rc={4}, "
         "tc={1,3}, wt={1,2,3}; 26-connected instances; Hungarian matching on DSC > 0; pooled HD95; NSD at the "
         "smallest spacing; small instance < 20 mm³ detected at DSC >= 0.1. Reproduces the evaluator's numbers, "
         "including its spacing axis order for per-lesion distances and voxel units for global distances",
-        regions={"et": (3,), "rc": (4,), "tc": (1, 3), "wt": (1, 2, 3)}, brats_outputs=True),
+        regions={"et": (3,), "rc": (4,), "tc": (1, 3), "wt": (1, 2, 3)},
+        brats_outputs=True,
+    ),
 }
 
 

@@ -10,6 +10,7 @@ Both terms read the ground-truth connected components ``component_ids`` [B, C, *
 quantity is one segment reduction over the batch's global component index (segments.py), never a
 loop over components.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,9 @@ def component_adaptive_weights(
     interpretation).
     """
     if not torch.is_tensor(component_ids) or component_ids.dim() not in (4, 5):
-        raise ValueError(f"component_ids must be a [B, C, *spatial] tensor with 2 or 3 spatial dims, got {getattr(component_ids, 'shape', component_ids)!r}")
+        raise ValueError(
+            f"component_ids must be a [B, C, *spatial] tensor with 2 or 3 spatial dims, got {getattr(component_ids, 'shape', component_ids)!r}"
+        )
     check_nonnegative("gamma", gamma)
     check_nonnegative("eps", eps)
     check_nonnegative("w_bg", w_bg)
@@ -86,8 +89,12 @@ def cat_loss(
     # per pair replace any per-voxel weight map.
     component_sizes = index_count(index.component_of_voxel, index.num_components)
     # id gaps and fully ignored components have size 0 and must weigh nothing (0^-γ would be inf)
-    component_weight = torch.where(component_sizes > 0, (component_sizes + eps).pow(-gamma), torch.zeros_like(component_sizes))
-    p_in_component = index_sum(probs.float().reshape(-1)[index.positions], index.component_of_voxel, index.num_components)
+    component_weight = torch.where(
+        component_sizes > 0, (component_sizes + eps).pow(-gamma), torch.zeros_like(component_sizes)
+    )
+    p_in_component = index_sum(
+        probs.float().reshape(-1)[index.positions], index.component_of_voxel, index.num_components
+    )
     per_pair = index.sum_per_pair
     true_pos = per_pair(component_weight * p_in_component)  # Σ_k w_k Σ_{C_k} p
     false_neg = per_pair(component_weight * component_sizes) - true_pos  # Σ_k w_k Σ_{C_k} (1 - p)

@@ -9,6 +9,7 @@ w_s are nnU-Net's deep-supervision weights (halving per scale, the lowest scale 
 each channel: softmax summed over the labels of each channel group (label-based, one-vs-rest) or
 the sigmoid of each region (region-based), computed in float32 whatever the autocast state.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -110,7 +111,9 @@ class LesionAwareLoss(nn.Module):
                     total = extra if total is None else total + extra
             if weight == 0:
                 continue
-            scale_loss = self.base_weight * self.base(output, seg) if self.base is not None and self.base_weight > 0 else None
+            scale_loss = (
+                self.base_weight * self.base(output, seg) if self.base is not None and self.base_weight > 0 else None
+            )
             terms = self._terms_at_scale(output, seg, ids, cells, full_resolution=False)
             if terms is not None:
                 scale_loss = terms if scale_loss is None else scale_loss + terms

@@ -1,9 +1,10 @@
 """Public functional API of the losses: pure torch, usable without nnU-Net."""
-from .catmil import cat_loss, mil_loss, component_adaptive_weights
-from .size_penalty import size_penalty_loss, estimate_size_penalty_tau
-from .tversky import tversky_loss, focal_tversky_loss, binary_focal_loss, generalized_dice_loss
+
+from .catmil import cat_loss, component_adaptive_weights, mil_loss
 from .instance import blob_loss, cc_loss, inverse_weighted_loss
 from .instance_family import instance_losses
+from .size_penalty import estimate_size_penalty_tau, size_penalty_loss
+from .tversky import binary_focal_loss, focal_tversky_loss, generalized_dice_loss, tversky_loss
 
 __all__ = [
     "blob_loss",

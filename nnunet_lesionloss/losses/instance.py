@@ -22,6 +22,7 @@ caller's precision.
 
 Formulas, the paper each comes from and the aggregation rule: ``docs/formulas.md §1``.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,9 @@ def _check_options(base: str, smooth: float, iwl: bool | None = None, iwl_max: f
         raise TypeError(f"iwl must be True or False, got {iwl!r}")
     if iwl_max is not None:
         if isinstance(iwl_max, bool) or not isinstance(iwl_max, (int, float)) or math.isnan(iwl_max) or iwl_max < 1:
-            raise ValueError(f"iwl_max must be a number >= 1 (the weights are clamped to [1, iwl_max]), got {iwl_max!r}")
+            raise ValueError(
+                f"iwl_max must be a number >= 1 (the weights are clamped to [1, iwl_max]), got {iwl_max!r}"
+            )
 
 
 def _compute_dtype(probs: torch.Tensor) -> torch.dtype:
@@ -293,7 +296,9 @@ def cc_loss(
             fg_log_not_p = index_sum(torch.log1p(-foreground_clamped), slot_of_foreground, num_slots, dtype)[cell_slot]
             fg_ce = -index_sum(torch.log(foreground_clamped), slot_of_foreground, num_slots, dtype)[cell_slot]
             rest_ce = -(cell_log_not_p - fg_log_not_p)
-        losses = _domain_losses(fg_count, fg_p, fg_ce, rest_count, rest_p, rest_ce, iwl=iwl, iwl_max=iwl_max, smooth=smooth)
+        losses = _domain_losses(
+            fg_count, fg_p, fg_ce, rest_count, rest_p, rest_ce, iwl=iwl, iwl_max=iwl_max, smooth=smooth
+        )
         return _mean_over_components_then_pairs(losses, fg_count > 0, pair_of_cell, cells.ids_per_pair.numel())
 
 

@@ -65,12 +65,13 @@ weight of L_seg, ``subterms`` those of the instance terms); a caller without nnU
 Computation runs in float32 (float64 if ``probs`` is float64) with autocast disabled. Formulas and
 deviations from the paper and its code: ``docs/formulas.md §3``.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -134,7 +135,9 @@ def label_prediction_components(mask: torch.Tensor, connectivity: int, backend: 
     return labels.long().reshape(mask.shape)
 
 
-def _label_components(mask: torch.Tensor, spatial: tuple[int, ...], connectivity: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _label_components(
+    mask: torch.Tensor, spatial: tuple[int, ...], connectivity: int, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids int [P, V] with 1..M_p per row, M_p long [P]) for a bool mask [P, V]."""
     if backend == "torch":
         labels = _label_components_torch(mask.reshape(mask.shape[0], *spatial).bool(), connectivity).reshape(mask.shape)
@@ -158,7 +161,7 @@ def _label_components_torch(mask: torch.Tensor, connectivity: int) -> torch.Tens
     # Globally unique seeds 1..P·V in float64 (exact integers) so max-pooling can carry them.
     seeds = torch.arange(1, pairs * voxels + 1, device=mask.device, dtype=torch.float64).reshape(mask.shape)
     labels = torch.where(mask, seeds, torch.zeros_like(seeds))
-    full = connectivity == 3 ** spatial_dims - 1
+    full = connectivity == 3**spatial_dims - 1
     pool = F.max_pool3d if spatial_dims == 3 else F.max_pool2d
     offsets = _neighbour_offsets(spatial_dims, connectivity)
     while True:
@@ -189,7 +192,9 @@ def _label_components_torch(mask: torch.Tensor, connectivity: int) -> torch.Tens
 # --------------------------------------------------------------------------- small pieces
 
 
-def _instance_dice(overlap: torch.Tensor, pred_sum: torch.Tensor, target_size: torch.Tensor, domain_size: torch.Tensor) -> torch.Tensor:
+def _instance_dice(
+    overlap: torch.Tensor, pred_sum: torch.Tensor, target_size: torch.Tensor, domain_size: torch.Tensor
+) -> torch.Tensor:
     """d(D, T) of the module docstring, elementwise over instances (see there for the 3 cases)."""
     has_target = target_size > 0
     dice = 1.0 - 2.0 * overlap / (pred_sum + target_size).clamp_min(1e-12)
@@ -303,7 +308,16 @@ def instance_losses(
     with torch.autocast(device_type=probs.device.type, enabled=False):
         work = probs if probs.dtype == torch.float64 else probs.float()
         return _instance_losses(
-            work, component_ids, float(threshold), int(phi), spacing, connectivity, ignore_mask, terms, component_backend, proximity_reduction
+            work,
+            component_ids,
+            float(threshold),
+            int(phi),
+            spacing,
+            connectivity,
+            ignore_mask,
+            terms,
+            component_backend,
+            proximity_reduction,
         )
 
 
@@ -322,7 +336,7 @@ class _Instances:
     slots: int
 
     @classmethod
-    def from_local(cls, local: torch.Tensor, pair_at: torch.Tensor, pairs: int, largest_local: int) -> "_Instances":
+    def from_local(cls, local: torch.Tensor, pair_at: torch.Tensor, pairs: int, largest_local: int) -> _Instances:
         slots = largest_local + 1
         return cls(pair_at * slots + local, pairs, slots)
 
@@ -408,8 +422,12 @@ def _instance_losses(
     keys = torch.unique(gt_of_overlap * pred_segments + pred_of_overlap)
     touch_gt, touch_pred = keys // pred_segments, keys % pred_segments
     pred_mass_off_gt = pred_mass - pred_mass_on_gt  # Σ_{P_m \ g} p
-    extra_mass = torch.zeros(gt_segments, dtype=dtype, device=device).index_add_(0, touch_gt, pred_mass_off_gt[touch_pred])  # X_n
-    touched_target = torch.zeros(pred_segments, dtype=dtype, device=device).index_add_(0, touch_pred, gt_size[touch_gt])  # |T_m|
+    extra_mass = torch.zeros(gt_segments, dtype=dtype, device=device).index_add_(
+        0, touch_gt, pred_mass_off_gt[touch_pred]
+    )  # X_n
+    touched_target = torch.zeros(pred_segments, dtype=dtype, device=device).index_add_(
+        0, touch_pred, gt_size[touch_gt]
+    )  # |T_m|
     gt_detected = torch.bincount(touch_gt, minlength=gt_segments) > 0
     pred_correct = torch.bincount(touch_pred, minlength=pred_segments) > 0
     gt_real, pred_real = gt.real(gt_size), pred.real(pred_size)
@@ -425,40 +443,75 @@ def _instance_losses(
         results["instance_p"] = pred_loss[pred_real].mean() if bool(pred_real.any()) else anchor
     if "false_gt" in terms:
         missed = gt_real & ~gt_detected
-        rate = gt.pair_sum(torch.where(missed, _straight_through_one(gt_loss), gt_loss * 0)) / gt.pair_sum(gt_real.to(dtype)).clamp_min(1.0)
+        rate = gt.pair_sum(torch.where(missed, _straight_through_one(gt_loss), gt_loss * 0)) / gt.pair_sum(
+            gt_real.to(dtype)
+        ).clamp_min(1.0)
         results["false_gt"] = _per_pair_mean(rate) + anchor
     if "false_p" in terms:
         false = pred_real & ~pred_correct
-        rate = pred.pair_sum(torch.where(false, _straight_through_one(pred_loss), pred_loss * 0)) / pred.pair_sum(pred_real.to(dtype)).clamp_min(1.0)
+        rate = pred.pair_sum(torch.where(false, _straight_through_one(pred_loss), pred_loss * 0)) / pred.pair_sum(
+            pred_real.to(dtype)
+        ).clamp_min(1.0)
         results["false_p"] = _per_pair_mean(rate) + anchor
 
     if "center" in terms:
         # Coordinate sums in int64: exact for any patch (float32 would round beyond 2^24).
-        gt_coord_sum = torch.zeros(gt_segments, len(spatial), dtype=torch.long, device=device).index_add_(0, gt.of_voxel, gt_coords)
-        pred_coord_sum = torch.zeros(pred_segments, len(spatial), dtype=torch.long, device=device).index_add_(0, pred.of_voxel, pred_coords)
+        gt_coord_sum = torch.zeros(gt_segments, len(spatial), dtype=torch.long, device=device).index_add_(
+            0, gt.of_voxel, gt_coords
+        )
+        pred_coord_sum = torch.zeros(pred_segments, len(spatial), dtype=torch.long, device=device).index_add_(
+            0, pred.of_voxel, pred_coords
+        )
         gt_centre = torch.floor(gt_coord_sum[gt_real].double() / gt_size[gt_real].unsqueeze(1).double() + 0.5).long()
-        pred_centre = torch.floor(pred_coord_sum[pred_real].double() / pred_size[pred_real].unsqueeze(1).double() + 0.5).long()
-        results["center"] = _center_loss(
-            probs_flat, valid, gt_centre, torch.nonzero(gt_real).squeeze(1) // gt.slots,
-            pred_centre, torch.nonzero(pred_real).squeeze(1) // pred.slots, pairs, spatial, phi, spacing,
-        ) + anchor
+        pred_centre = torch.floor(
+            pred_coord_sum[pred_real].double() / pred_size[pred_real].unsqueeze(1).double() + 0.5
+        ).long()
+        results["center"] = (
+            _center_loss(
+                probs_flat,
+                valid,
+                gt_centre,
+                torch.nonzero(gt_real).squeeze(1) // gt.slots,
+                pred_centre,
+                torch.nonzero(pred_real).squeeze(1) // pred.slots,
+                pairs,
+                spatial,
+                phi,
+                spacing,
+            )
+            + anchor
+        )
     if "proximity" in terms:
         gt_box = index_extrema(gt_coords, gt.of_voxel, gt_segments, dtype)
         pred_box = index_extrema(pred_coords, pred.of_voxel, pred_segments, dtype)
         # Whole-pair Dice d(Ω, g): the instance loss of the artificial instance of §2.1.4.
         pair_mass = pair_sum(probs, valid, dtype)
-        pair_voxels = valid.sum(1).to(dtype) if valid is not None else torch.full((pairs,), float(voxels), dtype=dtype, device=device)
+        pair_voxels = (
+            valid.sum(1).to(dtype)
+            if valid is not None
+            else torch.full((pairs,), float(voxels), dtype=dtype, device=device)
+        )
         pair_overlap = gt.pair_sum(torch.where(gt_real, gt_mass, gt_mass * 0))
         pair_target = gt.pair_sum(torch.where(gt_real, gt_size, gt_size * 0))
         pair_loss = _instance_dice(pair_overlap, pair_mass, pair_target, pair_voxels)
-        results["proximity"] = _proximity_loss(
-            (gt_box, gt_real, gt_loss, gt), (pred_box, pred_real, pred_loss, pred), pair_loss, spatial, spacing, dtype,
-            proximity_reduction,
-        ) + anchor
+        results["proximity"] = (
+            _proximity_loss(
+                (gt_box, gt_real, gt_loss, gt),
+                (pred_box, pred_real, pred_loss, pred),
+                pair_loss,
+                spatial,
+                spacing,
+                dtype,
+                proximity_reduction,
+            )
+            + anchor
+        )
     return {name: results[name] for name in TERM_NAMES if name in results}
 
 
-def _cube_positions(centre: torch.Tensor, pair: torch.Tensor, sides: list[int], spatial: tuple[int, ...], valid: torch.Tensor | None) -> torch.Tensor:
+def _cube_positions(
+    centre: torch.Tensor, pair: torch.Tensor, sides: list[int], spatial: tuple[int, ...], valid: torch.Tensor | None
+) -> torch.Tensor:
     """Unique flat positions ([P·V] layout) of the cubes around ``centre`` [K, D] (clipped to the patch)."""
     offsets = torch.tensor(
         list(itertools.product(*[range(-(s // 2), s // 2 + 1) for s in sides])), dtype=torch.long, device=centre.device
@@ -473,7 +526,9 @@ def _cube_positions(centre: torch.Tensor, pair: torch.Tensor, sides: list[int], 
     return flat
 
 
-def _center_loss(probs_flat, valid, gt_centre, gt_pair, pred_centre, pred_pair, pairs, spatial, phi, spacing) -> torch.Tensor:
+def _center_loss(
+    probs_flat, valid, gt_centre, gt_pair, pred_centre, pred_pair, pairs, spatial, phi, spacing
+) -> torch.Tensor:
     """L_center (eq. 4): per pair d(C_GT ∪ C_P, C_GT) of the soft prediction; mean over pairs.
 
     Only the K·φ^D cube voxels are touched (no dense cube map, no max-pooling).
@@ -506,7 +561,10 @@ def _proximity_loss(gt, pred, pair_loss, spatial, spacing, dtype, reduction: str
         box_upper = side.per_pair(torch.where(real[:, None], highest + 1, 0.0) * scale)
         losses, present = side.per_pair(loss), side.per_pair(real)
         if present.shape[1] == 0:  # no instance in the whole batch: one column for the artificial one
-            box_lower, box_upper = box_lower.new_zeros(side.pairs, 1, len(spatial)), box_upper.new_zeros(side.pairs, 1, len(spatial))
+            box_lower, box_upper = (
+                box_lower.new_zeros(side.pairs, 1, len(spatial)),
+                box_upper.new_zeros(side.pairs, 1, len(spatial)),
+            )
             losses, present = losses.new_zeros(side.pairs, 1), present.new_zeros(side.pairs, 1)
         else:
             box_lower, box_upper, present = box_lower.clone(), box_upper.clone(), present.clone()

@@ -10,6 +10,7 @@ Two layouts: :class:`ForegroundIndex` lists only the F voxels inside components 
 everything else is a dense per-pair total minus the component sums), :class:`SlotIndex` gives
 every voxel a slot, id 0 of each pair included (the Voronoi cells of the CC loss cover every voxel).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ def valid_voxel_mask(ignore_mask: torch.Tensor | None, shape: torch.Size | tuple
     return (~ignore_mask).expand(*shape).reshape(batch * channels, -1)
 
 
-def pair_sum(values: torch.Tensor, valid_voxels: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def pair_sum(
+    values: torch.Tensor, valid_voxels: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Σ over the voxels of each (b, c) pair of ``values`` [B, C, *spatial] → [B·C], ignored voxels left out."""
     flat = values.to(dtype).reshape(values.shape[0] * values.shape[1], -1)
     if valid_voxels is not None:
@@ -56,7 +59,9 @@ def zero_with_graph(probs: torch.Tensor) -> torch.Tensor:
     return probs.float().sum() * 0.0
 
 
-def index_sum(values: torch.Tensor, voxel_segment: torch.Tensor, num_segments: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def index_sum(
+    values: torch.Tensor, voxel_segment: torch.Tensor, num_segments: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Σ of ``values`` [P, V] (broadcastable) per id of an arbitrary ``voxel_segment`` [P, V] → [num_segments].
 
     The building block of every per-component sum (component sums, per-pair backgrounds, cells
@@ -78,7 +83,9 @@ def index_count(voxel_segment: torch.Tensor, num_segments: int, dtype: torch.dty
     return torch.zeros(num_segments, dtype=dtype, device=index.device).scatter_add_(0, index, ones)
 
 
-def index_extrema(values: torch.Tensor, voxel_segment: torch.Tensor, num_segments: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def index_extrema(
+    values: torch.Tensor, voxel_segment: torch.Tensor, num_segments: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(min, max) of ``values`` per id of ``voxel_segment`` → two [num_segments] (or [num_segments, c]).
 
     ``values`` is [F] or [F, c] (e.g. voxel coordinates, c = spatial dims) and ``voxel_segment``

@@ -6,6 +6,7 @@ the PyTorch listing of §3.3. The term has
 no localization signal (§3.6) and is meant as an auxiliary of spatial losses: DC+CE + 0.3·S,
 DTS = Dice + Tversky + 0.3·S, FSD = Focal + 0.3·S + Dice.
 """
+
 from __future__ import annotations
 
 import warnings

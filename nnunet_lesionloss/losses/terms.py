@@ -134,7 +134,9 @@ def build_term(name: str, settings: dict, *, spatial_dims: int = 3, context: dic
     unknown = set(params) - allowed
     if unknown:
         hint = " (sub-term weights are set under terms.<name>.subterms)" if "weights" in unknown else ""
-        raise ConfigError(f"unknown param(s) {sorted(unknown)} in terms.{name}.params; allowed: {sorted(allowed)}{hint}")
+        raise ConfigError(
+            f"unknown param(s) {sorted(unknown)} in terms.{name}.params; allowed: {sorted(allowed)}{hint}"
+        )
     params.update(fixed)
     for key, value in (context or {}).items():
         if key in signature and key not in params:
@@ -176,4 +178,6 @@ def _smoke_test(term: LossTerm, spatial_dims: int) -> None:
     except (ValueError, TypeError) as error:
         raise ConfigError(f"terms.{term.name}: {error}") from error
     if not torch.isfinite(value):
-        raise ConfigError(f"terms.{term.name} gives a non-finite value ({float(value)}) on a test input: check its params")
+        raise ConfigError(
+            f"terms.{term.name} gives a non-finite value ({float(value)}) on a test input: check its params"
+        )

@@ -14,6 +14,7 @@ All take ``probs`` [B, C, *spatial] foreground probabilities per channel (softma
 sigmoid) and a binary ``gt`` of the same shape; ``ignore_mask`` [B, 1 or C, *spatial] (True =
 excluded) removes voxels from every sum. They compute in float32 whatever the input dtype.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,9 @@ _FOCAL_TVERSKY_FLOOR = 1e-6
 _LOG_FLOOR = 1e-12
 
 
-def _masked_pairs(probs: torch.Tensor, gt: torch.Tensor, ignore_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _masked_pairs(
+    probs: torch.Tensor, gt: torch.Tensor, ignore_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """probs and gt as float32 [B·C, V] with ignored voxels zeroed (after the activation, never before)."""
     valid = valid_voxel_mask(ignore_mask, probs.shape)
     pairs = probs.shape[0] * probs.shape[1]
@@ -157,7 +160,9 @@ def binary_focal_loss(
     """
     if validate:
         check_nonnegative("gamma", gamma)
-        if alpha is not None and (not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0):
+        if alpha is not None and (
+            not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0
+        ):
             raise ValueError(f"alpha must be None or a number in [0, 1], got {alpha!r}")
         check_probs_and_target(probs, gt)
     valid = valid_voxel_mask(ignore_mask, probs.shape)

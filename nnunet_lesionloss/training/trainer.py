@@ -15,6 +15,7 @@ variants, a few ``config_overrides``; this base does the rest:
   run resumed with ``--c`` gets the same weights) and writes them to the training log;
 * ``on_train_start`` writes the effective config beside nnU-Net's ``debug.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,21 +46,33 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
     config_name: ClassVar[str] = "dice_ce"
     config_overrides: ClassVar[dict] = {}
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's own signature)
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.lesion_config = load_config(self.config_name, self.config_overrides)
         for key, value in self.lesion_config["trainer"].items():
             setattr(self, key, value)
         spatial_dims = len(self.configuration_manager.patch_size)
         self.connectivity = resolve_connectivity(self.lesion_config["connectivity"], spatial_dims)
-        self.lesion_terms = [self._build_term(name, settings) for name, settings in loss_terms(self.lesion_config).items()]
+        self.lesion_terms = [
+            self._build_term(name, settings) for name, settings in loss_terms(self.lesion_config).items()
+        ]
         # fixed for the trainer's life: the dataset's labels, the config's channels and terms
         self.label_groups = self._label_groups()
         self.target_layout = self._target_layout()
 
     def _build_term(self, name: str, settings: dict) -> LossTerm:
         # losses that label the prediction use the ground truth's connectivity and the data's spacing
-        context = {"connectivity": self.connectivity, "spacing": tuple(float(s) for s in self.configuration_manager.spacing)}
+        context = {
+            "connectivity": self.connectivity,
+            "spacing": tuple(float(s) for s in self.configuration_manager.spacing),
+        }
         return build_term(name, settings, spatial_dims=len(self.configuration_manager.patch_size), context=context)
 
     # ----------------------------------------------------------------- channels and targets

@@ -8,6 +8,7 @@ multiprocessing start methods and DDP without any custom loader.
 :class:`nnunet_lesionloss.targets.TargetLayout` says how to split it again on the GPU, before
 nnU-Net's own loss and online Dice see the segmentation.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,7 +74,9 @@ class ComponentMapsTransform(SegOnlyTransform):
         else:
             masks = seg[: self.num_regions].astype(bool)
             ignore = seg[self.num_regions].astype(bool) if seg.shape[0] > self.num_regions else None
-        ids, cells = channel_component_maps(masks, ignore=ignore, connectivity=self.connectivity, with_cells=self.with_cells)
+        ids, cells = channel_component_maps(
+            masks, ignore=ignore, connectivity=self.connectivity, with_cells=self.with_cells
+        )
         parts = [seg.astype(np.int32), ids] + ([cells] if cells is not None else [])
         return torch.from_numpy(np.concatenate(parts, axis=0))
 

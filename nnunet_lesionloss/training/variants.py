@@ -11,6 +11,7 @@ Size Penalty, Joshi 2026 (B.Tech. thesis, IIT Bombay); multi-class blob/CC/IWL, 
 (arXiv:2604.24276); CC loss, Bouteille et al. 2025 (arXiv:2511.17146); inverse weighting,
 Shirokikh et al. 2020 (MICCAI 2020).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -149,7 +150,6 @@ class nnUNetTrainerSizePenaltyFSD(nnUNetTrainerLesionLoss):
     config_name = "size_penalty_fsd"
 
 
-
 # ------------------------------------------------------------------ instance family (Rachmadi et al. 2024)
 
 
@@ -233,4 +233,8 @@ class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
         )
 
 
-__all__ = sorted(name for name, value in dict(globals()).items() if name.startswith("nnUNetTrainer") and isinstance(value, type) and value.__module__ == __name__)
+__all__ = sorted(
+    name
+    for name, value in dict(globals()).items()
+    if name.startswith("nnUNetTrainer") and isinstance(value, type) and value.__module__ == __name__
+)
