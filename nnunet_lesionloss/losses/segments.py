@@ -7,8 +7,8 @@ yields Σp, Σg, Σp·g, ... (or a max, or box extrema) for every component of t
 pass: O(V + K) time and memory, never a loop over components, never a K×V one-hot.
 
 Two layouts: :class:`ForegroundIndex` lists only the F voxels inside components (blob, CAT, MIL:
-everything else is a dense per-pair total minus the component sums), :class:`SlotIndex` gives
-every voxel a slot, id 0 of each pair included (the Voronoi cells of the CC loss cover every voxel).
+everything else is a dense per-pair total minus the component sums), :class:`CellSlots` gives
+every voxel a slot, two per Voronoi cell (the cells of the CC loss cover every voxel).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ __all__ = [
     "index_extrema",
     "ForegroundIndex",
     "build_foreground_index",
-    "SlotIndex",
-    "build_slot_index",
+    "CellSlots",
+    "build_cell_slots",
 ]
 
 
@@ -174,58 +174,79 @@ def build_foreground_index(component_ids: torch.Tensor, ignore_mask: torch.Tenso
 
 
 @dataclass(frozen=True)
-class SlotIndex:
-    """Dense per-pair segment index in which id 0 of each pair keeps a slot of its own.
+class CellSlots:
+    """Segment index of the CC loss: two slots per Voronoi cell, its component and the rest.
 
-    Pair q (= b·C + c) owns slots ``slot_offsets[q] + 0 .. slot_offsets[q] + K_q``: slot + 0
-    collects its id-0 voxels, slot + k its id k. The last slot (``num_slots - 1``) collects the
-    ignored voxels (discarded). No comparison or ``where`` over V is needed: the global id is the
-    local id plus a per-pair offset.
+    Voxel v of pair q (= b·C + c) in cell n has the slot ``offset_q + 2·n + g``, g = [its component
+    id equals n]; ignored voxels share the last slot (discarded). Pair q owns the 2·(K_q + 1) slots
+    from ``offset_q`` (its ids 0..K_q; id 0 has no domain). The slot of a voxel is its cell id
+    doubled plus an offset: no comparison against every component, no per-pair ``where``.
 
     Attributes:
-        voxel_slot: long [P, V].
-        slot_offsets: long [P], first slot of each pair.
-        ids_per_pair: long [P], K_q (the largest id of the pair).
-        valid_voxels: bool [P, V] or None, False where the ignore mask excludes a voxel.
+        voxel_slot: int32 (int64 beyond 2^31 slots) [P·V], the slot of every voxel.
+        in_component: bool [P·V], g.
+        cell_slot: long [Σ K_q], slot of Ω_n \\ C_n of every cell n = 1..K_q of every pair (C_n ∩ Ω_n: + 1).
+        pair_of_cell: long [Σ K_q], the pair of each cell.
+        slot_counts: int [num_slots] voxels per slot, from a precomputed table; None: not given.
+        num_slots: slots of the batch, the discard slot included.
+        num_pairs: P.
     """
 
     voxel_slot: torch.Tensor
-    slot_offsets: torch.Tensor
-    ids_per_pair: torch.Tensor
-    valid_voxels: torch.Tensor | None
-
-    @property
-    def num_slots(self) -> int:
-        return int(self.slot_offsets[-1] + self.ids_per_pair[-1]) + 2 if self.slot_offsets.numel() else 1
-
-    def id_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(slot, pair) of every id 1..K_q of every pair, in pair order: two [Σ K_q] tensors."""
-        pairs = torch.arange(self.ids_per_pair.numel(), device=self.ids_per_pair.device)
-        pair_of_id = torch.repeat_interleave(pairs, self.ids_per_pair)
-        first_id = torch.cumsum(self.ids_per_pair, 0) - self.ids_per_pair
-        local_id = torch.arange(pair_of_id.numel(), device=pairs.device) - first_id[pair_of_id] + 1
-        return self.slot_offsets[pair_of_id] + local_id, pair_of_id
+    in_component: torch.Tensor
+    cell_slot: torch.Tensor
+    pair_of_cell: torch.Tensor
+    slot_counts: torch.Tensor | None
+    num_slots: int
+    num_pairs: int
 
 
-def build_slot_index(ids: torch.Tensor, ignore_mask: torch.Tensor | None = None) -> SlotIndex:
-    """``SlotIndex`` of integer ids [B, C, *spatial] (>= 0); ``ignore_mask`` as in ``build_foreground_index``.
+def build_cell_slots(
+    component_ids: torch.Tensor,
+    voronoi_cells: torch.Tensor,
+    valid_voxels: torch.Tensor | None = None,
+    cell_counts: torch.Tensor | None = None,
+) -> CellSlots:
+    """``CellSlots`` of ids and cells [B, C, *spatial] (cells >= 0); ``valid_voxels`` bool [P, V]
+    (``valid_voxel_mask``) or None.
 
-    One min/max pass and one add over V (plus one ``where`` with an ignore mask); one host sync.
+    ``cell_counts`` (optional, int [B, C, *spatial]): per pair, entry 0 = K_q and entry 2n + g the
+    voxels of slot 2n + g (the loader's table, see ``losses.instance.cc_loss``); a pair with
+    K_q = -1 makes the whole batch count its slots itself. Cost: with a table, two integer passes
+    over V (the comparison g and the slot); without, one max over V more. One host sync.
     """
-    if ids.is_floating_point() or ids.dtype == torch.bool:
-        raise TypeError(f"ids must be an integer tensor, got {ids.dtype}")
-    batch, channels = ids.shape[:2]
-    flat = ids.reshape(batch * channels, -1)
-    if flat.shape[1] == 0:
-        raise ValueError("ids must have at least one voxel")
-    lowest, highest = torch.aminmax(flat, dim=1)
-    if int(lowest.min()) < 0:
-        raise ValueError("ids must be >= 0 (0 = none)")
-    per_pair = highest.long()
-    slot_offsets = torch.cumsum(per_pair + 1, 0) - (per_pair + 1)
-    voxel_slot = flat.long() + slot_offsets[:, None]
-    valid = valid_voxel_mask(ignore_mask, ids.shape)
-    if valid is not None:
-        discard = int(slot_offsets[-1] + per_pair[-1]) + 1
-        voxel_slot = torch.where(valid, voxel_slot, torch.full_like(voxel_slot, discard))
-    return SlotIndex(voxel_slot, slot_offsets, per_pair, valid)
+    pairs = component_ids.shape[0] * component_ids.shape[1]
+    cells = voronoi_cells.reshape(pairs, -1)
+    table = cell_counts.reshape(pairs, -1) if cell_counts is not None else None
+    if table is not None:
+        largest = table[:, 0].long()
+        if bool((largest < 0).any()):
+            table = None
+    if table is None:
+        largest = cells.amax(dim=1).long() if cells.shape[1] else cells.new_zeros(pairs, dtype=torch.long)
+    slots_per_pair = 2 * (largest + 1)
+    offsets = torch.cumsum(slots_per_pair, 0) - slots_per_pair
+    discard = int(slots_per_pair.sum())
+    index_dtype = torch.int32 if discard < 2**31 - 1 else torch.long
+    in_component = torch.eq(component_ids.reshape(pairs, -1), cells)
+    voxel_slot = in_component.to(index_dtype)
+    voxel_slot.add_(cells, alpha=2).add_(offsets.to(index_dtype)[:, None])
+    if valid_voxels is not None:
+        voxel_slot.masked_fill_(~valid_voxels, discard)
+    pair_of_cell = torch.repeat_interleave(torch.arange(pairs, device=cells.device), largest)
+    first_cell = torch.cumsum(largest, 0) - largest
+    cell_id = torch.arange(pair_of_cell.numel(), device=cells.device) - first_cell[pair_of_cell] + 1
+    slot_counts = None
+    if table is not None:
+        columns = torch.arange(int(slots_per_pair.max()) if pairs else 0, device=cells.device)
+        slot_counts = table[:, : columns.numel()][columns[None] < slots_per_pair[:, None]]
+        slot_counts = torch.cat([slot_counts, slot_counts.new_zeros(1)])
+    return CellSlots(
+        voxel_slot=voxel_slot.reshape(-1),
+        in_component=in_component.reshape(-1),
+        cell_slot=offsets[pair_of_cell] + 2 * cell_id,
+        pair_of_cell=pair_of_cell,
+        slot_counts=slot_counts,
+        num_slots=discard + 1,
+        num_pairs=pairs,
+    )
