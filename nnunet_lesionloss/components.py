@@ -21,7 +21,9 @@ __all__ = [
     "voronoi_cells",
     "cell_voxel_counts",
     "cell_count_tables",
+    "component_statistics",
     "channel_component_maps",
+    "packed_component_maps",
     "group_masks",
 ]
 
@@ -190,7 +192,7 @@ def _envelope_pass(cost, label, outer, n, inner, tile):  # pragma: no cover (com
                     label[row + t] = l[t, x]
 
 
-def voronoi_cells(component_ids: np.ndarray) -> np.ndarray:
+def voronoi_cells(component_ids: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     """Voronoi cell of each component: the id of the component whose voxel is nearest (Euclidean,
     voxel units) to every voxel of the volume. All zeros when there is no component.
 
@@ -203,22 +205,28 @@ def voronoi_cells(component_ids: np.ndarray) -> np.ndarray:
     Huttenlocher 2012) in compiled code, several times faster than scipy's
     ``distance_transform_edt(..., return_indices=True)`` (``scripts/bench_loader.py``).
     Tie rule: a voxel at the same smallest distance from several components gets the smallest of
-    their ids. Any dimension (2D and 3D in practice); ids must be int32-representable.
+    their ids. Any dimension (2D and 3D in practice); ids must be int32-representable. ``out``: an
+    optional C-contiguous int32 array of the same shape to write the cells into (returned).
     """
     component_ids = np.asarray(component_ids)
     if component_ids.ndim == 0:
         raise ValueError("component_ids must have at least one dimension")
     shape = component_ids.shape
+    if out is None:
+        out = np.empty(shape, dtype=np.int32)
+    elif out.shape != shape or out.dtype != np.int32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous int32 array of shape {shape}")
     if component_ids.size == 0 or not (component_ids > 0).any():
-        return np.zeros(shape, dtype=np.int32)
+        out[...] = 0
+        return out
     ids = np.ascontiguousarray(component_ids, dtype=np.int32).reshape(-1)
     cost = np.empty(ids.size, np.int64 if sum(s * s for s in shape) >= 2**31 else np.int32)
-    label = np.empty(ids.size, np.int32)
+    label = out.reshape(-1)
     _nearest_along_last_axis(ids, cost, label, ids.size // shape[-1], shape[-1])
     for axis in range(len(shape) - 2, -1, -1):
         inner = int(np.prod(shape[axis + 1 :]))
         _envelope_pass(cost, label, int(np.prod(shape[:axis])), shape[axis], inner, min(inner, 32))
-    return label.reshape(shape)
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -247,6 +255,17 @@ def cell_voxel_counts(component_ids: np.ndarray, cells: np.ndarray, valid: np.nd
     return counts
 
 
+def _write_cell_table(table: np.ndarray, component_ids: np.ndarray, cells: np.ndarray, valid) -> None:
+    """Fill one channel's flat int32 ``table`` (see :func:`cell_count_tables`)."""
+    counts = cell_voxel_counts(component_ids, cells, valid)
+    table[:] = 0
+    if counts.size > table.size:
+        table[0] = -1
+        return
+    table[2 : counts.size] = counts[2:]
+    table[0] = counts.size // 2 - 1
+
+
 def cell_count_tables(component_ids: np.ndarray, cells: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
     """The per-cell voxel counts of each channel as the CC loss takes them (``cell_counts``):
     int32 [C, *spatial], one table per channel in its first voxels (flat order).
@@ -257,16 +276,93 @@ def cell_count_tables(component_ids: np.ndarray, cells: np.ndarray, ignore: np.n
     tiny patch) has K = -1: the loss then counts the cells itself.
     """
     component_ids, cells = np.asarray(component_ids), np.asarray(cells)
-    tables = np.zeros(cells.shape, dtype=np.int32)
+    tables = np.empty(cells.shape, dtype=np.int32)
     valid = None if ignore is None else ~np.asarray(ignore, dtype=bool)
     for table, ids, cell in zip(tables.reshape(len(tables), -1), component_ids, cells):
-        counts = cell_voxel_counts(ids, cell, valid)
-        if counts.size > table.size:
-            table[0] = -1
-            continue
-        table[: counts.size] = counts
-        table[0], table[1] = counts.size // 2 - 1, 0
+        _write_cell_table(table, ids, cell, valid)
     return tables
+
+
+@numba.njit(cache=True, nogil=True)
+def _statistics(labels, slots, counts, sums, lower, upper):  # pragma: no cover (compiled)
+    pairs, depth, height, width = labels.shape
+    for pair in range(pairs):
+        for z in range(depth):
+            for y in range(height):
+                for x in range(width):
+                    label = labels[pair, z, y, x]
+                    if label <= 0:
+                        continue
+                    i = pair * slots + label
+                    counts[i] += 1
+                    sums[i, 0] += z
+                    sums[i, 1] += y
+                    sums[i, 2] += x
+                    lower[i, 0] = min(lower[i, 0], z)
+                    lower[i, 1] = min(lower[i, 1], y)
+                    lower[i, 2] = min(lower[i, 2], x)
+                    upper[i, 0] = max(upper[i, 0], z)
+                    upper[i, 1] = max(upper[i, 1], y)
+                    upper[i, 2] = max(upper[i, 2], x)
+
+
+def component_statistics(labels: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel count, coordinate sum and bounding box of every component of labels [P, *spatial] (2D/3D),
+    in one pass over the voxels.
+
+    Component k (1 <= k < ``slots``) of row p has the index p·slots + k; index p·slots is "no
+    component". Returns int64 ``counts`` [P·slots], ``coordinate_sums`` [P·slots, D] and the
+    inclusive box ``lower``, ``upper`` [P·slots, D] (lower = V, upper = -1 where a component is empty).
+    """
+    labels = np.asarray(labels)
+    spatial_dims = labels.ndim - 1
+    if spatial_dims not in VALID_CONNECTIVITY:
+        raise ValueError(f"labels must be [P, *spatial] with 2 or 3 spatial dims, got shape {labels.shape}")
+    volume = np.ascontiguousarray(labels, dtype=np.int32)
+    if spatial_dims == 2:
+        volume = volume[:, None]
+    segments = labels.shape[0] * slots
+    counts = np.zeros(segments, np.int64)
+    sums = np.zeros((segments, 3), np.int64)
+    lower = np.full((segments, 3), max(volume.shape[1:]), np.int64)
+    upper = np.full((segments, 3), -1, np.int64)
+    if volume.size and int(volume.max()) >= slots:
+        raise ValueError(f"labels go up to {int(volume.max())}, beyond slots - 1 = {slots - 1}")
+    _statistics(volume, slots, counts, sums, lower, upper)
+    axes = slice(3 - spatial_dims, 3)
+    return counts, sums[:, axes], lower[:, axes], upper[:, axes]
+
+
+def packed_component_maps(
+    channel_masks: np.ndarray,
+    *,
+    ignore: np.ndarray | None = None,
+    connectivity: int | None = None,
+    with_cells: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The loader's maps of ``channel_masks`` [C, *spatial] in one int32 array: component ids (C
+    channels), then with ``with_cells`` the Voronoi cells (C) and the cell count tables (C, see
+    :func:`cell_count_tables`); written into ``out`` when given (e.g. a slice of the packed target).
+
+    Each channel is labelled on its own (one-vs-rest), after removing ``ignore`` voxels, so an
+    ignored voxel is never foreground (and is left out of the cell counts).
+    """
+    channel_masks = np.asarray(channel_masks, dtype=bool)
+    channels = len(channel_masks)
+    shape = (channels * (3 if with_cells else 1), *channel_masks.shape[1:])
+    if out is None:
+        out = np.empty(shape, dtype=np.int32)
+    elif out.shape != shape or out.dtype != np.int32:
+        raise ValueError(f"out must be int32 of shape {shape}, got {out.dtype} {out.shape}")
+    keep = None if ignore is None else ~np.asarray(ignore, dtype=bool)
+    for channel, mask in enumerate(channel_masks):
+        ids, count = label_components(mask if keep is None else mask & keep, connectivity, return_count=True)
+        out[channel] = ids
+        if with_cells:
+            cells = voronoi_cells(ids, out=out[channels + channel])
+            _write_cell_table(out[2 * channels + channel].reshape(-1), ids, cells, keep)
+    return out
 
 
 def channel_component_maps(
@@ -281,21 +377,18 @@ def channel_component_maps(
     Each channel is labelled on its own (one-vs-rest), after removing ``ignore`` voxels, so an
     ignored voxel is never foreground. Returns int32 ``ids`` [C, *spatial] and ``cells`` (or None).
     """
-    channel_masks = np.asarray(channel_masks, dtype=bool)
-    if ignore is not None:
-        channel_masks = channel_masks & ~np.asarray(ignore, dtype=bool)[None]
-    ids = (
-        np.stack([label_components(m, connectivity) for m in channel_masks])
-        if len(channel_masks)
-        else np.zeros(channel_masks.shape, np.int32)
-    )
-    cells = (
-        np.stack([voronoi_cells(i) for i in ids]) if with_cells and len(ids) else (ids.copy() if with_cells else None)
-    )
-    return ids, cells
+    maps = packed_component_maps(channel_masks, ignore=ignore, connectivity=connectivity, with_cells=with_cells)
+    channels = len(maps) // (3 if with_cells else 1)
+    return maps[:channels], (maps[channels : 2 * channels] if with_cells else None)
 
 
 def group_masks(segmentation: np.ndarray, label_groups: Sequence[Sequence[int]]) -> np.ndarray:
     """Boolean masks [G, *spatial] of a label map, one per group of labels (their union)."""
     segmentation = np.asarray(segmentation)
-    return np.stack([np.isin(segmentation, list(group)) for group in label_groups])
+    masks = np.empty((len(label_groups), *segmentation.shape), dtype=bool)
+    for mask, group in zip(masks, label_groups):
+        if len(group) == 1:
+            np.equal(segmentation, group[0], out=mask)  # several times faster than isin for one label
+        else:
+            mask[...] = np.isin(segmentation, list(group))
+    return masks

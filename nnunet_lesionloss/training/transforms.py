@@ -15,12 +15,7 @@ import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import SegOnlyTransform
 
-from nnunet_lesionloss.components import (
-    cell_count_tables,
-    channel_component_maps,
-    check_connectivity,
-    group_masks,
-)
+from nnunet_lesionloss.components import check_connectivity, group_masks, packed_component_maps
 
 __all__ = ["ComponentMapsTransform"]
 
@@ -79,13 +74,13 @@ class ComponentMapsTransform(SegOnlyTransform):
         else:
             masks = seg[: self.num_regions].astype(bool)
             ignore = seg[self.num_regions].astype(bool) if seg.shape[0] > self.num_regions else None
-        ids, cells = channel_component_maps(
-            masks, ignore=ignore, connectivity=self.connectivity, with_cells=self.with_cells
+        channels = len(masks)
+        out = np.empty((seg.shape[0] + channels * (3 if self.with_cells else 1), *seg.shape[1:]), dtype=np.int32)
+        out[: seg.shape[0]] = seg
+        packed_component_maps(
+            masks, ignore=ignore, connectivity=self.connectivity, with_cells=self.with_cells, out=out[seg.shape[0] :]
         )
-        parts = [seg.astype(np.int32), ids]
-        if cells is not None:
-            parts += [cells, cell_count_tables(ids, cells, ignore)]
-        return torch.from_numpy(np.concatenate(parts, axis=0))
+        return torch.from_numpy(out)
 
     def _apply_to_segmentation(self, segmentation, **params):
         if isinstance(segmentation, torch.Tensor):
