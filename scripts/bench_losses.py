@@ -12,7 +12,8 @@ the terms compute in float32 themselves.
 
 Time (default): the median and min over the repeats and the ratio to DC+CE ("× DC+CE", paired per
 round so that load changes on a shared machine cancel), then per loss how its ratio grows from the
-smallest to the largest K (this package's design target: cost flat in K, no loop over lesions).
+smallest to the largest K (this package's design target: cost flat in K, no loop over lesions);
+every K is timed in every round, so that the growth is paired per round too.
 On a shared CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded timings.
 
 Memory (``--memory``): the peak memory of one step of DC+CE alone and, per term, how much more the
@@ -151,19 +152,20 @@ def make_steps(names, dc_and_ce, logits, target, maps, groups, amp_dtype) -> dic
 
 
 def time_steps(
-    steps: dict[str, Callable[[], torch.Tensor]], logits: torch.Tensor, repeats: int, warmup: int, baseline: str
-) -> dict[str, dict[str, float | None]]:
-    """Forward+backward wall time of each step: median and min (ms), the median over rounds of its
-    ratio to ``baseline`` timed in the same round, and on CUDA the peak memory above the inputs (MiB).
+    steps: dict[tuple[int, str], tuple[Callable[[], torch.Tensor], torch.Tensor]], repeats: int, warmup: int
+) -> tuple[dict[tuple[int, str], list[float]], dict[tuple[int, str], float | None]]:
+    """Forward+backward wall time (ms) of every (K, loss) step per round, and on CUDA its peak memory
+    above the inputs (MiB). ``steps`` maps (K, loss) to (step, the logits it differentiates).
 
-    The steps are interleaved round by round and the ratio is paired per round, so that a change of
-    machine load (shared CPUs) hits a loss and its DC+CE yardstick alike.
+    All steps, of every K, are interleaved round by round, so that the ratios paired per round (a loss
+    against DC+CE, and a loss at the largest K against itself at the smallest K) see the same
+    machine load: on shared CPUs the load changes between rounds.
     """
-    device = logits.device
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    peaks: dict[str, float | None] = {name: None for name in steps}
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in steps}
+    peaks: dict[tuple[int, str], float | None] = {key: None for key in steps}
     for round_index in range(warmup + repeats):
-        for name, step in steps.items():
+        for key, (step, logits) in steps.items():
+            device = logits.device
             logits.grad = None
             synchronize(device)
             if device.type == "cuda":
@@ -175,19 +177,11 @@ def time_steps(
             elapsed = time.perf_counter() - start
             if round_index < warmup:
                 continue
-            times[name].append(elapsed * 1e3)
+            times[key].append(elapsed * 1e3)
             if device.type == "cuda":
                 extra = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-                peaks[name] = extra if peaks[name] is None else max(peaks[name], extra)
-    return {
-        name: {
-            "median": statistics.median(times[name]),
-            "min": min(times[name]),
-            "ratio": statistics.median(t / t0 for t, t0 in zip(times[name], times[baseline])),
-            "peak": peaks[name],
-        }
-        for name in steps
-    }
+                peaks[key] = extra if peaks[key] is None else max(peaks[key], extra)
+    return times, peaks
 
 
 def peak_memory(step: Callable[[], torch.Tensor], logits: torch.Tensor) -> float:
@@ -252,10 +246,9 @@ def main() -> None:
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
 
-    rows = []  # (loss, K requested, components per pair, median ms, min ms, × DC+CE, MiB)
-    ratios: dict[str, dict[int, float]] = {}  # loss -> K -> × DC+CE
     memory: dict[str, dict[int, float]] = {}  # loss -> K -> bytes (DC+CE: its peak; a term: extra over DC+CE)
     components: dict[int, float] = {}
+    timed: dict[tuple[int, str], tuple[Callable[[], torch.Tensor], torch.Tensor]] = {}
     voxels = args.batch * args.classes * size**3
     for lesions in lesions_list:
         target, maps, groups = make_inputs(size, args.batch, args.classes, lesions, args.seed)
@@ -271,31 +264,18 @@ def main() -> None:
             packed_maps = torch.cat([maps["ids"], maps["cells"], maps["counts"]], dim=1).to(device)
             maps = dict(zip(("ids", "cells", "counts"), packed_maps.split(args.classes, dim=1)))
         steps = make_steps(names, dc_and_ce, logits, target, maps, groups, AUTOCAST[amp_name])
-        if args.memory:
-            baseline = steps[BASELINE]
-            for step in steps.values():  # warm-up: lazy initialisations and compilation
-                step().backward()
-            base_peak = peak_memory(baseline, logits)
-            memory.setdefault(BASELINE, {})[lesions] = base_peak
-            for name in names:
-                combined = steps[name]
-                extra = peak_memory(lambda b=baseline, c=combined: b() + c(), logits) - base_peak
-                memory.setdefault(name, {})[lesions] = extra
+        if not args.memory:
+            timed.update({(lesions, name): (step, logits) for name, step in steps.items()})
             continue
-        measured = time_steps(steps, logits, args.repeats, args.warmup, BASELINE)
-        for name, result in measured.items():
-            rows.append(
-                (
-                    name,
-                    lesions,
-                    components[lesions],
-                    result["median"],
-                    result["min"],
-                    result["ratio"],
-                    result["peak"],
-                )
-            )
-            ratios.setdefault(name, {})[lesions] = result["ratio"]
+        baseline = steps[BASELINE]
+        for step in steps.values():  # warm-up: lazy initialisations and compilation
+            step().backward()
+        base_peak = peak_memory(baseline, logits)
+        memory.setdefault(BASELINE, {})[lesions] = base_peak
+        for name in names:
+            combined = steps[name]
+            extra = peak_memory(lambda b=baseline, c=combined: b() + c(), logits) - base_peak
+            memory.setdefault(name, {})[lesions] = extra
 
     header = (
         f"batch {args.batch}, {args.classes} foreground classes, {size}³, {device_name}, autocast {amp_name}, "
@@ -306,40 +286,49 @@ def main() -> None:
         columns = " | ".join(f"K={k} ({components[k]:.1f} per (b,c))" for k in lesions_list)
         print(f"| step | {columns} |")
         print("|---|" + "---:|" * len(lesions_list))
-        print(
-            f"| {BASELINE}: peak (MiB) | "
-            + " | ".join(f"{memory[BASELINE][k] / 2**20:.0f}" for k in lesions_list)
-            + " |"
-        )
+
+        def cell(size_bytes: float) -> str:  # MiB, and in units of one V-sized float32 tensor
+            return f"{size_bytes / 2**20:.0f} ({size_bytes / (voxels * 4):.1f} V)"
+
+        print(f"| {BASELINE}: peak (MiB) | " + " | ".join(cell(memory[BASELINE][k]) for k in lesions_list) + " |")
         for name in names:
-            print(
-                f"| + {name} (MiB more) | " + " | ".join(f"{memory[name][k] / 2**20:.0f}" for k in lesions_list) + " |"
-            )
+            print(f"| + {name} (MiB more) | " + " | ".join(cell(memory[name][k]) for k in lesions_list) + " |")
         largest = lesions_list[-1]
         print(
             f"\nFor scale: one K×V float32 tensor at K = {largest} ({components[largest]:.0f} components per (b, c)) "
             f"would take {components[largest] * voxels * 4 / 2**20:,.0f} MiB; one V-sized float32 tensor takes "
-            f"{voxels * 4 / 2**20:.0f} MiB (V = {voxels:,} voxels of the B·C probability maps)."
+            f"{voxels * 4 / 2**20:.0f} MiB (V = {voxels:,} voxels of the B·C probability maps; "
+            '"n V" above = n such tensors).'
         )
         return
 
-    print(f"Forward+backward, {header}, median of {args.repeats} after {args.warmup} warm-up\n")
+    times, peaks = time_steps(timed, args.repeats, args.warmup)
+
+    def ratios(lesions: int, name: str) -> list[float]:  # per round: loss time / DC+CE time, same K
+        return [t / t0 for t, t0 in zip(times[lesions, name], times[lesions, BASELINE])]
+
+    print(f"Forward+backward, {header}, median of {args.repeats} rounds after {args.warmup} warm-up\n")
     print("| loss | K requested | components per (b, c) | median (ms) | min (ms) | × DC+CE | peak extra memory (MiB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, lesions, per_pair, median_ms, min_ms, ratio, mib in sorted(
-        rows, key=lambda r: (list(ratios).index(r[0]), r[1])
-    ):
-        peak = "n/a (CPU)" if mib is None else f"{mib:.0f}"
-        print(f"| {name} | {lesions} | {per_pair:.1f} | {median_ms:.1f} | {min_ms:.1f} | {ratio:.2f} | {peak} |")
+    for name in [BASELINE, *names]:
+        for lesions in lesions_list:
+            peak = peaks[lesions, name]
+            print(
+                f"| {name} | {lesions} | {components[lesions]:.1f} | {statistics.median(times[lesions, name]):.1f} | "
+                f"{min(times[lesions, name]):.1f} | {statistics.median(ratios(lesions, name)):.2f} | "
+                f"{'n/a (CPU)' if peak is None else f'{peak:.0f}'} |"
+            )
     print("\n× DC+CE: median over the rounds of (loss time / DC+CE time in the same round).")
     first, last = lesions_list[0], lesions_list[-1]
-    # DC+CE does not depend on K, so normalising by it (same round) cancels load drift between the K runs
-    print(f"\n(× DC+CE at K = {last}) / (× DC+CE at K = {first}): growth with the number of lesions, flat ≈ 1:\n")
-    print("| loss | ratio |")
+    print(
+        f"\nGrowth with the number of lesions, flat ≈ 1: median over the rounds of (× DC+CE at K = {last}) / "
+        f"(× DC+CE at K = {first}), both in the same round:\n"
+    )
+    print("| loss | growth |")
     print("| --- | ---: |")
-    for name, per_k in ratios.items():
-        if name != BASELINE:
-            print(f"| {name} | {per_k[last] / per_k[first]:.2f} |")
+    for name in names:
+        growth = [r / r0 for r, r0 in zip(ratios(last, name), ratios(first, name))]
+        print(f"| {name} | {statistics.median(growth):.2f} |")
 
 
 if __name__ == "__main__":

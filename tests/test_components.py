@@ -14,6 +14,7 @@ from nnunet_lesionloss.components import (
     cell_count_tables,
     cell_voxel_counts,
     channel_component_maps,
+    component_statistics,
     label_components,
     voronoi_cells,
 )
@@ -246,3 +247,26 @@ def test_transform_packs_the_cell_count_tables_after_the_cells():
     assert tables[0, 0].reshape(-1)[0] == 2 and tables[0, 1].reshape(-1)[0] == 1  # K per class
     no_cells = TargetLayout(1, torch.int16, 2, False, None)
     assert split_cell_counts(packed[:, :3], no_cells) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(id_maps().filter(lambda ids: ids.ndim >= 2), st.integers(1, 3))
+def test_component_statistics_match_a_loop_over_components(component_ids, pairs):
+    labels = np.stack([np.roll(component_ids, shift, axis=0) for shift in range(pairs)])
+    slots = int(labels.max()) + 2  # one unused id more than needed: an empty slot
+    counts, sums, lower, upper = component_statistics(labels, slots)
+    spatial = labels.ndim - 1
+    assert counts.shape == (pairs * slots,) and sums.shape == lower.shape == upper.shape == (pairs * slots, spatial)
+    for pair in range(pairs):
+        for label in range(1, slots):
+            coords = np.argwhere(labels[pair] == label)
+            row = pair * slots + label
+            assert counts[row] == len(coords)
+            if len(coords):
+                np.testing.assert_array_equal(sums[row], coords.sum(axis=0))
+                np.testing.assert_array_equal(lower[row], coords.min(axis=0))
+                np.testing.assert_array_equal(upper[row], coords.max(axis=0))
+            else:
+                assert (upper[row] == -1).all()
+    with pytest.raises(ValueError, match="beyond slots"):
+        component_statistics(labels, 1 if labels.max() > 0 else 0)

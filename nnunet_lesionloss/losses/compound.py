@@ -34,6 +34,8 @@ def foreground_probabilities(logits: torch.Tensor, label_groups: Sequence[Sequen
         return torch.sigmoid(logits)
     softmax = torch.softmax(logits, dim=1)
     labels = [label for group in label_groups for label in group]
+    if all(len(group) == 1 for group in label_groups) and labels == list(range(labels[0], labels[0] + len(labels))):
+        return softmax[:, labels[0] : labels[0] + len(labels)]  # one label per channel, in order: a view, no copy
     group_of_label = torch.tensor(
         [g for g, group in enumerate(label_groups) for _ in group], device=logits.device, dtype=torch.long
     )
