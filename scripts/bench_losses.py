@@ -54,6 +54,7 @@ from nnunet_lesionloss.losses.functional import (
     mil_loss,
     size_penalty_loss,
 )
+from nnunet_lesionloss.losses.instance_family import _predicted_components  # the labelling step, timed alone
 from nnunet_lesionloss.losses.terms import build_term
 from nnunet_lesionloss.synthetic import make_lesion_labels
 from nnunet_lesionloss.targets import TargetLayout, split_cell_counts, split_target
@@ -83,6 +84,8 @@ LOSSES: dict[str, LossFn] = {
 }
 
 BASELINE = "nnU-Net DC+CE"
+LABELLING = "(in the 3 rows above) labelling the prediction on the host, forward only"
+INSTANCE_FAMILY = [name for name in LOSSES if name.split()[0] in ("ICI", "False", "Proximity")]
 AUTOCAST = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -148,6 +151,16 @@ def make_steps(names, dc_and_ce, logits, target, maps, groups, amp_dtype) -> dic
                 return loss_fn(foreground_probabilities(output(), groups), maps)
 
         steps[name] = step
+    if any(name in INSTANCE_FAMILY for name in names):
+        # what the three instance-family rows spend on the host: the prediction mask to the host, cc3d
+        # per (b, c) pair, the statistics of the predicted components, the labels back (no backward)
+        mask = (foreground_probabilities(logits.detach(), groups) > 0.5).reshape(logits.shape[0] * len(groups), -1)
+        spatial = tuple(logits.shape[2:])
+
+        def labelling():
+            _predicted_components(mask, spatial, 26, "cc3d", torch.float32, True)
+
+        steps[LABELLING] = labelling
     return steps
 
 
@@ -172,7 +185,9 @@ def time_steps(
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             start = time.perf_counter()
-            step().backward()
+            loss = step()
+            if loss is not None:
+                loss.backward()
             synchronize(device)
             elapsed = time.perf_counter() - start
             if round_index < warmup:
@@ -268,6 +283,7 @@ def main() -> None:
             timed.update({(lesions, name): (step, logits) for name, step in steps.items()})
             continue
         baseline = steps[BASELINE]
+        steps.pop(LABELLING, None)
         for step in steps.values():  # warm-up: lazy initialisations and compilation
             step().backward()
         base_peak = peak_memory(baseline, logits)
@@ -310,7 +326,8 @@ def main() -> None:
     print(f"Forward+backward, {header}, median of {args.repeats} rounds after {args.warmup} warm-up\n")
     print("| loss | K requested | components per (b, c) | median (ms) | min (ms) | × DC+CE | peak extra memory (MiB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name in [BASELINE, *names]:
+    rows = [BASELINE, *names] + ([LABELLING] if (lesions_list[0], LABELLING) in times else [])
+    for name in rows:
         for lesions in lesions_list:
             peak = peaks[lesions, name]
             print(
