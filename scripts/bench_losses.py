@@ -14,7 +14,9 @@ Time (default): the median and min over the repeats and the ratio to DC+CE ("× 
 round so that load changes on a shared machine cancel), then per loss how its ratio grows from the
 smallest to the largest K (this package's design target: cost flat in K, no loop over lesions);
 every K is timed in every round, so that the growth is paired per round too.
-On a shared CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded timings.
+On a shared CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded timings,
+and the default clock there is the process's CPU time (``--clock cpu``), which other jobs on an
+oversubscribed machine inflate far less than wall time; on CUDA it is wall time.
 
 Memory (``--memory``): the peak memory of one step of DC+CE alone and, per term, how much more the
 step DC+CE + term needs at its peak (what adding the term to a training step costs), for each K.
@@ -165,10 +167,13 @@ def make_steps(names, dc_and_ce, logits, target, maps, groups, amp_dtype) -> dic
 
 
 def time_steps(
-    steps: dict[tuple[int, str], tuple[Callable[[], torch.Tensor], torch.Tensor]], repeats: int, warmup: int
+    steps: dict[tuple[int, str], tuple[Callable[[], torch.Tensor], torch.Tensor]],
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[dict[tuple[int, str], list[float]], dict[tuple[int, str], float | None]]:
-    """Forward+backward wall time (ms) of every (K, loss) step per round, and on CUDA its peak memory
-    above the inputs (MiB). ``steps`` maps (K, loss) to (step, the logits it differentiates).
+    """Forward+backward time (ms, by ``clock``) of every (K, loss) step per round, and on CUDA its peak
+    memory above the inputs (MiB). ``steps`` maps (K, loss) to (step, the logits it differentiates).
 
     All steps, of every K, are interleaved round by round, so that the ratios paired per round (a loss
     against DC+CE, and a loss at the largest K against itself at the smallest K) see the same
@@ -184,12 +189,12 @@ def time_steps(
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
-            start = time.perf_counter()
+            start = clock()
             loss = step()
             if loss is not None:
                 loss.backward()
             synchronize(device)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if round_index < warmup:
                 continue
             times[key].append(elapsed * 1e3)
@@ -248,6 +253,13 @@ def main() -> None:
         help="autocast dtype around each step (default: fp16 on CUDA as nnU-Net's trainer, none on CPU)",
     )
     parser.add_argument("--memory", action="store_true", help="peak memory of DC+CE + each term instead of time")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default=None,
+        help="wall: elapsed time; cpu: CPU time of this process, which a shared, overloaded machine inflates "
+        "far less (with --threads 1 it is the step's work). Default: cpu on the CPU, wall on CUDA",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -318,12 +330,17 @@ def main() -> None:
         )
         return
 
-    times, peaks = time_steps(timed, args.repeats, args.warmup)
+    clock_name = args.clock or ("cpu" if device.type == "cpu" else "wall")
+    times, peaks = time_steps(
+        timed, args.repeats, args.warmup, time.process_time if clock_name == "cpu" else time.perf_counter
+    )
 
     def ratios(lesions: int, name: str) -> list[float]:  # per round: loss time / DC+CE time, same K
         return [t / t0 for t, t0 in zip(times[lesions, name], times[lesions, BASELINE])]
 
-    print(f"Forward+backward, {header}, median of {args.repeats} rounds after {args.warmup} warm-up\n")
+    print(
+        f"Forward+backward, {header}, {clock_name} time, median of {args.repeats} rounds after {args.warmup} warm-up\n"
+    )
     print("| loss | K requested | components per (b, c) | median (ms) | min (ms) | × DC+CE | peak extra memory (MiB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = [BASELINE, *names] + ([LABELLING] if (lesions_list[0], LABELLING) in times else [])

@@ -26,7 +26,7 @@ else
     SIZE=(--device cuda --size 128)
     TIME=(--lesions 1 10 100 1000 --repeats 20 --warmup 5)
     MEMORY=(--lesions 1 100 1000)
-    LOADER=(--sizes 96 128 --lesions 1 40 400 --repeats 7 --samples 20)
+    LOADER=(--sizes 96 128 --lesions 1 40 400 --repeats 7 --samples 20 --clock wall)
 fi
 
 table() {  # table NAME ARGS...: python3 ARGS, to stdout and to $OUT/NAME.md
