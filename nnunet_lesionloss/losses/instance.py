@@ -316,7 +316,7 @@ def cc_loss(
         cell_counts: optional int [B, C, *spatial], per pair a table in its first voxels (flat
             order): entry 0 = K, the largest cell id of the pair (-1: no table, count here),
             entry 2n + 1 = |C_n ∩ Ω_n| and entry 2n = |Ω_n \\ C_n| for n = 1..K, non-ignored
-            voxels only (``nnunet_lesionloss.components.cell_voxel_counts``; the loader writes it,
+            voxels only (``nnunet_lesionloss.components.cell_count_tables``; the loader writes it,
             ``nnunet_lesionloss.targets``). It must come from the same ids, cells and ignore mask.
     """
     if validate:
