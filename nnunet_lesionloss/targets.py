@@ -1,8 +1,12 @@
 """The packed training target: nnU-Net's segmentation followed by component maps, one tensor per scale.
 
 The loader (``training.transforms.ComponentMapsTransform``) writes, at each deep-supervision scale,
-``[seg channels | component ids (C) | Voronoi cells (C)]`` in int32; the loss
-(``losses.compound``) and the trainer's online Dice split it again with :func:`split_target`.
+``[seg channels | component ids (C) | Voronoi cells (C) | cell counts (C)]`` in int32 (the last two
+only for losses that need cells); the loss (``losses.compound``) and the trainer's online Dice split
+it again with :func:`split_target` and :func:`split_cell_counts`. The cell counts are the CC loss's
+per-cell voxel counts, a pure function of the target computed once in the loader
+(``components.cell_count_tables``: per channel, entry 0 = K, entry 2n + g = voxels of cell n with
+g = [voxel in component n], in the channel's first voxels).
 This module depends on torch alone, so the loss package does not import the data-loading one.
 """
 
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TargetLayout", "split_target"]
+__all__ = ["TargetLayout", "split_target", "split_cell_counts"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class TargetLayout:
         seg_channels: channels of nnU-Net's own target (1 label map, or regions [+ ignore region]).
         seg_dtype: dtype of nnU-Net's own target (int16 for label maps, bool for regions).
         num_channels: C, the channels that get component maps (classes, label groups or regions).
-        with_cells: whether Voronoi cells follow the component ids.
+        with_cells: whether Voronoi cells (and their voxel counts) follow the component ids.
         scales_with_maps: maps are computed at the first this many deep-supervision scales
             (1 = full resolution only); the other scales carry nnU-Net's target alone.
     """
@@ -36,7 +40,7 @@ class TargetLayout:
 
     @property
     def packed_channels(self) -> int:
-        return self.seg_channels + self.num_channels * (2 if self.with_cells else 1)
+        return self.seg_channels + self.num_channels * (3 if self.with_cells else 1)
 
 
 def split_target(target: torch.Tensor, layout: TargetLayout):
@@ -55,5 +59,12 @@ def split_target(target: torch.Tensor, layout: TargetLayout):
     ids_end = seg_end + layout.num_channels
     seg = target[:, :seg_end].to(layout.seg_dtype)
     ids = target[:, seg_end:ids_end]
-    cells = target[:, ids_end:] if layout.with_cells else None
+    cells = target[:, ids_end : ids_end + layout.num_channels] if layout.with_cells else None
     return seg, ids, cells
+
+
+def split_cell_counts(target: torch.Tensor, layout: TargetLayout) -> torch.Tensor | None:
+    """The cell-count tables [B, C, *spatial] of one scale's packed target (None without cells or maps)."""
+    if not layout.with_cells or target.shape[1] != layout.packed_channels:
+        return None
+    return target[:, layout.packed_channels - layout.num_channels :]

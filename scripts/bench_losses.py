@@ -1,33 +1,53 @@
-"""Forward+backward time (and peak extra memory on CUDA) of each loss term against nnU-Net's DC+CE.
+"""Forward+backward time and peak extra memory of each loss term against nnU-Net's DC+CE.
 
 Same logits for every loss: B patches of size³ with 2 foreground classes (+ background), lesion
-maps from ``make_lesion_labels`` with K requested lesions, component ids by cc3d and Voronoi cells
-by scipy's Euclidean distance transform (input preparation only, not timed: the loader does it).
-The timed step is softmax + loss + backward, as DC+CE does its own softmax. Prints a Markdown table
-with the median and min time over the repeats, the ratio to DC+CE ("× DC+CE", paired per round so
-that load changes on a shared machine cancel) and, per loss, how its ratio grows from the smallest
-to the largest K (this package's design target: cost flat in K, no loop over lesions). On a shared
-CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded timings when another process holds a core.
+maps from ``make_lesion_labels`` with K requested lesions. The targets are what the trainers' loader
+produces: ``ComponentMapsTransform`` packs component ids, Voronoi cells and the cells' voxel counts
+into the target (input preparation, not timed: the augmentation workers do it). A step is what a
+training step does with the network's output: the probabilities of the trainers
+(``foreground_probabilities``: softmax, one channel per class) + the term + backward; DC+CE gets the
+logits as in nnU-Net. With ``--autocast`` (default on CUDA: float16, as nnU-Net's trainer) the step
+runs under ``torch.autocast`` and the logits enter it in that dtype, as a network's output would;
+the terms compute in float32 themselves.
 
-    python scripts/bench_losses.py --threads 1                   # CPU, 96³
-    python scripts/bench_losses.py --device cuda                 # GPU, 128³
+Time (default): the median and min over the repeats and the ratio to DC+CE ("× DC+CE", paired per
+round so that load changes on a shared machine cancel), then per loss how its ratio grows from the
+smallest to the largest K (this package's design target: cost flat in K, no loop over lesions);
+every K is timed in every round, so that the growth is paired per round too.
+On a shared CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded timings,
+and the default clock there is the process's CPU time (``--clock cpu``), which other jobs on an
+oversubscribed machine inflate far less than wall time; on CUDA it is wall time.
+
+Memory (``--memory``): the peak memory of one step of DC+CE alone and, per term, how much more the
+step DC+CE + term needs at its peak (what adding the term to a training step costs), for each K.
+CUDA: ``torch.cuda.max_memory_allocated`` above the memory held before the step. CPU: the peak of
+the tensors allocated during the step, from torch.profiler's memory events (tensors only: the host
+numpy buffers of the instance family's prediction labelling, about 9 bytes per voxel, are not
+tensors and not counted).
+
+    python scripts/bench_losses.py --threads 1                   # CPU, 96³, time
+    python scripts/bench_losses.py --threads 1 --memory          # CPU, 96³, peak memory
+    python scripts/bench_losses.py --device cuda                 # GPU, 128³, float16 autocast
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
-import cc3d
 import numpy as np
 import torch
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from scipy import ndimage
 
 from nnunet_lesionloss.config import load_config
+from nnunet_lesionloss.losses.compound import foreground_probabilities
 from nnunet_lesionloss.losses.functional import (
     blob_loss,
     cat_loss,
@@ -36,8 +56,11 @@ from nnunet_lesionloss.losses.functional import (
     mil_loss,
     size_penalty_loss,
 )
+from nnunet_lesionloss.losses.instance_family import _predicted_components  # the labelling step, timed alone
 from nnunet_lesionloss.losses.terms import build_term
 from nnunet_lesionloss.synthetic import make_lesion_labels
+from nnunet_lesionloss.targets import TargetLayout, split_cell_counts, split_target
+from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
 #: the instance-family term of each compound trainer, built from its shipped config
 INSTANCE_TERMS = {
@@ -45,24 +68,27 @@ INSTANCE_TERMS = {
     for name in ("ici", "false", "proximity")
 }
 
-# name -> callable(probs [B, C, *spatial], component_ids, voronoi_cells, ignore_mask) -> scalar loss
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# name -> callable(probs [B, C, *spatial], maps) -> scalar loss; maps: ids, cells, counts (the loader's)
+LossFn = Callable[[torch.Tensor, dict], torch.Tensor]
 LOSSES: dict[str, LossFn] = {
-    "blob Dice+CE": lambda p, ids, cells, ignore: blob_loss(p, ids, ignore_mask=ignore),
-    "IWL-blob Dice+CE": lambda p, ids, cells, ignore: blob_loss(p, ids, iwl=True, ignore_mask=ignore),
-    "CC Dice+CE": lambda p, ids, cells, ignore: cc_loss(p, ids, cells, ignore_mask=ignore),
-    "IWL-CC Dice+CE": lambda p, ids, cells, ignore: cc_loss(p, ids, cells, iwl=True, ignore_mask=ignore),
-    "inverse-weighted Dice+CE": lambda p, ids, cells, ignore: inverse_weighted_loss(p, ids, ignore_mask=ignore),
-    "CAT": lambda p, ids, cells, ignore: cat_loss(p, ids, ignore_mask=ignore),
-    "MIL": lambda p, ids, cells, ignore: mil_loss(p, ids, ignore_mask=ignore),
-    "Size Penalty": lambda p, ids, cells, ignore: size_penalty_loss(p, ids > 0, ignore_mask=ignore),
+    "blob Dice+CE": lambda p, m: blob_loss(p, m["ids"], validate=False),
+    "IWL-blob Dice+CE": lambda p, m: blob_loss(p, m["ids"], iwl=True, validate=False),
+    "CC Dice+CE": lambda p, m: cc_loss(p, m["ids"], m["cells"], cell_counts=m["counts"], validate=False),
+    "IWL-CC Dice+CE": lambda p, m: cc_loss(p, m["ids"], m["cells"], iwl=True, cell_counts=m["counts"], validate=False),
+    "inverse-weighted Dice+CE": lambda p, m: inverse_weighted_loss(p, m["ids"], validate=False),
+    "CAT": lambda p, m: cat_loss(p, m["ids"], validate=False),
+    "MIL": lambda p, m: mil_loss(p, m["ids"], validate=False),
+    "Size Penalty": lambda p, m: size_penalty_loss(p, m["ids"] > 0, validate=False),
     # the instance family (Rachmadi et al. 2024) as its trainers build it (sub-terms weighted as in their configs), L_seg left out
-    "ICI terms (0.5·inst_GT + 0.25·center)": lambda p, ids, cells, ignore: INSTANCE_TERMS["ici"](p, ids, None, ignore),
-    "False terms (false_P + false_GT)": lambda p, ids, cells, ignore: INSTANCE_TERMS["false"](p, ids, None, ignore),
-    "Proximity terms (0.1·proximity)": lambda p, ids, cells, ignore: INSTANCE_TERMS["proximity"](p, ids, None, ignore),
+    "ICI terms (0.5·inst_GT + 0.25·center)": lambda p, m: INSTANCE_TERMS["ici"](p, m["ids"]),
+    "False terms (false_P + false_GT)": lambda p, m: INSTANCE_TERMS["false"](p, m["ids"]),
+    "Proximity terms (0.1·proximity)": lambda p, m: INSTANCE_TERMS["proximity"](p, m["ids"]),
 }
 
 BASELINE = "nnU-Net DC+CE"
+LABELLING = "(in the 3 rows above) labelling the prediction on the host, forward only"
+INSTANCE_FAMILY = [name for name in LOSSES if name.split()[0] in ("ICI", "False", "Proximity")]
+AUTOCAST = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def nnunet_dc_and_ce() -> DC_and_CE_loss:
@@ -78,20 +104,24 @@ def nnunet_dc_and_ce() -> DC_and_CE_loss:
 
 
 def make_inputs(size: int, batch: int, classes: int, lesions: int, seed: int):
-    """Label maps, per-class component ids and Voronoi cells (numpy), for one requested K."""
-    labels = np.stack(
-        [make_lesion_labels((size,) * 3, lesions, num_classes=classes, seed=seed + b) for b in range(batch)]
+    """nnU-Net's target [B, 1, *spatial] and the component maps the loader packs with it, for one K."""
+    groups = [(c,) for c in range(1, classes + 1)]
+    transform = ComponentMapsTransform(label_groups=groups, with_cells=True)
+    layout = TargetLayout(1, torch.int16, classes, True, None)
+    packed = torch.stack(
+        [
+            transform(
+                segmentation=torch.from_numpy(
+                    make_lesion_labels((size,) * 3, lesions, num_classes=classes, seed=seed + b)[None].astype(np.int16)
+                )
+            )["segmentation"]
+            for b in range(batch)
+        ]
     )
-    component_ids = np.zeros((batch, classes, *labels.shape[1:]), dtype=np.int64)
-    voronoi_cells = np.zeros_like(component_ids)
-    for b in range(batch):
-        for c in range(classes):
-            ids = cc3d.connected_components(labels[b] == c + 1, connectivity=26).astype(np.int64)
-            component_ids[b, c] = ids
-            if ids.max() > 0:
-                _, nearest = ndimage.distance_transform_edt(ids == 0, return_indices=True)
-                voronoi_cells[b, c] = ids[tuple(nearest)]
-    return labels, component_ids, voronoi_cells
+    seg, ids, cells = split_target(packed, layout)
+    # channel views of the packed target, as the loss gets them in training (no copy)
+    maps = {"ids": ids, "cells": cells, "counts": split_cell_counts(packed, layout)}
+    return seg.long(), maps, groups
 
 
 def synchronize(device: torch.device) -> None:
@@ -99,44 +129,109 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(
-    steps: dict[str, Callable[[], torch.Tensor]], logits: torch.Tensor, repeats: int, warmup: int, baseline: str
-) -> dict[str, dict[str, float | None]]:
-    """Forward+backward wall time of each step: median and min (ms), the median over rounds of its
-    ratio to ``baseline`` timed in the same round, and on CUDA the peak memory above the inputs (MiB).
-
-    The steps are interleaved round by round and the ratio is paired per round, so that a change of
-    machine load (shared CPUs) hits a loss and its DC+CE yardstick alike.
-    """
+def make_steps(names, dc_and_ce, logits, target, maps, groups, amp_dtype) -> dict[str, Callable[[], torch.Tensor]]:
+    """One callable per loss: the forward of one training step on ``logits`` (autocast as nnU-Net's trainer)."""
     device = logits.device
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    peaks: dict[str, float | None] = {name: None for name in steps}
+
+    def autocast():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
+    def output():  # the network's output: in the autocast dtype under autocast
+        return logits.to(amp_dtype) if amp_dtype is not None else logits
+
+    def baseline():
+        with autocast():
+            return dc_and_ce(output(), target)
+
+    steps: dict[str, Callable[[], torch.Tensor]] = {BASELINE: baseline}
+    for name in names:
+
+        def step(loss_fn=LOSSES[name]):
+            with autocast():
+                return loss_fn(foreground_probabilities(output(), groups), maps)
+
+        steps[name] = step
+    if any(name in INSTANCE_FAMILY for name in names):
+        # what the three instance-family rows spend on the host: the prediction mask to the host, cc3d
+        # per (b, c) pair, the statistics of the predicted components, the labels back (no backward)
+        mask = (foreground_probabilities(logits.detach(), groups) > 0.5).reshape(logits.shape[0] * len(groups), -1)
+        spatial = tuple(logits.shape[2:])
+
+        def labelling():
+            _predicted_components(mask, spatial, 26, "cc3d", torch.float32, True)
+
+        steps[LABELLING] = labelling
+    return steps
+
+
+def time_steps(
+    steps: dict[tuple[int, str], tuple[Callable[[], torch.Tensor], torch.Tensor]],
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[dict[tuple[int, str], list[float]], dict[tuple[int, str], float | None]]:
+    """Forward+backward time (ms, by ``clock``) of every (K, loss) step per round, and on CUDA its peak
+    memory above the inputs (MiB). ``steps`` maps (K, loss) to (step, the logits it differentiates).
+
+    All steps, of every K, are interleaved round by round, so that the ratios paired per round (a loss
+    against DC+CE, and a loss at the largest K against itself at the smallest K) see the same
+    machine load: on shared CPUs the load changes between rounds.
+    """
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in steps}
+    peaks: dict[tuple[int, str], float | None] = {key: None for key in steps}
     for round_index in range(warmup + repeats):
-        for name, step in steps.items():
+        for key, (step, logits) in steps.items():
+            device = logits.device
             logits.grad = None
             synchronize(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
-            start = time.perf_counter()
-            step().backward()
+            start = clock()
+            loss = step()
+            if loss is not None:
+                loss.backward()
             synchronize(device)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if round_index < warmup:
                 continue
-            times[name].append(elapsed * 1e3)
+            times[key].append(elapsed * 1e3)
             if device.type == "cuda":
                 extra = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-                peaks[name] = extra if peaks[name] is None else max(peaks[name], extra)
-    return {
-        name: {
-            "median": statistics.median(times[name]),
-            "min": min(times[name]),
-            "ratio": statistics.median(t / t0 for t, t0 in zip(times[name], times[baseline])),
-            "peak": peaks[name],
-        }
-        for name in steps
-    }
+                peaks[key] = extra if peaks[key] is None else max(peaks[key], extra)
+    return times, peaks
+
+
+def peak_memory(step: Callable[[], torch.Tensor], logits: torch.Tensor) -> float:
+    """Peak bytes allocated during one forward+backward of ``step`` above what was allocated before it."""
+    logits.grad = None
+    device = logits.device
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step().backward()
+        synchronize(device)
+        return float(torch.cuda.max_memory_allocated(device) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step().backward()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as file:
+            events = json.load(file)["traceEvents"]
+    # "Total Allocated" is the allocator's total after each event: its maximum minus the total
+    # before the first event of the step is the step's peak
+    memory_events = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    if not memory_events:
+        return 0.0
+    first = memory_events[0]["args"]
+    before = first["Total Allocated"] - first["Bytes"]
+    return float(max(e["args"]["Total Allocated"] for e in memory_events) - before)
 
 
 def main() -> None:
@@ -145,78 +240,129 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="patch edge in voxels (default 96 on CPU, 128 on CUDA)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=2, help="foreground classes (logits get one more channel)")
-    parser.add_argument(
-        "--lesions", type=int, nargs="+", default=[1, 10, 100, 1000], help="requested lesions per patch (K)"
-    )
+    parser.add_argument("--lesions", type=int, nargs="+", default=None, help="requested lesions per patch (K)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--only", nargs="*", default=None, help="names of LOSSES entries to run (default: all)")
+    parser.add_argument(
+        "--autocast",
+        choices=sorted(AUTOCAST),
+        default=None,
+        help="autocast dtype around each step (default: fp16 on CUDA as nnU-Net's trainer, none on CPU)",
+    )
+    parser.add_argument("--memory", action="store_true", help="peak memory of DC+CE + each term instead of time")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default=None,
+        help="wall: elapsed time; cpu: CPU time of this process, which a shared, overloaded machine inflates "
+        "far less (with --threads 1 it is the step's work). Default: cpu on the CPU, wall on CUDA",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     size = args.size or (128 if device.type == "cuda" else 96)
+    lesions_list = args.lesions or ([1, 100, 1000] if args.memory else [1, 10, 100, 1000])
+    amp_name = args.autocast or ("fp16" if device.type == "cuda" else "none")
     names = [n for n in LOSSES if args.only is None or n in args.only]
     dc_and_ce = nnunet_dc_and_ce()
-
-    rows = []  # (loss, K requested, components per pair, median ms, min ms, × DC+CE, MiB)
-    ratios: dict[str, dict[int, float]] = {}  # loss -> K -> × DC+CE
-    for lesions in args.lesions:
-        labels, component_ids, voronoi_cells = make_inputs(size, args.batch, args.classes, lesions, args.seed)
-        components_per_pair = component_ids.reshape(args.batch * args.classes, -1).max(axis=1).mean()
-        generator = torch.Generator().manual_seed(args.seed)
-        logits = (
-            torch.randn((args.batch, args.classes + 1, *labels.shape[1:]), generator=generator)
-            .to(device)
-            .requires_grad_(True)
-        )
-        target = torch.from_numpy(labels[:, None].astype(np.int64)).to(device)
-        ids = torch.from_numpy(component_ids).to(device)
-        cells = torch.from_numpy(voronoi_cells).to(device)
-
-        def baseline(logits=logits, target=target):
-            return dc_and_ce(logits, target)
-
-        steps: dict[str, Callable[[], torch.Tensor]] = {BASELINE: baseline}
-        for name in names:
-
-            def step(loss_fn=LOSSES[name], logits=logits, ids=ids, cells=cells):
-                probs = torch.softmax(logits, 1)[:, 1:]
-                return loss_fn(probs, ids, cells, None)
-
-            steps[name] = step
-        measured = time_steps(steps, logits, args.repeats, args.warmup, BASELINE)
-        for name, result in measured.items():
-            rows.append(
-                (name, lesions, components_per_pair, result["median"], result["min"], result["ratio"], result["peak"])
-            )
-            ratios.setdefault(name, {})[lesions] = result["ratio"]
-
     device_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
+
+    memory: dict[str, dict[int, float]] = {}  # loss -> K -> bytes (DC+CE: its peak; a term: extra over DC+CE)
+    components: dict[int, float] = {}
+    timed: dict[tuple[int, str], tuple[Callable[[], torch.Tensor], torch.Tensor]] = {}
+    voxels = args.batch * args.classes * size**3
+    for lesions in lesions_list:
+        target, maps, groups = make_inputs(size, args.batch, args.classes, lesions, args.seed)
+        components[lesions] = float(maps["ids"].reshape(args.batch * args.classes, -1).amax(dim=1).float().mean())
+        generator = torch.Generator().manual_seed(args.seed)
+        logits = (
+            torch.randn((args.batch, args.classes + 1, *target.shape[2:]), generator=generator)
+            .to(device)
+            .requires_grad_(True)
+        )
+        target = target.to(device)
+        if device.type != "cpu":  # one packed tensor to the device, as nnU-Net's train_step moves the target
+            packed_maps = torch.cat([maps["ids"], maps["cells"], maps["counts"]], dim=1).to(device)
+            maps = dict(zip(("ids", "cells", "counts"), packed_maps.split(args.classes, dim=1)))
+        steps = make_steps(names, dc_and_ce, logits, target, maps, groups, AUTOCAST[amp_name])
+        if not args.memory:
+            timed.update({(lesions, name): (step, logits) for name, step in steps.items()})
+            continue
+        baseline = steps[BASELINE]
+        steps.pop(LABELLING, None)
+        for step in steps.values():  # warm-up: lazy initialisations and compilation
+            step().backward()
+        base_peak = peak_memory(baseline, logits)
+        memory.setdefault(BASELINE, {})[lesions] = base_peak
+        for name in names:
+            combined = steps[name]
+            extra = peak_memory(lambda b=baseline, c=combined: b() + c(), logits) - base_peak
+            memory.setdefault(name, {})[lesions] = extra
+
+    header = (
+        f"batch {args.batch}, {args.classes} foreground classes, {size}³, {device_name}, autocast {amp_name}, "
+        f"torch {torch.__version__}"
+    )
+    if args.memory:
+        print(f"Peak memory of one forward+backward, {header}\n")
+        columns = " | ".join(f"K={k} ({components[k]:.1f} per (b,c))" for k in lesions_list)
+        print(f"| step | {columns} |")
+        print("|---|" + "---:|" * len(lesions_list))
+
+        def cell(size_bytes: float) -> str:  # MiB, and in units of one V-sized float32 tensor
+            return f"{size_bytes / 2**20:.0f} ({size_bytes / (voxels * 4):.1f} V)"
+
+        print(f"| {BASELINE}: peak (MiB) | " + " | ".join(cell(memory[BASELINE][k]) for k in lesions_list) + " |")
+        for name in names:
+            print(f"| + {name} (MiB more) | " + " | ".join(cell(memory[name][k]) for k in lesions_list) + " |")
+        largest = lesions_list[-1]
+        print(
+            f"\nFor scale: one K×V float32 tensor at K = {largest} ({components[largest]:.0f} components per (b, c)) "
+            f"would take {components[largest] * voxels * 4 / 2**20:,.0f} MiB; one V-sized float32 tensor takes "
+            f"{voxels * 4 / 2**20:.0f} MiB (V = {voxels:,} voxels of the B·C probability maps; "
+            '"n V" above = n such tensors).'
+        )
+        return
+
+    clock_name = args.clock or ("cpu" if device.type == "cpu" else "wall")
+    times, peaks = time_steps(
+        timed, args.repeats, args.warmup, time.process_time if clock_name == "cpu" else time.perf_counter
+    )
+
+    def ratios(lesions: int, name: str) -> list[float]:  # per round: loss time / DC+CE time, same K
+        return [t / t0 for t, t0 in zip(times[lesions, name], times[lesions, BASELINE])]
+
     print(
-        f"Forward+backward, batch {args.batch}, {args.classes} foreground classes, {size}³, {device_name}, "
-        f"median of {args.repeats} after {args.warmup} warm-up, torch {torch.__version__}\n"
+        f"Forward+backward, {header}, {clock_name} time, median of {args.repeats} rounds after {args.warmup} warm-up\n"
     )
     print("| loss | K requested | components per (b, c) | median (ms) | min (ms) | × DC+CE | peak extra memory (MiB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, lesions, per_pair, median_ms, min_ms, ratio, mib in sorted(
-        rows, key=lambda r: (list(ratios).index(r[0]), r[1])
-    ):
-        memory = "n/a (CPU)" if mib is None else f"{mib:.0f}"
-        print(f"| {name} | {lesions} | {per_pair:.1f} | {median_ms:.1f} | {min_ms:.1f} | {ratio:.2f} | {memory} |")
+    rows = [BASELINE, *names] + ([LABELLING] if (lesions_list[0], LABELLING) in times else [])
+    for name in rows:
+        for lesions in lesions_list:
+            peak = peaks[lesions, name]
+            print(
+                f"| {name} | {lesions} | {components[lesions]:.1f} | {statistics.median(times[lesions, name]):.1f} | "
+                f"{min(times[lesions, name]):.1f} | {statistics.median(ratios(lesions, name)):.2f} | "
+                f"{'n/a (CPU)' if peak is None else f'{peak:.0f}'} |"
+            )
     print("\n× DC+CE: median over the rounds of (loss time / DC+CE time in the same round).")
-    first, last = args.lesions[0], args.lesions[-1]
-    # DC+CE does not depend on K, so normalising by it (same round) cancels load drift between the K runs
-    print(f"\n(× DC+CE at K = {last}) / (× DC+CE at K = {first}): growth with the number of lesions, flat ≈ 1:\n")
-    print("| loss | ratio |")
+    first, last = lesions_list[0], lesions_list[-1]
+    print(
+        f"\nGrowth with the number of lesions, flat ≈ 1: median over the rounds of (× DC+CE at K = {last}) / "
+        f"(× DC+CE at K = {first}), both in the same round:\n"
+    )
+    print("| loss | growth |")
     print("| --- | ---: |")
-    for name, per_k in ratios.items():
-        if name != BASELINE:
-            print(f"| {name} | {per_k[last] / per_k[first]:.2f} |")
+    for name in names:
+        growth = [r / r0 for r, r0 in zip(ratios(last, name), ratios(first, name))]
+        print(f"| {name} | {statistics.median(growth):.2f} |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ python3 - <<'PY'
 import platform
 from importlib import metadata
 
-names = ["torch", "nnunetv2", "batchgeneratorsv2", "connected-components-3d", "panoptica", "SimpleITK", "numpy"]
+names = ["torch", "nnunetv2", "batchgeneratorsv2", "connected-components-3d", "numba", "panoptica", "SimpleITK", "numpy"]
 print("tested with: Python " + platform.python_version() + ", " + ", ".join(f"{n} {metadata.version(n)}" for n in names))
 PY
 python3 -m pytest -q -p no:cacheprovider --timeout 1800 "$@"

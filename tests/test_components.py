@@ -10,8 +10,15 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from nnunet_lesionloss.components import channel_component_maps, label_components, voronoi_cells
-from nnunet_lesionloss.targets import TargetLayout, split_target
+from nnunet_lesionloss.components import (
+    cell_count_tables,
+    cell_voxel_counts,
+    channel_component_maps,
+    component_statistics,
+    label_components,
+    voronoi_cells,
+)
+from nnunet_lesionloss.targets import TargetLayout, split_cell_counts, split_target
 from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
 
@@ -65,7 +72,7 @@ def test_components_match_scipy_and_cells_are_nearest_components(mask):
         return
     assert cells.min() >= 1, "every voxel belongs to some cell"
     assert np.array_equal(cells[mask], ids[mask]), "a component voxel lies in its own cell"
-    # the cell's component is at the smallest Euclidean distance (ties may go either way)
+    # the cell's component is at the smallest Euclidean distance
     coords = np.argwhere(mask)
     for voxel in np.ndindex(mask.shape):
         distances = np.linalg.norm(coords - np.array(voxel), axis=1)
@@ -147,3 +154,119 @@ def test_transform_argument_errors():
     layout = TargetLayout(1, torch.int16, 2, False, None)
     with pytest.raises(ValueError, match="expected 1 .* or 3"):
         split_target(torch.zeros((1, 2, 4, 4, 4), dtype=torch.int32), layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Voronoi cells: exact, with the documented tie rule (smallest id among the nearest components)
+
+
+def nearest_component_by_brute_force(component_ids: np.ndarray) -> np.ndarray:
+    """Per voxel, the smallest id among the components at the smallest squared Euclidean distance."""
+    voxels = np.argwhere(component_ids > 0)
+    labels = component_ids[component_ids > 0]
+    cells = np.zeros(component_ids.shape, dtype=np.int32)
+    for voxel in np.ndindex(component_ids.shape):
+        squared = ((voxels - np.array(voxel)) ** 2).sum(axis=1)
+        cells[voxel] = labels[squared == squared.min()].min()
+    return cells
+
+
+@st.composite
+def id_maps(draw):
+    """1D-3D maps of a few ids on sparse voxels: many equidistant voxels, hence many ties."""
+    dims = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 9 if dims < 3 else 6), min_size=dims, max_size=dims)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    present = rng.random(shape) < draw(st.sampled_from([0.02, 0.1, 0.3, 0.7]))
+    return np.where(present, rng.integers(1, draw(st.integers(2, 9)), size=shape), 0).astype(np.int32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(id_maps())
+def test_voronoi_cells_are_exact_and_break_ties_by_the_smallest_id(component_ids):
+    cells = voronoi_cells(component_ids)
+    assert cells.dtype == np.int32 and cells.shape == component_ids.shape
+    if not component_ids.any():
+        assert not cells.any()
+        return
+    np.testing.assert_array_equal(cells, nearest_component_by_brute_force(component_ids))
+
+
+@pytest.mark.parametrize(("line", "expected_middle"), [([1, 0, 2], 1), ([2, 0, 1], 1), ([3, 0, 0, 0, 1], 1)])
+def test_voronoi_tie_goes_to_the_smaller_id_whatever_its_side(line, expected_middle):
+    ids = np.array([line], dtype=np.int32)
+    assert voronoi_cells(ids)[0, len(line) // 2] == expected_middle
+    # the same tie across the first axis of a 3D volume (ties at every pass of the separable transform)
+    volume = np.zeros((len(line), 3, 3), dtype=np.int32)
+    volume[:, 1, 1] = line
+    assert (voronoi_cells(volume)[len(line) // 2] == expected_middle).all()
+
+
+def test_voronoi_cells_match_scipy_distances_on_lesion_maps():
+    """On a realistic map (many lesions, 2 classes merged into ids): the distance from every voxel to
+    the component of its cell equals scipy's exact Euclidean distance transform."""
+    from nnunet_lesionloss.synthetic import make_lesion_labels
+
+    ids = label_components(make_lesion_labels((20, 26, 31), 40, seed=3) > 0, 26)
+    cells = voronoi_cells(ids)
+    distance = ndimage.distance_transform_edt(ids == 0)
+    for n in range(1, ids.max() + 1):  # distance to component n, where cell n is
+        own = ndimage.distance_transform_edt(ids != n)
+        np.testing.assert_allclose(own[cells == n], distance[cells == n])
+
+
+def test_cell_count_tables_count_each_cell_inside_and_outside_its_component():
+    ids = np.zeros((2, 1, 9), dtype=np.int32)
+    ids[0, 0, [1, 2]] = 1
+    ids[0, 0, 7] = 2
+    ignore = np.zeros((1, 9), bool)
+    ignore[0, 8] = True
+    cells = np.stack([voronoi_cells(i) for i in ids])
+    np.testing.assert_array_equal(cells[0, 0], [1, 1, 1, 1, 1, 2, 2, 2, 2])  # voxel 4/5: nearer to 1/2
+    tables = cell_count_tables(ids, cells, ignore)
+    assert tables.dtype == np.int32 and tables.shape == ids.shape
+    # K = 2; cell 1: 3 voxels outside its component, 2 inside; cell 2: 2 outside (one ignored), 1 inside
+    np.testing.assert_array_equal(tables[0, 0, :6], [2, 0, 3, 2, 2, 1])
+    assert not tables[0, 0, 6:].any() and not tables[1].any()  # channel 1: no component, K = 0
+    np.testing.assert_array_equal(cell_voxel_counts(ids[0], cells[0], ~ignore), [0, 0, 3, 2, 2, 1])
+    # a table that does not fit in its channel: K = -1 (the loss counts the cells itself)
+    checker = np.zeros((1, 5), dtype=np.int32)
+    checker[0, ::2] = [1, 2, 3]
+    assert cell_count_tables(checker[None], voronoi_cells(checker)[None])[0, 0, 0] == -1
+
+
+def test_transform_packs_the_cell_count_tables_after_the_cells():
+    seg = _labels()
+    out = ComponentMapsTransform(label_groups=[(1,), (2,)], ignore_label=3, with_cells=True)(segmentation=seg)
+    packed = out["segmentation"][None]
+    layout = TargetLayout(seg_channels=1, seg_dtype=torch.int16, num_channels=2, with_cells=True, scales_with_maps=None)
+    _, ids, cells = split_target(packed, layout)
+    tables = split_cell_counts(packed, layout)
+    expected = cell_count_tables(ids[0].numpy(), cells[0].numpy(), seg[0].numpy() == 3)
+    np.testing.assert_array_equal(tables[0].numpy(), expected)
+    assert tables[0, 0].reshape(-1)[0] == 2 and tables[0, 1].reshape(-1)[0] == 1  # K per class
+    no_cells = TargetLayout(1, torch.int16, 2, False, None)
+    assert split_cell_counts(packed[:, :3], no_cells) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(id_maps().filter(lambda ids: ids.ndim >= 2), st.integers(1, 3))
+def test_component_statistics_match_a_loop_over_components(component_ids, pairs):
+    labels = np.stack([np.roll(component_ids, shift, axis=0) for shift in range(pairs)])
+    slots = int(labels.max()) + 2  # one unused id more than needed: an empty slot
+    counts, sums, lower, upper = component_statistics(labels, slots)
+    spatial = labels.ndim - 1
+    assert counts.shape == (pairs * slots,) and sums.shape == lower.shape == upper.shape == (pairs * slots, spatial)
+    for pair in range(pairs):
+        for label in range(1, slots):
+            coords = np.argwhere(labels[pair] == label)
+            row = pair * slots + label
+            assert counts[row] == len(coords)
+            if len(coords):
+                np.testing.assert_array_equal(sums[row], coords.sum(axis=0))
+                np.testing.assert_array_equal(lower[row], coords.min(axis=0))
+                np.testing.assert_array_equal(upper[row], coords.max(axis=0))
+            else:
+                assert (upper[row] == -1).all()
+    with pytest.raises(ValueError, match="beyond slots"):
+        component_statistics(labels, 1 if labels.max() > 0 else 0)

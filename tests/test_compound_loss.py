@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from nnunet_lesionloss.losses.compound import LesionAwareLoss, foreground_probabilities
-from nnunet_lesionloss.losses.functional import blob_loss, focal_tversky_loss, mil_loss, tversky_loss
+from nnunet_lesionloss.losses.functional import blob_loss, cc_loss, focal_tversky_loss, mil_loss, tversky_loss
 from nnunet_lesionloss.losses.terms import build_term
-from nnunet_lesionloss.targets import TargetLayout
+from nnunet_lesionloss.targets import TargetLayout, split_cell_counts, split_target
 from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
 
@@ -169,3 +169,19 @@ def test_terms_are_validated_once_at_build_and_not_on_every_step():
     seg = _seg()
     loss(torch.randn(2, 2, 8, 8, 8), _packed_targets(seg, with_maps_at=None)[0])
     assert calls == [False], "a training step calls the term without re-validating its parameters"
+
+
+def test_cc_term_reads_the_cell_counts_packed_by_the_loader():
+    seg = _seg()
+    transform = ComponentMapsTransform(label_groups=[(1,)], with_cells=True)
+    packed = torch.stack([transform(segmentation=seg[b])["segmentation"] for b in range(seg.shape[0])])
+    layout = TargetLayout(1, torch.int16, 1, True, None)
+    loss = LesionAwareLoss(None, 0.0, [build_term("cc", {"scales": "all"})], None, layout, [(1,)])
+    output = torch.randn(2, 2, 8, 8, 8)
+    _, ids, cells = split_target(packed, layout)
+    expected = cc_loss(torch.softmax(output, 1)[:, 1:], ids, cells)  # counts its cells itself
+    assert float(loss(output, packed)) == pytest.approx(float(expected), rel=1e-6)
+    # the loss reads the packed table: a wrong count changes the value
+    tampered = packed.clone()
+    split_cell_counts(tampered, layout).reshape(2, 1, -1)[0, 0, 3] += 5  # |C_1 ∩ Ω_1| of sample 0
+    assert float(loss(output, tampered)) != pytest.approx(float(expected), rel=1e-3)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from nnunet_lesionloss.components import cell_count_tables
 from nnunet_lesionloss.losses.functional import blob_loss, cc_loss, inverse_weighted_loss
 from nnunet_lesionloss.losses.instance import CE_PROB_CLAMP
 
@@ -188,6 +189,41 @@ def test_cc_loss_matches_per_cell_loop(batch, options):
     loss = cc_loss(probs, component_ids, cells, ignore_mask=ignore, **options)
     expected = reference_instance_loss(probs, component_ids, cells, ignore_mask=ignore, **options)
     assert_value_and_grad_match(loss, expected, probs)
+
+
+def loader_cell_counts(component_ids: torch.Tensor, cells: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
+    """The cell-count tables the loader packs into the target (one sample at a time)."""
+    return torch.from_numpy(
+        np.stack(
+            [
+                cell_count_tables(ids.numpy(), cell.numpy(), None if ignore is None else ignore[b, 0].numpy())
+                for b, (ids, cell) in enumerate(zip(component_ids, cells))
+            ]
+        )
+    )
+
+
+@PROPERTY_SETTINGS
+@given(lesion_batches(), OPTIONS)
+def test_cc_loss_with_the_loaders_cell_counts_matches_the_per_cell_loop(batch, options):
+    probs, component_ids, cells, ignore = batch
+    counts = loader_cell_counts(component_ids, cells, ignore)
+    loss = cc_loss(probs, component_ids, cells, ignore_mask=ignore, cell_counts=counts, **options)
+    expected = reference_instance_loss(probs, component_ids, cells, ignore_mask=ignore, **options)
+    assert_value_and_grad_match(loss, expected, probs)
+
+
+def test_cc_loss_refuses_cell_counts_of_other_maps():
+    probs, ids = _two_lesion_volume()
+    cells = torch.from_numpy(voronoi_from_ids(ids.numpy()))
+    counts = loader_cell_counts(ids, cells, None)
+    cc_loss(probs, ids, cells, cell_counts=counts)  # the right table passes
+    ignore = torch.zeros((ids.shape[0], 1, *ids.shape[2:]), dtype=torch.bool)
+    ignore[..., 0] = True
+    with pytest.raises(ValueError, match="cell_counts do not match"):
+        cc_loss(probs, ids, cells, cell_counts=counts, ignore_mask=ignore)  # counted without the ignore mask
+    with pytest.raises(TypeError, match="cell_counts must be an integer tensor"):
+        cc_loss(probs, ids, cells, cell_counts=counts.float())
 
 
 @PROPERTY_SETTINGS

@@ -163,7 +163,7 @@ def test_trainers_and_transforms_pickle_after_nnunet_lookup(preprocessed_dataset
     seg = torch.zeros((1, 6, 6, 6), dtype=torch.int16)
     seg[0, 1, 1, 1] = 1
     out = transform(segmentation=seg)["segmentation"]
-    assert out.shape[0] == trainer.target_layout.packed_channels == 3
+    assert out.shape[0] == trainer.target_layout.packed_channels == 4  # seg, ids, cells, cell counts
 
 
 def test_size_penalty_auto_estimates_tau_from_training_labels(preprocessed_dataset, monkeypatch):
@@ -203,7 +203,7 @@ def test_component_transform_runs_in_a_fresh_worker_process(start_method):
     transform = ComponentMapsTransform(label_groups=[(1,)], with_cells=True)
     with multiprocessing.get_context(start_method).Pool(1) as pool:
         out = pool.apply(transform, kwds={"segmentation": seg})["segmentation"]
-    assert out.shape == (3, 6, 6, 6) and int(out[1].max()) == 2 and int(out[2].min()) == 1
+    assert out.shape == (4, 6, 6, 6) and int(out[1].max()) == 2 and int(out[2].min()) == 1
 
 
 def test_nnunet_train_step_carries_the_packed_target_to_the_loss(preprocessed_dataset, monkeypatch):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nnunet_lesionloss.losses.terms import LossTerm
-from nnunet_lesionloss.targets import TargetLayout, split_target
+from nnunet_lesionloss.targets import TargetLayout, split_cell_counts, split_target
 
 __all__ = ["LesionAwareLoss", "foreground_probabilities"]
 
@@ -34,6 +34,8 @@ def foreground_probabilities(logits: torch.Tensor, label_groups: Sequence[Sequen
         return torch.sigmoid(logits)
     softmax = torch.softmax(logits, dim=1)
     labels = [label for group in label_groups for label in group]
+    if all(len(group) == 1 for group in label_groups) and labels == list(range(labels[0], labels[0] + len(labels))):
+        return softmax[:, labels[0] : labels[0] + len(labels)]  # one label per channel, in order: a view, no copy
     group_of_label = torch.tensor(
         [g for g, group in enumerate(label_groups) for _ in group], device=logits.device, dtype=torch.long
     )
@@ -86,7 +88,7 @@ class LesionAwareLoss(nn.Module):
             return seg[:, -1:].bool()
         return None
 
-    def _terms_at_scale(self, output, seg, ids, cells, full_resolution: bool) -> torch.Tensor | None:
+    def _terms_at_scale(self, output, seg, ids, cells, cell_counts, full_resolution: bool) -> torch.Tensor | None:
         active = [t for t in self.terms if t.full_resolution_only == full_resolution and self.term_weights[t.name] > 0]
         if not active:
             return None
@@ -94,7 +96,9 @@ class LesionAwareLoss(nn.Module):
             raise RuntimeError("a lesion-aware term needs component maps at this scale, but the batch carries none")
         probs = foreground_probabilities(output, self.label_groups)
         ignore_mask = self._ignore_mask(seg)
-        return sum(self.term_weights[t.name] * t(probs, ids, cells, ignore_mask) for t in active)
+        return sum(
+            self.term_weights[t.name] * t(probs, ids, cells, ignore_mask, cell_counts=cell_counts) for t in active
+        )
 
     def forward(self, outputs, targets) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
@@ -105,8 +109,9 @@ class LesionAwareLoss(nn.Module):
         total = None
         for scale, (output, target, weight) in enumerate(zip(outputs, targets, weights)):
             seg, ids, cells = split_target(target, self.layout)
+            cell_counts = split_cell_counts(target, self.layout)
             if scale == 0:
-                extra = self._terms_at_scale(output, seg, ids, cells, full_resolution=True)
+                extra = self._terms_at_scale(output, seg, ids, cells, cell_counts, full_resolution=True)
                 if extra is not None:
                     total = extra if total is None else total + extra
             if weight == 0:
@@ -114,7 +119,7 @@ class LesionAwareLoss(nn.Module):
             scale_loss = (
                 self.base_weight * self.base(output, seg) if self.base is not None and self.base_weight > 0 else None
             )
-            terms = self._terms_at_scale(output, seg, ids, cells, full_resolution=False)
+            terms = self._terms_at_scale(output, seg, ids, cells, cell_counts, full_resolution=False)
             if terms is not None:
                 scale_loss = terms if scale_loss is None else scale_loss + terms
             if scale_loss is not None:

@@ -32,10 +32,11 @@ import torch
 from .checks import check_nonnegative, check_probs_and_ids, check_same_device
 from .segments import (
     ForegroundIndex,
+    build_cell_slots,
     build_foreground_index,
-    build_slot_index,
     index_count,
     index_sum,
+    valid_voxel_mask,
     zero_with_graph,
 )
 
@@ -225,6 +226,58 @@ def blob_loss(
         return _mean_over_components_then_pairs(losses, count > 0, pair_of_component, index.num_pairs)
 
 
+class _CellSums(torch.autograd.Function):
+    """Σ p and Σ log x per slot of a segment index, x = p if g else 1 - p (p clamped for the log).
+
+    With q = clamp(p) and ``shift`` = g - 1 (0 or -1, in p's dtype), x = |q + shift| and
+    d log x / dp = 1 / (q + shift) where the clamp leaves p unchanged, 0 where it clamps (as
+    autograd differentiates clamp). One ``index_add_`` per sum in the forward, one
+    ``index_select`` per sum and a few in-place passes in the backward: none of the chain of
+    V-sized temporaries that autograd keeps for clamp, where and log.
+    """
+
+    @staticmethod
+    def forward(ctx, p, slot, shift, num_slots: int, with_log: bool):
+        p_sums = p.new_zeros(num_slots).index_add_(0, slot, p)
+        log_sums = None
+        if with_log:
+            x = p.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP).add_(shift).abs_().log_()
+            log_sums = p.new_zeros(num_slots).index_add_(0, slot, x)
+        ctx.save_for_backward(p, slot, shift)
+        ctx.with_log = with_log
+        return p_sums, log_sums
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_p_sums, grad_log_sums):
+        p, slot, shift = ctx.saved_tensors
+        grad = grad_p_sums.index_select(0, slot) if grad_p_sums is not None else torch.zeros_like(p)
+        if ctx.with_log and grad_log_sums is not None:
+            q = p.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP)
+            clamped = q != p  # p outside [eps, 1 - eps] (or NaN): clamp passes no gradient
+            derivative = q.add_(shift).reciprocal_().masked_fill_(clamped, 0.0)
+            grad.addcmul_(grad_log_sums.index_select(0, slot), derivative)
+        return grad, None, None, None, None
+
+
+def _check_cell_counts(component_ids, voronoi_cells, cell_counts, ignore_mask, shape) -> None:
+    """The precomputed table must be the one these ids, cells and ignore mask give (recounted here)."""
+    valid = valid_voxel_mask(ignore_mask, shape)
+    given = build_cell_slots(component_ids, voronoi_cells, valid, cell_counts)
+    if given.slot_counts is None:
+        return  # a pair without table (K = -1): the loss counts the cells itself
+    counted = build_cell_slots(component_ids, voronoi_cells, valid)
+    expected = index_count(counted.voxel_slot, counted.num_slots, torch.float64)
+    read = torch.cat([counted.cell_slot, counted.cell_slot + 1])  # the slots of cells 1..K (id 0 has no domain)
+    if given.num_slots != counted.num_slots or not torch.equal(
+        given.slot_counts.to(torch.float64)[read], expected[read]
+    ):
+        raise ValueError(
+            "cell_counts do not match component_ids, voronoi_cells and ignore_mask: compute them from the same maps "
+            "(nnunet_lesionloss.components.cell_count_tables)"
+        )
+
+
 def cc_loss(
     probs: torch.Tensor,
     component_ids: torch.Tensor,
@@ -235,6 +288,7 @@ def cc_loss(
     iwl_max: float = IWL_MAX_DEFAULT,
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
+    cell_counts: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
     """CC loss (Bouteille et al. 2025, arXiv:2511.17146), multi-class one-vs-rest (Kundu et al. 2026 §2.1-2.2).
@@ -250,56 +304,57 @@ def cc_loss(
         w      = clamp(|Ω_n| / |C_n ∩ Ω_n|, 1, iwl_max) on C_n with ``iwl=True`` (IWL-CC), else 1.
 
     A cell counts when it holds at least one non-ignored voxel of its component. Loss = mean over
-    pairs of (mean over their counted cells of ℓ_n); no counted cell: a zero with a graph. The cell
-    is one more segment index: cell totals (|Ω_n|, Σp, Σ log(1-p)) are one scatter over V each,
-    the sums over g = 1 one scatter over the foreground voxels each, and the g = 0 part of a cell
-    is its total minus its g = 1 part.
+    pairs of (mean over their counted cells of ℓ_n); no counted cell: a zero with a graph.
 
-    Args: as ``blob_loss``, plus ``voronoi_cells`` (int, same shape as ``probs``).
+    Every voxel gets one slot, 2·(its cell) + g, offset per pair (ignored voxels: a discarded
+    slot), so that one scatter of p and one of log p or log(1 - p) over V give Σp and Σ CE of
+    both halves of every cell (C_n ∩ Ω_n and Ω_n \\ C_n). The voxel counts of the slots depend on
+    the target alone: the loader precomputes them (``cell_counts``); without them the loss counts
+    them with one more scatter.
+
+    Args: as ``blob_loss``, plus ``voronoi_cells`` (int, same shape as ``probs``) and
+        cell_counts: optional int [B, C, *spatial], per pair a table in its first voxels (flat
+            order): entry 0 = K, the largest cell id of the pair (-1: no table, count here),
+            entry 2n + 1 = |C_n ∩ Ω_n| and entry 2n = |Ω_n \\ C_n| for n = 1..K, non-ignored
+            voxels only (``nnunet_lesionloss.components.cell_count_tables``; the loader writes it,
+            ``nnunet_lesionloss.targets``). It must come from the same ids, cells and ignore mask.
     """
     if validate:
         check_probs_and_ids(probs, component_ids)
         check_probs_and_ids(probs, voronoi_cells, name="voronoi_cells")
+        if cell_counts is not None:
+            check_probs_and_ids(probs, cell_counts, name="cell_counts")
         _check_options(base, smooth, iwl, iwl_max)
-        check_same_device(probs, component_ids=component_ids, voronoi_cells=voronoi_cells, ignore_mask=ignore_mask)
+        check_same_device(
+            probs,
+            component_ids=component_ids,
+            voronoi_cells=voronoi_cells,
+            ignore_mask=ignore_mask,
+            cell_counts=cell_counts,
+        )
+        if voronoi_cells.numel() and int(voronoi_cells.min()) < 0:
+            raise ValueError("voronoi_cells must be >= 0 (0 = no cell)")
+        if cell_counts is not None:
+            _check_cell_counts(component_ids, voronoi_cells, cell_counts, ignore_mask, probs.shape)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
-        cells = build_slot_index(voronoi_cells, ignore_mask)
-        cell_slot, pair_of_cell = cells.id_slots()
-        if cell_slot.numel() == 0:
+        valid = valid_voxel_mask(ignore_mask, probs.shape)
+        slots = build_cell_slots(component_ids, voronoi_cells, valid, cell_counts)
+        if slots.cell_slot.numel() == 0:
             return zero_with_graph(probs).to(dtype)
-        num_slots = cells.num_slots
-        p = _flat_probs(probs, dtype)
-        # Cell totals: one scatter over V each
-        cell_count = index_count(cells.voxel_slot, num_slots, dtype)
-        cell_p = index_sum(p, cells.voxel_slot, num_slots, dtype)
-        # Component voxels lying in their own cell (g = 1): scatters over the F foreground voxels only.
-        # Negative component ids need no check here: they never equal a cell id, so they are g = 0.
-        in_component = component_ids.reshape(cells.voxel_slot.shape) > 0
-        if cells.valid_voxels is not None:
-            in_component &= cells.valid_voxels
-        positions = torch.nonzero(in_component.reshape(-1)).squeeze(1)
-        own_cell = voronoi_cells.reshape(-1)[positions] == component_ids.reshape(-1)[positions]
-        discard = num_slots - 1
-        slot_of_foreground = torch.where(own_cell, cells.voxel_slot.reshape(-1)[positions], discard)
-        p_foreground = p.reshape(-1)[positions]
-        fg_count = index_count(slot_of_foreground, num_slots, dtype)[cell_slot]
-        fg_p = index_sum(p_foreground, slot_of_foreground, num_slots, dtype)[cell_slot]
-        rest_count = cell_count[cell_slot] - fg_count
-        rest_p = cell_p[cell_slot] - fg_p
+        p = probs.to(dtype).reshape(-1)
+        shift = slots.in_component.to(dtype).sub_(1.0) if base == "dice_ce" else None  # g - 1
+        p_sums, log_sums = _CellSums.apply(p, slots.voxel_slot, shift, slots.num_slots, base == "dice_ce")
+        counts = slots.slot_counts
+        counts = index_count(slots.voxel_slot, slots.num_slots, dtype) if counts is None else counts.to(dtype)
+        rest, fg = slots.cell_slot, slots.cell_slot + 1  # slots of Ω_n \ C_n and C_n ∩ Ω_n
         fg_ce = rest_ce = None
-        if base == "dice_ce":
-            # CE of a g = 1 voxel is -log p, of a g = 0 voxel -log(1 - p); Σ_rest = Σ_cell - Σ_fg
-            foreground_clamped = p_foreground.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP)
-            log_not_p = torch.log1p(-p.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP))
-            cell_log_not_p = index_sum(log_not_p, cells.voxel_slot, num_slots, dtype)[cell_slot]
-            fg_log_not_p = index_sum(torch.log1p(-foreground_clamped), slot_of_foreground, num_slots, dtype)[cell_slot]
-            fg_ce = -index_sum(torch.log(foreground_clamped), slot_of_foreground, num_slots, dtype)[cell_slot]
-            rest_ce = -(cell_log_not_p - fg_log_not_p)
+        if log_sums is not None:
+            fg_ce, rest_ce = -log_sums[fg], -log_sums[rest]
         losses = _domain_losses(
-            fg_count, fg_p, fg_ce, rest_count, rest_p, rest_ce, iwl=iwl, iwl_max=iwl_max, smooth=smooth
+            counts[fg], p_sums[fg], fg_ce, counts[rest], p_sums[rest], rest_ce, iwl=iwl, iwl_max=iwl_max, smooth=smooth
         )
-        return _mean_over_components_then_pairs(losses, fg_count > 0, pair_of_cell, cells.ids_per_pair.numel())
+        return _mean_over_components_then_pairs(losses, counts[fg] > 0, slots.pair_of_cell, slots.num_pairs)
 
 
 def inverse_weighted_loss(

@@ -77,7 +77,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..components import VALID_CONNECTIVITY, check_connectivity, label_components
+from ..components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
 from .checks import check_probs_and_ids, check_same_device, check_spacing
 from .segments import index_count, index_extrema, index_sum, pair_sum, valid_voxel_mask, zero_with_graph
 
@@ -331,7 +331,7 @@ class _Instances:
     instance-level, never voxel-level.
     """
 
-    of_voxel: torch.Tensor  # long [F_side], id of each voxel of this side's components
+    of_voxel: torch.Tensor | None  # long [F_side], id of each voxel of this side's components (GT side)
     pairs: int
     slots: int
 
@@ -359,6 +359,63 @@ class _Instances:
         return real
 
 
+@dataclass(frozen=True)
+class _Predicted:
+    """The predicted components of a batch: their labels on the device and detached statistics
+    (per id of the padded per-pair layout of ``_Instances``)."""
+
+    labels: torch.Tensor  # int [P, V], 0 = none, 1..M_p
+    instances: _Instances
+    size: torch.Tensor  # [P·slots] voxels
+    coordinate_sum: torch.Tensor | None  # long [P·slots, D]
+    lower: torch.Tensor | None  # [P·slots, D], inclusive box
+    upper: torch.Tensor | None
+
+
+def _predicted_components(
+    prediction: torch.Tensor,
+    spatial: tuple[int, ...],
+    connectivity: int,
+    backend: str,
+    dtype: torch.dtype,
+    geometry: bool,
+) -> _Predicted:
+    """Label the binary prediction [P, V] once and measure its components (sizes, and with
+    ``geometry`` coordinate sums and boxes): on the host in one compiled pass over the labels
+    (cc3d backend: the labels are there already), or on the device from the list of predicted
+    voxels (torch backend). The only per-voxel quantity left for the loss is Σ p per component."""
+    pairs, device = prediction.shape[0], prediction.device
+    if backend == "cc3d":
+        host = prediction.to(device="cpu").numpy().reshape(pairs, *spatial)
+        labels = np.stack([label_components(mask, connectivity) for mask in host])  # one cc3d call per pair
+        slots = (int(labels.max()) if labels.size else 0) + 1
+        counts, sums, lower, upper = component_statistics(labels, slots)
+        instances = _Instances(None, pairs, slots)
+        labels = torch.from_numpy(labels.reshape(pairs, -1)).to(device)
+        if not geometry:
+            return _Predicted(labels, instances, torch.from_numpy(counts).to(device, dtype), None, None, None)
+        lower, upper = (torch.from_numpy(v).to(device, dtype) for v in (lower, upper))
+        return _Predicted(
+            labels,
+            instances,
+            torch.from_numpy(counts).to(device, dtype),
+            torch.from_numpy(sums).to(device),
+            lower,
+            upper,
+        )
+    labels, per_pair = _label_components(prediction, spatial, connectivity, backend)
+    instances = _Instances(None, pairs, (int(per_pair.max()) if per_pair.numel() else 0) + 1)
+    pair, coords, positions = _select(labels > 0, pairs, spatial, geometry)
+    of_voxel = pair * instances.slots + labels.reshape(-1)[positions].long()
+    size = index_count(of_voxel, instances.num_segments, dtype)
+    if not geometry:
+        return _Predicted(labels, instances, size, None, None, None)
+    coordinate_sum = torch.zeros(instances.num_segments, len(spatial), dtype=torch.long, device=device)
+    coordinate_sum.index_add_(0, of_voxel, coords)
+    lower, upper = index_extrema(coords, of_voxel, instances.num_segments, dtype)
+    return _Predicted(labels, instances, size, coordinate_sum, lower, upper)
+
+
 def _instance_losses(
     probs: torch.Tensor,
     component_ids: torch.Tensor,
@@ -377,40 +434,40 @@ def _instance_losses(
     dtype, device = probs.dtype, probs.device
     valid = valid_voxel_mask(ignore_mask, probs.shape)
 
-    ids = component_ids.reshape(pairs, voxels)
-    labelled = ids != 0
-    prediction = probs.detach().reshape(pairs, voxels) > threshold
+    ids = component_ids.flatten(2)  # [B, C, V]: a view even of a channel slice of the packed target
+    labelled = (ids != 0).reshape(pairs, voxels)
+    prediction = (probs.detach() > threshold).reshape(pairs, voxels)
     if valid is not None:
         labelled &= valid
         prediction &= valid
-    pred_local, pred_per_pair = _label_components(prediction, spatial, connectivity, backend)
-
-    # Sparse path: the voxels of the GT components (few) and of the predicted components are
-    # selected once each (nonzero over [P, *spatial] yields pair and coordinates without integer
-    # division); every per-instance quantity below is a reduction over these lists.
+    # The prediction is labelled once per call (all requested terms share it) and measured in the
+    # same host pass; the GT voxels (few) are selected once (nonzero over [P, *spatial] yields pair
+    # and coordinates without integer division). Every per-instance quantity below is a reduction
+    # over the GT list, or one dense scatter of p over the predicted labels.
     with_coords = "center" in terms or "proximity" in terms
+    predicted = _predicted_components(prediction, spatial, connectivity, backend, dtype, with_coords)
     gt_pair, gt_coords, gt_positions = _select(labelled, pairs, spatial, with_coords)
-    pred_pair, pred_coords, pred_positions = _select(prediction, pairs, spatial, with_coords)
-    gt_local = ids.reshape(-1)[gt_positions].long()
+    gt_local = ids[gt_pair // channels, gt_pair % channels, gt_positions - gt_pair * voxels].long()
     if gt_local.numel() and int(gt_local.min()) < 0:
         raise ValueError("component_ids must be >= 0 (0 = not foreground)")
-    pred_labels = pred_local.reshape(-1)
+    pred_labels = predicted.labels.reshape(-1)
     largest_gt = int(gt_local.max()) if gt_local.numel() else 0  # ids absent from the patch stay empty
     if largest_gt > gt_local.numel():
         # A sparse numbering (not cc3d's 1..N, e.g. ids 1000, 2000): renumber 1..N per pair so that
         # the per-pair tables stay O(instances).
         gt_local, largest_gt = _renumber(gt_local, gt_pair, pairs, largest_gt)
-    largest_pred = int(pred_per_pair.max()) if pred_per_pair.numel() else 0
     gt = _Instances.from_local(gt_local, gt_pair, pairs, largest_gt)
-    pred = _Instances.from_local(pred_labels[pred_positions].long(), pred_pair, pairs, largest_pred)
+    pred = predicted.instances
     gt_segments, pred_segments = gt.num_segments, pred.num_segments
     probs_flat = probs.reshape(-1)
     p_on_gt = probs_flat[gt_positions]
 
     gt_size = index_count(gt.of_voxel, gt_segments, dtype)
     gt_mass = index_sum(p_on_gt, gt.of_voxel, gt_segments, dtype)  # S_n
-    pred_size = index_count(pred.of_voxel, pred_segments, dtype)
-    pred_mass = index_sum(probs_flat[pred_positions], pred.of_voxel, pred_segments, dtype)  # Σ_{P_m} p
+    pred_size = predicted.size
+    # Σ_{P_m} p: one dense scatter over the labels (label 0 falls in the unused column 0 of its pair)
+    pair_first_id = torch.arange(pairs, device=device, dtype=predicted.labels.dtype) * pred.slots
+    pred_mass = index_sum(probs_flat, (predicted.labels + pair_first_id[:, None]).reshape(-1), pred_segments, dtype)
 
     # GT voxels that are also predicted: their (n, m) keys give the pairs that co-occur (one unique
     # over combined keys, O(overlap)) and their p gives Σ_{P_m ∩ g} p.
@@ -459,9 +516,7 @@ def _instance_losses(
         gt_coord_sum = torch.zeros(gt_segments, len(spatial), dtype=torch.long, device=device).index_add_(
             0, gt.of_voxel, gt_coords
         )
-        pred_coord_sum = torch.zeros(pred_segments, len(spatial), dtype=torch.long, device=device).index_add_(
-            0, pred.of_voxel, pred_coords
-        )
+        pred_coord_sum = predicted.coordinate_sum
         gt_centre = torch.floor(gt_coord_sum[gt_real].double() / gt_size[gt_real].unsqueeze(1).double() + 0.5).long()
         pred_centre = torch.floor(
             pred_coord_sum[pred_real].double() / pred_size[pred_real].unsqueeze(1).double() + 0.5
@@ -483,7 +538,7 @@ def _instance_losses(
         )
     if "proximity" in terms:
         gt_box = index_extrema(gt_coords, gt.of_voxel, gt_segments, dtype)
-        pred_box = index_extrema(pred_coords, pred.of_voxel, pred_segments, dtype)
+        pred_box = (predicted.lower, predicted.upper)
         # Whole-pair Dice d(Ω, g): the instance loss of the artificial instance of §2.1.4.
         pair_mass = pair_sum(probs, valid, dtype)
         pair_voxels = (

@@ -4,6 +4,7 @@ functional loss.
 ``TERM_FUNCTIONS`` maps each config name to its function. What the function is given follows
 from its parameter names, so one adapter serves every loss: ``component_ids`` gets the
 ground-truth components, ``gt`` the binary ground truth (ids > 0), ``voronoi_cells`` the cells,
+``cell_counts`` the cells' voxel counts precomputed by the loader (when the batch has them),
 ``ignore_mask`` the ignore mask; the config's ``params`` become its keyword arguments. A function
 without an ``ignore_mask`` parameter sees ignored voxels zeroed in both the probabilities and the
 ground truth. A function that returns a dict of named sub-terms (the instance family) is reduced
@@ -59,7 +60,7 @@ FIXED_PARAMS = {"dice": {"alpha": 0.5, "beta": 0.5}}
 #: sub-terms a term function returns as a dict (only these terms take ``subterms`` weights)
 SUBTERMS = {"instance_family": INSTANCE_SUBTERMS}
 
-_DATA_PARAMETERS = {"probs", "component_ids", "gt", "voronoi_cells", "ignore_mask", "validate"}
+_DATA_PARAMETERS = {"probs", "component_ids", "gt", "voronoi_cells", "cell_counts", "ignore_mask", "validate"}
 
 
 @dataclass
@@ -92,12 +93,16 @@ class LossTerm:
             return self.weight
         return self.weight * min(epoch / self.warmup_epochs, 1.0)
 
-    def __call__(self, probs, component_ids, voronoi_cells=None, ignore_mask=None, *, validate=False) -> torch.Tensor:
+    def __call__(
+        self, probs, component_ids, voronoi_cells=None, ignore_mask=None, *, cell_counts=None, validate=False
+    ) -> torch.Tensor:
         if ignore_mask is not None and "ignore_mask" not in self.accepted:
             keep = ~ignore_mask  # the function cannot exclude them: zero them after the activation
             probs = probs * keep
             component_ids = component_ids * keep
         kwargs = {"component_ids": component_ids, "voronoi_cells": voronoi_cells, "ignore_mask": ignore_mask}
+        if cell_counts is not None:
+            kwargs["cell_counts"] = cell_counts
         kwargs = {key: value for key, value in kwargs.items() if key in self.accepted}
         if "gt" in self.accepted:
             kwargs["gt"] = component_ids > 0

@@ -2,8 +2,8 @@
 
 nnU-Net's data loader keeps only ``image`` and ``segmentation`` of what the transforms return, so
 the component maps travel as extra channels of the segmentation (Skeleton-Recall style): at each
-deep-supervision scale the target becomes ``[seg channels | component ids (C) | Voronoi cells (C)]``
-in int32. That is a plain tensor, so it survives the loader's collation, pinned memory, both
+deep-supervision scale the target becomes ``[seg channels | component ids (C) | Voronoi cells (C) |
+cell counts (C)]`` in int32 (cells and their voxel counts only for the CC losses). That is a plain tensor, so it survives the loader's collation, pinned memory, both
 multiprocessing start methods and DDP without any custom loader.
 :class:`nnunet_lesionloss.targets.TargetLayout` says how to split it again on the GPU, before
 nnU-Net's own loss and online Dice see the segmentation.
@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import SegOnlyTransform
 
-from nnunet_lesionloss.components import channel_component_maps, check_connectivity, group_masks
+from nnunet_lesionloss.components import check_connectivity, group_masks, packed_component_maps
 
 __all__ = ["ComponentMapsTransform"]
 
 
 class ComponentMapsTransform(SegOnlyTransform):
-    """Appends connected-component ids (and optionally Voronoi cells) to the segmentation.
+    """Appends connected-component ids (and optionally Voronoi cells and their voxel counts) to the segmentation.
 
     Runs after region conversion and ``DownsampleSegForDSTransform``, so every scale is labelled on
     its own downsampled target (a lesion that vanishes at a coarse scale has no id there).
@@ -34,7 +34,7 @@ class ComponentMapsTransform(SegOnlyTransform):
             are the regions; a further channel, if present, is the ignore region.
         ignore_label: label-based: the ignore label (its voxels are never foreground).
         connectivity: 6/18/26 in 3D, 4/8 in 2D; None = full (26 / 8).
-        with_cells: also compute the Voronoi cell of every component (CC loss).
+        with_cells: also compute the Voronoi cell of every component and the cells' voxel counts (CC loss).
         scales_with_maps: label only the first this many scales (None = all).
     """
 
@@ -74,11 +74,13 @@ class ComponentMapsTransform(SegOnlyTransform):
         else:
             masks = seg[: self.num_regions].astype(bool)
             ignore = seg[self.num_regions].astype(bool) if seg.shape[0] > self.num_regions else None
-        ids, cells = channel_component_maps(
-            masks, ignore=ignore, connectivity=self.connectivity, with_cells=self.with_cells
+        channels = len(masks)
+        out = np.empty((seg.shape[0] + channels * (3 if self.with_cells else 1), *seg.shape[1:]), dtype=np.int32)
+        out[: seg.shape[0]] = seg
+        packed_component_maps(
+            masks, ignore=ignore, connectivity=self.connectivity, with_cells=self.with_cells, out=out[seg.shape[0] :]
         )
-        parts = [seg.astype(np.int32), ids] + ([cells] if cells is not None else [])
-        return torch.from_numpy(np.concatenate(parts, axis=0))
+        return torch.from_numpy(out)
 
     def _apply_to_segmentation(self, segmentation, **params):
         if isinstance(segmentation, torch.Tensor):

@@ -1,0 +1,32 @@
+"""The benchmark scripts behind the README's tables run (at a tiny size, on the CPU) and print them.
+
+``scripts/gpu_benchmarks.sh --smoke`` runs the same commands as the GPU run with tiny sizes, so the
+script handed to a GPU machine is exercised here. No timing is asserted: the numbers are the
+scripts' output, not test results.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_benchmark_script_prints_every_table_at_a_tiny_size(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        ["bash", str(REPOSITORY / "scripts" / "gpu_benchmarks.sh"), "--smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tables = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    assert sorted(tables) == ["loader.md", "losses_memory.md", "losses_time_bf16.md", "losses_time_fp16.md"]
+    assert "| CC Dice+CE | 8 |" in tables["losses_time_fp16.md"] and "autocast fp16" in tables["losses_time_fp16.md"]
+    assert "autocast bf16" in tables["losses_time_bf16.md"]
+    assert "| + IWL-CC Dice+CE (MiB more) |" in tables["losses_memory.md"]
+    assert "| 24³ | 4 |" in tables["loader.md"] and "nnU-Net transforms" in tables["loader.md"]
