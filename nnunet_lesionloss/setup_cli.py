@@ -121,6 +121,44 @@ def _run_doctor(args) -> int:
     return 1 if problems else 0
 
 
+def effective_config(trainer: str, environ=None) -> dict:
+    """The config ``trainer`` would train with, and which file changed what (``sources``).
+
+    Raises ``KeyError`` for a trainer that is not one of this package's (it reads no config) and
+    ``ConfigError`` for a config it would refuse at start.
+    """
+    from nnunet_lesionloss.config import load_config_with_sources
+    from nnunet_lesionloss.training import variants
+
+    if trainer not in shipped_trainer_names():
+        raise KeyError(trainer)
+    cls = getattr(variants, trainer)
+    config, sources = load_config_with_sources(cls.config_name, cls.config_overrides, environ, trainer=trainer)
+    return {"trainer": trainer, "config_name": cls.config_name, **config, "sources": sources}
+
+
+def _run_config(args) -> int:
+    import json
+
+    from nnunet_lesionloss.config import CONFIG_ENV, ConfigError
+
+    override = os.environ.get(CONFIG_ENV)
+    print(f"{CONFIG_ENV}={override}" if override else f"{CONFIG_ENV} is not set: the trainer's defaults apply")
+    try:
+        config = effective_config(args.trainer)
+    except KeyError:
+        note = f"{args.trainer} is not a trainer of {DISTRIBUTION}: it reads no lesion-loss config"
+        if override:
+            note += f", so {CONFIG_ENV} (including its trainer: settings) does not apply to it"
+        print(f"note: {note}")
+        return 0
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(config, indent=2))
+    return 0
+
+
 def _run_synth(args) -> int:
     from nnunet_lesionloss.synthetic import write_dataset_from_case, write_synthetic_dataset
 
@@ -168,6 +206,12 @@ def register(subparsers) -> None:
     env.set_defaults(func=_run_env)
     doctor = subparsers.add_parser("doctor", help="check versions, nnU-Net paths and that nnU-Net finds every trainer")
     doctor.set_defaults(func=_run_doctor)
+    config = subparsers.add_parser(
+        "config",
+        help="show the effective loss config of a trainer, with NNUNET_LESIONLOSS_CONFIG applied, and what set each key",
+    )
+    config.add_argument("trainer", help="trainer class name, e.g. nnUNetTrainerCATMIL")
+    config.set_defaults(func=_run_config)
     synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
     synth.add_argument("--dataset-id", type=int, default=901)
     synth.add_argument("--name", default="SyntheticLesions")
