@@ -11,6 +11,11 @@ CPU, ``--threads 1`` avoids the OpenMP spin-waits that inflate multi-threaded ti
 
     python scripts/bench_losses.py --threads 1                   # CPU, 96³
     python scripts/bench_losses.py --device cuda                 # GPU, 128³
+    python scripts/bench_losses.py --threads 1 --check-cost      # + the probability-range check of validate=True
+
+The functional losses are called as the public API calls them (``validate=True``, argument checks
+included); the trainers call them with ``validate=False``. ``--check-cost`` adds a row that times the
+probability-range check alone on the same probabilities, and a table of its cost per term.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from scipy import ndimage
 
 from nnunet_lesionloss.config import load_config
+from nnunet_lesionloss.losses.checks import check_probability_range
 from nnunet_lesionloss.losses.functional import (
     blob_loss,
     cat_loss,
@@ -63,6 +69,7 @@ LOSSES: dict[str, LossFn] = {
 }
 
 BASELINE = "nnU-Net DC+CE"
+CHECK = "probability-range check alone (validate=True)"
 
 
 def nnunet_dc_and_ce() -> DC_and_CE_loss:
@@ -153,6 +160,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--only", nargs="*", default=None, help="names of LOSSES entries to run (default: all)")
+    parser.add_argument(
+        "--check-cost", action="store_true", help="also time the probability-range check of validate=True alone"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,6 +197,15 @@ def main() -> None:
                 return loss_fn(probs, ids, cells, None)
 
             steps[name] = step
+        if args.check_cost:
+            probs = torch.softmax(logits.detach(), 1)[:, 1:].contiguous()
+            anchor = torch.zeros((), device=device, requires_grad=True)
+
+            def check(probs=probs, anchor=anchor):
+                check_probability_range(probs)
+                return anchor * 1.0  # a trivial graph: the step's backward costs nothing
+
+            steps[CHECK] = check
         measured = time_steps(steps, logits, args.repeats, args.warmup, BASELINE)
         for name, result in measured.items():
             rows.append(
@@ -215,8 +234,17 @@ def main() -> None:
     print("| loss | ratio |")
     print("| --- | ---: |")
     for name, per_k in ratios.items():
-        if name != BASELINE:
+        if name not in (BASELINE, CHECK):
             print(f"| {name} | {per_k[last] / per_k[first]:.2f} |")
+    if args.check_cost:
+        print("\nCost of the probability-range check (validate=True) as a share of each term's forward+backward")
+        print("((check × DC+CE) / (term × DC+CE), same rounds; the trainers call the terms with validate=False):\n")
+        print("| term | " + " | ".join(f"K={k}" for k in args.lesions) + " |")
+        print("| --- |" + " ---: |" * len(args.lesions))
+        for name, per_k in ratios.items():
+            if name not in (BASELINE, CHECK):
+                shares = [100 * ratios[CHECK][k] / per_k[k] for k in args.lesions]
+                print(f"| {name} | " + " | ".join(f"{share:.1f}%" for share in shares) + " |")
 
 
 if __name__ == "__main__":
