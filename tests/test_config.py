@@ -218,3 +218,22 @@ def test_a_config_that_trains_nothing_is_refused(tmp_path):
             "catmil", env=_override(tmp_path, "base: {weight: 0}\nterms: {cat: {weight: 0}, mil: {weight: 0}}\n")
         )
     assert load_config("catmil", env=_override(tmp_path, "base: {weight: 0}\nterms: {cat: {weight: 0}}\n"))
+
+
+def test_config_command_shows_the_effective_config_or_the_refusal(tmp_path, monkeypatch, capsys):
+    import json
+
+    from nnunet_lesionloss.cli import main
+
+    override = tmp_path / "my_catmil.yaml"
+    override.write_text(CATMIL_OVERRIDE)
+    monkeypatch.setenv(CONFIG_ENV, str(override))
+    assert main(["config", "nnUNetTrainerCATMIL"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"{CONFIG_ENV}={override}"
+    shown = json.loads(out[out.index("{") :])
+    assert shown["terms"]["mil"]["weight"] == 1.0 and shown["sources"][-1]["path"] == str(override.resolve())
+    assert main(["config", "nnUNetTrainerBlob"]) == 2
+    assert "nnUNetTrainerBlob has no term" in capsys.readouterr().err
+    assert main(["config", "nnUNetTrainer"]) == 0  # nnU-Net's own trainer reads no config: said so
+    assert "does not apply to it" in capsys.readouterr().out
