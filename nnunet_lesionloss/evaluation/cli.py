@@ -112,7 +112,7 @@ USAGE_ERRORS = (OSError, ValueError)
 
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return _exit(2, "nothing was written (the error above stopped the command before it evaluated anything)")
+    return _exit(2, "stopped before any result was written (the error above)")
 
 
 def _exit(code: int, reason: str) -> int:

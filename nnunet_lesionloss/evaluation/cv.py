@@ -475,8 +475,9 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
     return "\n".join(lines)
 
 
-def report_failures(result: dict, stream=sys.stderr) -> None:
-    """Every failure on its own line: fold, case, reason."""
+def report_failures(result: dict, stream=None) -> None:
+    """Every failure on its own line: fold, case, reason (default: on stderr)."""
+    stream = stream or sys.stderr
     for failure in result["failures"]:
         fold = "-" if failure["fold"] is None else failure["fold"]
         print(f"  fold {fold}, case {failure['case']}: {failure['reason']}", file=stream)

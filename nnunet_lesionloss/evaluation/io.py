@@ -13,6 +13,7 @@ result's name. Hidden files (``.name``) are never read as images.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -359,4 +360,8 @@ def prepare_output_dir(folder: str | os.PathLike, names: Iterable[str] = (), ove
         os.unlink(probe)
     except OSError as error:
         raise OutputError(f"cannot write into the output folder {folder}: {error.strerror or error}") from None
+    for name in names:  # temporary files a killed run left behind (never read: hidden)
+        for leftover in folder.glob(f".partial-*-{glob.escape(name)}"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
     return folder

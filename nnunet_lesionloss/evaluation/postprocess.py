@@ -93,7 +93,8 @@ def merge_by_volume(
         selected[0] = False
         return np.where(selected[components], labels, 0)
 
-    merged = keep(small_model, small=True)
+    # the wider of the two label types: a label of one model must survive in the other's array
+    merged = keep(small_model, small=True).astype(np.result_type(small_model.dtype, large_model.dtype))
     from_large = keep(large_model, small=False)
     merged[from_large > 0] = from_large[from_large > 0]
     return merged
