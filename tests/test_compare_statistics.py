@@ -14,7 +14,6 @@ from test_evaluation_cv_compare import SHAPE, reference_case
 
 from conftest_evaluation import load_strict_json, write_image
 from nnunet_lesionloss.cli import main
-from nnunet_lesionloss.evaluation.compare import bootstrap_ci, holm
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 
@@ -112,6 +111,8 @@ def test_reference_run_is_chosen_by_name_or_position(tmp_path):
 
 
 def test_holm_and_bootstrap_by_hand():
+    from nnunet_lesionloss.evaluation.compare import bootstrap_ci, holm
+
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3·0.01; max(2·0.03, 0.04 → 0.06)
     adjusted = holm([0.5, None, 0.2])  # None is not in the family: m = 2
     assert adjusted[1] is None and adjusted[0] == pytest.approx(0.5) and adjusted[2] == pytest.approx(0.4)
