@@ -182,6 +182,10 @@ def test_runs_are_named_by_trainer_not_by_their_shared_folder_name(tmp_path):
     assert summary["pred_dir"].endswith("validation")
 
 
+def merge_by_volume(small, large, out, *options: str) -> int:
+    return main(["merge-by-volume", "--small-model", str(small), "--large-model", str(large), "-o", str(out), *options])
+
+
 def test_post_processing_keeps_the_label_dtype(tmp_path):
     """Observed: remove-small and merge-by-volume wrote uint16, so label 70000 became 4464."""
     import SimpleITK as sitk
@@ -195,19 +199,7 @@ def test_post_processing_keeps_the_label_dtype(tmp_path):
     written = sitk.ReadImage(str(tmp_path / "out" / "c.nii.gz"))
     array = sitk.GetArrayFromImage(written)
     assert array.dtype == np.uint32 and array.max() == 70000 and array[9, 9, 9] == 0
-    code = main(
-        [
-            "merge-by-volume",
-            "--small-model",
-            str(tmp_path / "b"),
-            "--large-model",
-            str(tmp_path / "in"),
-            "-o",
-            str(tmp_path / "m"),
-            "--volume-ml",
-            "0.01",
-        ]
-    )
+    code = merge_by_volume(tmp_path / "b", tmp_path / "in", tmp_path / "m", "--volume-ml", "0.01")
     assert code == 0
     merged = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m" / "c.nii.gz")))
     assert merged.dtype == np.uint32 and merged.max() == 70000
@@ -217,17 +209,7 @@ def test_merge_by_volume_goes_on_past_a_case_of_one_model_only(tmp_path, capsys)
     for folder in ("a", "b"):
         write_image(tmp_path / folder / "c1.nii.gz", np.zeros(SHAPE, np.uint8))
     write_image(tmp_path / "a" / "c0.nii.gz", np.zeros(SHAPE, np.uint8))  # only in model A
-    code = main(
-        [
-            "merge-by-volume",
-            "--small-model",
-            str(tmp_path / "a"),
-            "--large-model",
-            str(tmp_path / "b"),
-            "-o",
-            str(tmp_path / "m"),
-        ]
-    )
+    code = merge_by_volume(tmp_path / "a", tmp_path / "b", tmp_path / "m")
     assert code == 1 and (tmp_path / "m" / "c1.nii.gz").is_file()
     err = capsys.readouterr().err
     assert "c0: no image of this case in" in err and "exit status 1: 1 case(s) failed" in err

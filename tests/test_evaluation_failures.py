@@ -28,6 +28,11 @@ def cv_tree(tmp_path, monkeypatch):
     return {"root": tmp_path, "run": runs["nnUNetTrainerMissesSmall"], "perfect": runs["nnUNetTrainerPerfect"]}
 
 
+def evaluate(gt, pred, out, *options: str) -> int:
+    """``nnunet-lesionloss evaluate --gt GT --pred PRED -o OUT --quiet OPTIONS``; the exit status."""
+    return main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet", *options])
+
+
 def validation(run: Path, fold: int) -> Path:
     return run / f"fold_{fold}" / "validation"
 
@@ -121,20 +126,20 @@ def test_nan_in_a_nifti_label_map_is_refused_per_case(tmp_path):
     assert np.isnan(sitk.GetArrayFromImage(sitk.ReadImage(str(pred / "c.nii.gz")))).sum() == 0  # the trap
     write_image(gt / "ok.nii.gz", cube(SHAPE, (2, 2, 2), (3, 3, 3)))
     write_image(pred / "ok.nii.gz", cube(SHAPE, (2, 2, 2), (3, 3, 3)))
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "o"), "--quiet"]) == 1
+    assert evaluate(gt, pred, tmp_path / "o") == 1
     errors = load_strict_json(tmp_path / "o" / "summary.json")["errors"]
     assert set(errors) == {"c"} and "contains NaN in 1 voxels" in errors["c"]
 
 
 def test_non_integer_labels_name_an_example_value(tmp_path):
     gt, pred = _pair(tmp_path, np.full(SHAPE, 0.25, np.float32))
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "o"), "--quiet"]) == 1
+    assert evaluate(gt, pred, tmp_path / "o") == 1
     assert "non-integer values (e.g. 0.25" in load_strict_json(tmp_path / "o" / "summary.json")["errors"]["c"]
 
 
 def test_gt_equal_to_pred_is_refused(tmp_path, capsys):
     gt, _ = _pair(tmp_path, cube(SHAPE, (2, 2, 2), (3, 3, 3)))
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(gt) + "/", "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert evaluate(gt, str(gt) + "/", tmp_path / "o") == 2
     assert "--gt and --pred are the same folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -144,19 +149,15 @@ def test_labels_absent_from_dataset_json_are_an_error(tmp_path, capsys):
     (tmp_path / "dataset.json").write_text(
         json.dumps({"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"})
     )
-    code = main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "o"), "--labels", "1", "7"])
-    assert code == 2
+    assert evaluate(gt, pred, tmp_path / "o", "--labels", "1", "7") == 2
     assert "--labels 7: " in capsys.readouterr().err
-    assert (
-        main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "o"), "--labels", "1", "--quiet"])
-        == 0
-    )
+    assert evaluate(gt, pred, tmp_path / "o", "--labels", "1") == 0
 
 
 def test_ignored_predictions_are_recorded_in_the_summary(tmp_path):
     gt, pred = _pair(tmp_path, cube(SHAPE, (2, 2, 2), (3, 3, 3)))
     write_image(pred / "stray.nii.gz", cube(SHAPE, (2, 2, 2), (3, 3, 3)))
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "o"), "--quiet"]) == 0
+    assert evaluate(gt, pred, tmp_path / "o") == 0
     assert load_strict_json(tmp_path / "o" / "summary.json")["ignored_predictions"] == ["stray"]
 
 
@@ -167,12 +168,12 @@ def test_a_file_ending_that_does_not_match_dataset_json_is_named(tmp_path, capsy
     (gt.parent / "dataset.json").write_text(
         json.dumps({"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"})
     )
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert evaluate(gt, pred, tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "holds 1 ending in .nrrd" in err and "says the file ending is .nii.gz" in err
     # references fine, predictions with another ending: said too
     write_image(gt / "c.nii.gz", cube(SHAPE, (2, 2, 2), (3, 3, 3)))
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert evaluate(gt, pred, tmp_path / "o") == 2
     assert f"{pred} holds 1 ending in .nrrd" in capsys.readouterr().err
 
 
@@ -180,42 +181,10 @@ def test_brats_preset_on_files_without_brats_names_points_to_pairing_by_name(tmp
     gt, pred = _pair(
         tmp_path, cube(SHAPE, (2, 2, 2), (3, 3, 3), value=3), reference=cube(SHAPE, (2, 2, 2), (3, 3, 3), value=3)
     )
-    assert (
-        main(
-            [
-                "evaluate",
-                "--gt",
-                str(gt),
-                "--pred",
-                str(pred),
-                "-o",
-                str(tmp_path / "o"),
-                "--preset",
-                "brats-mets",
-                "--quiet",
-            ]
-        )
-        == 2
-    )
+    assert evaluate(gt, pred, tmp_path / "o", "--preset", "brats-mets") == 2
     err = capsys.readouterr().err
     assert "pairs files by the BraTS subject id" in err and "--pairing name" in err
-    code = main(
-        [
-            "evaluate",
-            "--gt",
-            str(gt),
-            "--pred",
-            str(pred),
-            "-o",
-            str(tmp_path / "o"),
-            "--preset",
-            "brats-mets",
-            "--pairing",
-            "name",
-            "--quiet",
-        ]
-    )
-    assert code == 0
+    assert evaluate(gt, pred, tmp_path / "o", "--preset", "brats-mets", "--pairing", "name") == 0
 
 
 # --------------------------------------------------------------------------- outputs
@@ -236,7 +205,7 @@ def test_an_unwritable_output_folder_is_refused_before_any_evaluation(tmp_path, 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     _untouchable(monkeypatch)
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(blocker / "out"), "--quiet"]) == 2
+    assert evaluate(gt, pred, blocker / "out") == 2
     err = capsys.readouterr().err
     assert f"cannot create the output folder {blocker / 'out'}" in err and "exit status 2" in err
     assert main(["cv-summary", str(cv_tree["run"]), "-o", str(blocker / "cv"), "--quiet"]) == 2
@@ -251,7 +220,7 @@ def test_a_read_only_output_folder_is_refused_before_any_evaluation(tmp_path, mo
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     _untouchable(monkeypatch)
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(locked), "--quiet"]) == 2
+    assert evaluate(gt, pred, locked) == 2
     assert "cannot write into the output folder" in capsys.readouterr().err
 
 
@@ -263,9 +232,7 @@ def test_a_corrupt_file_in_the_middle_of_a_folder_stops_nothing(tmp_path, cv_tre
     (pred / "c2.nii.gz").write_bytes(b"\x1f\x8b half a gzip")
     for processes in ("1", "2"):
         out = tmp_path / f"o{processes}"
-        assert (
-            main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet", "-np", processes]) == 1
-        )
+        assert evaluate(gt, pred, out, "-np", processes) == 1
         summary = load_strict_json(out / "summary.json")
         assert list(summary["errors"]) == ["c2"] and summary["aggregates"]["1"]["Dice"]["n"] == 4
     # cv-summary: a corrupt prediction in the middle fold
@@ -329,7 +296,7 @@ def test_evaluate_killed_during_evaluation_and_started_again(tmp_path):
     assert killed.returncode == -9
     assert _visible(out) == [], "nothing half-done may look like a result"
     assert main(args) == 0  # started again as it was: nothing to overwrite
-    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(tmp_path / "clean"), "--quiet"]) == 0
+    assert evaluate(gt, pred, tmp_path / "clean") == 0
     again, clean = load_strict_json(out / "summary.json"), load_strict_json(tmp_path / "clean" / "summary.json")
     assert again["metric_per_case"] == clean["metric_per_case"] and again["mean"] == clean["mean"]
 

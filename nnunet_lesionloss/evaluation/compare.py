@@ -136,51 +136,42 @@ def _trainer_identity(folder: Path, recorded: str | None = None) -> tuple[str, s
 
 
 def load_run(path: str | Path, name: str | None = None) -> Run:
+    """A run from a cv-summary output (cv_summary.json) or an evaluate output (summary.json), in
+    ``path`` or in ``path/lesion_evaluation``."""
     path = Path(path)
     for folder in (path, path / "lesion_evaluation"):
-        cases_csv = folder / "cases.csv" if (folder / "cases.csv").is_file() else None
-        if (folder / "cv_summary.json").is_file():
-            with open(folder / "cv_summary.json") as handle:
-                data = json.load(handle)
-            short, identity = _trainer_identity(folder, data.get("results_dir"))
-            return Run(
-                name=name or data.get("trainer") or short,
-                folder=folder,
-                kind="cv-summary",
-                means=data["mean_of_fold_means"],
-                stds=data["std_of_fold_means"],
-                pooled=data["pooled"]["across_cases"],
-                cases_csv=cases_csv,
-                n_cases=int(data.get("n_cases", 0)),
-                n_failed=int(data.get("n_failed", 0)),
-                settings=data.get("settings"),
-                preset=data.get("preset"),
-                identity=identity,
-            )
-        if (folder / "summary.json").is_file():
-            with open(folder / "summary.json") as handle:
-                data = json.load(handle)
-            if "aggregates" not in data:
-                raise ValueError(
-                    f"{folder / 'summary.json'} is not a lesion-wise summary (run nnunet-lesionloss evaluate)"
-                )
-            stds = {label: {m: d["std"] for m, d in by.items()} for label, by in data["aggregates"].items()}
-            short, identity = _trainer_identity(folder, data.get("pred_dir"))
-            return Run(
-                name=name or short,
-                folder=folder,
-                kind="evaluate",
-                means=data["mean"],
-                stds=stds,
-                pooled=data["across_cases"],
-                cases_csv=cases_csv,
-                n_cases=int(data.get("n_cases", 0)),
-                n_failed=int(data.get("n_failed", 0)),
-                settings=data.get("settings"),
-                preset=data.get("preset"),
-                identity=identity,
-            )
+        for file_name, kind in (("cv_summary.json", "cv-summary"), ("summary.json", "evaluate")):
+            if (folder / file_name).is_file():
+                with open(folder / file_name) as handle:
+                    return _run_from(json.load(handle), kind, folder, name)
     raise FileNotFoundError(f"{path} holds no cv_summary.json or summary.json (run cv-summary or evaluate first)")
+
+
+def _run_from(data: dict, kind: str, folder: Path, name: str | None) -> Run:
+    if kind == "cv-summary":
+        means, stds, pooled = data["mean_of_fold_means"], data["std_of_fold_means"], data["pooled"]["across_cases"]
+        short, identity = _trainer_identity(folder, data.get("results_dir"))
+        short = data.get("trainer") or short
+    else:
+        if "aggregates" not in data:
+            raise ValueError(f"{folder / 'summary.json'} is not a lesion-wise summary (run nnunet-lesionloss evaluate)")
+        means, pooled = data["mean"], data["across_cases"]
+        stds = {label: {m: d["std"] for m, d in by.items()} for label, by in data["aggregates"].items()}
+        short, identity = _trainer_identity(folder, data.get("pred_dir"))
+    return Run(
+        name=name or short,
+        folder=folder,
+        kind=kind,
+        means=means,
+        stds=stds,
+        pooled=pooled,
+        cases_csv=folder / "cases.csv" if (folder / "cases.csv").is_file() else None,
+        n_cases=int(data.get("n_cases", 0)),
+        n_failed=int(data.get("n_failed", 0)),
+        settings=data.get("settings"),
+        preset=data.get("preset"),
+        identity=identity,
+    )
 
 
 def make_names_unique(runs: list[Run]) -> None:
@@ -421,14 +412,7 @@ def write_table(
                 for key in ("n", "mean_difference", "ci_low", "ci_high", "p_wilcoxon", "p_holm")
             ]
         table.append(line)
-
-    def write(temporary: Path) -> None:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(table)
-
-    io.atomic_write(csv_path, write)
+    io.write_csv(csv_path, header, table)
     return md, csv_path
 
 

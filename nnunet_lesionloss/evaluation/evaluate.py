@@ -8,7 +8,6 @@ and per-case ``errors``; ``cases.csv`` (one row per case and label); ``summary.m
 
 from __future__ import annotations
 
-import csv
 import math
 import multiprocessing
 import os
@@ -423,16 +422,7 @@ def cases_table(results: list[CaseResult], extra_columns: dict[str, str] | None 
     return header, rows
 
 
-def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    """Write a CSV atomically (a temporary file renamed, see ``io.atomic_write``)."""
-
-    def write(temporary: Path) -> None:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
-
-    io.atomic_write(path, write)
+write_csv = io.write_csv  # the writer of every CSV output (atomic)
 
 
 def write_cases_csv(path: Path, results: list[CaseResult]) -> None:

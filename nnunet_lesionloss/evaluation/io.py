@@ -325,6 +325,19 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
+def write_csv(path: str | os.PathLike, header: list[str], rows: list[list]) -> Path:
+    """A CSV with one header row, written atomically (see :func:`atomic_write`)."""
+    import csv
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
+
+
 def write_json(path: str | os.PathLike, data, overwrite: bool) -> Path:
     """Strict JSON (NaN and infinities as null), written atomically; refuses to replace a file
     without ``overwrite``."""
