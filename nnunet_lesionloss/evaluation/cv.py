@@ -170,7 +170,7 @@ def plan_cv(
         predicted_anywhere.update(predicted)
         cases[fold] = validation_cases(gt_dir, fold, predicted, splits_file) if splits_file else predicted
     unassigned = sorted(set(references) - predicted_anywhere) if splits_file is None else []
-    io.prepare_output_dir(output_dir, CV_FILES, overwrite)
+    io.prepare_output_dir(output_dir, CV_FILES, overwrite, marker="cv_summary.json")
     return CVPlan(
         results_dir=results_dir,
         gt_dir=gt_dir,

@@ -520,7 +520,7 @@ def write_outputs(
     """cases.csv, summary.md, then summary.json, each written atomically. When replacing a previous
     evaluation, its summary.json is removed first, so a run interrupted while writing leaves no
     summary.json beside files of another run."""
-    output_dir = io.prepare_output_dir(output_dir, SUMMARY_FILES, overwrite)
+    output_dir = io.prepare_output_dir(output_dir, SUMMARY_FILES, overwrite, marker="summary.json")
     summary = build_summary(results, settings, labels, preset, extra)
     (output_dir / "summary.json").unlink(missing_ok=True)
     write_cases_csv(output_dir / "cases.csv", results)

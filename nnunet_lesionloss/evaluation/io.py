@@ -354,15 +354,22 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
-def prepare_output_dir(folder: str | os.PathLike, names: Iterable[str] = (), overwrite: bool = False) -> Path:
+def prepare_output_dir(
+    folder: str | os.PathLike, names: Iterable[str] = (), overwrite: bool = False, marker: str | None = None
+) -> Path:
     """Create ``folder`` (with parents) and make sure a file can be written in it, and that none of
     ``names`` exists there unless ``overwrite``; before any work, so a bad output path costs nothing.
 
-    Raises :class:`OutputError` (folder) or ``FileExistsError`` (a file), naming the path.
+    ``marker`` is the file a command writes last (its summary): when it is absent, the other ``names``
+    are what an interrupted run left and may be replaced. Raises :class:`OutputError` (folder) or
+    ``FileExistsError`` (a file), naming the path.
     """
     folder = Path(folder)
+    names = list(names)
+    complete = marker is None or (folder / marker).exists()
     for name in names:
-        check_writable(folder / name, overwrite)
+        if complete or name == marker:
+            check_writable(folder / name, overwrite)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

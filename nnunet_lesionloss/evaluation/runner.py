@@ -192,7 +192,7 @@ def evaluate_folders(
         )
     if write:  # fail before the work, not after it
         names = SUMMARY_FILES + (BRATS_FILES if preset.brats_outputs else ())
-        io.prepare_output_dir(output_dir, names, overwrite)
+        io.prepare_output_dir(output_dir, names, overwrite, marker="summary.json")
     evaluated = evaluate_pairs(
         plan.pairs,
         label_spec,
@@ -213,13 +213,11 @@ def evaluate_folders(
     if not write:
         summary = build_summary(results, settings, label_spec, preset.name, extra)
     else:
-        written = []
-        if preset.brats_outputs:
+        if preset.brats_outputs:  # summary.json (the marker of a complete output) goes first, comes back last
+            (output_dir / "summary.json").unlink(missing_ok=True)
             metrics, (header, rows) = brats_outputs(results, settings, list(preset.regions))
-            written.append(io.write_json(output_dir / BRATS_FILES[0], metrics, overwrite=True))
-            written.append(
-                io.atomic_write(output_dir / BRATS_FILES[1], lambda t: write_brats_summary_csv(t, header, rows))
-            )
+            io.write_json(output_dir / BRATS_FILES[0], metrics, overwrite=True)
+            io.atomic_write(output_dir / BRATS_FILES[1], lambda t: write_brats_summary_csv(t, header, rows))
         summary = write_outputs(output_dir, results, settings, label_spec, preset.name, overwrite, extra)
     return (summary, results) if return_results else summary
 
