@@ -174,9 +174,12 @@ def test_a_blob_trainer_given_a_catmil_override_stops_at_start_and_sources_are_w
     override = tmp_path / "my_catmil.yaml"
     override.write_text(CATMIL_OVERRIDE)
     monkeypatch.setenv(CONFIG_ENV, str(override))
+    # a private results folder: the session's is where the end-to-end tests train these trainers
+    dataset = dict(preprocessed_dataset, env=dict(preprocessed_dataset["env"], nnUNet_results=str(tmp_path / "r")))
     with pytest.raises(ConfigError, match=r"terms\.(cat|mil).*nnUNetTrainerBlob"):
-        make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerBlob)
-    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL)
+        make_trainer(dataset, monkeypatch, variants.nnUNetTrainerBlob)
+    trainer = make_trainer(dataset, monkeypatch, variants.nnUNetTrainerCATMIL)
+    assert str(trainer.output_folder).startswith(str(tmp_path / "r"))
     trainer.on_train_start()
     try:
         import json
