@@ -5,6 +5,18 @@ Resolution order (later wins): the trainer's default file, the trainer class's `
 environment variable ``NNUNET_LESIONLOSS_CONFIG`` (merged key by key). Unknown keys and
 out-of-range values raise :class:`ConfigError` naming the key, at trainer start.
 
+Scoping of the override file (so that a file written for one trainer cannot silently change another):
+
+* it may only change keys the trainer's own config has: a term under ``terms:`` must be one of the
+  trainer's terms, ``auto_tau`` only where the trainer has it. A new term is added only by naming it
+  under ``add_terms:`` (same settings as ``terms:``). ``trainer:`` (epochs, iterations, learning rate)
+  applies to every trainer of this package;
+* ``applies_to: [nnUNetTrainerCATMIL, "nnUNetTrainerCATMIL_*"]`` (trainer names, shell-style patterns)
+  restricts the file to those trainers: any other trainer stops at start.
+
+:func:`load_config_with_sources` also returns which file (or class) changed which key, from what to what;
+the trainer writes it into its effective config (``sources``).
+
 Schema::
 
     channels: per_class | union        # label-based datasets: one-vs-rest per class, or one union channel
@@ -20,8 +32,11 @@ Schema::
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
+import math
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,11 +55,16 @@ __all__ = [
     "default_config_path",
     "BASE_LOSSES",
     "loss_terms",
+    "load_config_with_sources",
+    "read_config_file",
+    "OVERRIDE_ONLY_KEYS",
 ]
 
 CONFIG_ENV = "NNUNET_LESIONLOSS_CONFIG"
 
 _TOP_KEYS = {"channels", "connectivity", "base", "terms", "trainer", "auto_tau"}
+#: keys only an override file may hold: its scope (``applies_to``) and the terms it adds (``add_terms``)
+OVERRIDE_ONLY_KEYS = ("applies_to", "add_terms")
 _TERM_KEYS = {"weight", "warmup_epochs", "scales", "params", "subterms"}
 _TRAINER_KEYS = {
     "num_epochs": int,
@@ -77,13 +97,41 @@ def default_config_path(name: str) -> Path:
     return Path(str(path))
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float syntax: ``1e-3`` and ``5E4`` are numbers.
+
+    PyYAML follows YAML 1.1, whose floats need a dot, so it reads ``1e-3`` as the *string* "1e-3".
+    """
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}  # a deep copy: add_implicit_resolver would otherwise append to SafeLoader's own lists
+_ConfigLoader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def read_config_file(path: str | os.PathLike) -> dict:
+    """A YAML (``1e-3`` is a number, as in YAML 1.2) or JSON config file as a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (from {CONFIG_ENV} or an argument)")
     text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_ConfigLoader)  # noqa: S506
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot parse config file {path}: {error}") from error
     if data is None:
@@ -105,8 +153,13 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def _number(value: Any, key: str, *, minimum: float | None = None, integer: bool = False) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
-        raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (written in quotes?)" if isinstance(value, str) else ""
+        raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}{hint}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    if integer and not float(value).is_integer():
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
     return int(value) if integer else float(value)
@@ -182,17 +235,111 @@ def validate_structure(config: dict) -> dict:
             if value is not None and not 0 <= _number(value, f"auto_tau.{key}") <= 1:
                 raise ConfigError(f"auto_tau.{key} must be in [0, 1], got {value!r}")
         auto_tau["max_cases"] = _number(auto_tau.get("max_cases", 200), "auto_tau.max_cases", minimum=1, integer=True)
+    if base["weight"] == 0 and all(_trains_nothing(term) for term in terms.values()):
+        raise ConfigError(
+            "base.weight is 0 and every term has weight 0 (or only sub-terms of weight 0): the loss would be "
+            "0 and the network would not train; give base.weight or a term a weight > 0"
+        )
     return config
 
 
-def load_config(name: str, overrides: dict | None = None, env: dict | None = None) -> dict:
+def _trains_nothing(term: dict) -> bool:
+    return term["weight"] == 0 or ("subterms" in term and not any(term["subterms"].values()))
+
+
+def load_config(name: str, overrides: dict | None = None, env: dict | None = None, trainer: str | None = None) -> dict:
     """The effective config of trainer config ``name`` (see module docstring), validated."""
+    return load_config_with_sources(name, overrides, env, trainer)[0]
+
+
+def load_config_with_sources(
+    name: str, overrides: dict | None = None, env: dict | None = None, trainer: str | None = None
+) -> tuple[dict, list[dict]]:
+    """The effective config and where each value came from.
+
+    ``trainer`` (the class name) is what the override file's scope is checked against and what its
+    messages name; without it, messages name the config and ``applies_to`` is not checked.
+    Returns ``(config, sources)``: ``sources`` lists, in order, the default file, the class
+    overrides and the override file, each with the keys it changed (``{"terms.cat.weight":
+    {"from": 0.1, "to": 0.2}}``; ``from`` is absent for a key it added).
+    """
     env = os.environ if env is None else env
-    config = read_config_file(default_config_path(name))
-    config = merge(config, overrides or {})
-    if env.get(CONFIG_ENV):
-        config = merge(config, read_config_file(env[CONFIG_ENV]))
-    return validate_structure(config)
+    who = trainer or f"config {name!r}"
+    default_path = default_config_path(name)
+    config = read_config_file(default_path)
+    sources = [{"source": f"default config of {who}", "path": str(default_path)}]
+    if overrides:
+        if trainer is not None:
+            sources.append({"source": f"{trainer}.config_overrides", "changes": changed_keys(config, overrides)})
+        else:
+            sources.append({"source": "overrides given in code", "changes": changed_keys(config, overrides)})
+        config = merge(config, overrides)
+    path = env.get(CONFIG_ENV)
+    if path:
+        override = read_config_file(path)
+        override = scope_override(override, validate_structure(config), who, trainer, f"{CONFIG_ENV}={path}")
+        sources.append(
+            {
+                "source": CONFIG_ENV,
+                "path": str(Path(path).resolve()),
+                "changes": changed_keys(config, override),
+            }
+        )
+        config = merge(config, override)
+    return validate_structure(config), sources
+
+
+def scope_override(override: dict, defaults: dict, who: str, trainer: str | None, origin: str) -> dict:
+    """Check that an override file may change this trainer (module docstring) and turn its
+    ``add_terms`` into ``terms``; raises :class:`ConfigError` naming the key, the trainer and the file."""
+    override = copy.deepcopy(override)
+    scope = override.pop("applies_to", None)
+    if scope is not None:
+        patterns = [scope] if isinstance(scope, str) else scope
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
+            raise ConfigError(f"{origin}: applies_to must be a trainer name or a list of them, got {scope!r}")
+        if trainer is not None and not any(fnmatch.fnmatchcase(trainer, p) for p in patterns):
+            raise ConfigError(
+                f"{origin} applies_to {patterns}, not to {trainer}: unset {CONFIG_ENV} for this trainer "
+                f"or add {trainer} to applies_to"
+            )
+    added = override.pop("add_terms", None) or {}
+    if not isinstance(added, dict):
+        raise ConfigError(f"{origin}: add_terms must map term names to settings, got {added!r}")
+    own_terms = sorted(defaults["terms"])
+    terms = override.get("terms") or {}
+    if isinstance(terms, dict):
+        for term in terms:
+            if term not in defaults["terms"]:
+                raise ConfigError(
+                    f"{origin} sets terms.{term}, but {who} has no term {term!r} (its terms: "
+                    f"{', '.join(own_terms) or 'none'}). The file was probably written for another trainer: "
+                    f"unset {CONFIG_ENV}, limit the file with applies_to, or add the term on purpose under "
+                    f"add_terms.{term}"
+                )
+    for term in added:
+        if term in defaults["terms"] or term in BASE_LOSSES.get(defaults["base"]["loss"], {}):
+            raise ConfigError(f"{origin}: add_terms.{term}: {who} already has the term {term!r}; set it under terms")
+    if "auto_tau" in override and defaults.get("auto_tau") is None:
+        raise ConfigError(f"{origin} sets auto_tau, but {who} does not estimate τ from the data (no auto_tau)")
+    if added:
+        override["terms"] = {**(terms if isinstance(terms, dict) else {}), **added}
+    return override
+
+
+def changed_keys(before: dict, override: dict, prefix: str = "") -> dict:
+    """Dotted key -> {"from": old, "to": new} for every leaf ``override`` sets to a new value."""
+    changes = {}
+    for key, value in (override or {}).items():
+        dotted = f"{prefix}{key}"
+        old = before.get(key) if isinstance(before, dict) else None
+        if isinstance(value, dict) and value and (isinstance(old, dict) or old is None):
+            changes.update(changed_keys(old or {}, value, dotted + "."))
+        elif not isinstance(before, dict) or key not in before:
+            changes[dotted] = {"to": copy.deepcopy(value)}
+        elif old != value:
+            changes[dotted] = {"from": copy.deepcopy(old), "to": copy.deepcopy(value)}
+    return changes
 
 
 def loss_terms(config: dict) -> dict:

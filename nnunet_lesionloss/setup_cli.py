@@ -4,6 +4,7 @@ installation end to end) and ``synth`` (writes the synthetic dataset)."""
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from importlib import metadata
 
@@ -29,11 +30,13 @@ def shipped_trainer_names() -> list[str]:
 
 
 def export_line(current: str | None = None) -> str:
+    """The shell line that adds this package's trainer folder to ``nnUNet_extTrainer`` (kept: the
+    folders already there), quoted so that ``eval`` keeps a path with spaces or shell characters whole."""
     folder = trainer_folder()
     paths = [p for p in (current or "").split(os.pathsep) if p]
     if folder not in paths:
         paths.append(folder)
-    return f"export nnUNet_extTrainer={os.pathsep.join(paths)}"
+    return f"export nnUNet_extTrainer={shlex.quote(os.pathsep.join(paths))}"
 
 
 def declared_requirements() -> list[Requirement]:
@@ -66,44 +69,76 @@ def doctor_report(environ=None) -> list[tuple[bool, str]]:
         if not value:
             checks.append((False, f"{variable} is not set: export it to a folder (see nnU-Net's setting_up_paths.md)"))
         elif not os.path.isdir(value):
-            checks.append((False, f"{variable}={value} does not exist: mkdir -p {value}"))
+            checks.append((False, f"{variable}={value} does not exist: mkdir -p {shlex.quote(value)}"))
         else:
             checks.append((True, f"{variable}={value}"))
     folder = trainer_folder()
-    ext = [p for p in environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if folder in [os.path.abspath(p) for p in ext]:
+    ext = environ.get("nnUNet_extTrainer", "")
+    if folder in [os.path.abspath(p) for p in ext.split(os.pathsep) if p]:
         checks.append((True, f"nnUNet_extTrainer contains {folder}"))
     else:
         checks.append((False, f'nnUNet_extTrainer does not contain {folder}: run eval "$(nnunet-lesionloss env)"'))
-    checks.extend(_discovery_checks(folder))
+    checks.extend(_discovery_checks(ext, folder))
     return checks
 
 
-def _discovery_checks(folder: str) -> list[tuple[bool, str]]:
-    """Look every shipped trainer up through nnU-Net's own lookup, with our folder on the path."""
+def _find_trainers(ext_trainer: str | None) -> tuple[list[str], list[str]]:
+    """Look every shipped trainer up through nnU-Net's own lookup with ``nnUNet_extTrainer`` set to
+    ``ext_trainer`` (None: unset), as ``nnUNetv2_train -tr`` would. Returns (found, not found or
+    found elsewhere, with the reason)."""
     import contextlib
     import io
 
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     saved = os.environ.get("nnUNet_extTrainer")
-    os.environ["nnUNet_extTrainer"] = os.pathsep.join([p for p in (saved or "").split(os.pathsep) if p] + [folder])
+    if ext_trainer is None:
+        os.environ.pop("nnUNet_extTrainer", None)
+    else:
+        os.environ["nnUNet_extTrainer"] = ext_trainer
     found, missing = [], []
     try:
         for name in shipped_trainer_names():
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     trainer = recursive_find_trainer_class_by_name(name)
-                (found if trainer.__module__.startswith("nnunet_lesionloss.") else missing).append(name)
             except Exception as error:  # report, never crash the doctor
-                missing.append(f"{name} ({type(error).__name__}: {error})")
+                missing.append(f"{name} ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
+                continue
+            if trainer.__module__.startswith("nnunet_lesionloss."):
+                found.append(name)
+            else:  # an earlier folder of nnUNet_extTrainer (or nnU-Net itself) defines a class of that name
+                missing.append(f"{name} (nnU-Net would use {trainer.__module__}.{trainer.__name__} instead)")
     finally:
         if saved is None:
             os.environ.pop("nnUNet_extTrainer", None)
         else:
             os.environ["nnUNet_extTrainer"] = saved
-    checks = [(True, f"nnU-Net finds {len(found)}/{len(found) + len(missing)} shipped trainers: {', '.join(found)}")]
-    checks += [(False, f"nnU-Net cannot find {name}") for name in missing]
+    return found, missing
+
+
+def _discovery_checks(ext_trainer: str, folder: str) -> list[tuple[bool, str]]:
+    """Trainer discovery with the environment as the user has it; if that fails, whether adding this
+    package's folder (``nnunet-lesionloss env``) would fix it."""
+    found, missing = _find_trainers(ext_trainer or None)
+    total = len(found) + len(missing)
+    shown = f"nnUNet_extTrainer={ext_trainer}" if ext_trainer else "nnUNet_extTrainer not set"
+    if not missing:
+        return [(True, f"with your environment ({shown}) nnU-Net finds {total}/{total} shipped trainers")]
+    checks = [
+        (
+            False,
+            f"with your environment ({shown}) nnU-Net finds {len(found)}/{total} shipped trainers; "
+            f"nnUNetv2_train -tr would fail (or use another class) for: {', '.join(missing[:5])}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""),
+        )
+    ]
+    fixed = os.pathsep.join([p for p in ext_trainer.split(os.pathsep) if p] + [folder])
+    found_after, missing_after = _find_trainers(fixed)
+    if not missing_after:
+        checks.append((True, f'after eval "$(nnunet-lesionloss env)" nnU-Net would find {total}/{total}'))
+    else:
+        checks += [(False, f"even with {folder} on nnUNet_extTrainer, nnU-Net cannot find {m}") for m in missing_after]
     return checks
 
 
@@ -119,6 +154,44 @@ def _run_doctor(args) -> int:
     problems = sum(not ok for ok, _ in checks)
     print(f"{problems} problem(s)" if problems else "all checks passed")
     return 1 if problems else 0
+
+
+def effective_config(trainer: str, environ=None) -> dict:
+    """The config ``trainer`` would train with, and which file changed what (``sources``).
+
+    Raises ``KeyError`` for a trainer that is not one of this package's (it reads no config) and
+    ``ConfigError`` for a config it would refuse at start.
+    """
+    from nnunet_lesionloss.config import load_config_with_sources
+    from nnunet_lesionloss.training import variants
+
+    if trainer not in shipped_trainer_names():
+        raise KeyError(trainer)
+    cls = getattr(variants, trainer)
+    config, sources = load_config_with_sources(cls.config_name, cls.config_overrides, environ, trainer=trainer)
+    return {"trainer": trainer, "config_name": cls.config_name, **config, "sources": sources}
+
+
+def _run_config(args) -> int:
+    import json
+
+    from nnunet_lesionloss.config import CONFIG_ENV, ConfigError
+
+    override = os.environ.get(CONFIG_ENV)
+    print(f"{CONFIG_ENV}={override}" if override else f"{CONFIG_ENV} is not set: the trainer's defaults apply")
+    try:
+        config = effective_config(args.trainer)
+    except KeyError:
+        note = f"{args.trainer} is not a trainer of {DISTRIBUTION}: it reads no lesion-loss config"
+        if override:
+            note += f", so {CONFIG_ENV} (including its trainer: settings) does not apply to it"
+        print(f"note: {note}")
+        return 0
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(config, indent=2))
+    return 0
 
 
 def _run_synth(args) -> int:
@@ -168,6 +241,12 @@ def register(subparsers) -> None:
     env.set_defaults(func=_run_env)
     doctor = subparsers.add_parser("doctor", help="check versions, nnU-Net paths and that nnU-Net finds every trainer")
     doctor.set_defaults(func=_run_doctor)
+    config = subparsers.add_parser(
+        "config",
+        help="show the effective loss config of a trainer, with NNUNET_LESIONLOSS_CONFIG applied, and what set each key",
+    )
+    config.add_argument("trainer", help="trainer class name, e.g. nnUNetTrainerCATMIL")
+    config.set_defaults(func=_run_config)
     synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
     synth.add_argument("--dataset-id", type=int, default=901)
     synth.add_argument("--name", default="SyntheticLesions")

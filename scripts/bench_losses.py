@@ -28,6 +28,11 @@ tensors and not counted).
     python scripts/bench_losses.py --threads 1                   # CPU, 96³, time
     python scripts/bench_losses.py --threads 1 --memory          # CPU, 96³, peak memory
     python scripts/bench_losses.py --device cuda                 # GPU, 128³, float16 autocast
+    python scripts/bench_losses.py --threads 1 --check-cost      # + the probability-range check of validate=True
+
+The terms are called as the trainers call them (``validate=False``). ``--check-cost`` adds a row that
+times the probability-range check of ``validate=True`` alone on the same probabilities, and a table of
+its cost as a share of each term.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunet_lesionloss.config import load_config
+from nnunet_lesionloss.losses.checks import check_probability_range
 from nnunet_lesionloss.losses.compound import foreground_probabilities
 from nnunet_lesionloss.losses.functional import (
     blob_loss,
@@ -89,6 +95,7 @@ BASELINE = "nnU-Net DC+CE"
 LABELLING = "(in the 3 rows above) labelling the prediction on the host, forward only"
 INSTANCE_FAMILY = [name for name in LOSSES if name.split()[0] in ("ICI", "False", "Proximity")]
 AUTOCAST = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+CHECK = "probability-range check alone (validate=True)"
 
 
 def nnunet_dc_and_ce() -> DC_and_CE_loss:
@@ -129,7 +136,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_steps(names, dc_and_ce, logits, target, maps, groups, amp_dtype) -> dict[str, Callable[[], torch.Tensor]]:
+def make_steps(
+    names, dc_and_ce, logits, target, maps, groups, amp_dtype, check_cost=False
+) -> dict[str, Callable[[], torch.Tensor]]:
     """One callable per loss: the forward of one training step on ``logits`` (autocast as nnU-Net's trainer)."""
     device = logits.device
 
@@ -163,6 +172,13 @@ def make_steps(names, dc_and_ce, logits, target, maps, groups, amp_dtype) -> dic
             _predicted_components(mask, spatial, 26, "cc3d", torch.float32, True)
 
         steps[LABELLING] = labelling
+    if check_cost:
+        probs = foreground_probabilities(logits.detach(), groups)
+
+        def check():  # forward only: what validate=True adds to a term
+            check_probability_range(probs)
+
+        steps[CHECK] = check
     return steps
 
 
@@ -254,6 +270,9 @@ def main() -> None:
     )
     parser.add_argument("--memory", action="store_true", help="peak memory of DC+CE + each term instead of time")
     parser.add_argument(
+        "--check-cost", action="store_true", help="also time the probability-range check of validate=True alone"
+    )
+    parser.add_argument(
         "--clock",
         choices=["wall", "cpu"],
         default=None,
@@ -290,7 +309,9 @@ def main() -> None:
         if device.type != "cpu":  # one packed tensor to the device, as nnU-Net's train_step moves the target
             packed_maps = torch.cat([maps["ids"], maps["cells"], maps["counts"]], dim=1).to(device)
             maps = dict(zip(("ids", "cells", "counts"), packed_maps.split(args.classes, dim=1)))
-        steps = make_steps(names, dc_and_ce, logits, target, maps, groups, AUTOCAST[amp_name])
+        steps = make_steps(
+            names, dc_and_ce, logits, target, maps, groups, AUTOCAST[amp_name], args.check_cost and not args.memory
+        )
         if not args.memory:
             timed.update({(lesions, name): (step, logits) for name, step in steps.items()})
             continue
@@ -343,7 +364,7 @@ def main() -> None:
     )
     print("| loss | K requested | components per (b, c) | median (ms) | min (ms) | × DC+CE | peak extra memory (MiB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    rows = [BASELINE, *names] + ([LABELLING] if (lesions_list[0], LABELLING) in times else [])
+    rows = [BASELINE, *names] + [extra for extra in (LABELLING, CHECK) if (lesions_list[0], extra) in times]
     for name in rows:
         for lesions in lesions_list:
             peak = peaks[lesions, name]
@@ -363,6 +384,16 @@ def main() -> None:
     for name in names:
         growth = [r / r0 for r, r0 in zip(ratios(last, name), ratios(first, name))]
         print(f"| {name} | {statistics.median(growth):.2f} |")
+    if args.check_cost:
+        print("\nCost of the probability-range check (validate=True) as a share of each term's forward+backward")
+        print("(median over the rounds of check time / term time; the trainers call the terms with validate=False):\n")
+        print("| term | " + " | ".join(f"K={k}" for k in lesions_list) + " |")
+        print("| --- |" + " ---: |" * len(lesions_list))
+        for name in names:
+            shares = [
+                100 * statistics.median(c / t for c, t in zip(times[k, CHECK], times[k, name])) for k in lesions_list
+            ]
+            print(f"| {name} | " + " | ".join(f"{share:.1f}%" for share in shares) + " |")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ per listed GPU in parallel (CUDA_VISIBLE_DEVICES), or one after the other withou
 
 Needs nnUNet_raw, nnUNet_preprocessed and nnUNet_results; for the trainers of this package also
 run  eval "$(nnunet-lesionloss env)"  (it exports nnUNet_extTrainer). Logs go to $LOG_DIR (cv_logs).
+A loss config override (NNUNET_LESIONLOSS_CONFIG) is printed with what it changes, and a file that does
+not fit TRAINER stops the script before the first fold.
 EOF
 }
 
@@ -50,6 +52,14 @@ for var in nnUNet_raw nnUNet_preprocessed nnUNet_results; do
 done
 command -v nnUNetv2_train >/dev/null || { echo "error: nnUNetv2_train not found (pip install nnunetv2)" >&2; exit 2; }
 command -v nnunet-lesionloss >/dev/null || { echo "error: nnunet-lesionloss not found (pip install -e .)" >&2; exit 2; }
+
+# the loss config override in use, if any: printed, and checked against this trainer before any fold starts
+if [[ -n ${NNUNET_LESIONLOSS_CONFIG:-} ]]; then
+    echo "config override in use: NNUNET_LESIONLOSS_CONFIG=$NNUNET_LESIONLOSS_CONFIG"
+    nnunet-lesionloss config "$TRAINER" || { echo "error: the override does not fit $TRAINER (see above)" >&2; exit 2; }
+else
+    echo "config override: none (NNUNET_LESIONLOSS_CONFIG is not set; $TRAINER uses its defaults)"
+fi
 
 LOG_DIR=${LOG_DIR:-cv_logs}
 mkdir -p "$LOG_DIR"

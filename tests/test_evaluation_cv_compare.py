@@ -275,8 +275,48 @@ def test_run_cv_script_trains_every_fold_with_npz_then_summarises(tmp_path):
         / "cv_summary.json"
     )
     assert summary["folds"] == [0, 1, 2, 3, 4] and summary["mean_of_fold_means"]["1"]["Dice"] == 1.0
+    assert "config override: none" in done.stdout
     usage = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert usage.returncode == 2 and "Usage" in usage.stderr
+
+
+def test_run_cv_script_prints_the_override_and_stops_when_it_does_not_fit(tmp_path):
+    """The override in use is printed with what it changes; a CATMIL file given to Blob stops the
+    script before the first fold (instead of five folds of Blob + CAT + MIL)."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nnUNetv2_train"
+    fake.write_text('#!/bin/sh\necho trained >> "$FAKE_TRAIN_LOG"\n')
+    fake.chmod(0o755)
+    override = tmp_path / "my_catmil.yaml"
+    override.write_text("terms: {mil: {weight: 1.0}}\n")
+    log = tmp_path / "train.log"
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        nnUNet_raw=str(tmp_path),
+        nnUNet_preprocessed=str(tmp_path),
+        nnUNet_results=str(tmp_path),
+        FAKE_TRAIN_LOG=str(log),
+        LOG_DIR=str(tmp_path / "logs"),
+        NNUNET_LESIONLOSS_CONFIG=str(override),
+    )
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_cv.sh"
+    done = subprocess.run(
+        ["bash", str(script), "999", "3d_fullres", "nnUNetTrainerBlob"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and f"config override in use: NNUNET_LESIONLOSS_CONFIG={override}" in done.stdout
+    assert "nnUNetTrainerBlob has no term 'mil'" in done.stderr and not log.exists()
+    done = subprocess.run(
+        ["bash", str(script), "999", "3d_fullres", "nnUNetTrainerCATMIL", "--folds", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert '"terms.mil.weight": {' in done.stdout and log.read_text() == "trained\n"
 
 
 def test_compare_accepts_evaluate_outputs_and_display_names(tmp_path):

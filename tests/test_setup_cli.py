@@ -130,3 +130,45 @@ def test_doctor_checks_the_versions_the_package_metadata_declares():
     assert not any("==" in d for d in declared if d.startswith(("torch", "nnunetv2"))), (
         "no exact pin of torch or nnU-Net"
     )
+
+
+def test_env_line_survives_eval_with_spaces_and_shell_characters(tmp_path):
+    """Observed: a path with a space broke eval "$(nnunet-lesionloss env)"."""
+    current = f"{tmp_path}/my trainers{os.pathsep}{tmp_path}/it's $HOME"
+    line = export_line(current)
+    done = subprocess.run(
+        ["bash", "-c", 'eval "$LINE" && printf %s "$nnUNet_extTrainer"'],
+        env={"LINE": line, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == f"{current}{os.pathsep}{trainer_folder()}"
+
+
+def test_doctor_checks_discovery_with_the_environment_as_the_user_has_it(tmp_path):
+    """Observed: doctor added the trainer folder itself before looking the trainers up, so it said
+    'nnU-Net finds 27/27' while nnUNetv2_train -tr failed in the user's shell."""
+    environ = {name: str(tmp_path) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    count = len(shipped_trainer_names())
+    report = doctor_report(environ)  # nnUNet_extTrainer not set
+    assert not any(
+        ok and f"finds {count}/{count}" in message and "your environment" in message for ok, message in report
+    )
+    assert any(
+        not ok and f"with your environment (nnUNet_extTrainer not set) nnU-Net finds 0/{count}" in m for ok, m in report
+    )
+    assert any(ok and f"nnU-Net would find {count}/{count}" in message for ok, message in report)
+
+
+def test_doctor_names_a_trainer_that_another_folder_shadows(tmp_path):
+    shadow = tmp_path / "old_copy"
+    shadow.mkdir()
+    (shadow / "old_trainers.py").write_text(
+        "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n"
+        "class nnUNetTrainerBlob(nnUNetTrainer):\n    pass\n"
+    )
+    environ = {name: str(tmp_path) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    environ["nnUNet_extTrainer"] = f"{shadow}{os.pathsep}{trainer_folder()}"
+    problems = [message for ok, message in doctor_report(environ) if not ok]
+    assert any("nnUNetTrainerBlob (nnU-Net would use old_trainers.nnUNetTrainerBlob instead)" in m for m in problems)

@@ -106,9 +106,19 @@ def settings_from_args(args) -> tuple[EvaluationSettings, object]:
     return preset.settings.replace(**changes), preset
 
 
+#: errors a command reports with exit status 2, before (or instead of) evaluating anything
+USAGE_ERRORS = (OSError, ValueError)
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return _exit(2, "stopped before any result was written (the error above)")
+
+
+def _exit(code: int, reason: str) -> int:
+    """The exit status, explained in one line on stderr."""
+    print(f"exit status {code}: {reason}", file=sys.stderr)
+    return code
 
 
 def run_evaluate(args) -> int:
@@ -131,7 +141,7 @@ def run_evaluate(args) -> int:
             check_panoptica=args.panoptica_check,
             pairing=args.pairing,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except USAGE_ERRORS as error:
         return _fail(str(error))
     check = summary.get("panoptica_check")
     if check is not None:
@@ -140,11 +150,17 @@ def run_evaluate(args) -> int:
     print(f"evaluated {summary['n_cases']} cases ({summary['n_failed']} failed) -> {output}")
     for case, error in summary["errors"].items():
         print(f"  {case}: {error}", file=sys.stderr)
-    return 1 if summary["n_failed"] else 0
+    if summary["n_failed"]:
+        return _exit(
+            1,
+            f"{summary['n_failed']} of {summary['n_cases']} cases failed or are missing (listed above and under "
+            "'errors' in summary.json); the means are over the other cases",
+        )
+    return _exit(0, f"all {summary['n_cases']} cases evaluated")
 
 
 def run_cv_summary(args) -> int:
-    from nnunet_lesionloss.evaluation.cv import cv_summary
+    from nnunet_lesionloss.evaluation.cv import cv_summary, report_failures
 
     try:
         settings, preset = settings_from_args(args)
@@ -160,31 +176,60 @@ def run_cv_summary(args) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except USAGE_ERRORS as error:
         return _fail(str(error))
     print(f"cross-validation summary of folds {result['folds']} -> {result['output_dir']}")
-    return 1 if result.get("n_failed") else 0
+    report_failures(result)
+    folds = ", ".join(map(str, result["folds"]))
+    if result["n_failed"]:
+        return _exit(
+            1,
+            f"{result['n_failed']} of {result['n_cases']} validation cases of folds {folds} failed or are missing "
+            "(fold, case and reason listed above and under 'failures' in cv_summary.json); the means are over the "
+            f"{result['n_evaluated']} others",
+        )
+    note = (
+        f"; {len(result['not_evaluated'])} references of other folds not evaluated" if result["not_evaluated"] else ""
+    )
+    return _exit(0, f"all {result['n_cases']} validation cases of folds {folds} evaluated{note}")
 
 
 def run_compare(args) -> int:
     from nnunet_lesionloss.evaluation.compare import compare_runs
 
     try:
-        written = compare_runs(args.runs, args.output, names=args.names, label=args.label, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        written, warnings = compare_runs(
+            args.runs,
+            args.output,
+            names=args.names,
+            label=args.label,
+            overwrite=args.overwrite,
+            reference=args.reference,
+            allow_different_settings=args.allow_different_settings,
+            bootstrap_resamples=args.bootstrap_resamples,
+            seed=args.seed,
+        )
+    except USAGE_ERRORS as error:
         return _fail(str(error))
     for path in written:
         print(path)
-    return 0
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if warnings:
+        return _exit(1, f"comparison written with {len(warnings)} warning(s) above (also in compare.md)")
+    return _exit(0, "comparison written")
 
 
 def run_postprocess(args) -> int:
     from nnunet_lesionloss.evaluation import postprocess
 
     try:
-        return int(args.postprocess(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError, postprocess.CaseError) as error:
+        failed = int(args.postprocess(args) or 0)
+    except (*USAGE_ERRORS, postprocess.CaseError) as error:
         return _fail(str(error))
+    if failed:
+        return _exit(1, f"{failed} case(s) failed (listed above); the other cases were written")
+    return _exit(0, "done")
 
 
 def register(subparsers) -> None:
@@ -253,6 +298,24 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder for compare.md, compare.csv and PNGs")
     p.add_argument("--names", nargs="+", help="display names, one per run (default: trainer names)")
     p.add_argument("--label", help="label key to compare (default: the first label)")
+    p.add_argument(
+        "--reference",
+        help="run the paired differences are taken against: a display name or a 1-based position "
+        "(default: the first run, e.g. nnU-Net's baseline)",
+    )
+    p.add_argument(
+        "--allow-different-settings",
+        action="store_true",
+        help="compare runs evaluated with different settings (preset, connectivity, matching, size bins, ...); "
+        "the table then names the differences",
+    )
+    p.add_argument(
+        "--bootstrap-resamples",
+        type=_positive_int,
+        default=10000,
+        help="resamples of the paired bootstrap CI (default 10000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_compare)
 

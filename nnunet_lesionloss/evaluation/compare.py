@@ -1,6 +1,18 @@
-"""``compare``: runs side by side like Table 1 of Luu et al. 2026 (CATMIL): best per metric in bold,
-arrows for the better direction; as Markdown and CSV, plus two PNG figures: lesion detection rate
-per size bin per run, and predicted vs reference volume per case.
+"""``compare``: runs side by side like Table 1 of Luu et al. 2026 (CATMIL), with paired statistics.
+
+Markdown and CSV, plus two PNG figures (lesion detection rate per size bin, predicted vs reference
+volume per case). What the table guarantees:
+
+- each run is named by its trainer (``TRAINER__PLANS__CONFIG`` in its path), never by a folder name
+  that every run shares (``lesion_evaluation``); names are made unique;
+- each run shows n (cases evaluated) and how many cases failed or are missing; a run with failed or
+  missing cases is marked (†) and never shown as best (**bold**), because its means are over other cases;
+- runs evaluated with different settings (preset, connectivity, matching, size bins, ...) are refused,
+  or with ``allow_different_settings`` compared under a warning that names each difference;
+- paired statistics against a reference run (default: the first): over the cases both runs evaluated
+  with the metric defined, the mean paired difference (run − reference), its percentile-bootstrap 95 %
+  CI (``bootstrap_resamples`` resamples, seeded) and the two-sided Wilcoxon signed-rank p-value
+  (scipy.stats.wilcoxon), Holm-corrected per metric across the runs compared (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -8,9 +20,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.evaluate import format_value
@@ -37,88 +53,302 @@ TABLE_METRICS = (
     ("iou0.5_pq", "PQ (IoU>=0.5)", +1),
 )
 
+#: resamples of the paired bootstrap CI (the CLI default)
+BOOTSTRAP_RESAMPLES = 10_000
+TRAINER_FOLDER = re.compile(r"^(?P<trainer>[^_].*?)__(?P<plans>.+?)__(?P<configuration>.+)$")
+INCOMPLETE_MARK = "†"
+
 
 @dataclass
 class Run:
     name: str
     folder: Path
+    kind: str  # "cv-summary" or "evaluate"
     means: dict  # label -> metric -> value
     stds: dict
     pooled: dict  # label -> across-case metrics
     cases_csv: Path | None
+    n_cases: int = 0  # cases the run should have evaluated
+    n_failed: int = 0  # failed or missing
+    settings: dict | None = None
+    preset: str | None = None
+    identity: str = ""  # the trainer folder (or prediction folder) the run comes from
+    _per_case: dict | None = field(default=None, repr=False)
+
+    @property
+    def n_evaluated(self) -> int:
+        return self.n_cases - self.n_failed
+
+    @property
+    def complete(self) -> bool:
+        return self.n_failed == 0
+
+    def case_values(self, label: str) -> dict[str, dict[str, float]]:
+        """metric -> case -> value of the cases evaluated without error (from cases.csv)."""
+        if self._per_case is None:
+            self._per_case = _read_case_values(self.cases_csv)
+        return self._per_case["values"].get(label, {})
+
+    def evaluated_cases(self, label: str) -> set[str]:
+        self.case_values(label)
+        return self._per_case["cases"].get(label, set())
+
+
+def _read_case_values(path: Path | None) -> dict:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    cases_by_label: dict[str, set[str]] = {}
+    if path is None:
+        return {"values": out, "cases": cases_by_label}
+    with open(path) as handle:
+        for row in csv.DictReader(handle):
+            if row.get("error") or not row.get("label"):
+                continue
+            cases_by_label.setdefault(row["label"], set()).add(row["case"])
+            by_metric = out.setdefault(row["label"], {})
+            for metric, text in row.items():
+                if metric in ("fold", "case", "label", "error") or text in ("", None):
+                    continue
+                try:
+                    value = float(text)
+                except ValueError:
+                    continue
+                cases = by_metric.setdefault(metric, {})
+                if row["case"] in cases:
+                    raise ValueError(f"{path}: case {row['case']} appears twice for label {row['label']}")
+                cases[row["case"]] = value
+    return {"values": out, "cases": cases_by_label}
+
+
+def _trainer_identity(folder: Path, recorded: str | None = None) -> tuple[str, str]:
+    """(short name, full identity): the trainer of the first TRAINER__PLANS__CONFIG folder on the
+    path, else the prediction folder's name (the parent of ``lesion_evaluation``)."""
+    paths = [Path(recorded)] if recorded else []
+    paths.append(folder.resolve())
+    for path in paths:
+        for part in reversed(path.parts):
+            match = TRAINER_FOLDER.match(part)
+            if match:
+                return match.group("trainer"), part
+    base = folder.resolve()
+    if base.name == "lesion_evaluation":
+        base = base.parent
+    return base.name, str(base)
 
 
 def load_run(path: str | Path, name: str | None = None) -> Run:
+    """A run from a cv-summary output (cv_summary.json) or an evaluate output (summary.json), in
+    ``path`` or in ``path/lesion_evaluation``."""
     path = Path(path)
     for folder in (path, path / "lesion_evaluation"):
-        if (folder / "cv_summary.json").is_file():
-            with open(folder / "cv_summary.json") as handle:
-                data = json.load(handle)
-            return Run(
-                name or data.get("trainer") or folder.name,
-                folder,
-                data["mean_of_fold_means"],
-                data["std_of_fold_means"],
-                data["pooled"]["across_cases"],
-                folder / "cases.csv" if (folder / "cases.csv").is_file() else None,
-            )
-        if (folder / "summary.json").is_file():
-            with open(folder / "summary.json") as handle:
-                data = json.load(handle)
-            if "aggregates" not in data:
-                raise ValueError(
-                    f"{folder / 'summary.json'} is not a lesion-wise summary (run nnunet-lesionloss evaluate)"
-                )
-            stds = {label: {m: d["std"] for m, d in by.items()} for label, by in data["aggregates"].items()}
-            return Run(
-                name or folder.name,
-                folder,
-                data["mean"],
-                stds,
-                data["across_cases"],
-                folder / "cases.csv" if (folder / "cases.csv").is_file() else None,
-            )
+        for file_name, kind in (("cv_summary.json", "cv-summary"), ("summary.json", "evaluate")):
+            if (folder / file_name).is_file():
+                with open(folder / file_name) as handle:
+                    return _run_from(json.load(handle), kind, folder, name)
     raise FileNotFoundError(f"{path} holds no cv_summary.json or summary.json (run cv-summary or evaluate first)")
 
 
-def best_indices(values: list, direction: int) -> set[int]:
-    defined = [(v, k) for k, v in enumerate(values) if v is not None and math.isfinite(v)]
+def _run_from(data: dict, kind: str, folder: Path, name: str | None) -> Run:
+    if kind == "cv-summary":
+        means, stds, pooled = data["mean_of_fold_means"], data["std_of_fold_means"], data["pooled"]["across_cases"]
+        short, identity = _trainer_identity(folder, data.get("results_dir"))
+        short = data.get("trainer") or short
+    else:
+        if "aggregates" not in data:
+            raise ValueError(f"{folder / 'summary.json'} is not a lesion-wise summary (run nnunet-lesionloss evaluate)")
+        means, pooled = data["mean"], data["across_cases"]
+        stds = {label: {m: d["std"] for m, d in by.items()} for label, by in data["aggregates"].items()}
+        short, identity = _trainer_identity(folder, data.get("pred_dir"))
+    return Run(
+        name=name or short,
+        folder=folder,
+        kind=kind,
+        means=means,
+        stds=stds,
+        pooled=pooled,
+        cases_csv=folder / "cases.csv" if (folder / "cases.csv").is_file() else None,
+        n_cases=int(data.get("n_cases", 0)),
+        n_failed=int(data.get("n_failed", 0)),
+        settings=data.get("settings"),
+        preset=data.get("preset"),
+        identity=identity,
+    )
+
+
+def make_names_unique(runs: list[Run]) -> None:
+    """Runs that share a name get their full trainer folder (TRAINER__PLANS__CONFIG), then a number."""
+    for _ in range(2):
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run.name] = counts.get(run.name, 0) + 1
+        for run in runs:
+            if counts[run.name] > 1 and run.identity and run.identity != run.name:
+                run.name = Path(run.identity).name if "/" in run.identity else run.identity
+    seen: dict[str, int] = {}
+    for run in runs:
+        if run.name in seen:
+            seen[run.name] += 1
+            run.name = f"{run.name} #{seen[run.name]}"
+        else:
+            seen[run.name] = 1
+
+
+def settings_differences(runs: list[Run]) -> list[str]:
+    """One line per evaluation setting (or preset) that differs between runs, naming each run's value."""
+    differences = []
+    presets = [run.preset for run in runs]
+    if len(set(map(str, presets))) > 1:
+        differences.append("preset: " + ", ".join(f"{run.name}={run.preset}" for run in runs))
+    unknown = [run.name for run in runs if run.settings is None]
+    if unknown:
+        differences.append(f"settings unknown (an older summary without them): {', '.join(unknown)}")
+    known = [run for run in runs if run.settings is not None]
+    keys: list[str] = []
+    for run in known:
+        keys += [k for k in run.settings if k not in keys]
+    for key in keys:
+        values = [json.dumps(run.settings.get(key)) for run in known]
+        if len(set(values)) > 1:
+            differences.append(f"{key}: " + ", ".join(f"{run.name}={v}" for run, v in zip(known, values)))
+    return differences
+
+
+def best_indices(values: list, direction: int, eligible: Sequence[bool] | None = None) -> set[int]:
+    """Runs with the best value; only ``eligible`` runs (complete ones) can be best."""
+    eligible = eligible or [True] * len(values)
+    defined = [(v, k) for k, v in enumerate(values) if v is not None and math.isfinite(v) and eligible[k]]
     if not defined or direction == 0:
         return set()
     target = max(v for v, _ in defined) if direction > 0 else min(v for v, _ in defined)
     return {k for v, k in defined if v == target}
 
 
-def comparison_table(runs: list[Run], label: str) -> list[dict]:
+# --------------------------------------------------------------------------- paired statistics
+def bootstrap_ci(
+    differences: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the mean of ``differences`` (cases resampled with replacement);
+    None for fewer than 2 cases. Seeded: the same inputs give the same interval."""
+    differences = np.asarray(differences, dtype=np.float64)
+    n = len(differences)
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, min(resamples, 2_000_000 // n))  # bounded memory: chunk x n indices at a time
+    for start in range(0, resamples, chunk):
+        stop = min(start + chunk, resamples)
+        means[start:stop] = differences[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def wilcoxon_p(differences: np.ndarray) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value of the paired differences (scipy's defaults: zero
+    differences dropped, exact distribution for small samples without ties); None without a case."""
+    from scipy.stats import wilcoxon
+
+    differences = np.asarray(differences, dtype=np.float64)
+    if len(differences) == 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-zero differences: scipy warns and returns p = 1
+        return float(wilcoxon(differences).pvalue)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down correction of the p-values of one family (None values are not in the family)."""
+    indexed = sorted((p, k) for k, p in enumerate(p_values) if p is not None)
+    m = len(indexed)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, k) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[k] = running
+    return adjusted
+
+
+def paired_difference(
+    reference: dict[str, float], other: dict[str, float], resamples: int, seed: int
+) -> dict[str, float | int | None]:
+    """Mean of other − reference over the cases both define, bootstrap CI, Wilcoxon p."""
+    common = sorted(set(reference) & set(other))
+    differences = np.array([other[c] - reference[c] for c in common], dtype=np.float64)
+    ci = bootstrap_ci(differences, resamples, seed)
+    return {
+        "n": len(common),
+        "mean_difference": float(differences.mean()) if len(common) else None,
+        "ci_low": None if ci is None else ci[0],
+        "ci_high": None if ci is None else ci[1],
+        "p_wilcoxon": wilcoxon_p(differences),
+    }
+
+
+def comparison_table(
+    runs: list[Run],
+    label: str,
+    reference: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    paired: bool = True,
+) -> list[dict]:
+    eligible = [run.complete for run in runs]
     rows = []
     for key, display, direction in TABLE_METRICS:
         values = [run.means.get(label, {}).get(key) for run in runs]
         if all(v is None for v in values):
             continue
-        stds = [run.stds.get(label, {}).get(key) for run in runs]
-        rows.append(
-            {
-                "metric": key,
-                "display": display,
-                "direction": direction,
-                "values": values,
-                "stds": stds,
-                "best": best_indices(values, direction),
-            }
-        )
+        row = {
+            "metric": key,
+            "display": display,
+            "direction": direction,
+            "values": values,
+            "stds": [run.stds.get(label, {}).get(key) for run in runs],
+            "best": best_indices(values, direction, eligible),
+            "paired": {},
+        }
+        if paired:
+            base = runs[reference].case_values(label).get(key, {})
+            for k, run in enumerate(runs):
+                if k != reference:
+                    row["paired"][k] = paired_difference(base, run.case_values(label).get(key, {}), resamples, seed)
+            adjusted = holm([row["paired"][k]["p_wilcoxon"] for k in row["paired"]])
+            for k, p in zip(row["paired"], adjusted):
+                row["paired"][k]["p_holm"] = p
+        rows.append(row)
     return rows
 
 
-def write_table(rows: list[dict], runs: list[Run], output: Path, label: str) -> tuple[Path, Path]:
+def _p_text(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def write_table(
+    rows: list[dict],
+    runs: list[Run],
+    output: Path,
+    label: str,
+    reference: int = 0,
+    notes: Sequence[str] = (),
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[Path, Path]:
     md, csv_path = output / "compare.md", output / "compare.csv"
-    lines = [
-        f"# Comparison (label {label})",
+    shown = [run.name + ("" if run.complete else f" {INCOMPLETE_MARK}") for run in runs]
+    lines = [f"# Comparison (label {label})", ""]
+    if notes:
+        lines += [f"> **Warning:** {note}" for note in notes] + [""]
+    lines += [
+        "Mean over folds of the fold means (cv-summary) or over cases (evaluate); best per metric in **bold** "
+        f"(complete runs only); ↑ higher is better, ↓ lower is better. {INCOMPLETE_MARK}: the run has failed or "
+        "missing cases, its means are over fewer cases and it is never marked best.",
         "",
-        "Mean over folds of the fold means (cv-summary) or over cases (evaluate); best per metric in **bold**; "
-        "↑ higher is better, ↓ lower is better.",
-        "",
-        "| metric | " + " | ".join(run.name for run in runs) + " |",
+        "| metric | " + " | ".join(shown) + " |",
         "|---|" + "---|" * len(runs),
+        "| cases evaluated (n) | " + " | ".join(str(run.n_evaluated) for run in runs) + " |",
+        "| failed or missing | " + " | ".join(str(run.n_failed) for run in runs) + " |",
     ]
     for row in rows:
         cells = []
@@ -127,32 +357,70 @@ def write_table(rows: list[dict], runs: list[Run], output: Path, label: str) -> 
             cells.append(f"**{text}**" if k in row["best"] else text)
         arrow = "↑" if row["direction"] > 0 else "↓"
         lines.append(f"| {row['display']} {arrow} | " + " | ".join(cells) + " |")
-    md.write_text("\n".join(lines) + "\n")
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["metric", "better"] + [run.name for run in runs] + [f"{run.name}_std" for run in runs] + ["best"]
-        )
+    others = [k for k in range(len(runs)) if k != reference]
+    if others and any(row["paired"] for row in rows):
+        lines += [
+            "",
+            f"## Paired differences against {runs[reference].name}",
+            "",
+            f"Per case: run − {runs[reference].name}, over the cases both evaluated with the metric defined (n). "
+            f"Mean difference [percentile-bootstrap 95 % CI, {resamples} resamples, seed {seed}]; p: two-sided "
+            f"Wilcoxon signed-rank test, Holm-corrected over the {len(others)} run(s) compared (docs/metrics.md).",
+            "",
+            "| metric | " + " | ".join(runs[k].name for k in others) + " |",
+            "|---|" + "---|" * len(others),
+        ]
         for row in rows:
-            writer.writerow(
-                [row["metric"], "higher" if row["direction"] > 0 else "lower"]
-                + ["" if v is None else v for v in row["values"]]
-                + ["" if s is None else s for s in row["stds"]]
-                + [";".join(runs[k].name for k in sorted(row["best"]))]
-            )
+            cells = []
+            for k in others:
+                s = row["paired"][k]
+                if not s["n"]:
+                    cells.append("– (n = 0)")
+                    continue
+                ci = "" if s["ci_low"] is None else f" [{format_value(s['ci_low'])}, {format_value(s['ci_high'])}]"
+                cells.append(f"{format_value(s['mean_difference'])}{ci}, p = {_p_text(s['p_holm'])} (n = {s['n']})")
+            arrow = "↑" if row["direction"] > 0 else "↓"
+            lines.append(f"| {row['display']} {arrow} | " + " | ".join(cells) + " |")
+    io.write_text(md, "\n".join(lines) + "\n")
+
+    header = ["metric", "better"] + [run.name for run in runs] + [f"{run.name}_std" for run in runs] + ["best"]
+    for k in others:
+        name = runs[k].name
+        header += [
+            f"{name}_n_paired",
+            f"{name}_diff",
+            f"{name}_ci_low",
+            f"{name}_ci_high",
+            f"{name}_p",
+            f"{name}_p_holm",
+        ]
+    table = [
+        ["n_evaluated", ""] + [run.n_evaluated for run in runs] + [""] * len(runs) + [""] + [""] * 6 * len(others),
+        ["n_failed_or_missing", ""] + [run.n_failed for run in runs] + [""] * len(runs) + [""] + [""] * 6 * len(others),
+    ]
+    for row in rows:
+        line = (
+            [row["metric"], "higher" if row["direction"] > 0 else "lower"]
+            + ["" if v is None else v for v in row["values"]]
+            + ["" if s is None else s for s in row["stds"]]
+            + [";".join(runs[k].name for k in sorted(row["best"]))]
+        )
+        for k in others:
+            s = row["paired"].get(k, {})
+            line += [
+                "" if s.get(key) is None else s[key]
+                for key in ("n", "mean_difference", "ci_low", "ci_high", "p_wilcoxon", "p_holm")
+            ]
+        table.append(line)
+    io.write_csv(csv_path, header, table)
     return md, csv_path
 
 
 def _read_volumes(run: Run, label: str) -> tuple[list[float], list[float]]:
-    if run.cases_csv is None:
-        return [], []
-    refs, preds = [], []
-    with open(run.cases_csv) as handle:
-        for row in csv.DictReader(handle):
-            if row.get("label") == label and row.get("ref_volume_ml") and row.get("pred_volume_ml"):
-                refs.append(float(row["ref_volume_ml"]))
-                preds.append(float(row["pred_volume_ml"]))
-    return refs, preds
+    values = run.case_values(label)
+    refs, preds = values.get("ref_volume_ml", {}), values.get("pred_volume_ml", {})
+    cases = sorted(set(refs) & set(preds))
+    return [refs[c] for c in cases], [preds[c] for c in cases]
 
 
 def _pyplot():
@@ -168,14 +436,12 @@ def _finish(fig, ax, title: str, path: Path) -> Path:
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    io.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, format="png"))
     _pyplot().close(fig)
     return path
 
 
 def plot_detection_by_size(runs: list[Run], label: str, path: Path) -> Path:
-    import numpy as np
-
     plt = _pyplot()
 
     bins = [
@@ -214,16 +480,39 @@ def plot_volume_agreement(runs: list[Run], label: str, path: Path) -> Path:
     return _finish(fig, ax, f"Volume agreement, label {label}", path)
 
 
+def _reference_index(runs: list[Run], reference: str | int | None) -> int:
+    if reference is None:
+        return 0
+    if isinstance(reference, int) or str(reference).isdigit():
+        index = int(reference) - 1
+        if not 0 <= index < len(runs):
+            raise ValueError(f"--reference {reference}: there are {len(runs)} runs (1 to {len(runs)})")
+        return index
+    names = [run.name for run in runs]
+    if reference not in names:
+        raise ValueError(f"--reference {reference!r} is none of the runs: {', '.join(names)}")
+    return names.index(reference)
+
+
 def compare_runs(
     paths: Sequence[str],
     output_dir: str,
     names: Sequence[str] | None = None,
     label: str | None = None,
     overwrite: bool = False,
-) -> list[Path]:
+    reference: str | int | None = None,
+    allow_different_settings: bool = False,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[list[Path], list[str]]:
+    """Write compare.md, compare.csv and the two figures; returns (files written, warnings)."""
     if names is not None and len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs")
+    if names is not None and len(set(names)) != len(names):
+        raise ValueError(f"--names must be unique, got {list(names)}")
     runs = [load_run(p, None if names is None else names[k]) for k, p in enumerate(paths)]
+    if names is None:
+        make_names_unique(runs)
     labels = list(runs[0].means)
     if label is None:
         if not labels:
@@ -232,16 +521,38 @@ def compare_runs(
     for run in runs:
         if label not in run.means:
             raise ValueError(f"label {label} not in {run.folder} (has {', '.join(run.means) or 'none'})")
+    differences = settings_differences(runs)
+    if differences and not allow_different_settings:
+        raise ValueError(
+            "the runs were evaluated with different settings, so their numbers are not comparable: "
+            + "; ".join(differences)
+            + ". Evaluate them again with the same settings, or pass --allow-different-settings"
+        )
+    reference_index = _reference_index(runs, reference)
+    notes = [f"evaluated with different settings: {d}" for d in differences]
+    for run in runs:
+        if not run.complete:
+            notes.append(
+                f"{run.name} has {run.n_failed} failed or missing case(s) of {run.n_cases}: its means are over "
+                f"{run.n_evaluated} cases; it is not marked best"
+            )
+    case_sets = {run.name: run.evaluated_cases(label) for run in runs}
+    if len({frozenset(s) for s in case_sets.values()}) > 1:
+        common = set.intersection(*case_sets.values())
+        notes.append(
+            "the runs evaluated different cases ("
+            + ", ".join(f"{name}: {len(s)}" for name, s in case_sets.items())
+            + f"); {len(common)} are common to all, and the paired statistics use the cases each pair shares"
+        )
     output = Path(output_dir)
     targets = [output / n for n in ("compare.md", "compare.csv", "detection_by_size.png", "volume_agreement.png")]
-    for target in targets:
-        io.check_writable(target, overwrite)
-    output.mkdir(parents=True, exist_ok=True)
-    rows = comparison_table(runs, label)
-    md, csv_path = write_table(rows, runs, output, label)
-    return [
+    io.prepare_output_dir(output, [t.name for t in targets], overwrite)
+    rows = comparison_table(runs, label, reference_index, bootstrap_resamples, seed)
+    md, csv_path = write_table(rows, runs, output, label, reference_index, notes, bootstrap_resamples, seed)
+    written = [
         md,
         csv_path,
         plot_detection_by_size(runs, label, targets[2]),
         plot_volume_agreement(runs, label, targets[3]),
     ]
+    return written, notes

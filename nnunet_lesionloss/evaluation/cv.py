@@ -5,6 +5,19 @@ nnU-Net writes the validation predictions of fold f to
 ``nnUNet_preprocessed/DatasetXXX/gt_segmentations`` (what nnU-Net's own validation uses), else
 ``nnUNet_raw/DatasetXXX/labelsTr``. Luu et al. 2026 (CATMIL) report the mean over folds of the fold
 means; we report that, the std over folds, and the metrics pooled over all validation cases.
+
+Nothing is dropped in silence: the cases of a fold are the validation cases of ``splits_final.json``
+(a case without a prediction is a failure of that fold); without a splits file, the predicted cases,
+and every reference that no evaluated fold predicted is reported too. Every failure is listed (fold,
+case, reason) in ``cv_summary.json`` and on stderr.
+
+Work is done in steps, each its own function: :func:`plan_cv` (folds, references, expected cases,
+output files: everything that can be refused before any evaluation), then per fold either
+:func:`load_fold_evaluation` (an existing, complete evaluation of the same files with the same
+settings, e.g. of a run that was interrupted) or :func:`evaluate_fold`, then :func:`summarise_folds`
+and :func:`write_cv_outputs` (``cv_summary.json`` last: its presence means the others are complete).
+Another source of per-fold evaluations only needs to produce a folder that
+:func:`load_fold_evaluation` accepts.
 """
 
 from __future__ import annotations
@@ -12,17 +25,28 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.evaluate import aggregate, cases_table, format_value, headline_metrics, write_csv
-from nnunet_lesionloss.evaluation.runner import evaluate_folders
+from nnunet_lesionloss.evaluation.evaluate import (
+    CaseResult,
+    aggregate,
+    cases_table,
+    format_value,
+    headline_metrics,
+    write_csv,
+)
+from nnunet_lesionloss.evaluation.runner import evaluate_folders, resolve_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
 DATASET_FOLDER = re.compile(r"^Dataset\d{3}_.+")
+#: what cv-summary writes into its output folder; cv_summary.json last
+CV_FILES = ("cases.csv", "cv_summary.md", "cv_summary.json")
 
 
 def dataset_name_of(results_dir: Path) -> str | None:
@@ -68,15 +92,179 @@ def find_folds(results_dir: Path, folds: Sequence[int] | None) -> list[int]:
     return list(folds)
 
 
-def validation_cases(gt_dir: Path, fold: int, predicted: list[str]) -> list[str]:
-    """The fold's validation cases from splits_final.json beside gt_segmentations, else the predicted cases."""
-    splits_file = gt_dir.parent / "splits_final.json"
+def find_splits_file(gt_dir: Path, results_dir: Path) -> Path | None:
+    """nnU-Net's splits_final.json: beside gt_segmentations, else in nnUNet_preprocessed/<dataset>."""
+    candidates = [gt_dir.parent / "splits_final.json"]
+    dataset = dataset_name_of(results_dir)
+    if dataset is not None and os.environ.get("nnUNet_preprocessed"):
+        candidates.append(Path(os.environ["nnUNet_preprocessed"]) / dataset / "splits_final.json")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def validation_cases(gt_dir: Path, fold: int, predicted: list[str], splits_file: Path | None = None) -> list[str]:
+    """The fold's validation cases from splits_final.json (default: beside gt_segmentations), else the predicted cases."""
+    splits_file = splits_file or gt_dir.parent / "splits_final.json"
     if splits_file.is_file():
         with open(splits_file) as handle:
             splits = json.load(handle)
         if fold < len(splits):
             return list(splits[fold]["val"])
     return predicted
+
+
+@dataclass
+class CVPlan:
+    results_dir: Path
+    gt_dir: Path
+    output_dir: Path
+    folds: list[int]
+    dataset_json: str | None
+    file_ending: str | None
+    splits_file: Path | None
+    cases: dict[int, list[str]]  # fold -> cases it must evaluate
+    references: dict[str, Path] = field(default_factory=dict)  # case -> reference file
+    unassigned: list[str] = field(default_factory=list)  # references no evaluated fold predicted (no splits)
+    folds_given: bool = False
+
+
+@dataclass
+class FoldEvaluation:
+    """One fold's evaluation: its summary (evaluate's summary.json) and its case results."""
+
+    fold: int
+    summary: dict
+    results: list[CaseResult]
+    source: str  # "evaluated", or "reused <folder>"
+
+
+def plan_cv(
+    results_dir,
+    gt_dir=None,
+    output_dir=None,
+    folds: Sequence[int] | None = None,
+    dataset_json: str | None = None,
+    overwrite: bool = False,
+) -> CVPlan:
+    """Everything that can be checked before evaluating: folds, references, splits, output folder."""
+    results_dir = Path(results_dir)
+    fold_ids = find_folds(results_dir, folds)
+    gt_dir = Path(gt_dir) if gt_dir else default_gt_dir(results_dir)
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"reference folder not found: {gt_dir}")
+    output_dir = Path(output_dir) if output_dir else results_dir / "lesion_evaluation"
+    if dataset_json is None and (results_dir / "dataset.json").is_file():
+        dataset_json = str(results_dir / "dataset.json")
+    file_ending = io.read_dataset_json(dataset_json).get("file_ending") if dataset_json else None
+    splits_file = find_splits_file(gt_dir, results_dir)
+    references = io.list_images(gt_dir, file_ending)
+    if not references:
+        raise FileNotFoundError(
+            f"no reference images in {gt_dir}"
+            + (f" ending in {file_ending}" if file_ending else "")
+            + io.ending_mismatch_hint(gt_dir, file_ending, f"dataset.json ({dataset_json})")
+        )
+    cases = {}
+    predicted_anywhere: set[str] = set()
+    for fold in fold_ids:
+        predicted = list(io.list_images(results_dir / f"fold_{fold}" / "validation", file_ending))
+        predicted_anywhere.update(predicted)
+        cases[fold] = validation_cases(gt_dir, fold, predicted, splits_file) if splits_file else predicted
+    unassigned = sorted(set(references) - predicted_anywhere) if splits_file is None else []
+    io.prepare_output_dir(output_dir, CV_FILES, overwrite, marker="cv_summary.json")
+    return CVPlan(
+        results_dir=results_dir,
+        gt_dir=gt_dir,
+        output_dir=output_dir,
+        folds=fold_ids,
+        dataset_json=dataset_json,
+        file_ending=file_ending,
+        splits_file=splits_file,
+        cases=cases,
+        references=references,
+        unassigned=unassigned,
+        folds_given=folds is not None,
+    )
+
+
+def current_fingerprints(plan: CVPlan, fold: int) -> dict:
+    """Case -> fingerprints of the files a fresh evaluation of ``fold`` would read, in the layout of
+    summary.json's ``inputs`` (None for a file that is absent or not read)."""
+    predictions = io.list_images(plan.results_dir / f"fold_{fold}" / "validation", plan.file_ending)
+    out = {}
+    for case in plan.cases[fold]:
+        reference = plan.references.get(case)
+        prediction = predictions.get(case) if reference is not None else None
+        out[case] = {
+            "reference": None if reference is None else io.file_fingerprint(reference),
+            "prediction": None if prediction is None else io.file_fingerprint(prediction),
+        }
+    return out
+
+
+def load_fold_evaluation(
+    folder: Path,
+    fold: int,
+    *,
+    settings: EvaluationSettings,
+    preset: Preset,
+    label_groups: dict | None,
+    fingerprints: dict,
+) -> FoldEvaluation | None:
+    """An existing evaluation of a fold (``summary.json`` as :func:`evaluate_folders` writes it), or None.
+
+    It is used only when it is complete (summary.json is written last and atomically), made with the
+    same settings, preset and labels, of the same cases, from files of the same size and modification
+    time; anything else is evaluated again.
+    """
+    path = Path(folder) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        with open(path) as handle:
+            summary = json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return None
+    if (
+        summary.get("settings") != settings.to_dict()
+        or summary.get("preset") != preset.name
+        or summary.get("label_groups") != label_groups
+        or summary.get("inputs") != fingerprints
+    ):
+        return None
+    results = [
+        CaseResult(
+            case=entry["case"],
+            reference_file=entry.get("reference_file") or "",
+            prediction_file=entry.get("prediction_file"),
+            metrics=entry.get("metrics") or {},
+            undefined={key: dict(entry.get("undefined", {}).get(key, {})) for key in entry.get("metrics") or {}},
+            error=entry.get("error"),
+        )
+        for entry in summary.get("metric_per_case", [])
+    ]
+    return FoldEvaluation(fold, summary, results, f"reused {folder}")
+
+
+def evaluate_fold(
+    plan: CVPlan, fold: int, settings: EvaluationSettings, preset: Preset, num_processes: int, progress: bool
+) -> FoldEvaluation:
+    """Evaluate the fold's validation predictions into ``<output>/fold_<f>`` (replacing what is there)."""
+    summary, results = evaluate_folders(
+        plan.gt_dir,
+        plan.results_dir / f"fold_{fold}" / "validation",
+        plan.output_dir / f"fold_{fold}",
+        settings,
+        preset,
+        dataset_json=plan.dataset_json,
+        file_ending=plan.file_ending,
+        cases=plan.cases[fold],
+        num_processes=num_processes,
+        overwrite=True,
+        progress=progress,
+        return_results=True,
+        pairing="name",  # nnU-Net names each validation prediction as its reference
+    )
+    return FoldEvaluation(fold, summary, results, "evaluated")
 
 
 def cv_summary(
@@ -91,104 +279,166 @@ def cv_summary(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
+    """Evaluate (or reuse) every fold, summarise, write ``cases.csv``, ``cv_summary.md``, ``cv_summary.json``.
+
+    Without ``overwrite``, an existing complete fold evaluation of the same files and settings in
+    ``<output>/fold_<f>`` is reused (a run that was interrupted continues where it stopped); one of
+    other files or settings is refused before any work. With ``overwrite`` every fold is evaluated again.
+    """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     settings = settings or preset.settings
-    results_dir = Path(results_dir)
-    fold_ids = find_folds(results_dir, folds)
-    gt_dir = Path(gt_dir) if gt_dir else default_gt_dir(results_dir)
-    output_dir = Path(output_dir) if output_dir else results_dir / "lesion_evaluation"
-    for name in ("cv_summary.json", "cases.csv", "cv_summary.md"):
-        io.check_writable(output_dir / name, overwrite)
-    if dataset_json is None and (results_dir / "dataset.json").is_file():
-        dataset_json = str(results_dir / "dataset.json")
-    file_ending = io.read_dataset_json(dataset_json).get("file_ending") if dataset_json else None
+    plan = plan_cv(results_dir, gt_dir, output_dir, folds, dataset_json, overwrite)
+    label_spec, _, _ = resolve_labels(preset, plan.dataset_json, plan.gt_dir, None)
+    label_groups = None if label_spec.groups is None else {k: list(v) for k, v in label_spec.groups.items()}
+    todo, evaluations = [], {}
+    for fold in plan.folds:
+        folder = plan.output_dir / f"fold_{fold}"
+        reused = None
+        if not overwrite:
+            reused = load_fold_evaluation(
+                folder,
+                fold,
+                settings=settings,
+                preset=preset,
+                label_groups=label_groups,
+                fingerprints=current_fingerprints(plan, fold),
+            )
+            if reused is None and (folder / "summary.json").exists():
+                raise FileExistsError(
+                    f"{folder / 'summary.json'} holds an evaluation of other files or settings; "
+                    "pass --overwrite to evaluate every fold again"
+                )
+        if reused is not None:
+            evaluations[fold] = reused
+        else:
+            todo.append(fold)
+    for fold in todo:
+        evaluations[fold] = evaluate_fold(plan, fold, settings, preset, num_processes, progress)
+    result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
+    write_cv_outputs(plan, result, [evaluations[f] for f in plan.folds], settings)
+    return result
 
-    per_fold, all_results, fold_of_case = {}, [], {}
-    for fold in fold_ids:
-        validation = results_dir / f"fold_{fold}" / "validation"
-        predicted = list(io.list_images(validation, file_ending))
-        cases = validation_cases(gt_dir, fold, predicted)
-        summary, results = evaluate_folders(
-            gt_dir,
-            validation,
-            output_dir / f"fold_{fold}",
-            settings,
-            preset,
-            dataset_json=dataset_json,
-            file_ending=file_ending,
-            cases=cases,
-            num_processes=num_processes,
-            overwrite=overwrite,
-            progress=progress,
-            return_results=True,
-        )
-        per_fold[fold] = summary
-        all_results += results
-        fold_of_case.update({r.case: fold for r in results})
 
-    labels = list(per_fold[fold_ids[0]]["mean"])
-    mean_of_means, std_of_means = {}, {}
+def summarise_folds(
+    plan: CVPlan, evaluations: list[FoldEvaluation], settings: EvaluationSettings, preset: Preset
+) -> dict:
+    """Per-fold means, the mean and std over folds of the fold means, pooled metrics, and every failure."""
+    per_fold = {e.fold: e.summary for e in evaluations}
+    all_results = [r for e in evaluations for r in e.results]
+    labels: list[str] = []  # from every fold, in order of appearance: a fold without results adds none
+    for summary in per_fold.values():
+        labels += [label for label in summary["mean"] if label not in labels]
+    mean_of_means, std_of_means, n_folds = {}, {}, {}
     for label in labels:
-        names = []
+        names: list[str] = []
         for s in per_fold.values():
             names += [n for n in s["mean"].get(label, {}) if n not in names]
-        mean_of_means[label], std_of_means[label] = {}, {}
+        mean_of_means[label], std_of_means[label], n_folds[label] = {}, {}, {}
         for name in names:
             values = [
                 s["mean"][label][name] for s in per_fold.values() if s["mean"].get(label, {}).get(name) is not None
             ]
             mean_of_means[label][name] = float(np.mean(values)) if values else None
             std_of_means[label][name] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    pooled = aggregate(all_results, settings)
-    result = {
-        "results_dir": str(results_dir),
-        "gt_dir": str(gt_dir),
-        "output_dir": str(output_dir),
-        "trainer": results_dir.name.split("__")[0],
-        "folds": fold_ids,
+            n_folds[label][name] = len(values)
+    failures = [{"fold": e.fold, "case": r.case, "reason": r.error} for e in evaluations for r in e.results if r.error]
+    not_evaluated = []
+    if plan.unassigned:
+        reason = (
+            f"no prediction in the validation folder of any evaluated fold ({', '.join(map(str, plan.folds))}); "
+            "no splits_final.json was found to say which fold it belongs to"
+        )
+        entries = [{"fold": None, "case": case, "reason": reason} for case in plan.unassigned]
+        if plan.folds_given:  # the user chose a subset of folds: the others' cases are expected to be absent
+            not_evaluated = entries
+        else:
+            failures += entries
+    label_names = {}
+    for summary in per_fold.values():
+        label_names.update(summary.get("label_names", {}))
+    n_evaluated = sum(1 for r in all_results if not r.error)
+    return {
+        "results_dir": str(plan.results_dir),
+        "gt_dir": str(plan.gt_dir),
+        "output_dir": str(plan.output_dir),
+        "trainer": plan.results_dir.name.split("__")[0],
+        "folds": plan.folds,
+        "splits_file": None if plan.splits_file is None else str(plan.splits_file),
         "per_fold_mean": {str(f): s["mean"] for f, s in per_fold.items()},
+        "per_fold_cases": {
+            str(e.fold): {
+                "n_cases": len(e.results),
+                "n_failed": sum(1 for r in e.results if r.error),
+                "source": e.source,
+            }
+            for e in evaluations
+        },
         "mean_of_fold_means": mean_of_means,
         "std_of_fold_means": std_of_means,
-        "pooled": pooled,
-        "label_names": per_fold[fold_ids[0]].get("label_names", {}),
-        "n_cases": len(all_results),
-        "n_failed": sum(1 for r in all_results if r.error),
-        "errors": {r.case: r.error for r in all_results if r.error},
+        "n_folds_of_fold_means": n_folds,
+        "pooled": aggregate(all_results, settings),
+        "label_names": label_names,
+        "n_cases": n_evaluated + len(failures),
+        "n_evaluated": n_evaluated,
+        "n_failed": len(failures),
+        "failures": failures,
+        "not_evaluated": not_evaluated,
+        "errors": {f["case"]: f["reason"] for f in failures},
+        "ignored_predictions": {
+            str(f): s.get("ignored_predictions", []) for f, s in per_fold.items() if s.get("ignored_predictions")
+        },
         "settings": settings.to_dict(),
         "preset": preset.name,
     }
+
+
+def write_cv_outputs(
+    plan: CVPlan, result: dict, evaluations: list[FoldEvaluation], settings: EvaluationSettings
+) -> None:
+    """cases.csv (fold as first column; unassigned references with an empty fold), cv_summary.md,
+    then cv_summary.json; each atomically, the previous cv_summary.json removed first."""
+    output_dir = plan.output_dir
+    (output_dir / "cv_summary.json").unlink(missing_ok=True)
+    groups = [(str(e.fold), e.results) for e in evaluations]
+    unassigned = [f for f in result["failures"] if f["fold"] is None]
+    if unassigned:
+        groups.append(("", [CaseResult(f["case"], "", None, error=f["reason"]) for f in unassigned]))
+    _write_cases_with_fold(output_dir / "cases.csv", groups)
+    io.write_text(output_dir / "cv_summary.md", cv_markdown(result, settings))
     io.write_json(output_dir / "cv_summary.json", result, overwrite=True)
-    # one cases.csv for all folds, with the fold as first column
-    rows_by_fold = {f: [r for r in all_results if fold_of_case[r.case] == f] for f in fold_ids}
-    _write_cases_with_fold(output_dir / "cases.csv", rows_by_fold)
-    (output_dir / "cv_summary.md").write_text(cv_markdown(result, settings))
-    return result
 
 
-def _write_cases_with_fold(path: Path, rows_by_fold: dict) -> None:
+def _write_cases_with_fold(path: Path, groups: list[tuple[str, list[CaseResult]]]) -> None:
     """One cases.csv for all folds, the fold as first column; columns are the union over folds."""
     header: list[str] = []
     tables = []
-    for fold, results in rows_by_fold.items():
-        fold_header, rows = cases_table(results, extra_columns={"fold": str(fold)})
+    for fold, results in groups:
+        fold_header, rows = cases_table(results, extra_columns={"fold": fold})
         header += [name for name in fold_header if name not in header]
         tables.append((fold_header, rows))
     merged = []
     for fold_header, rows in tables:
         index = {name: k for k, name in enumerate(fold_header)}
         merged += [[row[index[name]] if name in index else "" for name in header] for row in rows]
-    write_csv(path, header, merged)
+    write_csv(path, header or ["fold", "case", "label", "error"], merged)
 
 
 def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
     folds = result["folds"]
+    failed = result["n_failed"]
     lines = [
         f"# Cross-validation: {result['trainer']}",
         "",
-        f"Folds {', '.join(map(str, folds))}; {result['n_cases']} validation cases ({result['n_failed']} failed). "
-        "Per-fold means, then the mean ± std over folds (Luu et al. 2026 report the mean of fold means).",
+        f"Folds {', '.join(map(str, folds))}; {result['n_cases']} validation cases, {result['n_evaluated']} "
+        f"evaluated, {failed} failed or missing. Per-fold means, then the mean ± std over folds (Luu et al. 2026 "
+        "report the mean of fold means).",
         "",
     ]
+    if failed:
+        lines += [
+            f"**{failed} case(s) failed or are missing: every mean below is over the evaluated cases only.**",
+            "",
+        ]
     for label, means in result["mean_of_fold_means"].items():
         name = result["label_names"].get(label, label)
         lines += [
@@ -210,4 +460,26 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
                 + " |"
             )
         lines.append("")
+    if result["failures"]:
+        lines += ["## Failed or missing cases", "", "| fold | case | reason |", "|---|---|---|"]
+        lines += [
+            f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
+        ]
+        lines.append("")
+    if result["not_evaluated"]:
+        lines += [
+            f"{len(result['not_evaluated'])} reference(s) were not evaluated: no evaluated fold predicted them and no "
+            "splits_final.json says which fold they belong to (only some folds were asked for).",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def report_failures(result: dict, stream=None) -> None:
+    """Every failure on its own line: fold, case, reason (default: on stderr)."""
+    stream = stream or sys.stderr
+    for failure in result["failures"]:
+        fold = "-" if failure["fold"] is None else failure["fold"]
+        print(f"  fold {fold}, case {failure['case']}: {failure['reason']}", file=stream)
+    for entry in result["not_evaluated"]:
+        print(f"  not evaluated: {entry['case']} ({entry['reason']})", file=stream)

@@ -8,7 +8,6 @@ and per-case ``errors``; ``cases.csv`` (one row per case and label); ``summary.m
 
 from __future__ import annotations
 
-import csv
 import math
 import multiprocessing
 import os
@@ -361,8 +360,13 @@ def headline_metrics(settings: EvaluationSettings) -> list[str]:
 
 
 def build_summary(
-    results: list[CaseResult], settings: EvaluationSettings, labels: LabelSpec, preset: str | None
+    results: list[CaseResult],
+    settings: EvaluationSettings,
+    labels: LabelSpec,
+    preset: str | None,
+    extra: dict | None = None,
 ) -> dict:
+    """summary.json's content; ``extra`` adds keys (ignored predictions, input fingerprints, folders)."""
     aggregated = aggregate(results, settings)
     summary = {
         "metric_per_case": [
@@ -386,6 +390,8 @@ def build_summary(
         "n_failed": sum(1 for r in results if r.error),
         "settings": settings.to_dict(),
         "preset": preset,
+        "label_groups": None if labels.groups is None else {k: list(v) for k, v in labels.groups.items()},
+        **(extra or {}),
     }
     checks = {r.case: r.panoptica_check for r in results if r.panoptica_check}
     if checks:
@@ -416,11 +422,7 @@ def cases_table(results: list[CaseResult], extra_columns: dict[str, str] | None 
     return header, rows
 
 
-def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+write_csv = io.write_csv  # the writer of every CSV output (atomic)
 
 
 def write_cases_csv(path: Path, results: list[CaseResult]) -> None:
@@ -502,6 +504,10 @@ def size_bin_markdown(by_metric: dict, across: dict, settings: EvaluationSetting
     return lines
 
 
+#: what ``write_outputs`` writes; summary.json last: its presence means the others are complete
+SUMMARY_FILES = ("cases.csv", "summary.md", "summary.json")
+
+
 def write_outputs(
     output_dir: Path,
     results: list[CaseResult],
@@ -509,14 +515,15 @@ def write_outputs(
     labels: LabelSpec,
     preset: str | None,
     overwrite: bool,
+    extra: dict | None = None,
 ) -> dict:
-    output_dir = Path(output_dir)
-    files = [output_dir / "summary.json", output_dir / "cases.csv", output_dir / "summary.md"]
-    for path in files:
-        io.check_writable(path, overwrite)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    summary = build_summary(results, settings, labels, preset)
-    io.write_json(files[0], summary, overwrite=True)
-    write_cases_csv(files[1], results)
-    files[2].write_text(summary_markdown(summary, settings))
+    """cases.csv, summary.md, then summary.json, each written atomically. When replacing a previous
+    evaluation, its summary.json is removed first, so a run interrupted while writing leaves no
+    summary.json beside files of another run."""
+    output_dir = io.prepare_output_dir(output_dir, SUMMARY_FILES, overwrite, marker="summary.json")
+    summary = build_summary(results, settings, labels, preset, extra)
+    (output_dir / "summary.json").unlink(missing_ok=True)
+    write_cases_csv(output_dir / "cases.csv", results)
+    io.write_text(output_dir / "summary.md", summary_markdown(summary, settings))
+    io.write_json(output_dir / "summary.json", summary, overwrite=True)
     return summary

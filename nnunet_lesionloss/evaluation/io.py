@@ -1,17 +1,25 @@
-"""Reading label images (SimpleITK), pairing prediction and reference files, writing JSON safely.
+"""Reading label images (SimpleITK), pairing prediction and reference files, writing outputs safely.
 
 Arrays are returned in SimpleITK's (z, y, x) order together with the spacing *in the same order*
 (``GetSpacing()[::-1]``): panoptica 2.1.7 pairs a SimpleITK array with ``GetSpacing()`` (x, y, z),
 which puts distances on the wrong axes, so we never hand it SimpleITK images.
+
+Outputs: every command first checks that its output folder can be created and written
+(:func:`prepare_output_dir`), then writes each file to a hidden temporary file in the same folder
+and renames it (:func:`atomic_write`), so an interrupted run never leaves a half-written file under a
+result's name. Hidden files (``.name``) are never read as images.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import math
 import os
 import re
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +31,10 @@ SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".tif"
 
 class CaseError(Exception):
     """A problem with one case (missing file, mismatch, bad labels); the other cases go on."""
+
+
+class OutputError(OSError):
+    """The output folder cannot be created or written; raised before any work is done."""
 
 
 @dataclass
@@ -50,6 +62,8 @@ def read_label_image(path: str | os.PathLike) -> LabelImage:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a label map has one")
     array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and path.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_nan(path)
     return LabelImage(
         array=array,
         spacing=tuple(float(s) for s in image.GetSpacing()[::-1]),
@@ -59,15 +73,46 @@ def read_label_image(path: str | os.PathLike) -> LabelImage:
     )
 
 
+def _check_nifti_nan(path: str) -> None:
+    """SimpleITK 2.5 (ITK 5.4) reads NaN in a float NIfTI file as 0, so a label map with NaN would be
+    evaluated as background without a word: read the stored values with nibabel and refuse NaN."""
+    try:
+        import nibabel
+    except ImportError:  # nibabel comes with nnU-Net; without it the check cannot be made
+        return
+    try:
+        stored = np.asanyarray(nibabel.load(path).dataobj)
+    except Exception:  # nibabel cannot read what SimpleITK could: keep SimpleITK's reading
+        return
+    count = int(np.count_nonzero(np.isnan(stored))) if np.issubdtype(stored.dtype, np.floating) else 0
+    if count:
+        raise CaseError(
+            f"{path} contains NaN in {count} voxels (SimpleITK would read them as 0); a label map holds integer labels"
+        )
+
+
 def as_integer_labels(image: LabelImage) -> np.ndarray:
-    """The label array as integers; raises CaseError for non-integer values (e.g. probabilities)."""
+    """The label array as integers; raises CaseError for NaN, infinite or non-integer values (e.g. probabilities)."""
     array = image.array
     if np.issubdtype(array.dtype, np.integer):
         return array  # keep the stored width: a 512x512x176 int64 copy alone costs 370 MB
     if array.dtype == bool:
         return array.astype(np.uint8)
-    if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-        raise CaseError(f"{image.path} contains non-integer values; expected a label map")
+    nan = int(np.count_nonzero(np.isnan(array)))
+    if nan:
+        raise CaseError(f"{image.path} contains NaN in {nan} voxels; a label map holds integer labels")
+    infinite = int(np.count_nonzero(np.isinf(array)))
+    if infinite:
+        raise CaseError(f"{image.path} contains infinite values in {infinite} voxels; a label map holds integer labels")
+    fractional = array != np.round(array)
+    if fractional.any():
+        example = float(array[fractional].flat[0])
+        raise CaseError(
+            f"{image.path} contains non-integer values (e.g. {example:g} in {int(fractional.sum())} voxels); "
+            "expected a label map, not probabilities"
+        )
+    if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
+        raise CaseError(f"{image.path} holds labels beyond the 32-bit integer range")
     return array.astype(np.int32)
 
 
@@ -100,22 +145,58 @@ def strip_ending(name: str, endings: Iterable[str] = SUPPORTED_ENDINGS) -> str |
     return None
 
 
+def _visible_files(folder: Path) -> list[Path]:
+    # hidden files are skipped: our own temporary outputs (.partial-*) and system files
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+
+
 def list_images(folder: str | os.PathLike, file_ending: str | None = None) -> dict[str, Path]:
-    """Case identifier -> path of every label image in ``folder`` (not recursive)."""
+    """Case identifier -> path of every label image in ``folder`` (not recursive, hidden files skipped)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
     endings = (file_ending,) if file_ending else SUPPORTED_ENDINGS
     cases = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            case = strip_ending(path.name, endings)
-            if case is not None:
-                cases[case] = path
+    for path in _visible_files(folder):
+        case = strip_ending(path.name, endings)
+        if case is not None:
+            cases[case] = path
     return cases
 
 
-BRATS_CASE_NUMBER = re.compile(r"(\d{5})[-_](\d{3})")
+def endings_found(folder: str | os.PathLike) -> dict[str, int]:
+    """Image file ending -> number of files in ``folder`` (to explain a file-ending mismatch)."""
+    counts: dict[str, int] = {}
+    folder = Path(folder)
+    if not folder.is_dir():
+        return counts
+    for path in _visible_files(folder):
+        for ending in SUPPORTED_ENDINGS:
+            if path.name.lower().endswith(ending):
+                counts[ending] = counts.get(ending, 0) + 1
+                break
+    return counts
+
+
+def ending_mismatch_hint(folder: str | os.PathLike, file_ending: str | None, source: str) -> str:
+    """'' or a sentence saying that the folder holds images with other endings than ``file_ending``."""
+    if not file_ending:
+        return ""
+    others = {e: n for e, n in endings_found(folder).items() if e != file_ending}
+    if not others:
+        return ""
+    found = ", ".join(f"{n} ending in {e}" for e, n in sorted(others.items()))
+    return f" ({folder} holds {found}, but {source} says the file ending is {file_ending}: pass --file-ending)"
+
+
+#: the official BraTS evaluator's subject id (BraTS/BraTS_evaluation, evaluation.py): five digits with an
+#: optional -NNN, or four digits and -N to -NNN; the prediction is the file whose name ends in "<id><ending>"
+BRATS_SUBJECT_ID = re.compile(r"(\d{5}(?:-\d{3})?|\d{4}-\d{1,3})")
+
+
+def brats_subject_id(name: str) -> str | None:
+    match = BRATS_SUBJECT_ID.search(name)
+    return match.group(1) if match else None
 
 
 def pair_cases(
@@ -123,24 +204,60 @@ def pair_cases(
 ) -> list[tuple[str, Path, Path | None]]:
     """(case, reference path, prediction path or None) for every reference case.
 
-    ``name``: identical case identifiers (nnU-Net). ``brats``: the NNNNN-NNN number in the names
-    (BraTS predictions are named differently from the references).
+    ``name``: identical case identifiers (nnU-Net). ``brats``: as the official BraTS evaluator, the
+    subject id in the reference's name (:data:`BRATS_SUBJECT_ID`) and the prediction whose name ends
+    in it (BraTS predictions are named differently from the references). A reference without a
+    subject id raises ValueError (pairing by name is then the only way); a prediction that several
+    names fit is an error of that case.
     """
     if pairing == "name":
         return [(case, path, prediction.get(case)) for case, path in reference.items()]
     if pairing != "brats":
         raise ValueError(f"unknown pairing {pairing!r}")
+    without_id = [path.name for path in reference.values() if brats_subject_id(path.name) is None]
+    if without_id:
+        raise ValueError(
+            "--pairing brats (the default of --preset brats-mets) pairs files by the BraTS subject id in their "
+            f"names (e.g. BraTS-MET-00132-000-seg.nii.gz with ...00132-000.nii.gz), and {len(without_id)} reference "
+            f"file(s) have none: {', '.join(without_id[:3])}. Name the files as BraTS does, or pass --pairing name "
+            "to pair references and predictions of identical names"
+        )
+    pairs = []
+    for case, path in reference.items():
+        subject = brats_subject_id(path.name)
+        ending = path.name[len(case) :]
+        fits = sorted(p for p in prediction.values() if p.name.endswith(f"{subject}{ending}"))
+        if len(fits) > 1:
+            pairs.append((case, path, AmbiguousPrediction(subject, fits)))
+        else:
+            pairs.append((case, path, fits[0] if fits else None))
+    return pairs
 
-    def key(name: str) -> str | None:
-        match = BRATS_CASE_NUMBER.search(name)
-        return f"{match.group(1)}-{match.group(2)}" if match else None
 
-    by_number: dict[str, Path] = {}
-    for name, path in prediction.items():
-        number = key(name)
-        if number is not None:
-            by_number[number] = path
-    return [(case, path, by_number.get(key(case) or "")) for case, path in reference.items()]
+@dataclass(frozen=True)
+class AmbiguousPrediction:
+    """Several prediction files end in the same BraTS subject id (the official evaluator takes an
+    arbitrary one of them; we report the case instead)."""
+
+    subject: str
+    paths: list[Path]
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.paths)} predictions end in {self.subject}: "
+            + ", ".join(p.name for p in self.paths[:3])
+            + " (pairing by BraTS subject id is ambiguous; rename them or pass --pairing name)"
+        )
+
+
+def file_fingerprint(path: str | os.PathLike) -> list[int] | None:
+    """[size in bytes, modification time in ns] of a file, or None if it is gone: enough to notice
+    that a prediction was rewritten since it was evaluated."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return [int(status.st_size), int(status.st_mtime_ns)]
 
 
 def read_dataset_json(path: str | os.PathLike) -> dict:
@@ -187,15 +304,84 @@ def json_ready(value):
     return value
 
 
-def write_json(path: str | os.PathLike, data, overwrite: bool) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary path)`` and rename the result to ``path``: a reader (or a run killed
+    half-way) sees the old file or the new one, never a half-written one. The temporary file is
+    hidden (``.partial-<pid>-<name>``, same folder, same ending, so writers that infer the format
+    from the name still work) and removed on failure."""
+    path = Path(path)
+    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def write_csv(path: str | os.PathLike, header: list[str], rows: list[list]) -> Path:
+    """A CSV with one header row, written atomically (see :func:`atomic_write`)."""
+    import csv
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
+
+
+def write_json(path: str | os.PathLike, data, overwrite: bool) -> Path:
+    """Strict JSON (NaN and infinities as null), written atomically; refuses to replace a file
+    without ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(json_ready(data), handle, indent=2, allow_nan=False)
+    text = json.dumps(json_ready(data), indent=2, allow_nan=False)
+    return write_text(path, text)
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
     if Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def prepare_output_dir(
+    folder: str | os.PathLike, names: Iterable[str] = (), overwrite: bool = False, marker: str | None = None
+) -> Path:
+    """Create ``folder`` (with parents) and make sure a file can be written in it, and that none of
+    ``names`` exists there unless ``overwrite``; before any work, so a bad output path costs nothing.
+
+    ``marker`` is the file a command writes last (its summary): when it is absent, the other ``names``
+    are what an interrupted run left and may be replaced. Raises :class:`OutputError` (folder) or
+    ``FileExistsError`` (a file), naming the path.
+    """
+    folder = Path(folder)
+    names = list(names)
+    complete = marker is None or (folder / marker).exists()
+    for name in names:
+        if complete or name == marker:
+            check_writable(folder / name, overwrite)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the output folder {folder}: {error.strerror or error}") from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputError(f"cannot write into the output folder {folder}: {error.strerror or error}") from None
+    for name in names:  # temporary files a killed run left behind (never read: hidden)
+        for leftover in folder.glob(f".partial-*-{glob.escape(name)}"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+    return folder

@@ -7,12 +7,17 @@
 - ``apply-threshold``: binarise probabilities with a chosen threshold (and the same small-component removal);
 - ``merge-by-volume``: lesions smaller than V from model A, the others from model B (Rachmadi et al. 2024
   §4.2, V = 0.05 mL).
+
+The commands that write images check the output folder (and that no output exists, without
+``--overwrite``) before the first case, write each image atomically with the input's label dtype (a
+label of 70000 stays 70000), and go on past a case that fails, listing it and exiting with status 1.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +30,32 @@ from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_compon
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def _write_like(array: np.ndarray, template_path: str | Path, output_path: Path, overwrite: bool) -> None:
-    """Write ``array`` with the geometry of the image at ``template_path``."""
+def _write_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
+    """Write ``array`` as ``dtype`` with the geometry of the image at ``template_path``, atomically."""
     import SimpleITK as sitk
 
-    io.check_writable(output_path, overwrite)
+    dtype = np.dtype(np.uint8 if np.dtype(dtype) == bool else dtype)
+    converted = array.astype(dtype)
+    if not np.array_equal(converted, array):
+        raise CaseError(f"labels of {output_path.name} do not fit the input's type {dtype}")
     template = sitk.ReadImage(str(template_path))
-    image = sitk.GetImageFromArray(array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16))
+    image = sitk.GetImageFromArray(converted)
     image.CopyInformation(template)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(output_path), True)
+    io.atomic_write(output_path, lambda temporary: sitk.WriteImage(image, str(temporary), True))
+
+
+def run_cases(items: Iterable[tuple[str, Callable[[], None]]]) -> tuple[int, int]:
+    """Run every (case, job); a failing case is reported on stderr and the others go on.
+    Returns (cases done, cases failed)."""
+    done = failed = 0
+    for case, job in items:
+        try:
+            job()
+            done += 1
+        except (CaseError, OSError, ValueError, RuntimeError) as error:
+            failed += 1
+            print(f"  {case}: {error}", file=sys.stderr)
+    return done, failed
 
 
 def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int) -> np.ndarray:
@@ -72,7 +93,8 @@ def merge_by_volume(
         selected[0] = False
         return np.where(selected[components], labels, 0)
 
-    merged = keep(small_model, small=True)
+    # the wider of the two label types: a label of one model must survive in the other's array
+    merged = keep(small_model, small=True).astype(np.result_type(small_model.dtype, large_model.dtype))
     from_large = keep(large_model, small=False)
     merged[from_large > 0] = from_large[from_large > 0]
     return merged
@@ -167,21 +189,31 @@ def apply_threshold(
     connectivity: int = 18,
     file_ending: str = ".nii.gz",
     overwrite: bool = False,
-) -> list[Path]:
-    """Binary masks (0/1) from probabilities; geometry copied from the segmentation nnU-Net wrote beside them."""
+) -> tuple[list[Path], int]:
+    """Binary masks (0/1) from probabilities; geometry copied from the segmentation nnU-Net wrote beside them.
+
+    Returns (files written, cases that failed; each failure is reported on stderr)."""
     template_dir = Path(template_dir or prob_dir)
+    files = list_probability_files(prob_dir)
+    outputs = {case: Path(output_dir) / f"{case}{file_ending}" for case in files}
+    io.prepare_output_dir(output_dir, [p.name for p in outputs.values()], overwrite)
     written = []
-    for case, path in list_probability_files(prob_dir).items():
-        template = template_dir / f"{case}{file_ending}"
-        if not template.is_file():
-            raise FileNotFoundError(f"no image to copy the geometry from for {case}: {template}")
-        mask = foreground_probability(load_probabilities(path), channel) >= threshold
-        if min_voxels > 1:
-            mask = remove_small_components(mask, connectivity, (1.0,) * mask.ndim, min_voxels=min_voxels)
-        output = Path(output_dir) / f"{case}{file_ending}"
-        _write_like(mask.astype(np.uint8), template, output, overwrite)
-        written.append(output)
-    return written
+
+    def job(case: str, path: Path):
+        def run():
+            template = template_dir / f"{case}{file_ending}"
+            if not template.is_file():
+                raise CaseError(f"no image to copy the geometry from: {template}")
+            mask = foreground_probability(load_probabilities(path), channel) >= threshold
+            if min_voxels > 1:
+                mask = remove_small_components(mask, connectivity, (1.0,) * mask.ndim, min_voxels=min_voxels)
+            _write_like(mask.astype(np.uint8), template, outputs[case], np.uint8)
+            written.append(outputs[case])
+
+        return run
+
+    _, failed = run_cases((case, job(case, path)) for case, path in files.items())
+    return written, failed
 
 
 # --------------------------------------------------------------------------- commands
@@ -189,15 +221,25 @@ def _cmd_remove_small(args) -> int:
     images = io.list_images(args.input, args.file_ending)
     if not images:
         raise FileNotFoundError(f"no images in {args.input}")
-    for path in images.values():
-        image = io.read_label_image(path)
-        cleaned = remove_small_labels(io.as_integer_labels(image), args.min_voxels, args.connectivity)
-        _write_like(cleaned, path, Path(args.output) / path.name, args.overwrite)
-    print(f"{len(images)} cases -> {args.output}")
-    return 0
+    output = Path(args.output)
+    io.prepare_output_dir(output, [path.name for path in images.values()], args.overwrite)
+
+    def job(path: Path):
+        def run():
+            image = io.read_label_image(path)
+            cleaned = remove_small_labels(io.as_integer_labels(image), args.min_voxels, args.connectivity)
+            _write_like(cleaned, path, output / path.name, image.array.dtype)
+
+        return run
+
+    done, failed = run_cases((case, job(path)) for case, path in images.items())
+    print(f"{done} of {len(images)} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
+    return failed
 
 
 def _cmd_choose_threshold(args) -> int:
+    if args.output:  # before the work: the output must be writable
+        io.prepare_output_dir(Path(args.output).parent, [Path(args.output).name], args.overwrite)
     result = choose_threshold(
         Path(args.probabilities),
         Path(args.gt),
@@ -223,7 +265,7 @@ def _cmd_apply_threshold(args) -> int:
             raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
         with open(args.threshold_json) as handle:
             threshold = float(json.load(handle)["best_threshold"])
-    written = apply_threshold(
+    written, failed = apply_threshold(
         Path(args.probabilities),
         Path(args.output),
         threshold,
@@ -235,28 +277,41 @@ def _cmd_apply_threshold(args) -> int:
         args.overwrite,
     )
     print(f"threshold {threshold:g}: {len(written)} cases -> {args.output}")
-    return 0
+    return failed
 
 
 def _cmd_merge_by_volume(args) -> int:
     small_images = io.list_images(args.small_model, args.file_ending)
     large_images = io.list_images(args.large_model, args.file_ending)
-    missing = sorted(set(small_images) ^ set(large_images))
-    if missing:
-        raise CaseError(f"cases present in only one model folder: {', '.join(missing[:10])}")
-    for case, path in small_images.items():
-        a, b = io.read_label_image(path), io.read_label_image(large_images[case])
-        io.check_same_geometry(a, b)
-        merged = merge_by_volume(
-            io.as_integer_labels(a),
-            io.as_integer_labels(b),
-            float(np.prod(a.spacing)),
-            args.volume_ml,
-            args.connectivity,
-        )
-        _write_like(merged, path, Path(args.output) / path.name, args.overwrite)
-    print(f"{len(small_images)} cases -> {args.output}")
-    return 0
+    cases = sorted(set(small_images) | set(large_images))
+    if not cases:
+        raise FileNotFoundError(f"no images in {args.small_model} or {args.large_model}")
+    output = Path(args.output)
+    names = {case: (small_images.get(case) or large_images[case]).name for case in cases}
+    io.prepare_output_dir(output, names.values(), args.overwrite)
+
+    def job(case: str):
+        def run():
+            if case not in small_images or case not in large_images:
+                folder = args.large_model if case in small_images else args.small_model
+                raise CaseError(f"no image of this case in {folder}")
+            a, b = io.read_label_image(small_images[case]), io.read_label_image(large_images[case])
+            io.check_same_geometry(a, b)
+            merged = merge_by_volume(
+                io.as_integer_labels(a),
+                io.as_integer_labels(b),
+                float(np.prod(a.spacing)),
+                args.volume_ml,
+                args.connectivity,
+            )
+            dtype = np.result_type(a.array.dtype, b.array.dtype)
+            _write_like(merged, small_images[case], output / names[case], dtype)
+
+        return run
+
+    done, failed = run_cases((case, job(case)) for case in cases)
+    print(f"{done} of {len(cases)} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
+    return failed
 
 
 def register(subparsers, runner) -> None:

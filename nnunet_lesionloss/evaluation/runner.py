@@ -1,39 +1,146 @@
-"""Folder-level driver behind ``nnunet-lesionloss evaluate``: pairing, labels, outputs, presets."""
+"""Folder-level driver behind ``nnunet-lesionloss evaluate``: pairing, labels, outputs, presets.
+
+Order of work (so that a bad input or output path costs nothing and loses nothing): read the labels
+and list the files (an input that cannot work is refused with the reason), check that the output
+folder can be created and written, evaluate every case (a bad case is reported, the others go on),
+then write the outputs, each atomically, ``summary.json`` last.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.brats import brats_region_metrics, brats_summary_rows, write_brats_summary_csv
-from nnunet_lesionloss.evaluation.evaluate import LabelSpec, evaluate_pairs, write_outputs
+from nnunet_lesionloss.evaluation.brats import brats_outputs, write_brats_summary_csv
+from nnunet_lesionloss.evaluation.evaluate import (
+    SUMMARY_FILES,
+    CaseResult,
+    LabelSpec,
+    build_summary,
+    evaluate_pairs,
+    write_outputs,
+)
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
+
+BRATS_FILES = ("brats_metrics.json", "brats_summary.csv")
 
 
 def resolve_labels(
     preset: Preset, dataset_json: str | None, gt_dir: Path, labels: Sequence[int] | None
-) -> tuple[LabelSpec, dict | None]:
-    """Which labels/regions to evaluate: preset regions, else --labels, else dataset.json, else all found."""
+) -> tuple[LabelSpec, dict | None, str | None]:
+    """Which labels/regions to evaluate: preset regions, else --labels, else dataset.json, else all found.
+
+    Returns the spec, the dataset.json content (or None) and its path. ``--labels`` naming a label
+    that dataset.json does not have, or given with a preset that fixes its regions, is an error.
+    """
     dataset = None
     if dataset_json is None and (gt_dir.parent / "dataset.json").is_file():
         dataset_json = str(gt_dir.parent / "dataset.json")
     if dataset_json is not None:
         dataset = io.read_dataset_json(dataset_json)
     if preset.regions is not None:
+        if labels:
+            raise ValueError(
+                f"--labels cannot be combined with --preset {preset.name}: the preset evaluates its own regions "
+                f"({', '.join(f'{k}={list(v)}' for k, v in preset.regions.items())})"
+            )
         allowed = {0} | {v for values in preset.regions.values() for v in values}
-        return LabelSpec.from_regions(preset.regions, allowed), dataset
+        return LabelSpec.from_regions(preset.regions, allowed), dataset, dataset_json
     if labels:
         spec = LabelSpec(groups={str(v): (int(v),) for v in labels}, allowed=None)
         if dataset is not None:
             full = LabelSpec.from_dataset_json(dataset)
+            known = {v for values in io.labels_from_dataset_json(dataset).values() for v in values}
+            absent = sorted(int(v) for v in labels if int(v) not in known)
+            if absent:
+                listed = ", ".join(
+                    f"{name} {list(v) if len(v) > 1 else v[0]}"
+                    for name, v in io.labels_from_dataset_json(dataset).items()
+                )
+                raise ValueError(
+                    f"--labels {' '.join(map(str, absent))}: {dataset_json} has no such label (its labels: {listed})"
+                )
             spec.allowed, spec.ignore_label = full.allowed, full.ignore_label
             spec.names = {k: full.names.get(k, k) for k in spec.groups}
-        return spec, dataset
+        return spec, dataset, dataset_json
     if dataset is not None:
-        return LabelSpec.from_dataset_json(dataset), dataset
-    return LabelSpec(groups=None), None
+        return LabelSpec.from_dataset_json(dataset), dataset, dataset_json
+    return LabelSpec(groups=None), None, None
+
+
+@dataclass
+class PairPlan:
+    """What will be evaluated: (case, reference, prediction) triples, cases that fail before reading
+    any image (case -> reason), and predictions that no reference claims."""
+
+    pairs: list[tuple[str, Path, Path | None]]
+    failed: dict[str, str] = field(default_factory=dict)
+    ignored_predictions: list[str] = field(default_factory=list)
+    references: dict[str, Path] = field(default_factory=dict)
+
+
+def plan_pairs(
+    gt_dir: Path,
+    pred_dir: Path,
+    file_ending: str | None,
+    pairing: str,
+    cases: Sequence[str] | None = None,
+    ending_source: str = "dataset.json",
+) -> PairPlan:
+    """List and pair the files; every case that cannot be evaluated gets its reason here."""
+    references = io.list_images(gt_dir, file_ending)
+    if not references:
+        raise FileNotFoundError(
+            f"no reference images in {gt_dir}"
+            + (f" ending in {file_ending}" if file_ending else "")
+            + io.ending_mismatch_hint(gt_dir, file_ending, ending_source)
+        )
+    predictions = io.list_images(pred_dir, file_ending)
+    pred_hint = io.ending_mismatch_hint(pred_dir, file_ending, ending_source)
+    if not predictions and pred_hint:
+        raise FileNotFoundError(f"no prediction images in {pred_dir} ending in {file_ending}{pred_hint}")
+    failed: dict[str, str] = {}
+    selected = references
+    if cases is not None:
+        selected = {case: references[case] for case in cases if case in references}
+        for case in cases:
+            if case not in references:
+                failed[case] = f"no reference for case {case} in {gt_dir}" + (
+                    f" (no {case}{file_ending})" if file_ending else ""
+                )
+    pairs = []
+    for case, reference, prediction in io.pair_cases(selected, predictions, pairing):
+        if isinstance(prediction, io.AmbiguousPrediction):
+            failed[case] = str(prediction)
+            continue
+        if prediction is None:
+            if pairing == "brats":
+                subject = io.brats_subject_id(reference.name)
+                reason = f"missing prediction for case {case}: no file in {pred_dir} ends in {subject}"
+                reason += reference.name[len(case) :]
+            else:
+                reason = f"missing prediction for case {case}: no {reference.name} in {pred_dir}"
+            failed[case] = reason + pred_hint
+            continue
+        pairs.append((case, reference, prediction))
+    paired = {str(p) for _, _, p in pairs}
+    ignored = sorted(name for name, path in predictions.items() if str(path) not in paired)
+    return PairPlan(pairs=pairs, failed=failed, ignored_predictions=ignored, references=references)
+
+
+def input_fingerprints(plan: PairPlan, results: list[CaseResult]) -> dict:
+    """Case -> (size, mtime) of its reference and prediction: what a later run compares to decide
+    whether these results still describe the files (see ``cv.load_fold_evaluation``)."""
+    return {
+        r.case: {
+            "reference": io.file_fingerprint(r.reference_file) if r.reference_file else None,
+            "prediction": io.file_fingerprint(r.prediction_file) if r.prediction_file else None,
+        }
+        for r in results
+    }
 
 
 def evaluate_folders(
@@ -56,43 +163,38 @@ def evaluate_folders(
 ):
     """Evaluate every reference case of ``gt_dir`` (or only ``cases``) against ``pred_dir``; write outputs.
 
-    Returns the summary, or (summary, case results) with ``return_results``.
+    Returns the summary, or (summary, case results) with ``return_results``. Cases that cannot be
+    evaluated (missing prediction or reference, unreadable file, mismatch) are results with an error.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     settings = settings or preset.settings
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder, what in ((gt_dir, "reference"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{what} folder not found: {folder}")
+    if gt_dir.resolve() == pred_dir.resolve():
+        raise ValueError(f"--gt and --pred are the same folder ({gt_dir}): a folder evaluated against itself")
     # nnU-Net writes its own summary.json into validation folders: never share a folder with it by default
     output_dir = Path(output_dir) if output_dir else pred_dir / "lesion_evaluation"
-    label_spec, dataset = resolve_labels(preset, dataset_json, gt_dir, labels)
+    label_spec, dataset, dataset_path = resolve_labels(preset, dataset_json, gt_dir, labels)
+    ending_source = "--file-ending"
     if file_ending is None and dataset is not None:
         file_ending = dataset.get("file_ending")
-    references = io.list_images(gt_dir, file_ending)
-    if not references:
-        raise FileNotFoundError(
-            f"no reference images in {gt_dir}" + (f" ending in {file_ending}" if file_ending else "")
-        )
-    predictions = io.list_images(pred_dir, file_ending)
+        ending_source = f"dataset.json ({dataset_path})"
     pairing = pairing or ("brats" if preset.brats_outputs else "name")
-    pairs = io.pair_cases(references, predictions, pairing)
-    if cases is not None:
-        wanted = set(cases)
-        missing_references = sorted(wanted - set(references))
-        if missing_references:
-            raise FileNotFoundError(f"no reference in {gt_dir} for cases: {', '.join(missing_references[:10])}")
-        pairs = [p for p in pairs if p[0] in wanted]
-    paired = {str(p) for _, _, p in pairs if p is not None}
-    unused = sorted(name for name, path in predictions.items() if str(path) not in paired)
-    if unused and progress:
+    plan = plan_pairs(gt_dir, pred_dir, file_ending, pairing, cases, ending_source)
+    if plan.ignored_predictions and progress:
         print(
-            f"note: {len(unused)} predictions without a reference are ignored: {', '.join(unused[:5])}"
-            + (" ..." if len(unused) > 5 else ""),
+            f"note: {len(plan.ignored_predictions)} predictions without a reference are ignored: "
+            + ", ".join(plan.ignored_predictions[:5])
+            + (" ..." if len(plan.ignored_predictions) > 5 else ""),
             file=sys.stderr,
         )
     if write:  # fail before the work, not after it
-        for name in ("summary.json", "cases.csv", "summary.md"):
-            io.check_writable(output_dir / name, overwrite)
-    results = evaluate_pairs(
-        pairs,
+        names = SUMMARY_FILES + (BRATS_FILES if preset.brats_outputs else ())
+        io.prepare_output_dir(output_dir, names, overwrite, marker="summary.json")
+    evaluated = evaluate_pairs(
+        plan.pairs,
         label_spec,
         settings,
         num_processes,
@@ -100,42 +202,30 @@ def evaluate_folders(
         progress=progress,
         check_panoptica=check_panoptica,
     )
+    results = _in_reference_order(plan, evaluated, cases)
+    extra = {
+        "ignored_predictions": plan.ignored_predictions,
+        "inputs": input_fingerprints(plan, results),
+        "gt_dir": str(gt_dir),
+        "pred_dir": str(pred_dir),
+        "pairing": pairing,
+    }
     if not write:
-        from nnunet_lesionloss.evaluation.evaluate import build_summary
-
-        summary = build_summary(results, settings, label_spec, preset.name)
+        summary = build_summary(results, settings, label_spec, preset.name, extra)
     else:
-        summary = write_outputs(output_dir, results, settings, label_spec, preset.name, overwrite)
-        if preset.brats_outputs:
-            write_brats_outputs(output_dir, results, settings, list(preset.regions), overwrite)
+        if preset.brats_outputs:  # summary.json (the marker of a complete output) goes first, comes back last
+            (output_dir / "summary.json").unlink(missing_ok=True)
+            metrics, (header, rows) = brats_outputs(results, settings, list(preset.regions))
+            io.write_json(output_dir / BRATS_FILES[0], metrics, overwrite=True)
+            io.atomic_write(output_dir / BRATS_FILES[1], lambda t: write_brats_summary_csv(t, header, rows))
+        summary = write_outputs(output_dir, results, settings, label_spec, preset.name, overwrite, extra)
     return (summary, results) if return_results else summary
 
 
-def write_brats_outputs(
-    output_dir: Path, results, settings: EvaluationSettings, regions: list[str], overwrite: bool
-) -> None:
-    """``brats_metrics.json`` and ``brats_summary.csv`` in the official evaluator's layout (cases without errors)."""
-    from nnunet_lesionloss.evaluation.metrics import BinaryEvaluation
-
-    spec = settings.reference_lesion_spec
-    cases = []
-    for r in results:
-        if r.error:
-            continue
-        by_region = {}
-        for region in regions:
-            evaluation = BinaryEvaluation(
-                values=r.metrics[region],
-                undefined=r.undefined.get(region, {}),
-                reference_lesions=r.reference_lesions.get(region, []),
-            )
-            by_region[region] = brats_region_metrics(evaluation, spec)
-        cases.append((Path(r.reference_file).name, by_region))
-    metrics = {
-        "metrics": [dict(by_region, subject_name=name) for name, by_region in cases],
-        "missings": [r.case for r in results if r.error],
-    }
-    io.write_json(output_dir / "brats_metrics.json", metrics, overwrite=overwrite)
-    if cases:
-        header, rows = brats_summary_rows(cases, regions)
-        write_brats_summary_csv(output_dir / "brats_summary.csv", header, rows)
+def _in_reference_order(plan: PairPlan, evaluated: list[CaseResult], cases: Sequence[str] | None) -> list[CaseResult]:
+    by_case = {r.case: r for r in evaluated}
+    for case, reason in plan.failed.items():
+        reference = plan.references.get(case)
+        by_case[case] = CaseResult(case, "" if reference is None else str(reference), None, error=reason)
+    order = list(cases) if cases is not None else list(plan.references)
+    return [by_case[case] for case in order if case in by_case]

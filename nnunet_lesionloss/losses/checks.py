@@ -3,6 +3,13 @@
 Every public loss validates its arguments when called with ``validate=True`` (the default of the
 public API). The trainers build each term once, validate its parameters then (``losses.terms``),
 and call it with ``validate=False`` on every step, so a step pays for no check it already passed.
+
+What ``validate=True`` checks about the data: ``probs`` is a non-empty floating-point
+[B, C, *spatial] tensor with 2 or 3 spatial dims whose values lie in [0, 1] (one min/max pass; NaN
+fails too: the classic mistake is to pass logits); the target is a same-shaped integer id map
+(negative ids are refused where the ids are indexed, ``losses.segments``) or a binary mask (bool, or 0/1 values). The min/max pass costs 2-8 % of a term's forward+backward
+on a CPU (``scripts/bench_losses.py --threads 1 --check-cost``), more than a training step should pay
+for inputs it builds itself, which is why the trainers leave it off.
 """
 
 from __future__ import annotations
@@ -20,7 +27,13 @@ __all__ = [
     "check_ignore_mask",
     "check_same_device",
     "check_spacing",
+    "check_probability_range",
+    "PROBABILITY_TOLERANCE_ULPS",
 ]
+
+#: values may exceed [0, 1] by this many units of the dtype's precision (eps): a sum of softmax
+#: channels (the union channel) can round to 1 + a few eps; logits are off by far more
+PROBABILITY_TOLERANCE_ULPS = 8
 
 
 def check_nonnegative(name: str, value: float) -> None:
@@ -42,6 +55,21 @@ def _check_probs(probs: torch.Tensor) -> None:
         )
     if probs.dim() not in (4, 5):
         raise ValueError(f"probs must be [B, C, *spatial] with 2 or 3 spatial dims, got shape {tuple(probs.shape)}")
+    if probs.numel() == 0:
+        raise ValueError(f"probs is empty (shape {tuple(probs.shape)}): [B, C, *spatial] needs every size >= 1")
+    check_probability_range(probs)
+
+
+def check_probability_range(probs: torch.Tensor, name: str = "probs") -> None:
+    """``probs`` lies in [0, 1] (up to :data:`PROBABILITY_TOLERANCE_ULPS` eps of its dtype) and has
+    no NaN: one min/max pass (on CUDA, one synchronisation)."""
+    low, high = (float(v) for v in torch.stack(torch.aminmax(probs.detach())).tolist())
+    tolerance = PROBABILITY_TOLERANCE_ULPS * torch.finfo(probs.dtype).eps
+    if not (low >= -tolerance and high <= 1.0 + tolerance):  # written so that NaN fails
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1], found values in [{low:.4g}, {high:.4g}]: "
+            "pass probabilities, not logits (apply softmax or sigmoid first)"
+        )
 
 
 def check_probs_and_target(probs: torch.Tensor, target: torch.Tensor, name: str = "gt") -> None:
@@ -51,6 +79,8 @@ def check_probs_and_target(probs: torch.Tensor, target: torch.Tensor, name: str 
         raise TypeError(f"{name} must be a tensor (bool or 0/1), got {type(target).__name__}")
     if target.shape != probs.shape:
         raise ValueError(f"{name} shape {tuple(target.shape)} must equal probs shape {tuple(probs.shape)}")
+    if target.dtype != torch.bool and bool(((target != 0) & (target != 1)).any()):
+        raise ValueError(f"{name} must be a binary mask (bool, or 0/1 values); found other values")
 
 
 def check_probs_and_ids(probs: torch.Tensor, component_ids: torch.Tensor, name: str = "component_ids") -> None:

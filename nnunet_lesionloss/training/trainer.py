@@ -29,7 +29,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
-from nnunet_lesionloss.config import load_config, loss_terms, resolve_connectivity
+from nnunet_lesionloss.config import load_config_with_sources, loss_terms, resolve_connectivity
 from nnunet_lesionloss.losses.compound import LesionAwareLoss
 from nnunet_lesionloss.losses.terms import LossTerm, build_term
 from nnunet_lesionloss.targets import TargetLayout, split_target
@@ -55,7 +55,10 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's own signature)
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.lesion_config = load_config(self.config_name, self.config_overrides)
+        # which file (or class) set what: written into the effective config at train start
+        self.lesion_config, self.lesion_config_sources = load_config_with_sources(
+            self.config_name, self.config_overrides, trainer=type(self).__name__
+        )
         for key, value in self.lesion_config["trainer"].items():
             setattr(self, key, value)
         spatial_dims = len(self.configuration_manager.patch_size)
@@ -152,6 +155,13 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         ``build_term``, so a derived value passes the same validation as a config value, and the
         effective config records it."""
         settings = self.lesion_config["terms"][name]
+        changes = {
+            f"terms.{name}.params.{key}": {"from": settings["params"][key], "to": value}
+            if key in settings["params"]
+            else {"to": value}
+            for key, value in params.items()
+        }
+        self.lesion_config_sources.append({"source": f"{type(self).__name__}.prepare_terms", "changes": changes})
         settings["params"] = {**settings["params"], **params}
         term = self._build_term(name, settings)
         self.lesion_terms = [term if t.name == name else t for t in self.lesion_terms]
@@ -165,6 +175,7 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
                 effective = {k: v for k, v in self.lesion_config.items() if k != "trainer"}
                 effective.update(trainer=type(self).__name__, config_name=self.config_name)
                 effective["trainer_settings"] = self.lesion_config["trainer"]
+                effective["sources"] = self.lesion_config_sources  # which file changed what
                 json.dump(effective, file, indent=2)
 
     def on_train_epoch_start(self):
