@@ -47,7 +47,7 @@ import os, platform, torch
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
 print(f"Python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), {gpu}, {os.cpu_count()} CPU cores")
 PY
-table losses_time_fp16 scripts/bench_losses.py "${SIZE[@]}" "${TIME[@]}" --autocast fp16
+table losses_time_fp16 scripts/bench_losses.py "${SIZE[@]}" "${TIME[@]}" --autocast fp16 --check-cost
 table losses_time_bf16 scripts/bench_losses.py "${SIZE[@]}" "${TIME[@]}" --autocast bf16
 table losses_memory scripts/bench_losses.py "${SIZE[@]}" "${MEMORY[@]}" --autocast fp16 --memory
 table loader scripts/bench_loader.py "${LOADER[@]}"

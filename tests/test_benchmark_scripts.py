@@ -28,5 +28,6 @@ def test_gpu_benchmark_script_prints_every_table_at_a_tiny_size(tmp_path):
     assert sorted(tables) == ["loader.md", "losses_memory.md", "losses_time_bf16.md", "losses_time_fp16.md"]
     assert "| CC Dice+CE | 8 |" in tables["losses_time_fp16.md"] and "autocast fp16" in tables["losses_time_fp16.md"]
     assert "autocast bf16" in tables["losses_time_bf16.md"]
+    assert "Cost of the probability-range check" in tables["losses_time_fp16.md"]
     assert "| + IWL-CC Dice+CE (MiB more) |" in tables["losses_memory.md"]
     assert "| 24³ | 4 |" in tables["loader.md"] and "nnU-Net transforms" in tables["loader.md"]
