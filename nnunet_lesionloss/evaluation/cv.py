@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.evaluate import aggregate, cases_table, format_value, headline_metrics, write_csv
+from nnunet_lesionloss.evaluation.evaluate import (
+    CaseResult,
+    aggregate,
+    cases_table,
+    format_value,
+    headline_metrics,
+    write_csv,
+)
 from nnunet_lesionloss.evaluation.runner import evaluate_folders
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
@@ -103,25 +110,31 @@ def cv_summary(
         dataset_json = str(results_dir / "dataset.json")
     file_ending = io.read_dataset_json(dataset_json).get("file_ending") if dataset_json else None
 
-    per_fold, all_results, fold_of_case = {}, [], {}
+    per_fold, all_results, fold_of_case, reused_folds = {}, [], {}, []
     for fold in fold_ids:
         validation = results_dir / f"fold_{fold}" / "validation"
         predicted = list(io.list_images(validation, file_ending))
         cases = validation_cases(gt_dir, fold, predicted)
-        summary, results = evaluate_folders(
-            gt_dir,
-            validation,
-            output_dir / f"fold_{fold}",
-            settings,
-            preset,
-            dataset_json=dataset_json,
-            file_ending=file_ending,
-            cases=cases,
-            num_processes=num_processes,
-            overwrite=overwrite,
-            progress=progress,
-            return_results=True,
-        )
+        reused = fold_evaluation_of_training(validation, gt_dir, cases, settings, preset)
+        if reused is not None:  # the trainer evaluated this fold already, with these settings
+            summary, results = reused
+            _copy_fold_outputs(validation / "lesion_evaluation", output_dir / f"fold_{fold}", overwrite)
+            reused_folds.append(fold)
+        else:
+            summary, results = evaluate_folders(
+                gt_dir,
+                validation,
+                output_dir / f"fold_{fold}",
+                settings,
+                preset,
+                dataset_json=dataset_json,
+                file_ending=file_ending,
+                cases=cases,
+                num_processes=num_processes,
+                overwrite=overwrite,
+                progress=progress,
+                return_results=True,
+            )
         per_fold[fold] = summary
         all_results += results
         fold_of_case.update({r.case: fold for r in results})
@@ -156,6 +169,7 @@ def cv_summary(
         "errors": {r.case: r.error for r in all_results if r.error},
         "settings": settings.to_dict(),
         "preset": preset.name,
+        "folds_reused_from_training": reused_folds,
     }
     io.write_json(output_dir / "cv_summary.json", result, overwrite=True)
     # one cases.csv for all folds, with the fold as first column
@@ -163,6 +177,59 @@ def cv_summary(
     _write_cases_with_fold(output_dir / "cases.csv", rows_by_fold)
     (output_dir / "cv_summary.md").write_text(cv_markdown(result, settings))
     return result
+
+
+def fold_evaluation_of_training(
+    validation: Path, gt_dir: Path, cases: Sequence[str], settings: EvaluationSettings, preset: Preset
+) -> tuple[dict, list[CaseResult]] | None:
+    """The lesion-wise evaluation the trainers of this package write after nnU-Net's final validation
+    (``fold_X/validation/lesion_evaluation/summary.json``), as (summary, case results), when it holds
+    exactly what evaluating the folder now would: same settings and preset, the same cases against
+    references in ``gt_dir``, and no prediction newer than it. Otherwise None (evaluate again)."""
+    path = validation / "lesion_evaluation" / "summary.json"
+    if preset.brats_outputs or not path.is_file():  # the BraTS outputs need per-lesion details it lacks
+        return None
+    try:
+        with open(path) as handle:
+            summary = json.load(handle)
+        per_case = summary["metric_per_case"]
+        if summary.get("settings") != settings.to_dict() or summary.get("preset") != preset.name:
+            return None
+        if sorted(entry["case"] for entry in per_case) != sorted(cases):
+            return None
+        written = path.stat().st_mtime
+        for entry in per_case:
+            if Path(entry["reference_file"]).resolve().parent != gt_dir.resolve():
+                return None
+            prediction = entry["prediction_file"]
+            if prediction is None or not Path(prediction).is_file() or Path(prediction).stat().st_mtime > written:
+                return None
+        results = [
+            CaseResult(
+                case=entry["case"],
+                reference_file=entry["reference_file"],
+                prediction_file=entry["prediction_file"],
+                metrics=entry["metrics"],
+                undefined=entry.get("undefined", {}),
+                error=entry.get("error"),
+            )
+            for entry in per_case
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return summary, results
+
+
+def _copy_fold_outputs(source: Path, target: Path, overwrite: bool) -> None:
+    """cv-summary's per-fold outputs, copied from the trainer's fold evaluation."""
+    import shutil
+
+    files = [name for name in ("summary.json", "cases.csv", "summary.md") if (source / name).is_file()]
+    for name in files:
+        io.check_writable(target / name, overwrite)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copyfile(source / name, target / name)
 
 
 def _write_cases_with_fold(path: Path, rows_by_fold: dict) -> None:
