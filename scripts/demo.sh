@@ -35,7 +35,7 @@ if [[ $MODE == compare ]]; then
     OUT=$WORK/compare
     rm -rf "$nnUNet_raw/$DATASET" "$nnUNet_preprocessed/$DATASET" "$nnUNet_results/$DATASET" "$OUT"
     nnunet-lesionloss synth --dataset-id $DATASET_ID --name SyntheticCompare --cases "${DEMO_CASES:-16}" \
-        --shape 48 48 48 --lesions 10 30 --seed 7
+        --shape ${DEMO_SHAPE:-32 32 32} --lesions ${DEMO_LESIONS:-30 60} --contrast ${DEMO_CONTRAST:-0.7} --seed 7
     nnUNetv2_plan_and_preprocess -d $DATASET_ID -c 3d_fullres -np 2 --verify_dataset_integrity
     # fold 0: the first half of the cases trains, the second half is validated (both trainers alike)
     python3 - "$nnUNet_preprocessed/$DATASET/splits_final.json" "${DEMO_CASES:-16}" <<'PY'
@@ -44,11 +44,11 @@ path, n = sys.argv[1], int(sys.argv[2])
 keys = [f"case_{i:03d}" for i in range(n)]
 json.dump([{"train": keys[: n // 2], "val": keys[n // 2 :]}], open(path, "w"), indent=1)
 PY
-    BUDGET="trainer: {num_epochs: ${DEMO_EPOCHS:-12}, num_iterations_per_epoch: ${DEMO_ITERATIONS:-10}, num_val_iterations_per_epoch: 2}"
+    BUDGET="trainer: {num_epochs: ${DEMO_EPOCHS:-15}, num_iterations_per_epoch: ${DEMO_ITERATIONS:-10}, num_val_iterations_per_epoch: 2}"
     mkdir -p "$OUT"
     echo "$BUDGET" >"$OUT/budget.yaml"
     # CATMIL's warm-up of λ_CAT covers the first third of training, as in its authors' schedule (50 of 150 epochs)
-    printf '%s\nterms: {cat: {warmup_epochs: %d}}\n' "$BUDGET" $(((${DEMO_EPOCHS:-12} + 2) / 3)) >"$OUT/catmil.yaml"
+    printf '%s\nterms: {cat: {warmup_epochs: %d}}\n' "$BUDGET" $(((${DEMO_EPOCHS:-15} + 2) / 3)) >"$OUT/catmil.yaml"
     for TR in nnUNetTrainerDiceCE nnUNetTrainerCATMIL; do
         CONFIG=$OUT/budget.yaml
         [[ $TR == nnUNetTrainerCATMIL ]] && CONFIG=$OUT/catmil.yaml

@@ -107,14 +107,8 @@ def test_submission_chains_the_summary_after_the_array_and_the_scripts_run(tmp_p
     assert all("--npz" in c and "-tr nnUNetTrainerFake" in c for c in trained)
     summary = subprocess.run(["bash", str(summary_script)], env=clean, capture_output=True, text=True, timeout=300)
     assert summary.returncode == 0, summary.stderr
-    result = load_strict_json(
-        tmp_path
-        / "results"
-        / DATASET
-        / "nnUNetTrainerFake__nnUNetPlans__3d_fullres"
-        / "lesion_evaluation"
-        / "cv_summary.json"
-    )
+    run_dir = tmp_path / "results" / DATASET / "nnUNetTrainerFake__nnUNetPlans__3d_fullres"
+    result = load_strict_json(run_dir / "lesion_evaluation" / "cv_summary.json")
     assert result["folds"] == [0, 1, 2, 3, 4] and result["mean_of_fold_means"]["1"]["Dice"] == 1.0
 
 
