@@ -27,6 +27,9 @@ Schema::
     terms:                             # extra loss terms, by name (see nnunet_lesionloss.losses.terms)
       <term>: {weight: w, warmup_epochs: T, scales: all | full, params: {...}, subterms: {...}}
     trainer: {num_epochs: ..., num_iterations_per_epoch: ..., num_val_iterations_per_epoch: ..., initial_lr: ...}
+    lesion_validation:                 # lesion metrics on the validation patches of every epoch (every trainer)
+      {enabled: true, connectivity: full, small_lesion_voxels: auto, checkpoint_metric: lesion_f1,
+       fold_evaluation: default}       # see LESION_VALIDATION_DEFAULTS
 """
 
 from __future__ import annotations
@@ -58,11 +61,12 @@ __all__ = [
     "load_config_with_sources",
     "read_config_file",
     "OVERRIDE_ONLY_KEYS",
+    "LESION_VALIDATION_DEFAULTS",
 ]
 
 CONFIG_ENV = "NNUNET_LESIONLOSS_CONFIG"
 
-_TOP_KEYS = {"channels", "connectivity", "base", "terms", "trainer", "auto_tau"}
+_TOP_KEYS = {"channels", "connectivity", "base", "terms", "trainer", "auto_tau", "lesion_validation"}
 #: keys only an override file may hold: its scope (``applies_to``) and the terms it adds (``add_terms``)
 OVERRIDE_ONLY_KEYS = ("applies_to", "add_terms")
 _TERM_KEYS = {"weight", "warmup_epochs", "scales", "params", "subterms"}
@@ -82,6 +86,26 @@ _TRAINER_KEYS = {
 BASE_LOSSES: dict[str, dict] = {
     "nnunet": {},
     "generalized_dice_focal": {"generalized_dice": {}, "focal": {"params": {"gamma": 2.0, "alpha": None}}},
+}
+
+
+#: ``lesion_validation``: what every trainer measures on nnU-Net's validation patches each epoch
+#: (training.lesion_validation), the best checkpoint it keeps by them, and the fold-level evaluation.
+LESION_VALIDATION_DEFAULTS: dict[str, Any] = {
+    # chosen here: on for every trainer (one cc3d labelling per validation patch and channel)
+    "enabled": True,
+    # the evaluation's default (26 in 3D, 8 in 2D: evaluation.settings), the same for every trainer
+    # whatever the loss's connectivity, so that the curves of two trainers count the same lesions
+    "connectivity": "full",
+    # "auto": the evaluation's small lesion, <= 0.05 mL (Rachmadi et al. 2024 §4.1; inclusive as Luu et
+    # al. 2026 eq. 3.6), in voxels at the configuration's spacing (50 voxels at 1 mm isotropic); or a number
+    "small_lesion_voxels": "auto",
+    # chosen here: lesion F1 (Luu et al. 2026 eq. 3.5) balances detection and false components; a recall
+    # alone is highest for an over-segmenting early network. null: no lesion-aware checkpoint
+    "checkpoint_metric": "lesion_f1",
+    # evaluation preset of the fold-level evaluation after nnU-Net's final validation (cv-summary's
+    # default preset, so cv-summary reuses it); null: none
+    "fold_evaluation": "default",
 }
 
 
@@ -240,11 +264,50 @@ def validate_structure(config: dict) -> dict:
             "base.weight is 0 and every term has weight 0 (or only sub-terms of weight 0): the loss would be "
             "0 and the network would not train; give base.weight or a term a weight > 0"
         )
+    config["lesion_validation"] = _validate_lesion_validation(config.get("lesion_validation"))
     return config
 
 
 def _trains_nothing(term: dict) -> bool:
     return term["weight"] == 0 or ("subterms" in term and not any(term["subterms"].values()))
+
+
+def _validate_lesion_validation(section: Any) -> dict:
+    """``lesion_validation`` merged over :data:`LESION_VALIDATION_DEFAULTS`, each value checked."""
+    from nnunet_lesionloss.evaluation.settings import PRESETS
+    from nnunet_lesionloss.training.lesion_validation import CHECKPOINT_METRICS
+
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"lesion_validation must be a mapping, got {section!r}")
+    unknown = set(section) - set(LESION_VALIDATION_DEFAULTS)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {sorted(unknown)} in lesion_validation; allowed: {sorted(LESION_VALIDATION_DEFAULTS)}"
+        )
+    out = merge(LESION_VALIDATION_DEFAULTS, section)
+    if not isinstance(out["enabled"], bool):
+        raise ConfigError(f"lesion_validation.enabled must be true or false, got {out['enabled']!r}")
+    if out["connectivity"] not in ("full", "face", *ANY_CONNECTIVITY):
+        raise ConfigError(
+            f"lesion_validation.connectivity must be 'full', 'face' or one of {ANY_CONNECTIVITY}, got {out['connectivity']!r}"
+        )
+    if out["small_lesion_voxels"] != "auto":
+        out["small_lesion_voxels"] = _number(
+            out["small_lesion_voxels"], "lesion_validation.small_lesion_voxels", minimum=1, integer=True
+        )
+    if out["checkpoint_metric"] is not None and out["checkpoint_metric"] not in CHECKPOINT_METRICS:
+        raise ConfigError(
+            f"lesion_validation.checkpoint_metric must be one of {list(CHECKPOINT_METRICS)} or null, "
+            f"got {out['checkpoint_metric']!r}"
+        )
+    if out["fold_evaluation"] is not None and out["fold_evaluation"] not in PRESETS:
+        raise ConfigError(
+            f"lesion_validation.fold_evaluation must be an evaluation preset ({', '.join(PRESETS)}) or null, "
+            f"got {out['fold_evaluation']!r}"
+        )
+    return out
 
 
 def load_config(name: str, overrides: dict | None = None, env: dict | None = None, trainer: str | None = None) -> dict:

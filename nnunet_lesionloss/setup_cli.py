@@ -230,6 +230,8 @@ def _run_synth(args) -> int:
         lesions_per_case=tuple(args.lesions),
         num_classes=args.classes,
         two_channels=args.two_channels,
+        contrast=args.contrast,
+        noise=args.noise,
         seed=args.seed,
     )
     print(folder)
@@ -256,6 +258,13 @@ def register(subparsers) -> None:
     synth.add_argument("--lesions", type=int, nargs=2, default=(6, 20), metavar=("MIN", "MAX"), help="lesions per case")
     synth.add_argument("--classes", type=int, default=1, help="number of lesion classes (labels 1..n)")
     synth.add_argument("--two-channels", action="store_true", help="add a second (T1-like) channel")
+    synth.add_argument(
+        "--contrast",
+        type=float,
+        default=1.5,
+        help="brightness added to lesion voxels (plus 0.3 per label value); lower: harder small lesions",
+    )
+    synth.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian noise of the image")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(
         "--from-isles",

@@ -71,6 +71,8 @@ def write_synthetic_dataset(
     num_classes: int = 1,
     two_channels: bool = False,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    contrast: float = 1.5,
+    noise: float = 0.5,
     seed: int = 0,
 ) -> str:
     """Write an MS-like synthetic dataset in nnU-Net's raw format and return its folder.
@@ -79,7 +81,8 @@ def write_synthetic_dataset(
     still), optionally a second T1-like channel (lesions dark), and a label map of many lesions with
     a heavy-tailed size distribution (radii log-uniform in 0.6-5 voxels: many of 1-10 voxels, a few
     large ones, some touching). Reproducible from ``seed``. Writes ``imagesTr``, ``labelsTr`` and
-    ``dataset.json`` (labels ``lesion`` or ``lesion_1..n``).
+    ``dataset.json`` (labels ``lesion`` or ``lesion_1..n``). ``contrast`` and ``noise`` are those of
+    :func:`make_lesion_image` (lower contrast: small lesions closer to the noise, harder to detect).
     """
     import os
 
@@ -101,7 +104,7 @@ def write_synthetic_dataset(
         n_lesions = int(rng.integers(lesions_per_case[0], lesions_per_case[1] + 1))
         labels = make_lesion_labels(shape, n_lesions, radius_range=(0.6, 5.0), num_classes=num_classes, seed=rng)
         labels[~head] = 0
-        flair = make_lesion_image(labels, seed=int(rng.integers(2**31))) + 1.0 * head
+        flair = make_lesion_image(labels, contrast=contrast, noise=noise, seed=int(rng.integers(2**31))) + 1.0 * head
         key = f"case_{case:03d}"
         write(flair.astype(np.float32), os.path.join(folder, "imagesTr", f"{key}_0000.nii.gz"))
         if two_channels:

@@ -3,14 +3,21 @@
 #   install -> synthetic MS-like dataset -> nnUNetv2_plan_and_preprocess -> short nnUNetv2_train with a
 #   lesion-aware trainer -> nnUNetv2_predict on the fold's validation cases -> lesion-wise evaluation.
 # Usage: bash scripts/demo.sh [TRAINER] [DEVICE]      (defaults: nnUNetTrainerCATMIL cpu)
+#        bash scripts/demo.sh --compare [DEVICE]      nnU-Net's DC+CE vs CATMIL, same budget (see below)
 # Everything is written under $NNUNET_LESIONLOSS_DEMO_DIR (default ./nnunet_work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=main
+if [[ ${1:-} == --compare ]]; then
+    MODE=compare
+    shift
+fi
 TRAINER=${1:-nnUNetTrainerCATMIL}
 DEVICE=${2:-cpu}
+if [[ $MODE == compare ]]; then
+    DEVICE=${1:-cpu}
+fi
 WORK=${NNUNET_LESIONLOSS_DEMO_DIR:-$PWD/nnunet_work}
-DATASET_ID=901
-DATASET=Dataset${DATASET_ID}_SyntheticLesions
 
 python3 -m pip install --quiet -e .
 export nnUNet_raw=$WORK/raw nnUNet_preprocessed=$WORK/preprocessed nnUNet_results=$WORK/results
@@ -19,6 +26,63 @@ eval "$(nnunet-lesionloss env)"
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-2} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-2} nnUNet_compile=${nnUNet_compile:-false}
 nnunet-lesionloss doctor
 
+if [[ $MODE == compare ]]; then
+    # nnU-Net's own DC+CE (nnUNetTrainerDiceCE) and CATMIL, trained with the same short budget on the
+    # same split of a synthetic dataset, then nnU-Net's final validation of fold 0 (sliding window),
+    # the lesion-wise evaluation of each fold, and the comparison table and lesion-size figure.
+    DATASET_ID=903
+    DATASET=Dataset${DATASET_ID}_SyntheticCompare
+    OUT=$WORK/compare
+    rm -rf "$nnUNet_raw/$DATASET" "$nnUNet_preprocessed/$DATASET" "$nnUNet_results/$DATASET" "$OUT"
+    nnunet-lesionloss synth --dataset-id $DATASET_ID --name SyntheticCompare --cases "${DEMO_CASES:-16}" \
+        --shape ${DEMO_SHAPE:-32 32 32} --lesions ${DEMO_LESIONS:-30 60} --contrast ${DEMO_CONTRAST:-0.7} --seed 7
+    nnUNetv2_plan_and_preprocess -d $DATASET_ID -c 3d_fullres -np 2 --verify_dataset_integrity
+    # fold 0: the first half of the cases trains, the second half is validated (both trainers alike)
+    python3 - "$nnUNet_preprocessed/$DATASET/splits_final.json" "${DEMO_CASES:-16}" <<'PY'
+import json, sys
+path, n = sys.argv[1], int(sys.argv[2])
+keys = [f"case_{i:03d}" for i in range(n)]
+json.dump([{"train": keys[: n // 2], "val": keys[n // 2 :]}], open(path, "w"), indent=1)
+PY
+    BUDGET="trainer: {num_epochs: ${DEMO_EPOCHS:-15}, num_iterations_per_epoch: ${DEMO_ITERATIONS:-10}, num_val_iterations_per_epoch: 2}"
+    mkdir -p "$OUT"
+    echo "$BUDGET" >"$OUT/budget.yaml"
+    # CATMIL's warm-up of λ_CAT covers the first third of training, as in its authors' schedule (50 of 150 epochs)
+    printf '%s\nterms: {cat: {warmup_epochs: %d}}\n' "$BUDGET" $(((${DEMO_EPOCHS:-15} + 2) / 3)) >"$OUT/catmil.yaml"
+    for TR in nnUNetTrainerDiceCE nnUNetTrainerCATMIL; do
+        CONFIG=$OUT/budget.yaml
+        [[ $TR == nnUNetTrainerCATMIL ]] && CONFIG=$OUT/catmil.yaml
+        start=$(date +%s)
+        NNUNET_LESIONLOSS_CONFIG=$CONFIG nnUNetv2_train $DATASET_ID 3d_fullres 0 -tr $TR -device "$DEVICE" >"$OUT/$TR.log" 2>&1 \
+            || { tail -n 30 "$OUT/$TR.log"; exit 1; }
+        echo "$TR trained in $(($(date +%s) - start)) s (log: $OUT/$TR.log)"
+        grep "Lesions on validation patches" "$OUT/$TR.log" | tail -n 1
+        # lesion size bins for the synthetic lesions: <= 10 voxels, 10-50 voxels, > 50 voxels (1 mm³ voxels)
+        nnunet-lesionloss cv-summary "$nnUNet_results/$DATASET/${TR}__nnUNetPlans__3d_fullres" --size-bins 0.01 0.05 \
+            --overwrite --quiet
+    done
+    nnunet-lesionloss compare "$nnUNet_results/$DATASET"/nnUNetTrainerDiceCE__nnUNetPlans__3d_fullres \
+        "$nnUNet_results/$DATASET"/nnUNetTrainerCATMIL__nnUNetPlans__3d_fullres --names DiceCE CATMIL -o "$OUT" --overwrite
+    cat "$OUT/compare.md"
+    python3 - "$nnUNet_results/$DATASET" <<'PY'
+import json, sys
+rows = []
+for name, trainer in (("DiceCE", "nnUNetTrainerDiceCE"), ("CATMIL", "nnUNetTrainerCATMIL")):
+    pooled = json.load(open(f"{sys.argv[1]}/{trainer}__nnUNetPlans__3d_fullres/lesion_evaluation/cv_summary.json"))["pooled"]["across_cases"]["1"]
+    bins = [k[len("pooled_bin"):-len("_lesion_recall")] for k in pooled if k.startswith("pooled_bin") and k.endswith("_lesion_recall")]
+    rows.append((name, [(b, pooled[f"pooled_bin{b}_lesion_recall"], pooled[f"pooled_bin{b}_n_ref_lesions"]) for b in bins]))
+print("\nDetection rate by reference lesion volume (pooled over the validation cases; detection_by_size.png):\n")
+print("| lesion volume | lesions | " + " | ".join(name for name, _ in rows) + " |")
+print("|---|---|" + "---|" * len(rows))
+for k, (b, _, n) in enumerate(rows[0][1]):
+    print(f"| {b} | {n} | " + " | ".join("-" if r[1][k][1] is None else f"{r[1][k][1]:.3f}" for r in rows) + " |")
+PY
+    echo "compare demo done: table, CSV and figures (detection_by_size.png, volume_agreement.png) in $OUT"
+    exit 0
+fi
+
+DATASET_ID=901
+DATASET=Dataset${DATASET_ID}_SyntheticLesions
 nnunet-lesionloss synth --dataset-id $DATASET_ID --cases 10 --shape 48 48 48
 nnUNetv2_plan_and_preprocess -d $DATASET_ID -c 3d_fullres -np 2 --verify_dataset_integrity
 NNUNET_LESIONLOSS_CONFIG=$PWD/scripts/demo_short.yaml \

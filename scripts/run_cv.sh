@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
-# 5-fold cross-validation of one trainer with nnU-Net v2, then the lesion-wise summary.
+# 5-fold cross-validation of one trainer with nnU-Net v2, then the lesion-wise summary: on local GPUs,
+# or as a SLURM job array (one GPU per fold) with a dependent cv-summary job.
 set -euo pipefail
 
 usage() {
-    cat <<'EOF'
+    cat <<'EOF_USAGE'
 Usage: scripts/run_cv.sh DATASET CONFIG TRAINER [--gpus 0,1,...] [--plans PLANS] [--folds "0 1 2 3 4"]
+                         [--preset NAME] [-- EXTRA nnUNetv2_train ARGS]
+       scripts/run_cv.sh DATASET CONFIG TRAINER --slurm [--partition P] [--time T] [--account A]
+                         [--sbatch-arg ARG]... [--job-dir DIR] [--dry-run] [--plans ...] [--folds ...]
                          [--preset NAME] [-- EXTRA nnUNetv2_train ARGS]
 
 Trains folds 0-4 with nnUNetv2_train (with --npz, so nnU-Net keeps the validation outputs), one fold
 per listed GPU in parallel (CUDA_VISIBLE_DEVICES), or one after the other without --gpus, then runs
   nnunet-lesionloss cv-summary $nnUNet_results/<Dataset>/<TRAINER>__<PLANS>__<CONFIG>
+The trainers of this package evaluate each fold when it ends (fold_X/validation/lesion_evaluation);
+cv-summary reuses those evaluations when they were made with its settings.
 
   DATASET   dataset id or name, e.g. 501 or Dataset501_MSLesSeg
   CONFIG    nnU-Net configuration, e.g. 3d_fullres
-  TRAINER   e.g. nnUNetTrainer, nnUNetTrainerCATMIL
+  TRAINER   e.g. nnUNetTrainer, nnUNetTrainerDiceCE, nnUNetTrainerCATMIL
   --gpus    comma-separated GPU ids; folds are distributed over them round-robin
   --plans   plans identifier (default nnUNetPlans)
   --preset  evaluation preset for cv-summary (default: default)
+
+SLURM (--slurm): writes two batch scripts to --job-dir (default $LOG_DIR/slurm): a job array with one
+task per fold (one GPU each: --gres=gpu:1) and a cv-summary job that starts when every fold has
+succeeded (--dependency=afterok), and submits them with sbatch. --partition, --time and --account
+are passed to both jobs, each --sbatch-arg (e.g. --sbatch-arg=--qos=high, --sbatch-arg=--mem=64G)
+too. The scripts export the nnU-Net folders, nnUNet_extTrainer, NNUNET_LESIONLOSS_CONFIG (if set)
+and the PATH of this shell, so the jobs run with the same installation. --dry-run prints both
+scripts and the sbatch commands and submits nothing.
+
+Multi-GPU training of a single fold is nnU-Net's own: pass -- -num_gpus N (DDP).
 
 Needs nnUNet_raw, nnUNet_preprocessed and nnUNet_results; for the trainers of this package also
 run  eval "$(nnunet-lesionloss env)"  (it exports nnUNet_extTrainer). Logs go to $LOG_DIR (cv_logs).
 A loss config override (NNUNET_LESIONLOSS_CONFIG) is printed with what it changes, and a file that does
 not fit TRAINER stops the script before the first fold.
-EOF
+EOF_USAGE
 }
 
 if [[ $# -lt 3 ]]; then
@@ -32,17 +48,33 @@ fi
 DATASET=$1 CONFIG=$2 TRAINER=$3
 shift 3
 GPUS="" PLANS="nnUNetPlans" FOLDS="0 1 2 3 4" PRESET="default" EXTRA=()
+SLURM=0 DRY_RUN=0 JOB_DIR="" SBATCH_ARGS=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --gpus) GPUS=$2; shift 2 ;;
         --plans) PLANS=$2; shift 2 ;;
         --folds) FOLDS=$2; shift 2 ;;
         --preset) PRESET=$2; shift 2 ;;
+        --slurm) SLURM=1; shift ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        --partition|--time|--account) SBATCH_ARGS+=("$1=$2"); shift 2 ;;
+        --partition=*|--time=*|--account=*) SBATCH_ARGS+=("$1"); shift ;;
+        --sbatch-arg) SBATCH_ARGS+=("$2"); shift 2 ;;
+        --sbatch-arg=*) SBATCH_ARGS+=("${1#--sbatch-arg=}"); shift ;;
+        --job-dir) JOB_DIR=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; EXTRA=("$@"); break ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+if [[ $SLURM -eq 0 && ( $DRY_RUN -eq 1 || ${#SBATCH_ARGS[@]} -gt 0 || -n $JOB_DIR ) ]]; then
+    echo "error: --dry-run, --partition, --time, --account, --sbatch-arg and --job-dir need --slurm" >&2
+    exit 2
+fi
+if [[ $SLURM -eq 1 && -n $GPUS ]]; then
+    echo "error: --gpus is for local runs; with --slurm every fold gets one GPU of its own" >&2
+    exit 2
+fi
 
 for var in nnUNet_raw nnUNet_preprocessed nnUNet_results; do
     if [[ -z ${!var:-} ]]; then
@@ -64,6 +96,80 @@ fi
 LOG_DIR=${LOG_DIR:-cv_logs}
 mkdir -p "$LOG_DIR"
 
+# nnU-Net names the dataset folder DatasetXXX_Name; resolve an id to it
+resolve_run_dir() {
+    local dataset_dir
+    if [[ $DATASET =~ ^[0-9]+$ ]]; then
+        dataset_dir=$(find "$nnUNet_results" -maxdepth 1 -type d -name "Dataset$(printf '%03d' "$DATASET")_*" | head -n 1)
+    else
+        dataset_dir="$nnUNet_results/$DATASET"
+    fi
+    echo "$dataset_dir/${TRAINER}__${PLANS}__${CONFIG}"
+}
+
+# ------------------------------------------------------------------ SLURM: a job array and a dependent summary
+slurm_header() {  # job-name output-pattern [array]
+    echo "#!/usr/bin/env bash"
+    echo "#SBATCH --job-name=$1"
+    echo "#SBATCH --output=$2"
+    [[ -n ${3:-} ]] && echo "#SBATCH --array=$3" && echo "#SBATCH --gres=gpu:1"
+    local arg
+    for arg in "${SBATCH_ARGS[@]}"; do
+        echo "#SBATCH $arg"
+    done
+    echo "set -euo pipefail"
+    local var
+    for var in PATH nnUNet_raw nnUNet_preprocessed nnUNet_results nnUNet_extTrainer NNUNET_LESIONLOSS_CONFIG; do
+        [[ -n ${!var:-} ]] && printf 'export %s=%q\n' "$var" "${!var}"
+    done
+    return 0
+}
+
+if [[ $SLURM -eq 1 ]]; then
+    JOB_DIR=${JOB_DIR:-$LOG_DIR/slurm}
+    mkdir -p "$JOB_DIR"
+    LOGS=$(cd "$LOG_DIR" && pwd)
+    NAME="cv_${TRAINER}_${CONFIG}"
+    ARRAY=$(echo $FOLDS | tr ' ' ',')
+    TRAIN_SCRIPT="$JOB_DIR/${NAME}_train.sbatch"
+    SUMMARY_SCRIPT="$JOB_DIR/${NAME}_summary.sbatch"
+    {
+        slurm_header "${NAME}" "$LOGS/${TRAINER}_${CONFIG}_fold%a.log" "$ARRAY"
+        printf 'nnUNetv2_train %q %q "$SLURM_ARRAY_TASK_ID" -tr %q -p %q --npz' "$DATASET" "$CONFIG" "$TRAINER" "$PLANS"
+        [[ ${#EXTRA[@]} -gt 0 ]] && printf ' %q' "${EXTRA[@]}"
+        printf '\n'
+    } >"$TRAIN_SCRIPT"
+    {
+        slurm_header "${NAME}_summary" "$LOGS/${TRAINER}_${CONFIG}_cv_summary.log"
+        if [[ $DATASET =~ ^[0-9]+$ ]]; then  # the results folder exists only once a fold has started
+            printf 'DATASET_DIR=$(find "$nnUNet_results" -maxdepth 1 -type d -name %q | head -n 1)\n' "Dataset$(printf '%03d' "$DATASET")_*"
+        else
+            printf 'DATASET_DIR=%q\n' "$nnUNet_results/$DATASET"
+        fi
+        printf 'nnunet-lesionloss cv-summary "$DATASET_DIR"/%q --preset %q --overwrite --quiet\n' \
+            "${TRAINER}__${PLANS}__${CONFIG}" "$PRESET"
+        printf 'echo "summary: $DATASET_DIR/%s/lesion_evaluation/cv_summary.md"\n' "${TRAINER}__${PLANS}__${CONFIG}"
+    } >"$SUMMARY_SCRIPT"
+    if [[ $DRY_RUN -eq 1 ]]; then
+        for script in "$TRAIN_SCRIPT" "$SUMMARY_SCRIPT"; do
+            echo "===== $script"
+            cat "$script"
+        done
+        echo "===== would run"
+        echo "sbatch --parsable $TRAIN_SCRIPT"
+        echo "sbatch --dependency=afterok:<array job id> $SUMMARY_SCRIPT"
+        exit 0
+    fi
+    command -v sbatch >/dev/null || { echo "error: sbatch not found (is this a SLURM login node?); try --dry-run" >&2; exit 2; }
+    ARRAY_JOB=$(sbatch --parsable "$TRAIN_SCRIPT")
+    ARRAY_JOB=${ARRAY_JOB%%;*}  # --parsable prints "jobid[;cluster]"
+    SUMMARY_JOB=$(sbatch --parsable --dependency="afterok:$ARRAY_JOB" "$SUMMARY_SCRIPT")
+    echo "submitted folds ${FOLDS} as array job $ARRAY_JOB and cv-summary as job ${SUMMARY_JOB%%;*} (after all folds succeed)"
+    echo "logs: $LOGS"
+    exit 0
+fi
+
+# ------------------------------------------------------------------ local GPUs (or the CPU)
 train_fold() {  # fold [gpu]
     local fold=$1 gpu=${2:-}
     local log="$LOG_DIR/${TRAINER}_${CONFIG}_fold${fold}.log"
@@ -107,13 +213,7 @@ else
     done
 fi
 
-# nnU-Net names the dataset folder DatasetXXX_Name; resolve an id to it
-if [[ $DATASET =~ ^[0-9]+$ ]]; then
-    DATASET_DIR=$(find "$nnUNet_results" -maxdepth 1 -type d -name "Dataset$(printf '%03d' "$DATASET")_*" | head -n 1)
-else
-    DATASET_DIR="$nnUNet_results/$DATASET"
-fi
-RUN_DIR="$DATASET_DIR/${TRAINER}__${PLANS}__${CONFIG}"
+RUN_DIR=$(resolve_run_dir)
 if [[ ! -d $RUN_DIR ]]; then
     echo "error: results folder not found: $RUN_DIR" >&2
     exit 1

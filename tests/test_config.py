@@ -14,7 +14,10 @@ def test_every_shipped_trainer_config_builds_its_terms(name):
     trainer = getattr(variants, name)
     config = load_config(trainer.config_name, trainer.config_overrides, env={})
     terms = [build_term(term, settings, spatial_dims=3) for term, settings in config["terms"].items()]
-    assert terms, f"{name} adds no term to nnU-Net's loss"
+    if name == "nnUNetTrainerDiceCE":  # the baseline: nnU-Net's loss and nothing else
+        assert not terms and config["base"] == {"weight": 1.0, "loss": "nnunet"}
+    else:
+        assert terms, f"{name} adds no term to nnU-Net's loss"
     for term in terms:
         assert term.weight_at(10_000) == pytest.approx(term.weight)
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import SimpleITK as sitk
 
 from conftest import REPO
@@ -114,6 +115,23 @@ def test_synth_writes_a_reproducible_nnunet_raw_dataset(tmp_path):
     ]
     assert min(sizes) <= 10, "small lesions (a few voxels) are part of the synthetic data"
     assert (folder / "imagesTr" / "case_002_0001.nii.gz").is_file()
+
+
+def test_synth_contrast_and_noise_set_how_far_lesions_stand_out(tmp_path):
+    """The compare demo's harder data: lesion voxels are brighter than the tissue by contrast + 0.3."""
+    common = ["synth", "--dataset-id", "8", "--cases", "2", "--shape", "24", "24", "24", "--seed", "1"]
+    means = {}
+    for contrast, noise in ((1.5, 0.5), (0.7, 0.5), (0.7, 0.0)):
+        raw = tmp_path / f"{contrast}_{noise}"
+        assert main([*common, "--raw", str(raw), "--contrast", str(contrast), "--noise", str(noise)]) == 0
+        folder = raw / "Dataset008_SyntheticLesions"
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "imagesTr" / "case_000_0000.nii.gz")))
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / "case_000.nii.gz")))
+        tissue = (image > 0.5) & (labels == 0) if noise == 0 else None
+        means[(contrast, noise)] = image[labels > 0].mean()
+        if tissue is not None:  # without noise: tissue is exactly 1, lesions exactly 1 + 0.7 + 0.3
+            assert np.allclose(image[tissue], 1.0) and np.allclose(image[labels > 0], 2.0)
+    assert means[(1.5, 0.5)] - means[(0.7, 0.5)] > 0.6
 
 
 def test_doctor_checks_the_versions_the_package_metadata_declares():

@@ -16,8 +16,9 @@ output files: everything that can be refused before any evaluation), then per fo
 :func:`load_fold_evaluation` (an existing, complete evaluation of the same files with the same
 settings, e.g. of a run that was interrupted) or :func:`evaluate_fold`, then :func:`summarise_folds`
 and :func:`write_cv_outputs` (``cv_summary.json`` last: its presence means the others are complete).
-Another source of per-fold evaluations only needs to produce a folder that
-:func:`load_fold_evaluation` accepts.
+The trainers of this package write such a folder after nnU-Net's final validation
+(``fold_X/validation/lesion_evaluation``, the ``lesion_validation.fold_evaluation`` preset): when
+:func:`load_fold_evaluation` accepts it, cv-summary copies it instead of evaluating the fold again.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, ge
 DATASET_FOLDER = re.compile(r"^Dataset\d{3}_.+")
 #: what cv-summary writes into its output folder; cv_summary.json last
 CV_FILES = ("cases.csv", "cv_summary.md", "cv_summary.json")
+#: the source of a fold evaluation the trainer wrote after nnU-Net's final validation
+TRAINING_EVALUATION = "reused the trainer's evaluation"
 
 
 def dataset_name_of(results_dir: Path) -> str | None:
@@ -134,7 +137,7 @@ class FoldEvaluation:
     fold: int
     summary: dict
     results: list[CaseResult]
-    source: str  # "evaluated", or "reused <folder>"
+    source: str  # "evaluated", "reused <folder>", or TRAINING_EVALUATION + " <folder>"
 
 
 def plan_cv(
@@ -245,6 +248,31 @@ def load_fold_evaluation(
     return FoldEvaluation(fold, summary, results, f"reused {folder}")
 
 
+def reuse_training_evaluation(
+    plan: CVPlan, fold: int, settings: EvaluationSettings, preset: Preset, label_groups: dict | None, overwrite: bool
+) -> FoldEvaluation | None:
+    """The evaluation the trainer wrote into ``fold_<f>/validation/lesion_evaluation`` after nnU-Net's
+    final validation, copied into ``<output>/fold_<f>``, when :func:`load_fold_evaluation` accepts it
+    (same settings, preset, labels and input files); else None."""
+    import shutil
+
+    source = plan.results_dir / f"fold_{fold}" / "validation" / "lesion_evaluation"
+    fingerprints = current_fingerprints(plan, fold)
+    reused = load_fold_evaluation(
+        source, fold, settings=settings, preset=preset, label_groups=label_groups, fingerprints=fingerprints
+    )
+    if reused is None:
+        return None
+    target = plan.output_dir / f"fold_{fold}"
+    files = [name for name in ("cases.csv", "summary.md", "summary.json") if (source / name).is_file()]
+    for name in files:
+        io.check_writable(target / name, overwrite)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in files:  # atomically, summary.json last, as evaluate_folders writes them
+        io.atomic_write(target / name, lambda temporary, name=name: shutil.copyfile(source / name, temporary))
+    return FoldEvaluation(fold, reused.summary, reused.results, f"{TRAINING_EVALUATION} {source}")
+
+
 def evaluate_fold(
     plan: CVPlan, fold: int, settings: EvaluationSettings, preset: Preset, num_processes: int, progress: bool
 ) -> FoldEvaluation:
@@ -308,6 +336,8 @@ def cv_summary(
                     f"{folder / 'summary.json'} holds an evaluation of other files or settings; "
                     "pass --overwrite to evaluate every fold again"
                 )
+        if reused is None:
+            reused = reuse_training_evaluation(plan, fold, settings, preset, label_groups, overwrite)
         if reused is not None:
             evaluations[fold] = reused
         else:
@@ -373,6 +403,7 @@ def summarise_folds(
             }
             for e in evaluations
         },
+        "folds_reused_from_training": [e.fold for e in evaluations if e.source.startswith(TRAINING_EVALUATION)],
         "mean_of_fold_means": mean_of_means,
         "std_of_fold_means": std_of_means,
         "n_folds_of_fold_means": n_folds,

@@ -13,7 +13,14 @@ variants, a few ``config_overrides``; this base does the rest:
   the maps before nnU-Net's online Dice;
 * ``on_train_epoch_start`` sets the scheduled term weights from ``self.current_epoch`` alone (so a
   run resumed with ``--c`` gets the same weights) and writes them to the training log;
-* ``on_train_start`` writes the effective config beside nnU-Net's ``debug.json``.
+* ``on_train_start`` writes the effective config beside nnU-Net's ``debug.json``;
+* lesion-wise validation (config ``lesion_validation``, see :mod:`.lesion_validation`): every
+  ``validation_step`` also counts lesions on its patches, ``on_validation_epoch_end`` sums the counts
+  (over DDP ranks too) and logs the rates to nnU-Net's logger (a further panel of ``progress.png``)
+  and the training log, ``on_epoch_end`` keeps ``checkpoint_best_<metric>.pth`` by the EMA of one of
+  them (beside nnU-Net's ``checkpoint_best.pth``, which is chosen as before), and
+  ``perform_actual_validation`` ends with the lesion-wise evaluation of the fold's validation cases in
+  ``fold_X/validation/lesion_evaluation`` (a failure there is logged, never raised).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import os
 from typing import ClassVar
 
+import numpy as np
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
@@ -30,9 +38,11 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunet_lesionloss.config import load_config_with_sources, loss_terms, resolve_connectivity
+from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 from nnunet_lesionloss.losses.compound import LesionAwareLoss
 from nnunet_lesionloss.losses.terms import LossTerm, build_term
 from nnunet_lesionloss.targets import TargetLayout, split_target
+from nnunet_lesionloss.training import lesion_validation as lv
 from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
 __all__ = ["nnUNetTrainerLesionLoss", "EFFECTIVE_CONFIG_FILE"]
@@ -69,6 +79,7 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         # fixed for the trainer's life: the dataset's labels, the config's channels and terms
         self.label_groups = self._label_groups()
         self.target_layout = self._target_layout()
+        self._setup_lesion_validation()
 
     def _build_term(self, name: str, settings: dict) -> LossTerm:
         # losses that label the prediction use the ground truth's connectivity and the data's spacing
@@ -119,7 +130,8 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
 
     def get_training_transforms(self, *args, **kwargs):
         transforms = super().get_training_transforms(*args, **kwargs)
-        transforms.transforms.append(self.component_transform())
+        if self.lesion_terms:  # a loss without lesion terms (nnU-Net's own) needs no maps to train
+            transforms.transforms.append(self.component_transform())
         return transforms
 
     def get_validation_transforms(self, *args, **kwargs):
@@ -196,6 +208,7 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
 
     def validation_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
+        host_target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
         target = self._to_device(batch["target"])
         with self._autocast():
             output = self.network(data)
@@ -205,7 +218,11 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
             output, target = output[0], target[0]
         seg, _, _ = split_target(target, self.target_layout)
         tp, fp, fn = self._online_dice_counts(output, seg)
-        return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp, "fp_hard": fp, "fn_hard": fn}
+        result = {"loss": loss.detach().cpu().numpy(), "tp_hard": tp, "fp_hard": fp, "fn_hard": fn}
+        if self.lesion_validation["enabled"]:
+            # the batch's own (host) copy of the target: no copy back from the device
+            result["lesion_counts"] = self._lesion_counts(output, host_target)
+        return result
 
     def _online_dice_counts(self, output: torch.Tensor, seg: torch.Tensor):
         """nnU-Net's online ("pseudo") Dice counts, on the segmentation without component maps."""
@@ -228,3 +245,134 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         if not self.label_manager.has_regions:  # drop the background class, as nnU-Net does
             tp, fp, fn = tp[1:], fp[1:], fn[1:]
         return tp, fp, fn
+
+    # ----------------------------------------------------------------- lesion-wise validation
+    def _setup_lesion_validation(self) -> None:
+        settings = self.lesion_config["lesion_validation"]
+        self.lesion_validation = settings
+        spacing = [float(x) for x in self.configuration_manager.spacing]
+        self.lesion_connectivity = resolve_connectivity(settings["connectivity"], len(spacing))
+        self.small_lesion_voxels = (
+            lv.small_lesion_voxels(EvaluationSettings().small_lesion_ml, spacing)
+            if settings["small_lesion_voxels"] == "auto"
+            else int(settings["small_lesion_voxels"])
+        )
+        # the evaluation's channels: every foreground label, or every region (whatever the loss's channels)
+        has_regions = self.label_manager.has_regions
+        self.lesion_groups = None if has_regions else [(int(x),) for x in self.label_manager.foreground_labels]
+        # the batch's reference components are these when the loss labelled the same channels alike
+        self._reuse_batch_components = self.connectivity == self.lesion_connectivity and (
+            has_regions or self.label_groups == self.lesion_groups
+        )
+        metric = settings["checkpoint_metric"] if settings["enabled"] else None
+        self.lesion_checkpoint_metric = metric
+        self._lesion_ema_key = f"ema_{metric}" if metric else None
+        self._lesion_counts_epoch = None
+        if settings["enabled"]:
+            self.logger.local_logger = lv.LesionProgressLogger(
+                self.logger.local_logger, lv.RATE_NAMES, self._lesion_ema_key, self.small_lesion_voxels
+            )
+
+    @property
+    def lesion_checkpoint_name(self) -> str | None:
+        """File name of the lesion-aware best checkpoint (``nnUNetv2_predict -chk``), None when off."""
+        return f"checkpoint_best_{self.lesion_checkpoint_metric}.pth" if self.lesion_checkpoint_metric else None
+
+    def _lesion_counts(self, output: torch.Tensor, host_target: torch.Tensor) -> np.ndarray:
+        """Lesion counts of one validation batch: prediction as at inference (argmax / sigmoid > 0.5) on
+        the device, components on the host."""
+        seg, ids, _ = split_target(host_target, self.target_layout)
+        prediction = lv.predicted_masks(output.detach(), self.lesion_groups).cpu().numpy()
+        seg = seg.numpy()
+        if self.lesion_groups is not None:
+            labels = seg[:, 0]
+            ignore = self.label_manager.ignore_label
+            valid = labels != ignore if ignore is not None else None
+            references = np.stack([np.isin(labels, group) for group in self.lesion_groups], 1)
+        else:
+            regions = prediction.shape[1]
+            valid = ~seg[:, regions].astype(bool) if seg.shape[1] > regions else None
+            references = seg[:, :regions].astype(bool)
+        reference = (
+            {"ref_ids": ids.numpy()} if self._reuse_batch_components and ids is not None else {"ref_masks": references}
+        )
+        return lv.patch_lesion_counts(
+            prediction,
+            **reference,
+            connectivity=self.lesion_connectivity,
+            small_lesion_voxels=self.small_lesion_voxels,
+            valid=valid,
+        )
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        if not self.lesion_validation["enabled"]:
+            return
+        counts = np.zeros(len(lv.COUNT_FIELDS), dtype=np.int64)
+        for output in val_outputs:
+            counts += output["lesion_counts"]
+        counts = lv.sum_over_ranks(counts, self.device)  # DDP: counts of all ranks, before any rate
+        rates = lv.lesion_rates(counts)
+        for name in lv.RATE_NAMES:
+            self.logger.log(name, rates[name], self.current_epoch)
+        if self._lesion_ema_key:
+            history = self.logger.get_value(self._lesion_ema_key, None)
+            previous = history[self.current_epoch - 1] if 0 < self.current_epoch <= len(history) else None
+            ema = lv.ema_update(previous, rates[self.lesion_checkpoint_metric])
+            self.logger.log(self._lesion_ema_key, ema, self.current_epoch)
+        self._lesion_counts_epoch = counts
+
+    def on_epoch_end(self):
+        if self.lesion_validation["enabled"] and self._lesion_counts_epoch is not None:
+            rates = {name: self.logger.get_value(name, self.current_epoch) for name in lv.RATE_NAMES}
+            self.print_to_log_file(
+                "Lesions on validation patches (patch-level estimate): "
+                + lv.format_rates(rates, self._lesion_counts_epoch, self.small_lesion_voxels)
+            )
+            if self._lesion_ema_key:
+                history = self.logger.get_value(self._lesion_ema_key, None)[: self.current_epoch + 1]
+                if lv.is_new_best(history):
+                    self.print_to_log_file(
+                        f"New best EMA {self.lesion_checkpoint_metric}: {history[-1]:.4f} -> {self.lesion_checkpoint_name}"
+                    )
+                    self.save_checkpoint(os.path.join(self.output_folder, self.lesion_checkpoint_name))
+        super().on_epoch_end()
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        super().perform_actual_validation(save_probabilities)
+        if self.local_rank == 0 and self.lesion_validation["fold_evaluation"]:
+            self.evaluate_fold()
+
+    def evaluate_fold(self) -> dict | None:
+        """Lesion-wise evaluation of the fold's validation predictions, with the settings ``cv-summary``
+        uses, into ``fold_X/validation/lesion_evaluation``. Never raises: a failure is logged."""
+        preset = self.lesion_validation["fold_evaluation"]
+        validation = os.path.join(self.output_folder, "validation")
+        try:
+            _, val_keys = self.do_split()
+            dataset_json = os.path.join(self.output_folder_base, "dataset.json")
+            summary = lv.evaluate_fold(
+                validation,
+                os.path.join(self.preprocessed_dataset_folder_base, "gt_segmentations"),
+                sorted(val_keys),
+                preset=preset,
+                dataset_json=dataset_json if os.path.isfile(dataset_json) else None,
+            )
+        except Exception as error:  # never fail the training: its checkpoints and nnU-Net's validation are done
+            self.print_to_log_file(
+                f"WARNING: the lesion-wise evaluation of fold {self.fold} failed ({type(error).__name__}: {error}); "
+                "training and nnU-Net's validation are unaffected. Retry with: nnunet-lesionloss evaluate "
+                f"--gt <gt_segmentations> --pred {validation} or nnunet-lesionloss cv-summary {self.output_folder_base}"
+            )
+            return None
+        mean = summary["foreground_mean"]
+        shown = ", ".join(
+            f"{name} {mean[name]:.4f}"
+            for name in ("Dice", "lesion_f1", "lesion_recall", "small_lesion_recall")
+            if mean.get(name) is not None
+        )
+        self.print_to_log_file(
+            f"Lesion-wise evaluation of fold {self.fold} ({summary['n_cases']} cases, {summary['n_failed']} failed, "
+            f"preset {preset}): {shown}; written to {os.path.join(validation, 'lesion_evaluation')}"
+        )
+        return summary

@@ -23,6 +23,13 @@ from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
 # ------------------------------------------------------------------ baselines (CATMIL Table 1)
 
 
+class nnUNetTrainerDiceCE(nnUNetTrainerLesionLoss):
+    """nnU-Net's own loss, unchanged (DC+CE; DC+BCE for regions): the baseline of a comparison
+    (CATMIL's nnUNet-DiceCE), watched with the same lesion-wise validation as every trainer here."""
+
+    config_name = "dice_ce"
+
+
 class nnUNetTrainerTversky(nnUNetTrainerLesionLoss):
     """Tversky loss, α=0.3 β=0.7 (CATMIL's baseline; pure Tversky, ``base.weight: 1`` adds DC+CE)."""
 
