@@ -27,6 +27,8 @@ def _environment(tmp_path: Path) -> dict:
     for name, text in (("nnUNetv2_train", FAKE_TRAIN.format(dataset=DATASET)), ("sbatch", FAKE_SBATCH)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
+    # an override with a space in its path (quoting), one that fits every trainer (run_cv.sh checks it)
+    (tmp_path / "my config.yaml").write_text("trainer: {num_epochs: 2}\n")
     return dict(
         os.environ,
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
