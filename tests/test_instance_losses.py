@@ -65,7 +65,10 @@ def reference_instance_loss(probs, component_ids, voronoi_cells=None, *, base, i
     return _aggregate(pair_losses, probs)
 
 
-def reference_inverse_weighted(probs, component_ids, *, base, smooth, ignore_mask):
+def reference_inverse_weighted(probs, component_ids, *, base, smooth, ignore_mask, balance="lesions"):
+    """Voxel weight map per pair. "lesions": the authors' ``cc2weights`` (neuro-ml/inverse_weighting),
+    background 1 and |foreground| / (K·|C_k|) on component k; "lesions_and_background": N/((K+1)·|part|);
+    "none": every weight 1 (the plain loss)."""
     batch, channels = probs.shape[:2]
     pair_losses = []
     for b in range(batch):
@@ -75,14 +78,18 @@ def reference_inverse_weighted(probs, component_ids, *, base, smooth, ignore_mas
             if ids.numel() == 0:
                 continue
             labels = torch.unique(ids[ids > 0]).tolist()
-            parts = len(labels) + 1
-            n_voxels = ids.numel()
-            weight = torch.zeros(n_voxels, dtype=p.dtype)
-            for n in labels:
-                weight[ids == n] = n_voxels / (parts * float((ids == n).sum()))
-            background = ids == 0
-            if background.any():
-                weight[background] = n_voxels / (parts * float(background.sum()))
+            weight = torch.ones(ids.numel(), dtype=p.dtype)
+            if balance == "lesions":
+                n_positive = float((ids > 0).sum())
+                for n in labels:
+                    weight[ids == n] = n_positive / (len(labels) * float((ids == n).sum()))
+            elif balance == "lesions_and_background":
+                parts, n_voxels = len(labels) + 1, ids.numel()
+                for n in labels:
+                    weight[ids == n] = n_voxels / (parts * float((ids == n).sum()))
+                background = ids == 0
+                if background.any():
+                    weight[background] = n_voxels / (parts * float(background.sum()))
             pair_losses.append(_weighted_dice_ce(p, ids > 0, weight, base, smooth))
     return _aggregate(pair_losses, probs)
 
@@ -191,11 +198,18 @@ def test_cc_loss_matches_per_cell_loop(batch, options):
 
 
 @PROPERTY_SETTINGS
-@given(lesion_batches(), st.sampled_from(["dice", "dice_ce"]), st.sampled_from([1e-5, 1.0]))
-def test_inverse_weighted_loss_matches_voxel_weight_map(batch, base, smooth):
+@given(
+    lesion_batches(),
+    st.sampled_from(["dice", "dice_ce"]),
+    st.sampled_from([1e-5, 1.0]),
+    st.sampled_from(["lesions", "lesions_and_background"]),
+)
+def test_inverse_weighted_loss_matches_voxel_weight_map(batch, base, smooth, balance):
     probs, component_ids, _, ignore = batch
-    loss = inverse_weighted_loss(probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore)
-    expected = reference_inverse_weighted(probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore)
+    loss = inverse_weighted_loss(probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore, balance=balance)
+    expected = reference_inverse_weighted(
+        probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore, balance=balance
+    )
     assert_value_and_grad_match(loss, expected, probs)
 
 
@@ -244,10 +258,38 @@ def test_cc_dice_ce_by_hand():
 
 
 def test_inverse_weighted_dice_by_hand():
-    # N = 5, K = 2: w_fg = 5/(3·1) = 5/3, w_bg = 5/(3·3) = 5/9
-    # Σwpg = 5/3·1.3, Σwp = 5/3·1.3 + 5/9·.6 = 2.5, Σwg = 10/3 → 1 - (13/3)/(35/6) = 9/35
+    # authors' weights: F = 2, K = 2, |C_k| = 1: w_fg = 2/(2·1) = 1, w_bg = 1 → the plain Dice 1 - 2.6/3.9 = 1/3
     loss = inverse_weighted_loss(HAND_PROBS, HAND_IDS, base="dice", smooth=0.0)
-    assert loss.item() == pytest.approx(9 / 35, rel=1e-12)
+    assert loss.item() == pytest.approx(1 / 3, rel=1e-12)
+    # background as a (K+1)-th part: N = 5, w_fg = 5/(3·1) = 5/3, w_bg = 5/(3·3) = 5/9
+    # Σwpg = 5/3·1.3, Σwp = 5/3·1.3 + 5/9·.6 = 2.5, Σwg = 10/3 → 1 - (13/3)/(35/6) = 9/35
+    balanced = inverse_weighted_loss(HAND_PROBS, HAND_IDS, base="dice", smooth=0.0, balance="lesions_and_background")
+    assert balanced.item() == pytest.approx(9 / 35, rel=1e-12)
+
+
+def test_inverse_weighted_dice_sees_false_positives_like_the_reference():
+    # one 100-voxel lesion predicted exactly, p = 0.1 on the rest of a 32³ patch: the authors'
+    # weights leave the background at 1 (Dice 1 - 200/(100 + 3266.8 + 100) = 0.942); counting the
+    # background as a second part down-weights it to 0.50 and the loss no longer sees the false positives
+    ids = torch.zeros(1, 1, 32, 32, 32, dtype=torch.long)
+    ids[0, 0, :4, :5, :5] = 1
+    probs = torch.where(ids > 0, 1.0, torch.tensor(0.1, dtype=torch.float64))
+    loss = inverse_weighted_loss(probs, ids, base="dice", smooth=0.0)
+    assert loss.item() == pytest.approx(1 - 200 / (200 + 0.1 * (32**3 - 100)), rel=1e-12)
+    assert loss.item() == pytest.approx(0.942, abs=5e-4)
+    former = inverse_weighted_loss(probs, ids, base="dice", smooth=0.0, balance="lesions_and_background")
+    assert former.item() == pytest.approx(0.048, abs=5e-4)
+
+
+@PROPERTY_SETTINGS
+@given(lesion_batches(), st.sampled_from(["dice", "dice_ce"]))
+def test_inverse_weighting_of_a_single_component_is_the_plain_loss(batch, base):
+    # the foreground keeps its total weight: one component per pair → every weight is 1
+    probs, component_ids, _, ignore = batch
+    single = (component_ids > 0).long()
+    weighted = inverse_weighted_loss(probs, single, base=base, ignore_mask=ignore)
+    plain = reference_inverse_weighted(probs, single, base=base, smooth=1e-5, ignore_mask=ignore, balance="none")
+    assert weighted.item() == pytest.approx(plain.item(), rel=1e-5, abs=1e-7)
 
 
 def test_ignored_voxels_leave_every_sum():

@@ -166,22 +166,37 @@ def test_trainers_and_transforms_pickle_after_nnunet_lookup(preprocessed_dataset
     assert out.shape[0] == trainer.target_layout.packed_channels == 3
 
 
-def test_size_penalty_auto_estimates_tau_from_training_labels(preprocessed_dataset, monkeypatch):
-    import cc3d
+def test_size_penalty_auto_estimates_tau_from_training_patches(preprocessed_dataset, monkeypatch):
+    """τ = the median lesion-positive V_g of training patches drawn by nnU-Net's own loader (with
+    this trainer's batch size and foreground oversampling), re-derived here with the loader itself
+    and a plain count per patch."""
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 
     from nnunet_lesionloss.training.trainer import EFFECTIVE_CONFIG_FILE
 
     trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerSizePenaltyAuto)
     trainer.on_train_start()
     try:
-        train_keys, _ = trainer.do_split()
-        dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, train_keys)
+        patches = trainer.lesion_config["auto_tau"]["patches"]
+        initial = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[2]
+        final = list(trainer.configuration_manager.patch_size)
+        loader = nnUNetDataLoader(
+            trainer.get_tr_and_val_datasets()[0],
+            trainer.batch_size,
+            initial,
+            final,
+            trainer.label_manager,
+            oversample_foreground_percent=trainer.oversample_foreground_percent,
+        )
+        np.random.seed(0)
         volumes = []
-        for key in train_keys:  # the slow way: every component of every training case
-            seg = np.asarray(dataset.load_case(key)[1][0])
-            labels = cc3d.connected_components((seg == 1).astype(np.uint8), connectivity=26)
-            volumes += [int((labels == i).sum()) for i in range(1, labels.max() + 1)]
-        expected = float(np.median(volumes))
+        while len(volumes) < patches:
+            for seg in loader.generate_train_batch()["target"].numpy():
+                lower = [(i - f) // 2 for i, f in zip(seg.shape[1:], final)]
+                centre = seg[0][tuple(slice(a, a + f) for a, f in zip(lower, final))]
+                volumes.append(int((centre == 1).sum()))
+        volumes = np.array(volumes[:patches])
+        expected = float(np.median(volumes[volumes > 0]))
         term = next(t for t in trainer.loss.terms if t.name == "size_penalty")
         assert term.params["tau"] == pytest.approx(expected)
         written = json.loads((Path(trainer.output_folder) / EFFECTIVE_CONFIG_FILE).read_text())

@@ -39,7 +39,14 @@ from .segments import (
     zero_with_graph,
 )
 
-__all__ = ["blob_loss", "cc_loss", "inverse_weighted_loss", "IWL_MAX_DEFAULT", "CE_PROB_CLAMP"]
+__all__ = [
+    "blob_loss",
+    "cc_loss",
+    "inverse_weighted_loss",
+    "IWL_MAX_DEFAULT",
+    "CE_PROB_CLAMP",
+    "INVERSE_WEIGHT_BALANCES",
+]
 
 # Upper bound of the IWL weight w_n = clamp(|Ω_n| / |C_n|, 1, iwl_max). The bound of Kundu et al. 2026
 # is not in the text we worked from; 100 keeps the exact inverse-size weight for every component that fills at least
@@ -302,23 +309,33 @@ def cc_loss(
         return _mean_over_components_then_pairs(losses, fg_count > 0, pair_of_cell, cells.ids_per_pair.numel())
 
 
+#: ``balance`` of :func:`inverse_weighted_loss`: how the voxel weights are normalised
+INVERSE_WEIGHT_BALANCES = ("lesions", "lesions_and_background")
+
+
 def inverse_weighted_loss(
     probs: torch.Tensor,
     component_ids: torch.Tensor,
     *,
     base: str = "dice_ce",
+    balance: str = "lesions",
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
     """Global inverse-size weighting (Shirokikh et al. 2020; comparator of Kofler et al. 2023 and Kundu et al. 2026).
 
-    Over the whole volume of each pair (b, c), with N its (non-ignored) voxels, K its components
-    and the background counted as the (K+1)-th part, each voxel weighs
+    Over the whole (non-ignored) volume of each pair (b, c), with K its components, F = Σ_k |C_k|
+    its foreground voxels and N all its voxels, each voxel weighs
 
-        w = N / ((K+1)·|C_k|)  in component k,     w = N / ((K+1)·|background|)  in the background,
+        balance "lesions" (default; the authors' ``cc2weights``, neuro-ml/inverse_weighting):
+            w = F / (K·|C_k|)  in component k,        w = 1  in the background
+        balance "lesions_and_background" (class balancing on top; this package's former reading):
+            w = N / ((K+1)·|C_k|)  in component k,    w = N / ((K+1)·|background|)  in the background
 
-    so every component and the background carry the same total weight N/(K+1). Then
+    With "lesions" every component carries the same total weight F/K, the foreground keeps its
+    total weight F and the background its |background|, so a pair with a single component gets
+    exactly the unweighted loss. Then
 
         Dice = 1 - (2·Σ w·p·g + s) / (Σ w·p + Σ w·g + s)
         CE   = Σ w·(-[g·log p + (1-g)·log(1-p)]) / Σ w,   p clamped to [1e-7, 1 - 1e-7]
@@ -327,11 +344,14 @@ def inverse_weighted_loss(
     "dice") or Dice + CE ("dice_ce"). Pairs without components count too (w = 1 there): this is a
     whole-volume loss and must penalise false positives in lesion-free patches, as DC+CE does.
     Weights are per-segment constants, so every sum is Σ_k w_k·(Σ over C_k) + w_bg·(Σ over bg):
-    the same single reduction as ``blob_loss``.
+    the same single reduction as ``blob_loss``. Differences from the authors' code (their Dice has
+    squared terms in the denominator and no smoothing): docs/formulas.md §1.
     """
     if validate:
         check_probs_and_ids(probs, component_ids)
         _check_options(base, smooth)
+        if balance not in INVERSE_WEIGHT_BALANCES:
+            raise ValueError(f"balance must be one of {INVERSE_WEIGHT_BALANCES}, got {balance!r}")
         check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
@@ -343,10 +363,15 @@ def inverse_weighted_loss(
         pair_of_component = index.pair_of_component
         per_pair = index.sum_per_pair
         present = (component_count > 0).to(dtype)
+        components = per_pair(present)  # K per pair
         voxels = index.voxels_per_pair.to(dtype)  # N per pair (non-ignored voxels)
-        part_weight = voxels / (per_pair(present) + 1.0)  # N / (K + 1)
-        component_weight = present * part_weight[pair_of_component] / component_count.clamp_min(1.0)
-        background_weight = part_weight / background_count.clamp_min(1.0)
+        if balance == "lesions":
+            share = per_pair(component_count) / components.clamp_min(1.0)  # F / K
+            background_weight = torch.ones_like(voxels)
+        else:
+            share = voxels / (components + 1.0)  # N / (K + 1)
+            background_weight = share / background_count.clamp_min(1.0)
+        component_weight = present * share[pair_of_component] / component_count.clamp_min(1.0)
 
         intersection = per_pair(component_weight * p_sum)
         weighted_p = intersection + background_weight * background_p

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
+from nnunet_lesionloss.components import group_masks
 from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
-from nnunet_lesionloss.training.dataset_statistics import component_volumes
+from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
 from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
 
 # ------------------------------------------------------------------ baselines (CATMIL Table 1)
@@ -195,41 +198,57 @@ class nnUNetTrainerProximity_GDF(nnUNetTrainerProximity):
 
 
 class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
-    """Size Penalty with τ (and optionally a gate) from the training labels' component volumes.
+    """Size Penalty with τ (and optionally a gate) from the lesion volume of the training patches.
 
-    Beyond the paper (Joshi 2026 §6.5): at trainer start, the connected components of every loss
-    channel of the training cases (preprocessed, i.e. at the resolution the loss sees) are
-    measured in voxels, and τ = their ``auto_tau.quantile`` (default: the median); with
-    ``auto_tau.gate_quantile`` set, the gate is that quantile. A dataset without foreground falls
-    back to the paper's τ = 600 (with a warning in the log). The value is logged and written into
-    the effective config.
+    Beyond the paper (Joshi 2026 §6.5, "estimate τ_s from each dataset's object-size distribution").
+    The penalty acts on V_g, the total foreground volume of one loss channel of one training patch
+    (Joshi 2026 §3.2), so τ is estimated from that quantity: at trainer start ``auto_tau.patches``
+    label patches are drawn exactly as nnU-Net's loader draws them (its ``nnUNetDataLoader``, this
+    trainer's batch size and foreground oversampling, centre crop to the patch size), V_g is
+    measured per patch and loss channel, and τ = the ``auto_tau.quantile`` (default: the median) of
+    the lesion-positive V_g, the only ones the penalty sees. With ``auto_tau.gate_quantile`` set,
+    the gate is that quantile. Without any lesion-positive patch τ falls back to the paper's 600
+    (with a warning in the log). The value is logged and written into the effective config.
     """
 
     config_name = "size_penalty_auto"
 
+    def _loss_channel_masks(self, label_map: np.ndarray) -> np.ndarray:
+        """Boolean masks [C, *spatial] of the loss channels (label groups, or the regions the terms see)."""
+        if not self.label_manager.has_regions:
+            return group_masks(label_map, self.label_groups)
+        regions = self.label_manager.foreground_regions
+        labels = [regions[r] if isinstance(regions[r], (list, tuple)) else (regions[r],) for r in self.region_channels]
+        return group_masks(label_map, labels)
+
     def prepare_terms(self) -> None:
         settings = self.lesion_config["auto_tau"]
-        train_keys, _ = self.do_split()
-        dataset = self.dataset_class(self.preprocessed_dataset_folder, sorted(train_keys)[: settings["max_cases"]])
-        if self.label_manager.has_regions:
-            groups = [tuple(r) if isinstance(r, (list, tuple)) else (r,) for r in self.label_manager.foreground_regions]
-        else:
-            groups = self.label_groups
-        volumes = component_volumes(
-            (dataset.load_case(key)[1] for key in dataset.identifiers), groups, self.connectivity
+        dataset_tr, _ = self.get_tr_and_val_datasets()
+        initial_patch_size = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[2]
+        patches = draw_training_patches(
+            dataset_tr,
+            self.label_manager,
+            batch_size=self.batch_size,
+            initial_patch_size=initial_patch_size,
+            patch_size=self.configuration_manager.patch_size,
+            oversample_foreground_percent=self.oversample_foreground_percent,
+            probabilistic_oversampling=self.probabilistic_oversampling,
+            num_patches=settings["patches"],
         )
+        volumes = patch_foreground_volumes(patches, self._loss_channel_masks)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             tau = estimate_size_penalty_tau(volumes, quantile=settings["quantile"])
         for warning in caught:
             self.print_to_log_file(f"size penalty auto tau: {warning.message}")
         params = {"tau": tau}
-        if settings["gate_quantile"] is not None and volumes.size:
+        positive = volumes[volumes > 0]
+        if settings["gate_quantile"] is not None and positive.size:
             params["gate"] = estimate_size_penalty_tau(volumes, quantile=settings["gate_quantile"])
         self.update_term_params("size_penalty", params)
         self.print_to_log_file(
-            f"size penalty auto: {volumes.size} components in {len(dataset.identifiers)} cases -> "
-            + ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+            f"size penalty auto: {len(patches)} training patches, {positive.size} lesion-positive (patch, channel) "
+            f"volumes V_g -> " + ", ".join(f"{k}={v:.4g}" for k, v in params.items())
         )
 
 
