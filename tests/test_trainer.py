@@ -257,3 +257,54 @@ def test_size_penalty_auto_tau_is_validated_like_a_config_value(preprocessed_dat
     trainer.update_term_params("size_penalty", {"tau": 42.0})
     term = next(t for t in trainer.loss.terms if t.name == "size_penalty")
     assert term.params["tau"] == 42.0 and trainer.lesion_config["terms"]["size_penalty"]["params"]["tau"] == 42.0
+
+
+def _nested_regions(preprocessed_dataset, labels):
+    dataset_json = _dataset_json(preprocessed_dataset, "labels")
+    dataset_json["labels"] = labels
+    dataset_json["regions_class_order"] = list(range(1, len(labels)))
+    return dataset_json
+
+
+def test_union_on_region_based_data_is_the_region_that_contains_the_others(preprocessed_dataset, monkeypatch):
+    # nnU-Net orders regions from the largest (BraTS: whole tumour ⊃ tumour core ⊃ ...): CATMIL's
+    # union channel is the region holding every label, MIL and CAT see it alone; per_class sees all
+    nested = _nested_regions(preprocessed_dataset, {"background": 0, "whole": [1, 2], "core": [2]})
+    catmil = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL, dataset_json=nested)
+    assert catmil.region_channels == [0]
+    assert catmil.target_layout.num_channels == 1 and catmil.target_layout.seg_channels == 2
+    cat = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCAT, dataset_json=nested)
+    assert cat.region_channels == [0, 1] and cat.target_layout.num_channels == 2
+    catmil.initialize()
+    batch = next(catmil.get_dataloaders()[0])
+    ids = batch["target"][0][:, catmil.target_layout.seg_channels :]
+    whole = batch["target"][0][:, :1] > 0
+    assert ids.shape[1] == 1 and torch.equal(ids > 0, whole), "the maps are those of the union region"
+    catmil.on_train_epoch_start()
+    assert np.isfinite(catmil.train_step(batch)["loss"])
+    disjoint = _nested_regions(preprocessed_dataset, {"background": 0, "a": [1, 3], "b": [2, 3]})
+    with pytest.raises(ConfigError, match="channels: union on a region-based dataset"):
+        make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL, dataset_json=disjoint)
+
+
+def test_cat_is_per_class_and_catmil_the_union_for_several_classes(preprocessed_dataset, monkeypatch):
+    # the authors' CATMIL and MIL trainers use the union of the foreground classes whatever their
+    # number; their CAT trainer switches to one CAT per class above two output channels
+    dataset_json = _dataset_json(preprocessed_dataset, "labels")
+    dataset_json["labels"] = {"background": 0, "a": 1, "b": 2}
+    groups = {
+        trainer: make_trainer(preprocessed_dataset, monkeypatch, getattr(variants, trainer), dataset_json=dataset_json)
+        for trainer in ("nnUNetTrainerCATMIL", "nnUNetTrainerMIL", "nnUNetTrainerCAT")
+    }
+    assert groups["nnUNetTrainerCATMIL"].label_groups == [(1, 2)]
+    assert groups["nnUNetTrainerMIL"].label_groups == [(1, 2)]
+    assert groups["nnUNetTrainerCAT"].label_groups == [(1,), (2,)]
+
+
+def test_include_background_has_no_effect_on_regions(preprocessed_dataset, monkeypatch):
+    nested = _nested_regions(preprocessed_dataset, {"background": 0, "whole": [1, 2], "core": [2]})
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerTversky, dataset_json=nested)
+    (term,) = trainer.lesion_terms
+    assert term.params["include_background"] is False
+    labels = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerTversky)
+    assert labels.lesion_terms[0].params["include_background"] is True

@@ -4,6 +4,11 @@ Each is a small subclass of :class:`nnUNetTrainerLesionLoss` that names its conf
 ablation and weight-grid variants of the papers, a few overrides. They are defined here, inside the
 package, so they pickle; ``trainers/`` only re-exports them for ``nnUNet_extTrainer``.
 
+Protocol presets (the README's "Reproducing a paper"): ``<trainer>_150epochs`` is the training
+length of CATMIL's authors (their nnU-Net base trainer: 150 epochs, everything else nnU-Net's),
+for the DC+CE baseline and every trainer of that paper; ``<trainer>_paper`` is a setting taken
+literally from its paper where this package's default differs for safety (docs/formulas.md).
+
 Papers (full citations, arXiv ids and the authors' code repositories in docs/references.md):
 CATMIL, Luu et al. 2026 (arXiv:2604.08015); instance losses, Rachmadi et al. 2024
 (doi:10.1016/j.compbiomed.2024.108414); blob loss, Kofler et al. 2023 (IPMI 2023, arXiv:2205.08209);
@@ -19,21 +24,37 @@ import warnings
 import numpy as np
 
 from nnunet_lesionloss.components import group_masks
+from nnunet_lesionloss.config import merge
 from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
 from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
 from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
 
+
+def _with(parent: type, overrides: dict) -> dict:
+    """A variant's overrides on top of its parent's (a preset keeps what the parent changes)."""
+    return merge(parent.config_overrides, overrides)
+
+
+#: the training length of CATMIL's authors (their nnU-Net base trainer, luumsk/SmallLesionMRI; Luu et al. 2026 §3.2)
+_CATMIL_PROTOCOL = {"trainer": {"num_epochs": 150}}
+
 # ------------------------------------------------------------------ baselines (CATMIL Table 1)
 
 
+class nnUNetTrainerDiceCE(nnUNetTrainerLesionLoss):
+    """nnU-Net's own DC+CE (DC+BCE for regions) and nothing else: the baseline of every paper."""
+
+    config_name = "dice_ce"
+
+
 class nnUNetTrainerTversky(nnUNetTrainerLesionLoss):
-    """Tversky loss, α=0.3 β=0.7 (CATMIL's baseline; pure Tversky, ``base.weight: 1`` adds DC+CE)."""
+    """Tversky α=0.3 β=0.7 on the softmax, background included, instead of DC+CE (CATMIL's authors' baseline)."""
 
     config_name = "tversky"
 
 
 class nnUNetTrainerFocalTversky(nnUNetTrainerLesionLoss):
-    """Focal Tversky (1 - TI)^(1/γ), γ=4/3, per class (CATMIL's baseline, Abraham & Khan 2019)."""
+    """(mean Tversky loss)^(1/γ), γ=4/3, background included, instead of DC+CE (CATMIL's authors' baseline)."""
 
     config_name = "focal_tversky"
 
@@ -65,10 +86,22 @@ class nnUNetTrainerCC(nnUNetTrainerLesionLoss):
     config_name = "cc"
 
 
+class nnUNetTrainerCC_b2(nnUNetTrainerCC):
+    """CC weight β = 2 (the † rows of Kundu et al. 2026)."""
+
+    config_overrides = {"terms": {"cc": {"weight": 2.0}}}
+
+
 class nnUNetTrainerIWLBlob(nnUNetTrainerLesionLoss):
     """Blob loss with inverse-size weighting inside each component's domain (Kundu et al. 2026 §2.5)."""
 
     config_name = "iwl_blob"
+
+
+class nnUNetTrainerIWLBlob_b2(nnUNetTrainerIWLBlob):
+    """IWL-Blob weight β = 2 (the † rows of Kundu et al. 2026)."""
+
+    config_overrides = {"terms": {"blob": {"weight": 2.0}}}
 
 
 class nnUNetTrainerIWLCC(nnUNetTrainerLesionLoss):
@@ -77,8 +110,14 @@ class nnUNetTrainerIWLCC(nnUNetTrainerLesionLoss):
     config_name = "iwl_cc"
 
 
+class nnUNetTrainerIWLCC_b2(nnUNetTrainerIWLCC):
+    """IWL-CC weight β = 2 (the † rows of Kundu et al. 2026)."""
+
+    config_overrides = {"terms": {"cc": {"weight": 2.0}}}
+
+
 class nnUNetTrainerInvWeight(nnUNetTrainerLesionLoss):
-    """DC+CE + globally inverse-size-weighted Dice+CE (Shirokikh et al. 2020; comparator of blob/CC)."""
+    """Globally inverse-size-weighted Dice+CE instead of DC+CE (Shirokikh et al. 2020; comparator of blob/CC)."""
 
     config_name = "inv_weight"
 
@@ -93,9 +132,10 @@ class nnUNetTrainerCATMIL(nnUNetTrainerLesionLoss):
 
 
 class nnUNetTrainerCAT(nnUNetTrainerCATMIL):
-    """CATMIL ablation: DC+CE + λ_CAT(t)·CAT only."""
+    """CATMIL ablation: DC+CE + λ_CAT(t)·CAT only; one CAT per class above one foreground class (the
+    authors' CAT trainer switches to its per-class CAT above two output channels)."""
 
-    config_overrides = {"terms": {"mil": {"weight": 0.0}}}
+    config_overrides = {"channels": "per_class", "terms": {"mil": {"weight": 0.0}}}
 
 
 class nnUNetTrainerMIL(nnUNetTrainerCATMIL):
@@ -132,6 +172,69 @@ class nnUNetTrainerCATMIL_0202(nnUNetTrainerCATMIL):
     config_overrides = _catmil_grid(0.2, 0.2)
 
 
+# CATMIL's protocol: every method of Luu et al. 2026 (Tables 1-3) trained for 150 epochs
+
+
+class nnUNetTrainerDiceCE_150epochs(nnUNetTrainerDiceCE):
+    """nnU-Net's DC+CE, 150 epochs: the nnUNet-DiceCE baseline of CATMIL's authors."""
+
+    config_overrides = _with(nnUNetTrainerDiceCE, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerTversky_150epochs(nnUNetTrainerTversky):
+    """The Tversky baseline of CATMIL's authors, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerTversky, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerFocalTversky_150epochs(nnUNetTrainerFocalTversky):
+    """The Focal Tversky baseline of CATMIL's authors, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerFocalTversky, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_150epochs(nnUNetTrainerCATMIL):
+    """CATMIL as its authors trained it: 150 epochs, so the 50-epoch warm-up covers a third of training."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCAT_150epochs(nnUNetTrainerCAT):
+    """CATMIL ablation CAT only, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCAT, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerMIL_150epochs(nnUNetTrainerMIL):
+    """CATMIL ablation MIL only, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerMIL, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0101_150epochs(nnUNetTrainerCATMIL_0101):
+    """CATMIL Table 3, λ_CAT = 0.1, λ_MIL = 0.1, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0101, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0102_150epochs(nnUNetTrainerCATMIL_0102):
+    """CATMIL Table 3, λ_CAT = 0.1, λ_MIL = 0.2, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0102, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0201_150epochs(nnUNetTrainerCATMIL_0201):
+    """CATMIL Table 3, λ_CAT = 0.2, λ_MIL = 0.1, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0201, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0202_150epochs(nnUNetTrainerCATMIL_0202):
+    """CATMIL Table 3, λ_CAT = 0.2, λ_MIL = 0.2, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0202, _CATMIL_PROTOCOL)
+
+
 # ------------------------------------------------------------------ Size Penalty (Joshi 2026)
 
 
@@ -151,6 +254,28 @@ class nnUNetTrainerSizePenaltyFSD(nnUNetTrainerLesionLoss):
     """Focal + 0.3·Size Penalty + Dice (FSD of Joshi 2026)."""
 
     config_name = "size_penalty_fsd"
+
+
+#: Joshi 2026 §3.2-3.3 literally: λ_S = 0.3 from the first epoch (this package ramps it up over 50)
+_SIZE_PENALTY_AS_PUBLISHED = {"terms": {"size_penalty": {"warmup_epochs": 0}}}
+
+
+class nnUNetTrainerSizePenalty_paper(nnUNetTrainerSizePenalty):
+    """DC+CE + 0.3·S from epoch 0, without the warm-up (Joshi 2026 as written; unsafe on small lesions)."""
+
+    config_overrides = _with(nnUNetTrainerSizePenalty, _SIZE_PENALTY_AS_PUBLISHED)
+
+
+class nnUNetTrainerSizePenaltyDTS_paper(nnUNetTrainerSizePenaltyDTS):
+    """Dice + Tversky + 0.3·S from epoch 0 (Joshi 2026's DTS as written)."""
+
+    config_overrides = _with(nnUNetTrainerSizePenaltyDTS, _SIZE_PENALTY_AS_PUBLISHED)
+
+
+class nnUNetTrainerSizePenaltyFSD_paper(nnUNetTrainerSizePenaltyFSD):
+    """Focal + 0.3·S + Dice from epoch 0 (Joshi 2026's FSD as written)."""
+
+    config_overrides = _with(nnUNetTrainerSizePenaltyFSD, _SIZE_PENALTY_AS_PUBLISHED)
 
 
 # ------------------------------------------------------------------ instance family (Rachmadi et al. 2024)
