@@ -110,6 +110,14 @@ SETTINGS: list[tuple] = [
     ),
     ("CATMIL (CAT + MIL), shipped default", "catmil", {}),
     ("Blob, shipped default", "blob", {}),
+    ("IWL-Blob, shipped default (power reading)", "iwl_blob", {}),
+    (
+        "IWL-Blob, clamp(r, 1, 100) (former default)",
+        "iwl_blob",
+        {"terms": {"blob": {"params": {"iwl_reading": "clamp"}}}},
+    ),
+    ("IWL-CC, shipped default (power reading)", "iwl_cc", {}),
+    ("IWL-CC, clamp(r, 1, 100) (former default)", "iwl_cc", {"terms": {"cc": {"params": {"iwl_reading": "clamp"}}}}),
     ("InvWeight, shipped default (replaces DC+CE)", "inv_weight", {}),
     ("Tversky, shipped default (replaces DC+CE)", "tversky", {}),
     ("FocalTversky, shipped default (replaces DC+CE)", "focal_tversky", {}),
@@ -174,8 +182,10 @@ def setting_ratio(
     connectivity = resolve_connectivity(config["connectivity"], 3)
     context = {"connectivity": connectivity, "spacing": (1.0, 1.0, 1.0)}
     terms = [build_term(name, settings, context=context) for name, settings in loss_terms(config).items()]
-    ids, _ = zip(*(channel_component_maps(lab > 0, connectivity=connectivity) for lab in labels.numpy()))
-    component_ids = torch.from_numpy(np.stack(ids)).long()
+    with_cells = any(t.needs_cells for t in terms)
+    maps = [channel_component_maps(lab > 0, connectivity=connectivity, with_cells=with_cells) for lab in labels.numpy()]
+    component_ids = torch.from_numpy(np.stack([ids for ids, _ in maps])).long()
+    cells = torch.from_numpy(np.stack([c for _, c in maps])).long() if with_cells else None
     groups = [(1,)]
     late_epoch = 10**6
     seg = [t for t in terms if seg_terms and t.name in seg_terms]
@@ -184,7 +194,7 @@ def setting_ratio(
     def weighted(selected):
         def loss(leaf):
             probs = foreground_probabilities(leaf, groups)
-            return sum(t.weight_at(late_epoch) * t(probs, component_ids) for t in selected)
+            return sum(t.weight_at(late_epoch) * t(probs, component_ids, cells) for t in selected)
 
         return loss
 

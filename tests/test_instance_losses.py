@@ -38,7 +38,18 @@ def _aggregate(pair_losses: list[torch.Tensor], probs: torch.Tensor) -> torch.Te
     return torch.stack(pair_losses).mean()
 
 
-def reference_instance_loss(probs, component_ids, voronoi_cells=None, *, base, iwl, iwl_max, smooth, ignore_mask):
+def reference_iwl_weight(domain: float, size: float, iwl_max: float, reading: str) -> float:
+    """clamp(|Ω|/|C|, 1, iwl_max), or the power reading (|Ω|/|C|)^κ, κ = min(1, ln iwl_max / ln |Ω|)."""
+    ratio = max(domain / size, 1.0)
+    if reading == "clamp":
+        return min(ratio, iwl_max)
+    exponent = 1.0 if domain <= iwl_max else math.log(iwl_max) / math.log(domain)
+    return ratio**exponent
+
+
+def reference_instance_loss(
+    probs, component_ids, voronoi_cells=None, *, base, iwl, iwl_max, smooth, ignore_mask, iwl_reading="power"
+):
     """Blob loss (voronoi_cells None) or CC loss, one component at a time."""
     batch, channels = probs.shape[:2]
     pair_losses = []
@@ -57,7 +68,7 @@ def reference_instance_loss(probs, component_ids, voronoi_cells=None, *, base, i
                     continue  # component entirely ignored (or outside its cell): not counted
                 weight = torch.ones(int(domain.sum()), dtype=p.dtype)
                 if iwl:
-                    w_n = min(max(float(domain.sum()) / float(g.sum()), 1.0), iwl_max)
+                    w_n = reference_iwl_weight(float(domain.sum()), float(g.sum()), iwl_max, iwl_reading)
                     weight = torch.where(g, torch.full_like(weight, w_n), weight)
                 component_losses.append(_weighted_dice_ce(p[domain], g, weight, base, smooth))
             if component_losses:
@@ -163,6 +174,7 @@ OPTIONS = st.fixed_dictionaries(
         "base": st.sampled_from(["dice", "dice_ce"]),
         "iwl": st.booleans(),
         "iwl_max": st.sampled_from([1.0, 3.0, 100.0]),
+        "iwl_reading": st.sampled_from(["power", "clamp"]),
         "smooth": st.sampled_from([1e-5, 1.0]),
     }
 )
@@ -242,6 +254,30 @@ def test_iwl_blob_dice_by_hand():
     # iwl_max = 2 clamps w to 2: Ω_1: 1 - 3.2/(1.6 + .6 + 2) = 4/21;  Ω_2: 1 - 2/(1 + .6 + 2) = 4/9
     clamped = blob_loss(HAND_PROBS, HAND_IDS, base="dice", iwl=True, iwl_max=2.0, smooth=0.0)
     assert clamped.item() == pytest.approx((1 - 3.2 / 4.2 + 1 - 2 / 3.6) / 2, rel=1e-12)
+
+
+def test_iwl_power_reading_by_hand():
+    # 1×8 image, one 2-voxel lesion {0, 1}: Ω = 8, r = 4. Bound 2: clamp → 2; power → 4^(ln 2/ln 8) = 4^(1/3)
+    probs = torch.tensor([0.8, 0.4, 0.1, 0.0, 0.2, 0.0, 0.1, 0.2], dtype=torch.float64).reshape(1, 1, 1, 8)
+    ids = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0]).reshape(1, 1, 1, 8)
+    for reading, w in (("clamp", 2.0), ("power", 4 ** (1 / 3))):
+        loss = blob_loss(probs, ids, base="dice", iwl=True, iwl_max=2.0, iwl_reading=reading, smooth=0.0)
+        assert loss.item() == pytest.approx(1 - 2 * w * 1.2 / (w * 1.2 + 0.6 + 2 * w), rel=1e-12), reading
+
+
+def test_iwl_weights_keep_their_size_dependence_in_a_128_cubed_patch():
+    # blob domain of a 128³ patch: with clamp(r, 1, 100) every lesion below 1% of the patch weighs
+    # 100, so lesions of 1 to 10,000 voxels are weighted alike; the power reading keeps them apart
+    from nnunet_lesionloss.losses.instance import iwl_weight
+
+    sizes = torch.tensor([1.0, 10.0, 100.0, 1000.0, 10000.0], dtype=torch.float64)
+    domain = torch.full_like(sizes, 128.0**3)
+    clamped = iwl_weight(domain / sizes, domain, reading="clamp", iwl_max=100.0)
+    power = iwl_weight(domain / sizes, domain, reading="power", iwl_max=100.0)
+    assert clamped.tolist() == [100.0] * 5
+    assert torch.all(power[:-1] > power[1:]) and power[0].item() == pytest.approx(100.0)
+    for weight, size in zip(power.tolist(), sizes.tolist()):
+        assert weight == pytest.approx(reference_iwl_weight(128.0**3, size, 100.0, "power"), rel=1e-12)
 
 
 def test_cc_dice_by_hand():
@@ -408,6 +444,7 @@ def test_gradcheck_on_double_inputs(iwl):
         (lambda p, i: blob_loss(p, i, iwl=True, iwl_max=0.5), ValueError, "iwl_max must be a number >= 1"),
         (lambda p, i: blob_loss(p, i, smooth=-1.0), ValueError, "smooth must be"),
         (lambda p, i: blob_loss(p, i, iwl=1), TypeError, "iwl must be True or False"),
+        (lambda p, i: blob_loss(p, i, iwl=True, iwl_reading="log"), ValueError, "iwl_reading must be one of"),
         (lambda p, i: blob_loss(p, i.float()), TypeError, "component_ids must be an integer tensor"),
         (lambda p, i: blob_loss(p, i[:, :1]), ValueError, "must equal probs shape"),
         (lambda p, i: blob_loss(p[0, 0], i[0, 0]), ValueError, "2 or 3 spatial dims"),

@@ -46,14 +46,18 @@ __all__ = [
     "IWL_MAX_DEFAULT",
     "CE_PROB_CLAMP",
     "INVERSE_WEIGHT_BALANCES",
+    "IWL_READINGS",
+    "iwl_weight",
 ]
 
-# Upper bound of the IWL weight w_n = clamp(|Ω_n| / |C_n|, 1, iwl_max). The bound of Kundu et al. 2026
-# is not in the text we worked from; 100 keeps the exact inverse-size weight for every component that fills at least
-# 1% of its domain and caps the fore/background weight ratio at two orders of magnitude, below the
-# "thousands of times larger" weights that Kundu et al. 2026 (§2.5, §4.1) blame for the instability of
-# global inverse weighting. Justification in docs/formulas.md §1.
+# Upper bound of the IWL weight (``iwl_weight``: w in [1, iwl_max]). The bound of Kundu et al. 2026 is not in the
+# text we worked from; 100 caps the fore/background weight ratio at two orders of magnitude, below the "thousands of
+# times larger" weights that Kundu et al. 2026 (§2.5, §4.1) blame for the instability of global inverse weighting.
+# Justification and the measured weight distributions in docs/formulas.md §1.
 IWL_MAX_DEFAULT = 100.0
+
+#: ``iwl_reading``: how the domain-to-component ratio r = |Ω_n| / |C_n| becomes the IWL weight
+IWL_READINGS = ("power", "clamp")
 
 # Probabilities are clamped to [eps, 1 - eps] inside the logarithms of the CE term (chosen here: keeps
 # log p and log(1 - p) finite for saturated probabilities).
@@ -62,7 +66,31 @@ CE_PROB_CLAMP = 1e-7
 _BASES = ("dice", "dice_ce")
 
 
-def _check_options(base: str, smooth: float, iwl: bool | None = None, iwl_max: float | None = None) -> None:
+def iwl_weight(ratio: torch.Tensor, domain_size: torch.Tensor, *, reading: str, iwl_max: float) -> torch.Tensor:
+    """The IWL weight of a component from r = |Ω_n| / |C_n| (≥ 1) and |Ω_n| (docs/formulas.md §1).
+
+        "power" (default): w = r^κ,  κ = min(1, ln(iwl_max) / ln|Ω_n|)
+        "clamp":           w = clamp(r, 1, iwl_max)
+
+    Both lie in [1, iwl_max] and both equal r when no component of the domain could exceed the
+    bound (|Ω_n| ≤ iwl_max). "power" maps the whole range of r, 1..|Ω_n| (a 1-voxel component),
+    onto 1..iwl_max on a log scale, so every component size keeps its own weight (w ∝ |C_n|^-κ);
+    "clamp" gives every component smaller than |Ω_n|/iwl_max the same weight iwl_max, which at a
+    128³ blob domain is every lesion below 21,000 voxels.
+    """
+    ratio = ratio.clamp_min(1.0)
+    if reading == "clamp":
+        return ratio.clamp(1.0, iwl_max)
+    log_domain = torch.log(domain_size.clamp_min(1.0))
+    exponent = torch.where(
+        log_domain > math.log(iwl_max), math.log(iwl_max) / log_domain.clamp_min(1e-12), torch.ones_like(log_domain)
+    )
+    return torch.exp(exponent * torch.log(ratio))
+
+
+def _check_options(
+    base: str, smooth: float, iwl: bool | None = None, iwl_max: float | None = None, iwl_reading: str = "power"
+) -> None:
     if base not in _BASES:
         raise ValueError(f"base must be one of {_BASES}, got {base!r}")
     check_nonnegative("smooth", smooth)
@@ -70,9 +98,9 @@ def _check_options(base: str, smooth: float, iwl: bool | None = None, iwl_max: f
         raise TypeError(f"iwl must be True or False, got {iwl!r}")
     if iwl_max is not None:
         if isinstance(iwl_max, bool) or not isinstance(iwl_max, (int, float)) or math.isnan(iwl_max) or iwl_max < 1:
-            raise ValueError(
-                f"iwl_max must be a number >= 1 (the weights are clamped to [1, iwl_max]), got {iwl_max!r}"
-            )
+            raise ValueError(f"iwl_max must be a number >= 1 (the weights lie in [1, iwl_max]), got {iwl_max!r}")
+    if iwl_reading not in IWL_READINGS:
+        raise ValueError(f"iwl_reading must be one of {IWL_READINGS}, got {iwl_reading!r}")
 
 
 def _compute_dtype(probs: torch.Tensor) -> torch.dtype:
@@ -95,15 +123,16 @@ def _domain_losses(
     iwl: bool,
     iwl_max: float,
     smooth: float,
+    iwl_reading: str = "power",
 ) -> torch.Tensor:
     """Dice (+ CE) of each domain Ω_n from its sums over C_n ("fg", g = 1) and Ω_n \\ C_n ("rest").
 
     Inside Ω_n: Σ w·p·g = w·fg_p, Σ w·p = w·fg_p + rest_p, Σ w·g = w·fg_count, Σ w = w·fg_count +
-    rest_count, with w = clamp(|Ω_n| / |C_n|, 1, iwl_max) under IWL and 1 otherwise.
+    rest_count, with w = iwl_weight(|Ω_n| / |C_n|) under IWL and 1 otherwise.
     """
     if iwl:
         domain_size = fg_count + rest_count
-        weight = (domain_size / fg_count.clamp_min(1.0)).clamp(1.0, iwl_max)
+        weight = iwl_weight(domain_size / fg_count.clamp_min(1.0), domain_size, reading=iwl_reading, iwl_max=iwl_max)
     else:
         weight = torch.ones_like(fg_count)
     intersection = weight * fg_p
@@ -174,6 +203,7 @@ def blob_loss(
     base: str = "dice_ce",
     iwl: bool = False,
     iwl_max: float = IWL_MAX_DEFAULT,
+    iwl_reading: str = "power",
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
@@ -187,8 +217,8 @@ def blob_loss(
         CE_n   = Σ_Ω w·(-[g·log p + (1-g)·log(1-p)]) / Σ_Ω w,   p clamped to [1e-7, 1 - 1e-7]
         ℓ_n    = Dice_n (base "dice")  or  Dice_n + CE_n (base "dice_ce")
 
-    w = 1, or with ``iwl=True`` (IWL-Blob, Kundu et al. 2026 §2.5): w = clamp(|Ω_n| / |C_n|, 1, iwl_max) on
-    C_n and 1 on the rest of Ω_n. Loss = mean over pairs with K_bc ≥ 1 of (mean over n of ℓ_n).
+    w = 1, or with ``iwl=True`` (IWL-Blob, Kundu et al. 2026 §2.5): w = :func:`iwl_weight` of the ratio
+    |Ω_n| / |C_n| (in [1, iwl_max]; ``iwl_reading`` "power" or "clamp") on C_n and 1 on the rest of Ω_n. Loss = mean over pairs with K_bc ≥ 1 of (mean over n of ℓ_n).
     No component in the batch: a zero that carries a graph. Because Σ_Ω x = Σ_{C_n} x + Σ_bg x,
     every term is a per-component sum plus a per-pair background sum: one reduction, O(V + K).
 
@@ -197,7 +227,8 @@ def blob_loss(
         component_ids: int [B, C, *spatial], 0 = not foreground, 1..K_bc components.
         base: "dice" or "dice_ce".
         iwl: inverse-size weighting inside each domain (IWL-Blob).
-        iwl_max: upper clamp of the IWL weight (see ``IWL_MAX_DEFAULT``).
+        iwl_max: upper bound of the IWL weight (see ``IWL_MAX_DEFAULT``).
+        iwl_reading: "power" (default) or "clamp", how |Ω_n| / |C_n| becomes the weight (:func:`iwl_weight`).
         smooth: s of the Dice term (nnU-Net's 1e-5).
         ignore_mask: bool [B, 1, *spatial], True = excluded from every sum.
         validate: check the arguments (``losses.checks``); False for callers that checked them once.
@@ -207,7 +238,7 @@ def blob_loss(
     """
     if validate:
         check_probs_and_ids(probs, component_ids)
-        _check_options(base, smooth, iwl, iwl_max)
+        _check_options(base, smooth, iwl, iwl_max, iwl_reading)
         check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
@@ -228,6 +259,7 @@ def blob_loss(
             iwl=iwl,
             iwl_max=iwl_max,
             smooth=smooth,
+            iwl_reading=iwl_reading,
         )
         return _mean_over_components_then_pairs(losses, count > 0, pair_of_component, index.num_pairs)
 
@@ -240,6 +272,7 @@ def cc_loss(
     base: str = "dice_ce",
     iwl: bool = False,
     iwl_max: float = IWL_MAX_DEFAULT,
+    iwl_reading: str = "power",
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
@@ -254,7 +287,7 @@ def cc_loss(
 
         Dice_n = 1 - (2·Σ_Ω w·p·g + s) / (Σ_Ω w·p + Σ_Ω w·g + s)
         CE_n   = Σ_Ω w·(-[g·log p + (1-g)·log(1-p)]) / Σ_Ω w
-        w      = clamp(|Ω_n| / |C_n ∩ Ω_n|, 1, iwl_max) on C_n with ``iwl=True`` (IWL-CC), else 1.
+        w      = iwl_weight(|Ω_n| / |C_n ∩ Ω_n|) on C_n with ``iwl=True`` (IWL-CC), else 1.
 
     A cell counts when it holds at least one non-ignored voxel of its component. Loss = mean over
     pairs of (mean over their counted cells of ℓ_n); no counted cell: a zero with a graph. The cell
@@ -267,7 +300,7 @@ def cc_loss(
     if validate:
         check_probs_and_ids(probs, component_ids)
         check_probs_and_ids(probs, voronoi_cells, name="voronoi_cells")
-        _check_options(base, smooth, iwl, iwl_max)
+        _check_options(base, smooth, iwl, iwl_max, iwl_reading)
         check_same_device(probs, component_ids=component_ids, voronoi_cells=voronoi_cells, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
@@ -304,7 +337,16 @@ def cc_loss(
             fg_ce = -index_sum(torch.log(foreground_clamped), slot_of_foreground, num_slots, dtype)[cell_slot]
             rest_ce = -(cell_log_not_p - fg_log_not_p)
         losses = _domain_losses(
-            fg_count, fg_p, fg_ce, rest_count, rest_p, rest_ce, iwl=iwl, iwl_max=iwl_max, smooth=smooth
+            fg_count,
+            fg_p,
+            fg_ce,
+            rest_count,
+            rest_p,
+            rest_ce,
+            iwl=iwl,
+            iwl_max=iwl_max,
+            smooth=smooth,
+            iwl_reading=iwl_reading,
         )
         return _mean_over_components_then_pairs(losses, fg_count > 0, pair_of_cell, cells.ids_per_pair.numel())
 
