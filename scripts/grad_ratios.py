@@ -119,8 +119,23 @@ SETTINGS: list[tuple] = [
     ("IWL-CC, shipped default (power reading)", "iwl_cc", {}),
     ("IWL-CC, clamp(r, 1, 100) (former default)", "iwl_cc", {"terms": {"cc": {"params": {"iwl_reading": "clamp"}}}}),
     ("InvWeight, shipped default (replaces DC+CE)", "inv_weight", {}),
+    (
+        "InvWeight, background as a (K+1)-th part + DC+CE (former default)",
+        "inv_weight",
+        {"base": {"weight": 1.0}, "terms": {"inverse_weighted": {"params": {"balance": "lesions_and_background"}}}},
+    ),
     ("Tversky, shipped default (replaces DC+CE)", "tversky", {}),
+    (
+        "Tversky, foreground only (former default)",
+        "tversky",
+        {"terms": {"tversky": {"params": {"include_background": False}}}},
+    ),
     ("FocalTversky, shipped default (replaces DC+CE)", "focal_tversky", {}),
+    (
+        "FocalTversky, foreground only, power per pair (former default)",
+        "focal_tversky",
+        {"terms": {"focal_tversky": {"params": {"include_background": False, "reduction": "power_then_mean"}}}},
+    ),
 ]
 
 STATES = ("early", "cleared", "mid", "late")

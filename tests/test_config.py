@@ -15,6 +15,7 @@ def test_every_shipped_trainer_config_builds_its_terms(name):
     config = load_config(trainer.config_name, trainer.config_overrides, env={})
     terms = [build_term(term, settings, spatial_dims=3) for term, settings in config["terms"].items()]
     assert terms or trainer.config_name == "dice_ce", f"{name} adds no term to nnU-Net's loss"
+    assert config["base"]["weight"] > 0 or config["terms"], f"{name} trains with no loss at all"
     for term in terms:
         assert term.weight_at(10_000) == pytest.approx(term.weight)
 
@@ -28,14 +29,16 @@ def test_catmil_defaults_and_grid_overrides():
     assert [cat.weight_at(t) for t in (0, 20, 50, 80)] == pytest.approx([0.0, 0.08, 0.2, 0.2])
 
 
-@pytest.mark.parametrize("name", [n for n in variants.__all__ if n.endswith("_150epochs")])
-def test_catmil_protocol_presets_change_only_the_training_length(name):
-    # the CATMIL authors' base trainer: 150 epochs, everything else as the trainer the preset extends
+@pytest.mark.parametrize("name", [n for n in variants.__all__ if n.endswith(("_150epochs", "_200epochs"))])
+def test_protocol_presets_change_only_the_training_length(name):
+    # the CATMIL authors' base trainer: 150 epochs; Rachmadi et al. 2024: 200; everything else as
+    # the trainer the preset extends
     preset = getattr(variants, name)
     parent = preset.__mro__[1]
     config = load_config(preset.config_name, preset.config_overrides, env={})
     expected = load_config(parent.config_name, parent.config_overrides, env={})
-    assert config["trainer"] == {**expected["trainer"], "num_epochs": 150}
+    epochs = 150 if name.endswith("_150epochs") else 200
+    assert config["trainer"] == {**expected["trainer"], "num_epochs": epochs}
     assert {k: v for k, v in config.items() if k != "trainer"} == {k: v for k, v in expected.items() if k != "trainer"}
 
 

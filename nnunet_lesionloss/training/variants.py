@@ -6,8 +6,9 @@ package, so they pickle; ``trainers/`` only re-exports them for ``nnUNet_extTrai
 
 Protocol presets (the README's "Reproducing a paper"): ``<trainer>_150epochs`` is the training
 length of CATMIL's authors (their nnU-Net base trainer: 150 epochs, everything else nnU-Net's),
-for the DC+CE baseline and every trainer of that paper; ``<trainer>_paper`` is a setting taken
-literally from its paper where this package's default differs for safety (docs/formulas.md).
+for the DC+CE baseline and every trainer of that paper; ``<trainer>_200epochs`` that of Rachmadi et
+al. 2024 for its GDF baseline and compounds; ``<trainer>_paper`` is a setting taken literally from
+its paper where this package's default differs for safety (docs/formulas.md).
 
 Papers (full citations, arXiv ids and the authors' code repositories in docs/references.md):
 CATMIL, Luu et al. 2026 (arXiv:2604.08015); instance losses, Rachmadi et al. 2024
@@ -320,6 +321,41 @@ class nnUNetTrainerProximity_GDF(nnUNetTrainerProximity):
     """Proximity with the paper's L_seg: GDF + 0.1·L_proximity (Rachmadi et al. 2024 eq. 14)."""
 
     config_overrides = _PAPER_SEGMENTATION_LOSS
+
+
+class nnUNetTrainerGDF(nnUNetTrainerDiceCE):
+    """Generalized Dice + Focal alone (MONAI's GeneralizedDiceFocalLoss on one channel): the baseline
+    and L_seg of Rachmadi et al. 2024."""
+
+    config_overrides = _PAPER_SEGMENTATION_LOSS
+
+
+#: the training length of Rachmadi et al. 2024 §3.2 (200 epochs; their network, 2D SwinUNETR with Adam, is not nnU-Net's)
+_INSTANCE_LOSS_PROTOCOL = {"trainer": {"num_epochs": 200}}
+
+
+class nnUNetTrainerGDF_200epochs(nnUNetTrainerGDF):
+    """GDF alone, 200 epochs (Rachmadi et al. 2024's baseline and training length)."""
+
+    config_overrides = _with(nnUNetTrainerGDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerICI_GDF_200epochs(nnUNetTrainerICI_GDF):
+    """ICI with GDF, 200 epochs (Rachmadi et al. 2024)."""
+
+    config_overrides = _with(nnUNetTrainerICI_GDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerFalse_GDF_200epochs(nnUNetTrainerFalse_GDF):
+    """False with GDF, 200 epochs (Rachmadi et al. 2024)."""
+
+    config_overrides = _with(nnUNetTrainerFalse_GDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerProximity_GDF_200epochs(nnUNetTrainerProximity_GDF):
+    """Proximity with GDF, 200 epochs (Rachmadi et al. 2024)."""
+
+    config_overrides = _with(nnUNetTrainerProximity_GDF, _INSTANCE_LOSS_PROTOCOL)
 
 
 class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
