@@ -436,7 +436,14 @@ def test_terms_subset_autocast_and_compounds():
     expected = {
         "ici": (0.25, 0.5 * float(full["instance_gt"]) + 0.25 * float(full["center"])),
         "false": (1.0, float(full["false_p"]) + float(full["false_gt"])),
-        "proximity": (1.0, 0.1 * float(full["proximity"])),
+        # the trainer's default: per-side means of eqs. 9-10 (docs/formulas.md §3)
+        "proximity": (
+            1.0,
+            0.1
+            * float(
+                instance_losses(tensor.float(), torch.tensor(ids)[None, None], proximity_reduction="mean")["proximity"]
+            ),
+        ),
     }
     ids_tensor = torch.tensor(ids)[None, None]
     for name, (seg_weight, instance_part) in expected.items():
