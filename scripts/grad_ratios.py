@@ -36,8 +36,7 @@ import statistics
 
 import numpy as np
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from bench_losses import nnunet_dc_and_ce  # nnU-Net's default label-based loss, as the loss benchmark builds it
 
 from nnunet_lesionloss.components import channel_component_maps
 from nnunet_lesionloss.config import load_config, loss_terms, resolve_connectivity
@@ -139,18 +138,6 @@ SETTINGS: list[tuple] = [
 ]
 
 STATES = ("early", "cleared", "mid", "late")
-
-
-def nnunet_dc_and_ce() -> DC_and_CE_loss:
-    """nnU-Net's default label-based loss (as nnUNetTrainer._build_loss, batch_dice False)."""
-    return DC_and_CE_loss(
-        {"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False},
-        {},
-        weight_ce=1,
-        weight_dice=1,
-        ignore_label=None,
-        dice_class=MemoryEfficientSoftDiceLoss,
-    )
 
 
 def make_batch(size: int, batch: int, lesions: int, seed: int, state: str):
