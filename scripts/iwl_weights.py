@@ -9,11 +9,13 @@ number of distinct weights per lesion of a patch (1.00 = every lesion its own we
 of the largest to the smallest lesion weight in a patch (medians over patches).
 
 Sources: the synthetic dataset's generator (lesions of radius 0.6-5 voxels, 6-20 per case) at
-128³; the ISLES 2022 case of shared/golden (the whole 112×112×73 image is one patch); the BraTS-METS
-reference segmentations of shared/golden (NETC, SNFH, ET, RC one-vs-rest), 128³ patches centred on
-random lesion voxels (as nnU-Net's foreground oversampling draws them).
+128³; with ``--golden DIR``, real cases from DIR: ``isles22_case0009/mask.nii.gz`` (ISLES 2022 case
+0009; the whole 112×112×73 image is one patch) and ``brats_mets/ref/*.nii.gz`` (BraTS-METS 2025
+reference segmentations, the sample cases of the official BraTS evaluator; NETC, SNFH, ET, RC
+one-vs-rest), 128³ patches centred on random lesion voxels (as nnU-Net's foreground oversampling
+draws them).
 
-    python scripts/iwl_weights.py [--golden ../shared/golden] [--cases 8] [--patches 4]
+    python scripts/iwl_weights.py [--golden DIR] [--cases 8] [--patches 4]
 """
 
 from __future__ import annotations
@@ -80,11 +82,13 @@ def lesion_ratios(patch: np.ndarray) -> dict[str, list[tuple[int, int]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--golden", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "golden")
+    parser.add_argument("--golden", type=Path, default=None, help="folder with the real cases (see above)")
     parser.add_argument("--cases", type=int, default=8, help="synthetic 128³ cases")
     parser.add_argument("--patches", type=int, default=4, help="BraTS-METS patches per case")
     args = parser.parse_args()
-    sources = synthetic_patches(args.cases) + isles_patches(args.golden) + brats_patches(args.golden, args.patches)
+    sources = synthetic_patches(args.cases)
+    if args.golden is not None:
+        sources += isles_patches(args.golden) + brats_patches(args.golden, args.patches)
     readings = {"clamp(r, 1, 100) (former)": "clamp", "r^κ in [1, 100] (default)": "power"}
     rows = {}
     for name, patch in sources:
