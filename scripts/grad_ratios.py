@@ -27,6 +27,7 @@ The table reports the median over ``--seeds`` random batches (min-max in bracket
 
     python scripts/grad_ratios.py                  # 40³, batch 2, 3 lesions per patch, CPU
     python scripts/grad_ratios.py --size 48 --lesions 2 --seeds 5
+    python scripts/grad_ratios.py --measure lesion   # which way each term pushes the lesions
 """
 
 from __future__ import annotations
@@ -47,11 +48,18 @@ from nnunet_lesionloss.synthetic import make_lesion_labels
 #: (row label, config name, overrides[, terms that form L_seg]): the shipped defaults and the
 #: settings they replaced. Without the 4th entry L_seg is nnU-Net's DC+CE (times base.weight).
 SETTINGS: list[tuple] = [
-    ("Proximity, shipped default", "proximity", {}),
+    ("Proximity, shipped default (after its warm-up)", "proximity", {}),
     (
         "Proximity, eq. 9-10 sums, no cap (former default)",
         "proximity",
-        {"terms": {"instance_family": {"params": {"proximity_reduction": "sum", "max_pred_instances": None}}}},
+        {
+            "terms": {
+                "instance_family": {
+                    "warmup_epochs": 0,
+                    "params": {"proximity_reduction": "sum", "max_pred_instances": None},
+                }
+            }
+        },
     ),
     (
         "Proximity, sums + authors' cap (50 per image, 50× GT)",
@@ -65,9 +73,16 @@ SETTINGS: list[tuple] = [
         },
     ),
     (
-        "Proximity, per-side means, no cap",
+        "Proximity, per-side means, no cap, no warm-up",
         "proximity",
-        {"terms": {"instance_family": {"params": {"proximity_reduction": "mean", "max_pred_instances": None}}}},
+        {
+            "terms": {
+                "instance_family": {
+                    "warmup_epochs": 0,
+                    "params": {"proximity_reduction": "mean", "max_pred_instances": None},
+                }
+            }
+        },
     ),
     (
         "Proximity, per-side means + authors' cap",
@@ -169,15 +184,22 @@ def make_batch(size: int, batch: int, lesions: int, seed: int, state: str):
     return torch.from_numpy(labels[:, None].astype(np.int64)), logits
 
 
-def gradient_norm(loss_fn, logits: torch.Tensor, order: int = 2) -> float:
+def gradient_measure(loss_fn, logits: torch.Tensor, labels: torch.Tensor, measure: str = "2") -> float:
+    """The 2- or 1-norm of the gradient w.r.t. the logits, or ("lesion") the net push on the lesion
+    voxels: -Σ over the ground-truth lesion voxels of ∂L/∂(foreground logit), > 0 when the loss
+    raises the lesions' foreground logits."""
     leaf = logits.detach().clone().requires_grad_(True)
     value = loss_fn(leaf)
     (grad,) = torch.autograd.grad(value, leaf, allow_unused=True)
-    return 0.0 if grad is None else float(grad.norm(p=order))
+    if grad is None:
+        return 0.0
+    if measure == "lesion":
+        return float(-grad[:, 1][labels[:, 0] > 0].sum())
+    return float(grad.norm(p=int(measure)))
 
 
 def setting_ratio(
-    config_name: str, overrides: dict, seg_terms, labels, logits, dc_and_ce, order: int = 2
+    config_name: str, overrides: dict, seg_terms, labels, logits, dc_and_ce, measure: str = "2"
 ) -> tuple[float, float]:
     """(ratio at full weight, extra-term weight at epoch 0 / at full weight) for one batch."""
     config = load_config(config_name, overrides, env={})
@@ -201,14 +223,14 @@ def setting_ratio(
         return loss
 
     if seg:
-        base_norm = gradient_norm(weighted(seg), logits, order)
+        base_norm = gradient_measure(weighted(seg), logits, labels, measure)
     else:  # nnU-Net's DC+CE times base.weight; a loss that replaces DC+CE is compared with DC+CE itself
         base_weight = config["base"]["weight"] if config["base"]["loss"] == "nnunet" else 0.0
         scale = base_weight if base_weight > 0 else 1.0
-        base_norm = scale * gradient_norm(lambda leaf: dc_and_ce(leaf, labels), logits, order)
+        base_norm = scale * gradient_measure(lambda leaf: dc_and_ce(leaf, labels), logits, labels, measure)
     full = sum(t.weight_at(late_epoch) for t in extra)
     start = sum(t.weight_at(0) for t in extra)
-    return gradient_norm(weighted(extra), logits, order) / base_norm, (start / full if full else 0.0)
+    return gradient_measure(weighted(extra), logits, labels, measure) / base_norm, (start / full if full else 0.0)
 
 
 def main() -> None:
@@ -220,12 +242,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="row labels (substrings) to run")
     parser.add_argument(
-        "--norm",
-        type=int,
-        choices=[1, 2],
-        default=2,
-        help="gradient norm: 2 (default) or 1; a gradient on a few voxels (MIL: one per lesion) has a large "
-        "2-norm but a small 1-norm, a uniform one (Size Penalty) the opposite",
+        "--measure",
+        choices=["2", "1", "lesion"],
+        default="2",
+        help="2 (default) or 1: the norm of the gradient (a gradient on a few voxels, MIL: one per lesion, has a "
+        "large 2-norm but a small 1-norm, a uniform one, Size Penalty, the opposite); lesion: the net push on the "
+        "lesion voxels' foreground logits, as a ratio to L_seg's (negative: the term lowers the lesions)",
     )
     args = parser.parse_args()
     if args.threads:
@@ -238,7 +260,8 @@ def main() -> None:
         for seed in range(args.seeds)
     }
     print(
-        f"gradient {args.norm}-norm ratio term / L_seg, {args.batch}×{args.size}³, {args.lesions} lesions per patch, "
+        f"gradient measure {args.measure} (norm, or lesion push), term / L_seg, {args.batch}×{args.size}³, "
+        f"{args.lesions} lesions per patch, "
         f"median [min-max] over {args.seeds} seeds\n"
     )
     print("| setting | " + " | ".join(STATES) + " | weight at epoch 0 / full |")
@@ -250,7 +273,7 @@ def main() -> None:
             ratios = []
             for seed in range(args.seeds):
                 labels, logits = batches[state, seed]
-                ratio, start = setting_ratio(config_name, overrides, seg_terms, labels, logits, dc_and_ce, args.norm)
+                ratio, start = setting_ratio(config_name, overrides, seg_terms, labels, logits, dc_and_ce, args.measure)
                 ratios.append(ratio)
             cells.append(f"{statistics.median(ratios):.3g} [{min(ratios):.2g}-{max(ratios):.2g}]")
         print(f"| {label} | " + " | ".join(cells) + f" | {start:.2g} |", flush=True)
