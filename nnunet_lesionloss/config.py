@@ -249,16 +249,16 @@ def validate_structure(config: dict) -> dict:
     if auto_tau is not None:
         if not isinstance(auto_tau, dict):
             raise ConfigError(f"auto_tau must be a mapping or null, got {auto_tau!r}")
-        unknown = set(auto_tau) - {"quantile", "gate_quantile", "max_cases"}
+        unknown = set(auto_tau) - {"quantile", "gate_quantile", "patches"}
         if unknown:
             raise ConfigError(
-                f"unknown key(s) {sorted(unknown)} in auto_tau; allowed: gate_quantile, max_cases, quantile"
+                f"unknown key(s) {sorted(unknown)} in auto_tau; allowed: gate_quantile, patches, quantile"
             )
         for key in ("quantile", "gate_quantile"):
             value = auto_tau.setdefault(key, 0.5 if key == "quantile" else None)
             if value is not None and not 0 <= _number(value, f"auto_tau.{key}") <= 1:
                 raise ConfigError(f"auto_tau.{key} must be in [0, 1], got {value!r}")
-        auto_tau["max_cases"] = _number(auto_tau.get("max_cases", 200), "auto_tau.max_cases", minimum=1, integer=True)
+        auto_tau["patches"] = _number(auto_tau.get("patches", 500), "auto_tau.patches", minimum=1, integer=True)
     if base["weight"] == 0 and all(_trains_nothing(term) for term in terms.values()):
         raise ConfigError(
             "base.weight is 0 and every term has weight 0 (or only sub-terms of weight 0): the loss would be "

@@ -22,6 +22,7 @@ from nnunet_lesionloss.losses.functional import (
     component_adaptive_weights,
     estimate_size_penalty_tau,
     focal_tversky_loss,
+    generalized_dice_loss,
     mil_loss,
     size_penalty_loss,
     tversky_loss,
@@ -94,21 +95,28 @@ def reference_weights(ids, ignore_mask, b, c, *, gamma, eps, w_bg):
     return weight
 
 
-def reference_cat(p, ids, ignore_mask, *, alpha, beta, gamma, eps, w_bg, smooth):
-    per_pair = []
-    for b in range(p.shape[0]):
-        for c in range(p.shape[1]):
+def reference_cat(p, ids, ignore_mask, *, alpha, beta, gamma, eps, w_bg, smooth, reduction="batch"):
+    """ "batch": the CATMIL authors' code (luumsk/SmallLesionMRI): per class present in the batch,
+    1 - mean over all samples of the per-sample Tversky index, then the mean over those classes;
+    "positive_pairs": the mean over the (b, c) pairs that have foreground."""
+    per_channel, per_pair = [], []
+    for c in range(p.shape[1]):
+        indices, present = [], []
+        for b in range(p.shape[0]):
             comp, prob = ids[b, c], p[b, c]
             valid = valid_of(ignore_mask, b, c, comp)
             weight = reference_weights(ids, ignore_mask, b, c, gamma=gamma, eps=eps, w_bg=w_bg)
             g = ((comp > 0) & valid).double()
-            if g.sum() == 0:
-                continue
             tp = (weight * prob * g).sum()
             fp = (weight * prob * (1 - g)).sum()
             fn = (weight * (1 - prob) * g).sum()
-            per_pair.append(1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth))
-    return torch.stack(per_pair).mean() if per_pair else p.sum() * 0.0
+            indices.append((tp + smooth) / (tp + alpha * fp + beta * fn + smooth))
+            present.append(bool(g.sum() > 0))
+        if any(present):
+            per_channel.append(1 - torch.stack(indices).mean())
+        per_pair += [1 - index for index, has in zip(indices, present) if has]
+    chosen = per_channel if reduction == "batch" else per_pair
+    return torch.stack(chosen).mean() if chosen else p.sum() * 0.0
 
 
 def reference_mil(p, ids, ignore_mask, *, eps):
@@ -173,10 +181,11 @@ def reference_focal(p, gt, ignore_mask, *, gamma, alpha):
     gamma=st.sampled_from([0.0, 1.0, 2.0]),
     eps=st.sampled_from([5.0, 0.0]),
     w_bg=st.sampled_from([0.01, 1.0]),
+    reduction=st.sampled_from(["batch", "positive_pairs"]),
 )
-def test_cat_matches_per_component_loop(data, alpha, beta, gamma, eps, w_bg):
+def test_cat_matches_per_component_loop(data, alpha, beta, gamma, eps, w_bg, reduction):
     probs, ids, ignore_mask = data
-    kwargs = dict(alpha=alpha, beta=beta, gamma=gamma, eps=eps, w_bg=w_bg, smooth=1e-5)
+    kwargs = dict(alpha=alpha, beta=beta, gamma=gamma, eps=eps, w_bg=w_bg, smooth=1e-5, reduction=reduction)
     assert_matches_reference(
         lambda p: cat_loss(p, ids, ignore_mask=ignore_mask, **kwargs),
         lambda p: reference_cat(p, ids, ignore_mask, **kwargs),
@@ -187,6 +196,66 @@ def test_cat_matches_per_component_loop(data, alpha, beta, gamma, eps, w_bg):
         for c in range(ids.shape[1]):
             expected = reference_weights(ids, ignore_mask, b, c, gamma=gamma, eps=eps, w_bg=w_bg)
             np.testing.assert_allclose(weights[b, c].numpy(), expected.numpy(), rtol=RTOL)
+
+
+def monai_tversky_scores(p, gt, ignore_mask, *, alpha, beta, smooth, include_background):
+    """1 - TI per (sample, class) as MONAI's TverskyLoss(softmax=True, to_onehot_y=True) computes it
+    (CATMIL authors' baselines): the softmax classes are [background = 1 - Σ_c p_c, p_1..p_C]."""
+    scores = []
+    for b in range(p.shape[0]):
+        valid_all = torch.stack([valid_of(ignore_mask, b, c, gt[b, c]) for c in range(p.shape[1])]).all(dim=0)
+        classes = []
+        if include_background:
+            classes.append((1 - p[b].sum(dim=0), 1 - gt[b].double().sum(dim=0), valid_all))
+        classes += [(p[b, c], gt[b, c].double(), valid_of(ignore_mask, b, c, gt[b, c])) for c in range(p.shape[1])]
+        for prob, g, valid in classes:
+            prob, g = prob[valid], g[valid]
+            tp, fp, fn = (prob * g).sum(), (prob * (1 - g)).sum(), ((1 - prob) * g).sum()
+            scores.append(1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth))
+    return torch.stack(scores)
+
+
+def exclusive_classes(probs, ids):
+    """Softmax-like probs (Σ_c p_c < 1 per voxel) and exclusive ground-truth classes from a random batch."""
+    probs = probs / probs.shape[1]
+    owner = torch.argmax(torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)), dim=1, keepdim=True)
+    ids = torch.where(torch.arange(ids.shape[1]).reshape(1, -1, *[1] * (ids.dim() - 2)) == owner, ids, 0)
+    return probs, ids
+
+
+@PROPERTY_SETTINGS
+@given(
+    data=random_batches(),
+    gamma=st.sampled_from([4.0 / 3.0, 1.0]),
+    reduction=st.sampled_from(["mean_then_power", "power_then_mean"]),
+)
+def test_tversky_with_background_matches_monai_formula(data, gamma, reduction):
+    probs, ids, ignore_mask = data
+    probs, ids = exclusive_classes(probs, ids)
+    gt = ids > 0
+    kwargs = dict(alpha=0.3, beta=0.7, smooth=1e-5)
+
+    def focal_power(distance):
+        return distance ** (1 / gamma) if distance > 1e-6 else distance * 1e-6 ** (1 / gamma - 1)
+
+    def reference_focal(p):
+        scores = monai_tversky_scores(p, gt, ignore_mask, include_background=True, **kwargs)
+        if reduction == "mean_then_power":  # the authors' FocalTversky: MONAI's mean, then the power
+            return focal_power(scores.mean())
+        return torch.stack([focal_power(s) for s in scores]).mean()
+
+    assert_matches_reference(
+        lambda p: tversky_loss(p, gt, include_background=True, ignore_mask=ignore_mask, **kwargs),
+        lambda p: monai_tversky_scores(p, gt, ignore_mask, include_background=True, **kwargs).mean(),
+        probs,
+    )
+    assert_matches_reference(
+        lambda p: focal_tversky_loss(
+            p, gt, gamma=gamma, include_background=True, reduction=reduction, ignore_mask=ignore_mask, **kwargs
+        ),
+        reference_focal,
+        probs,
+    )
 
 
 @PROPERTY_SETTINGS
@@ -302,15 +371,35 @@ def test_cat_with_gamma_zero_and_unit_background_weight_is_tversky():
     assert cat.item() == pytest.approx(tversky.item(), rel=1e-6)
 
 
-def test_cat_ignores_pairs_without_foreground():
+def test_cat_positive_pairs_ignores_pairs_without_foreground():
     generator = torch.Generator().manual_seed(1)
     probs = torch.rand(2, 1, 8, 8, generator=generator, requires_grad=True)
     ids = torch.zeros(2, 1, 8, 8, dtype=torch.long)
     ids[0, 0, 2:4, 2:4] = 1
-    loss = cat_loss(probs, ids)
+    loss = cat_loss(probs, ids, reduction="positive_pairs")
     loss.backward()
     assert loss.item() == pytest.approx(cat_loss(probs[:1].detach(), ids[:1]).item(), rel=1e-6)
     assert torch.all(probs.grad[1] == 0)
+
+
+def test_cat_averages_over_the_whole_batch_as_the_authors_code():
+    # a half-empty batch (common under nnU-Net's foreground oversampling): the empty sample adds
+    # about 1 without gradient, so the positive sample gets half the gradient of "positive_pairs"
+    generator = torch.Generator().manual_seed(1)
+    probs = torch.rand(2, 1, 8, 8, generator=generator)
+    ids = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    ids[0, 0, 2:4, 2:4] = 1
+    leaf = probs.clone().requires_grad_(True)
+    batch = cat_loss(leaf, ids)
+    (batch_grad,) = torch.autograd.grad(batch, leaf)
+    leaf = probs.clone().requires_grad_(True)
+    positive = cat_loss(leaf, ids, reduction="positive_pairs")
+    (positive_grad,) = torch.autograd.grad(positive, leaf)
+    empty_sample = 1 - 1e-5 / (0.3 * 0.01 * float(probs[1].sum()) + 1e-5)
+    assert empty_sample == pytest.approx(1.0, abs=1e-3)
+    assert batch.item() == pytest.approx((positive.item() + empty_sample) / 2, rel=1e-6)
+    torch.testing.assert_close(batch_grad[0], positive_grad[0] / 2)
+    assert float(batch_grad[1].abs().max()) < 1e-4 * float(positive_grad[0].abs().max())
 
 
 # ----------------------------------------------------------------------------- MIL
@@ -419,7 +508,7 @@ def test_size_penalty_gate_keeps_only_pairs_below_it():
     assert none_below.item() == 0.0 and none_below.requires_grad
 
 
-def test_estimate_tau_is_the_median_positive_component_volume():
+def test_estimate_tau_is_the_median_positive_volume():
     assert estimate_size_penalty_tau([0, 3, 10, 1000, 0]) == 10.0
     assert estimate_size_penalty_tau(np.array([4, 8, 12, 16]), quantile=0.5) == 10.0
     assert estimate_size_penalty_tau(torch.tensor([2.0, 4.0, 100.0]), quantile=1.0) == 100.0
@@ -465,6 +554,66 @@ def test_tversky_batch_mode_is_one_index_over_the_concatenated_batch():
     batched = tversky_loss(probs, gt, batch=True)
     assert batched.item() == pytest.approx(tversky_loss(*as_one_sample).item(), rel=1e-6)
     assert batched.item() != pytest.approx(tversky_loss(probs, gt).item(), rel=1e-3)
+
+
+def test_tversky_baselines_with_background_by_hand():
+    # 10 voxels, lesion = the first 2, p = 0.2 everywhere. Foreground: TP .4, FP 1.6, FN 1.6 →
+    # TI = .4/2 = .2; background (p 0.8 on 8 voxels): TP 6.4, FP 1.6, FN 1.6 → TI = 6.4/8 = .8
+    probs = torch.full((1, 1, 1, 10), 0.2, dtype=torch.float64)
+    gt = torch.zeros(1, 1, 1, 10, dtype=torch.bool)
+    gt[..., :2] = True
+    kwargs = dict(alpha=0.3, beta=0.7, smooth=1e-12)
+    # the authors' Tversky (MONAI, background included) and Focal Tversky (mean, then ^(1/γ))
+    assert tversky_loss(probs, gt, include_background=True, **kwargs).item() == pytest.approx(0.5, rel=1e-6)
+    authors = focal_tversky_loss(probs, gt, include_background=True, reduction="mean_then_power", **kwargs)
+    assert authors.item() == pytest.approx(0.5**0.75, rel=1e-6)
+    # foreground only, power per pair (Abraham & Khan 2019): 0.8 and 0.8^0.75
+    assert tversky_loss(probs, gt, **kwargs).item() == pytest.approx(0.8, rel=1e-6)
+    assert focal_tversky_loss(probs, gt, **kwargs).item() == pytest.approx(0.8**0.75, rel=1e-6)
+
+
+def test_include_background_refuses_non_exclusive_channels():
+    probs = torch.full((1, 2, 3, 3), 0.7)
+    with pytest.raises(ValueError, match="exclusive classes"):
+        tversky_loss(probs, probs > 1, include_background=True)
+
+
+def monai_generalized_dice_one_channel(p, gt, ignore_mask, smooth=1e-5):
+    """MONAI's GeneralizedDiceLoss(sigmoid=True) on one channel per (b, c), as Rachmadi et al. 2024
+    used it: w = 1/(Σg)², and an absent class gets the largest finite weight of the other classes
+    of its sample, which for a single class is none (w = 0)."""
+    values = []
+    for b in range(p.shape[0]):
+        for c in range(p.shape[1]):
+            valid = valid_of(ignore_mask, b, c, gt[b, c])
+            prob, g = p[b, c][valid], gt[b, c][valid].double()
+            weight = 1 / float(g.sum()) ** 2 if g.sum() > 0 else 0.0
+            tp, fp, fn = (prob * g).sum(), (prob * (1 - g)).sum(), ((1 - prob) * g).sum()
+            values.append(1 - (2 * weight * tp + smooth) / (weight * (2 * tp + fp + fn) + smooth))
+    return torch.stack(values).mean()
+
+
+@PROPERTY_SETTINGS
+@given(data=random_batches())
+def test_generalized_dice_matches_monai_on_one_sigmoid_channel(data):
+    probs, ids, ignore_mask = data
+    gt = ids > 0
+    assert_matches_reference(
+        lambda p: generalized_dice_loss(p, gt, ignore_mask=ignore_mask),
+        lambda p: monai_generalized_dice_one_channel(p, gt, ignore_mask),
+        probs,
+    )
+
+
+def test_generalized_dice_of_an_empty_patch_is_zero():
+    # MONAI's rule on one channel: no foreground → weight 0 → loss 0 without gradient; with the
+    # complement as a second class (the former default) the same patch costs about 0.3 at p = 0.3
+    probs = torch.full((1, 1, 8, 8, 8), 0.3, requires_grad=True)
+    gt = torch.zeros(1, 1, 8, 8, 8, dtype=torch.bool)
+    loss = generalized_dice_loss(probs, gt)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(probs.grad == 0)
+    assert generalized_dice_loss(probs, gt, background_class=True).item() == pytest.approx(0.3, abs=0.02)
 
 
 def test_focal_tversky_with_gamma_one_is_tversky():
@@ -520,6 +669,7 @@ GT = IDS > 0
         (lambda: cat_loss(PROBS, IDS, ignore_mask=torch.zeros(1, 1, 4, 4)), TypeError, "bool"),
         (lambda: cat_loss(PROBS[0], IDS[0]), ValueError, "spatial"),
         (lambda: cat_loss(PROBS, IDS - 1), ValueError, ">= 0"),
+        (lambda: cat_loss(PROBS, IDS, reduction="mean"), ValueError, "reduction"),
         (lambda: mil_loss(PROBS, IDS, eps=0.0), ValueError, "eps"),
         (lambda: mil_loss(PROBS.long(), IDS), TypeError, "floating"),
         (lambda: size_penalty_loss(PROBS, GT, tau=0.0), ValueError, "tau"),
@@ -533,6 +683,8 @@ GT = IDS > 0
         ),
         (lambda: tversky_loss(PROBS, GT, alpha=-1.0), ValueError, "alpha"),
         (lambda: focal_tversky_loss(PROBS, GT, gamma=0.0), ValueError, "gamma"),
+        (lambda: focal_tversky_loss(PROBS, GT, reduction="sum"), ValueError, "reduction"),
+        (lambda: tversky_loss(PROBS, GT, include_background=1), TypeError, "include_background"),
         (lambda: binary_focal_loss(PROBS, GT, gamma=-2.0), ValueError, "gamma"),
         (lambda: binary_focal_loss(PROBS, GT, alpha=1.5), ValueError, "alpha"),
         (lambda: component_adaptive_weights(IDS, gamma=-1.0), ValueError, "gamma"),

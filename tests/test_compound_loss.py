@@ -99,7 +99,8 @@ def test_ignore_label_reaches_the_terms():
 
 
 def _generalized_dice_loop(probs, gt, smooth=1e-5):
-    """Sudre et al. 2017 written out per pair and class, MONAI's rule for absent classes."""
+    """Sudre et al. 2017 written out per pair over two classes (the channel and its complement),
+    MONAI's rule for absent classes (``background_class=True``)."""
     values = []
     for b in range(probs.shape[0]):
         for c in range(probs.shape[1]):
@@ -121,18 +122,20 @@ def test_generalized_dice_against_the_loop_and_by_hand():
     probs = torch.rand(2, 2, 5, 6)
     gt = torch.rand(2, 2, 5, 6) > 0.7
     gt[1, 1] = False  # an absent foreground class: MONAI's largest-finite-weight rule
-    assert float(generalized_dice_loss(probs, gt)) == pytest.approx(_generalized_dice_loop(probs, gt), rel=1e-5)
+    assert float(generalized_dice_loss(probs, gt, background_class=True)) == pytest.approx(
+        _generalized_dice_loop(probs, gt), rel=1e-5
+    )
     # by hand: 4 voxels, p = (1, 0, 0.5, 0), g = (1, 0, 0, 0): w_fg = 1, w_bg = 1/9
     p = torch.tensor([1.0, 0.0, 0.5, 0.0]).reshape(1, 1, 2, 2)
     g = torch.tensor([1, 0, 0, 0], dtype=torch.bool).reshape(1, 1, 2, 2)
     numerator = 2 * (1 * 1.0 + (1 / 9) * 2.5)
     denominator = 1 * (1.5 + 1) + (1 / 9) * (2.5 + 3)
-    assert float(generalized_dice_loss(p, g, smooth=0.0 + 1e-12)) == pytest.approx(
+    assert float(generalized_dice_loss(p, g, smooth=0.0 + 1e-12, background_class=True)) == pytest.approx(
         1 - numerator / denominator, rel=1e-6
     )
     ignore = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
     ignore[0, 0, 1, 0] = True  # ignoring the 0.5 voxel: p = (1, 0, 0), perfect
-    assert float(generalized_dice_loss(p, g, ignore_mask=ignore)) == pytest.approx(0.0, abs=1e-6)
+    assert float(generalized_dice_loss(p, g, ignore_mask=ignore, background_class=True)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_loss_package_does_not_import_the_data_loading_package():

@@ -67,7 +67,17 @@ def _diou(box_a, box_b):
 
 
 def reference_terms(
-    probs, ids, *, threshold=0.5, phi=3, spacing=None, connectivity=None, ignore=None, proximity_reduction="sum"
+    probs,
+    ids,
+    *,
+    threshold=0.5,
+    phi=3,
+    spacing=None,
+    connectivity=None,
+    ignore=None,
+    proximity_reduction="sum",
+    max_pred_instances=None,
+    too_many_factor=None,
 ):
     probs = np.asarray(probs, dtype=np.float64)
     batch, channels = probs.shape[:2]
@@ -116,7 +126,14 @@ def reference_terms(
             # eqs. 7-10 with the artificial central instance of §2.1.4
             pair_dice = _dice(p, valid, g)
             gt_side = [(_box(gt == n, spacing), d_gt[n]) for n in gt_ids] or [(artificial_box, pair_dice)]
-            pred_side = [(_box(pred == m, spacing), d_pred[m]) for m in pred_ids] or [(artificial_box, pair_dice)]
+            # the authors' code (BrainImageAnalysis/instance-loss): no predicted instance when there are
+            # more than mul_too_many per GT instance, else only the first max_cc_out of them
+            kept = pred_ids
+            if too_many_factor is not None and gt_ids and len(pred_ids) > too_many_factor * len(gt_ids):
+                kept = []
+            elif max_pred_instances is not None:
+                kept = pred_ids[:max_pred_instances]
+            pred_side = [(_box(pred == m, spacing), d_pred[m]) for m in kept] or [(artificial_box, pair_dice)]
             matrix = np.array([[_diou(bg, bp) for bp, _ in pred_side] for bg, _ in gt_side])
             gt_sum = sum(matrix[i].min() * loss for i, (_, loss) in enumerate(gt_side))
             pred_sum = sum(matrix[:, j].min() * loss for j, (_, loss) in enumerate(pred_side))
@@ -419,7 +436,14 @@ def test_terms_subset_autocast_and_compounds():
     expected = {
         "ici": (0.25, 0.5 * float(full["instance_gt"]) + 0.25 * float(full["center"])),
         "false": (1.0, float(full["false_p"]) + float(full["false_gt"])),
-        "proximity": (1.0, 0.1 * float(full["proximity"])),
+        # the trainer's default: per-side means of eqs. 9-10 (docs/formulas.md §3)
+        "proximity": (
+            1.0,
+            0.1
+            * float(
+                instance_losses(tensor.float(), torch.tensor(ids)[None, None], proximity_reduction="mean")["proximity"]
+            ),
+        ),
     }
     ids_tensor = torch.tensor(ids)[None, None]
     for name, (seg_weight, instance_part) in expected.items():
@@ -496,3 +520,59 @@ def test_proximity_mean_reduction_matches_the_loop(seed, dims, batch, channels, 
     assert float(ours["proximity"]) == pytest.approx(expected["proximity"], rel=1e-5, abs=1e-12)
     with pytest.raises(ValueError, match="proximity_reduction"):
         _run(probs, ids, ignore, proximity_reduction="max")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    **case_parameters,
+    max_pred=st.sampled_from([None, 1, 2]),
+    factor=st.sampled_from([None, 0.5, 1.0, 3.0]),
+    reduction=st.sampled_from(["sum", "mean"]),
+)
+def test_proximity_with_the_authors_caps_matches_the_loop(
+    seed, dims, batch, channels, full_connectivity, with_ignore, max_pred, factor, reduction
+):
+    """max_cc_out / mul_too_many of the authors' code, applied to the predicted side of eqs. 7-10."""
+    connectivity = (26 if dims == 3 else 8) if full_connectivity else (6 if dims == 3 else 4)
+    probs, ids, ignore = random_case(seed, dims, batch, channels, connectivity, with_ignore)
+    caps = dict(proximity_reduction=reduction, max_pred_instances=max_pred, too_many_factor=factor)
+    ours = _run(probs, ids, ignore, connectivity=connectivity, terms=("proximity",), **caps)
+    expected = reference_terms(probs, ids, connectivity=connectivity, ignore=ignore, **caps)
+    assert float(ours["proximity"]) == pytest.approx(expected["proximity"], rel=1e-5, abs=1e-12)
+    leaf = torch.tensor(probs, requires_grad=True)
+    mask = None if ignore is None else torch.tensor(ignore)
+    value = instance_losses(leaf, torch.tensor(ids), ignore_mask=mask, connectivity=connectivity, **caps)
+    (grad,) = torch.autograd.grad(value["proximity"], leaf)
+    assert torch.isfinite(grad).all(), "capped instances must not leak inf·0 into the gradient"
+
+
+def _early_training_batch(size=32, seed=0):
+    """Two small lesions per patch, foreground logit -2 + N(0, 1): a fresh network's speckles."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((2, 1, size, size, size), np.int64)
+    for b in range(2):
+        ids[b, 0, 8:11, 8:11, 8:11] = 1
+        ids[b, 0, 20:22, 20:23, 14:16] = 2
+    probs = 1 / (1 + np.exp(-(-2.0 + rng.standard_normal(ids.shape))))
+    return probs, ids
+
+
+def test_proximity_of_early_training_stays_on_the_scale_of_one_instance():
+    # eqs. 9-10 as sums grow with the square of the number of predicted instances: 0.1·L_proximity
+    # is in the thousands on a fresh network's speckles; the per-side means (the trainer's default)
+    # are below DIoU·d < 2 per side, so 0.1·L_proximity < 0.4, and the authors' caps bound the sums
+    probs, ids = _early_training_batch()
+    summed = 0.1 * float(_run(probs, ids, None, terms=("proximity",), proximity_reduction="sum")["proximity"])
+    mean = 0.1 * float(_run(probs, ids, None, terms=("proximity",), proximity_reduction="mean")["proximity"])
+    capped = _run(probs, ids, None, terms=("proximity",), max_pred_instances=50, too_many_factor=50)
+    assert summed > 1e3
+    assert mean < 0.4
+    assert 0.1 * float(capped["proximity"]) < 1.0
+
+
+def test_proximity_caps_are_validated():
+    probs, ids, ignore = random_case(0, 2, 1, 1, 8, False)
+    with pytest.raises(ValueError, match="max_pred_instances"):
+        _run(probs, ids, ignore, max_pred_instances=0)
+    with pytest.raises(ValueError, match="too_many_factor"):
+        _run(probs, ids, ignore, too_many_factor=-1.0)

@@ -39,7 +39,18 @@ def _aggregate(pair_losses: list[torch.Tensor], probs: torch.Tensor) -> torch.Te
     return torch.stack(pair_losses).mean()
 
 
-def reference_instance_loss(probs, component_ids, voronoi_cells=None, *, base, iwl, iwl_max, smooth, ignore_mask):
+def reference_iwl_weight(domain: float, size: float, iwl_max: float, reading: str) -> float:
+    """clamp(|Ω|/|C|, 1, iwl_max), or the power reading (|Ω|/|C|)^κ, κ = min(1, ln iwl_max / ln |Ω|)."""
+    ratio = max(domain / size, 1.0)
+    if reading == "clamp":
+        return min(ratio, iwl_max)
+    exponent = 1.0 if domain <= iwl_max else math.log(iwl_max) / math.log(domain)
+    return ratio**exponent
+
+
+def reference_instance_loss(
+    probs, component_ids, voronoi_cells=None, *, base, iwl, iwl_max, smooth, ignore_mask, iwl_reading="power"
+):
     """Blob loss (voronoi_cells None) or CC loss, one component at a time."""
     batch, channels = probs.shape[:2]
     pair_losses = []
@@ -58,7 +69,7 @@ def reference_instance_loss(probs, component_ids, voronoi_cells=None, *, base, i
                     continue  # component entirely ignored (or outside its cell): not counted
                 weight = torch.ones(int(domain.sum()), dtype=p.dtype)
                 if iwl:
-                    w_n = min(max(float(domain.sum()) / float(g.sum()), 1.0), iwl_max)
+                    w_n = reference_iwl_weight(float(domain.sum()), float(g.sum()), iwl_max, iwl_reading)
                     weight = torch.where(g, torch.full_like(weight, w_n), weight)
                 component_losses.append(_weighted_dice_ce(p[domain], g, weight, base, smooth))
             if component_losses:
@@ -66,7 +77,10 @@ def reference_instance_loss(probs, component_ids, voronoi_cells=None, *, base, i
     return _aggregate(pair_losses, probs)
 
 
-def reference_inverse_weighted(probs, component_ids, *, base, smooth, ignore_mask):
+def reference_inverse_weighted(probs, component_ids, *, base, smooth, ignore_mask, balance="lesions"):
+    """Voxel weight map per pair. "lesions": the authors' ``cc2weights`` (neuro-ml/inverse_weighting),
+    background 1 and |foreground| / (K·|C_k|) on component k; "lesions_and_background": N/((K+1)·|part|);
+    "none": every weight 1 (the plain loss)."""
     batch, channels = probs.shape[:2]
     pair_losses = []
     for b in range(batch):
@@ -76,14 +90,18 @@ def reference_inverse_weighted(probs, component_ids, *, base, smooth, ignore_mas
             if ids.numel() == 0:
                 continue
             labels = torch.unique(ids[ids > 0]).tolist()
-            parts = len(labels) + 1
-            n_voxels = ids.numel()
-            weight = torch.zeros(n_voxels, dtype=p.dtype)
-            for n in labels:
-                weight[ids == n] = n_voxels / (parts * float((ids == n).sum()))
-            background = ids == 0
-            if background.any():
-                weight[background] = n_voxels / (parts * float(background.sum()))
+            weight = torch.ones(ids.numel(), dtype=p.dtype)
+            if balance == "lesions":
+                n_positive = float((ids > 0).sum())
+                for n in labels:
+                    weight[ids == n] = n_positive / (len(labels) * float((ids == n).sum()))
+            elif balance == "lesions_and_background":
+                parts, n_voxels = len(labels) + 1, ids.numel()
+                for n in labels:
+                    weight[ids == n] = n_voxels / (parts * float((ids == n).sum()))
+                background = ids == 0
+                if background.any():
+                    weight[background] = n_voxels / (parts * float(background.sum()))
             pair_losses.append(_weighted_dice_ce(p, ids > 0, weight, base, smooth))
     return _aggregate(pair_losses, probs)
 
@@ -157,6 +175,7 @@ OPTIONS = st.fixed_dictionaries(
         "base": st.sampled_from(["dice", "dice_ce"]),
         "iwl": st.booleans(),
         "iwl_max": st.sampled_from([1.0, 3.0, 100.0]),
+        "iwl_reading": st.sampled_from(["power", "clamp"]),
         "smooth": st.sampled_from([1e-5, 1.0]),
     }
 )
@@ -227,11 +246,18 @@ def test_cc_loss_refuses_cell_counts_of_other_maps():
 
 
 @PROPERTY_SETTINGS
-@given(lesion_batches(), st.sampled_from(["dice", "dice_ce"]), st.sampled_from([1e-5, 1.0]))
-def test_inverse_weighted_loss_matches_voxel_weight_map(batch, base, smooth):
+@given(
+    lesion_batches(),
+    st.sampled_from(["dice", "dice_ce"]),
+    st.sampled_from([1e-5, 1.0]),
+    st.sampled_from(["lesions", "lesions_and_background"]),
+)
+def test_inverse_weighted_loss_matches_voxel_weight_map(batch, base, smooth, balance):
     probs, component_ids, _, ignore = batch
-    loss = inverse_weighted_loss(probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore)
-    expected = reference_inverse_weighted(probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore)
+    loss = inverse_weighted_loss(probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore, balance=balance)
+    expected = reference_inverse_weighted(
+        probs, component_ids, base=base, smooth=smooth, ignore_mask=ignore, balance=balance
+    )
     assert_value_and_grad_match(loss, expected, probs)
 
 
@@ -266,6 +292,30 @@ def test_iwl_blob_dice_by_hand():
     assert clamped.item() == pytest.approx((1 - 3.2 / 4.2 + 1 - 2 / 3.6) / 2, rel=1e-12)
 
 
+def test_iwl_power_reading_by_hand():
+    # 1×8 image, one 2-voxel lesion {0, 1}: Ω = 8, r = 4. Bound 2: clamp → 2; power → 4^(ln 2/ln 8) = 4^(1/3)
+    probs = torch.tensor([0.8, 0.4, 0.1, 0.0, 0.2, 0.0, 0.1, 0.2], dtype=torch.float64).reshape(1, 1, 1, 8)
+    ids = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0]).reshape(1, 1, 1, 8)
+    for reading, w in (("clamp", 2.0), ("power", 4 ** (1 / 3))):
+        loss = blob_loss(probs, ids, base="dice", iwl=True, iwl_max=2.0, iwl_reading=reading, smooth=0.0)
+        assert loss.item() == pytest.approx(1 - 2 * w * 1.2 / (w * 1.2 + 0.6 + 2 * w), rel=1e-12), reading
+
+
+def test_iwl_weights_keep_their_size_dependence_in_a_128_cubed_patch():
+    # blob domain of a 128³ patch: with clamp(r, 1, 100) every lesion below 1% of the patch weighs
+    # 100, so lesions of 1 to 10,000 voxels are weighted alike; the power reading keeps them apart
+    from nnunet_lesionloss.losses.instance import iwl_weight
+
+    sizes = torch.tensor([1.0, 10.0, 100.0, 1000.0, 10000.0], dtype=torch.float64)
+    domain = torch.full_like(sizes, 128.0**3)
+    clamped = iwl_weight(domain / sizes, domain, reading="clamp", iwl_max=100.0)
+    power = iwl_weight(domain / sizes, domain, reading="power", iwl_max=100.0)
+    assert clamped.tolist() == [100.0] * 5
+    assert torch.all(power[:-1] > power[1:]) and power[0].item() == pytest.approx(100.0)
+    for weight, size in zip(power.tolist(), sizes.tolist()):
+        assert weight == pytest.approx(reference_iwl_weight(128.0**3, size, 100.0, "power"), rel=1e-12)
+
+
 def test_cc_dice_by_hand():
     # cell 1 = {0,1}: 1 - 1.6/(.9 + 1) = 3/19;  cell 2 = {2,3,4}: 1 - 1/(1 + 1) = 1/2
     loss = cc_loss(HAND_PROBS, HAND_IDS, HAND_CELLS, base="dice", smooth=0.0)
@@ -280,10 +330,38 @@ def test_cc_dice_ce_by_hand():
 
 
 def test_inverse_weighted_dice_by_hand():
-    # N = 5, K = 2: w_fg = 5/(3·1) = 5/3, w_bg = 5/(3·3) = 5/9
-    # Σwpg = 5/3·1.3, Σwp = 5/3·1.3 + 5/9·.6 = 2.5, Σwg = 10/3 → 1 - (13/3)/(35/6) = 9/35
+    # authors' weights: F = 2, K = 2, |C_k| = 1: w_fg = 2/(2·1) = 1, w_bg = 1 → the plain Dice 1 - 2.6/3.9 = 1/3
     loss = inverse_weighted_loss(HAND_PROBS, HAND_IDS, base="dice", smooth=0.0)
-    assert loss.item() == pytest.approx(9 / 35, rel=1e-12)
+    assert loss.item() == pytest.approx(1 / 3, rel=1e-12)
+    # background as a (K+1)-th part: N = 5, w_fg = 5/(3·1) = 5/3, w_bg = 5/(3·3) = 5/9
+    # Σwpg = 5/3·1.3, Σwp = 5/3·1.3 + 5/9·.6 = 2.5, Σwg = 10/3 → 1 - (13/3)/(35/6) = 9/35
+    balanced = inverse_weighted_loss(HAND_PROBS, HAND_IDS, base="dice", smooth=0.0, balance="lesions_and_background")
+    assert balanced.item() == pytest.approx(9 / 35, rel=1e-12)
+
+
+def test_inverse_weighted_dice_sees_false_positives_like_the_reference():
+    # one 100-voxel lesion predicted exactly, p = 0.1 on the rest of a 32³ patch: the authors'
+    # weights leave the background at 1 (Dice 1 - 200/(100 + 3266.8 + 100) = 0.942); counting the
+    # background as a second part down-weights it to 0.50 and the loss no longer sees the false positives
+    ids = torch.zeros(1, 1, 32, 32, 32, dtype=torch.long)
+    ids[0, 0, :4, :5, :5] = 1
+    probs = torch.where(ids > 0, 1.0, torch.tensor(0.1, dtype=torch.float64))
+    loss = inverse_weighted_loss(probs, ids, base="dice", smooth=0.0)
+    assert loss.item() == pytest.approx(1 - 200 / (200 + 0.1 * (32**3 - 100)), rel=1e-12)
+    assert loss.item() == pytest.approx(0.942, abs=5e-4)
+    former = inverse_weighted_loss(probs, ids, base="dice", smooth=0.0, balance="lesions_and_background")
+    assert former.item() == pytest.approx(0.048, abs=5e-4)
+
+
+@PROPERTY_SETTINGS
+@given(lesion_batches(), st.sampled_from(["dice", "dice_ce"]))
+def test_inverse_weighting_of_a_single_component_is_the_plain_loss(batch, base):
+    # the foreground keeps its total weight: one component per pair → every weight is 1
+    probs, component_ids, _, ignore = batch
+    single = (component_ids > 0).long()
+    weighted = inverse_weighted_loss(probs, single, base=base, ignore_mask=ignore)
+    plain = reference_inverse_weighted(probs, single, base=base, smooth=1e-5, ignore_mask=ignore, balance="none")
+    assert weighted.item() == pytest.approx(plain.item(), rel=1e-5, abs=1e-7)
 
 
 def test_ignored_voxels_leave_every_sum():
@@ -402,6 +480,7 @@ def test_gradcheck_on_double_inputs(iwl):
         (lambda p, i: blob_loss(p, i, iwl=True, iwl_max=0.5), ValueError, "iwl_max must be a number >= 1"),
         (lambda p, i: blob_loss(p, i, smooth=-1.0), ValueError, "smooth must be"),
         (lambda p, i: blob_loss(p, i, iwl=1), TypeError, "iwl must be True or False"),
+        (lambda p, i: blob_loss(p, i, iwl=True, iwl_reading="log"), ValueError, "iwl_reading must be one of"),
         (lambda p, i: blob_loss(p, i.float()), TypeError, "component_ids must be an integer tensor"),
         (lambda p, i: blob_loss(p, i[:, :1]), ValueError, "must equal probs shape"),
         (lambda p, i: blob_loss(p[0, 0], i[0, 0]), ValueError, "2 or 3 spatial dims"),

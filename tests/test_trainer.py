@@ -166,22 +166,37 @@ def test_trainers_and_transforms_pickle_after_nnunet_lookup(preprocessed_dataset
     assert out.shape[0] == trainer.target_layout.packed_channels == 4  # seg, ids, cells, cell counts
 
 
-def test_size_penalty_auto_estimates_tau_from_training_labels(preprocessed_dataset, monkeypatch):
-    import cc3d
+def test_size_penalty_auto_estimates_tau_from_training_patches(preprocessed_dataset, monkeypatch):
+    """τ = the median lesion-positive V_g of training patches drawn by nnU-Net's own loader (with
+    this trainer's batch size and foreground oversampling), re-derived here with the loader itself
+    and a plain count per patch."""
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 
     from nnunet_lesionloss.training.trainer import EFFECTIVE_CONFIG_FILE
 
     trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerSizePenaltyAuto)
     trainer.on_train_start()
     try:
-        train_keys, _ = trainer.do_split()
-        dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, train_keys)
+        patches = trainer.lesion_config["auto_tau"]["patches"]
+        initial = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[2]
+        final = list(trainer.configuration_manager.patch_size)
+        loader = nnUNetDataLoader(
+            trainer.get_tr_and_val_datasets()[0],
+            trainer.batch_size,
+            initial,
+            final,
+            trainer.label_manager,
+            oversample_foreground_percent=trainer.oversample_foreground_percent,
+        )
+        np.random.seed(0)
         volumes = []
-        for key in train_keys:  # the slow way: every component of every training case
-            seg = np.asarray(dataset.load_case(key)[1][0])
-            labels = cc3d.connected_components((seg == 1).astype(np.uint8), connectivity=26)
-            volumes += [int((labels == i).sum()) for i in range(1, labels.max() + 1)]
-        expected = float(np.median(volumes))
+        while len(volumes) < patches:
+            for seg in loader.generate_train_batch()["target"].numpy():
+                lower = [(i - f) // 2 for i, f in zip(seg.shape[1:], final)]
+                centre = seg[0][tuple(slice(a, a + f) for a, f in zip(lower, final))]
+                volumes.append(int((centre == 1).sum()))
+        volumes = np.array(volumes[:patches])
+        expected = float(np.median(volumes[volumes > 0]))
         term = next(t for t in trainer.loss.terms if t.name == "size_penalty")
         assert term.params["tau"] == pytest.approx(expected)
         written = json.loads((Path(trainer.output_folder) / EFFECTIVE_CONFIG_FILE).read_text())
@@ -242,3 +257,54 @@ def test_size_penalty_auto_tau_is_validated_like_a_config_value(preprocessed_dat
     trainer.update_term_params("size_penalty", {"tau": 42.0})
     term = next(t for t in trainer.loss.terms if t.name == "size_penalty")
     assert term.params["tau"] == 42.0 and trainer.lesion_config["terms"]["size_penalty"]["params"]["tau"] == 42.0
+
+
+def _nested_regions(preprocessed_dataset, labels):
+    dataset_json = _dataset_json(preprocessed_dataset, "labels")
+    dataset_json["labels"] = labels
+    dataset_json["regions_class_order"] = list(range(1, len(labels)))
+    return dataset_json
+
+
+def test_union_on_region_based_data_is_the_region_that_contains_the_others(preprocessed_dataset, monkeypatch):
+    # nnU-Net orders regions from the largest (BraTS: whole tumour ⊃ tumour core ⊃ ...): CATMIL's
+    # union channel is the region holding every label, MIL and CAT see it alone; per_class sees all
+    nested = _nested_regions(preprocessed_dataset, {"background": 0, "whole": [1, 2], "core": [2]})
+    catmil = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL, dataset_json=nested)
+    assert catmil.region_channels == [0]
+    assert catmil.target_layout.num_channels == 1 and catmil.target_layout.seg_channels == 2
+    cat = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCAT, dataset_json=nested)
+    assert cat.region_channels == [0, 1] and cat.target_layout.num_channels == 2
+    catmil.initialize()
+    batch = next(catmil.get_dataloaders()[0])
+    ids = batch["target"][0][:, catmil.target_layout.seg_channels :]
+    whole = batch["target"][0][:, :1] > 0
+    assert ids.shape[1] == 1 and torch.equal(ids > 0, whole), "the maps are those of the union region"
+    catmil.on_train_epoch_start()
+    assert np.isfinite(catmil.train_step(batch)["loss"])
+    disjoint = _nested_regions(preprocessed_dataset, {"background": 0, "a": [1, 3], "b": [2, 3]})
+    with pytest.raises(ConfigError, match="channels: union on a region-based dataset"):
+        make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL, dataset_json=disjoint)
+
+
+def test_cat_is_per_class_and_catmil_the_union_for_several_classes(preprocessed_dataset, monkeypatch):
+    # the authors' CATMIL and MIL trainers use the union of the foreground classes whatever their
+    # number; their CAT trainer switches to one CAT per class above two output channels
+    dataset_json = _dataset_json(preprocessed_dataset, "labels")
+    dataset_json["labels"] = {"background": 0, "a": 1, "b": 2}
+    groups = {
+        trainer: make_trainer(preprocessed_dataset, monkeypatch, getattr(variants, trainer), dataset_json=dataset_json)
+        for trainer in ("nnUNetTrainerCATMIL", "nnUNetTrainerMIL", "nnUNetTrainerCAT")
+    }
+    assert groups["nnUNetTrainerCATMIL"].label_groups == [(1, 2)]
+    assert groups["nnUNetTrainerMIL"].label_groups == [(1, 2)]
+    assert groups["nnUNetTrainerCAT"].label_groups == [(1,), (2,)]
+
+
+def test_include_background_has_no_effect_on_regions(preprocessed_dataset, monkeypatch):
+    nested = _nested_regions(preprocessed_dataset, {"background": 0, "whole": [1, 2], "core": [2]})
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerTversky, dataset_json=nested)
+    (term,) = trainer.lesion_terms
+    assert term.params["include_background"] is False
+    labels = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerTversky)
+    assert labels.lesion_terms[0].params["include_background"] is True

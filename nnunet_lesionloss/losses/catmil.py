@@ -18,7 +18,10 @@ import torch
 from .checks import check_nonnegative, check_positive, check_probs_and_ids
 from .segments import build_foreground_index, index_count, index_sum, pair_sum
 
-__all__ = ["cat_loss", "mil_loss", "component_adaptive_weights"]
+__all__ = ["cat_loss", "mil_loss", "component_adaptive_weights", "CAT_REDUCTIONS"]
+
+#: ``reduction`` of :func:`cat_loss`: which (b, c) pairs the per-pair term is averaged over
+CAT_REDUCTIONS = ("batch", "positive_pairs")
 
 
 def component_adaptive_weights(
@@ -63,6 +66,7 @@ def cat_loss(
     eps: float = 5.0,
     w_bg: float = 0.01,
     smooth: float = 1e-5,
+    reduction: str = "batch",
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
@@ -74,15 +78,23 @@ def cat_loss(
 
     g_i = [component_ids_i > 0]. α weighs false positives and β false negatives (the CATMIL
     equation and its authors' code); defaults α = 0.3, β = 0.7, γ = 1, ε = 5, w_bg = 0.01 are those
-    of the authors' trainers (luumsk/SmallLesionMRI), δ = ``smooth``. The loss is averaged over the
-    (b, c) pairs that have at least one non-ignored foreground voxel; a batch without any gives a zero with a graph.
-    γ = 0 with w_bg = 1 is the plain Tversky loss. Computes in float32; returns a float32 scalar.
+    of the authors' trainers (luumsk/SmallLesionMRI), δ = ``smooth``. Aggregation (``reduction``):
+
+    * "batch" (default, the authors' code): for each channel c that has foreground somewhere in the
+      batch, the mean over *all* B samples of CAT_bc (a sample without foreground there adds
+      1 - δ/(α·w_bg·Σp + δ) ≈ 1, with almost no gradient), then the mean over those channels;
+    * "positive_pairs": the mean over the (b, c) pairs that have foreground themselves.
+
+    A batch without any non-ignored foreground voxel gives a zero with a graph. γ = 0 with
+    w_bg = 1 is the plain Tversky loss. Computes in float32; returns a float32 scalar.
     """
     if validate:
         check_probs_and_ids(probs, component_ids)
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("eps", eps), ("w_bg", w_bg)):
             check_nonnegative(name, value)
         check_positive("smooth", smooth)
+        if reduction not in CAT_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {CAT_REDUCTIONS}, got {reduction!r}")
     index = build_foreground_index(component_ids, ignore_mask)
     # The weight is constant on each component and on the background, so every weighted sum is a
     # per-component sum times its weight: one scatter of p over the lesion voxels and one plain sum
@@ -102,9 +114,14 @@ def cat_loss(
     false_pos = w_bg * p_in_background
     tversky = (true_pos + smooth) / (true_pos + alpha * false_pos + beta * false_neg + smooth)
     has_fg = per_pair(component_sizes) > 0
-    per_pair_loss = torch.where(has_fg, 1.0 - tversky, torch.zeros_like(tversky))
+    if reduction == "batch":  # every sample of a channel that has foreground in the batch
+        per_sample = has_fg.reshape(-1, probs.shape[1])
+        counted = per_sample.any(dim=0, keepdim=True).expand_as(per_sample).reshape(-1)
+    else:
+        counted = has_fg
+    per_pair_loss = torch.where(counted, 1.0 - tversky, torch.zeros_like(tversky))
     # summing the masked per-pair terms keeps the graph, so a lesion-free batch yields 0 with a grad_fn
-    return per_pair_loss.sum() / has_fg.sum().clamp_min(1)
+    return per_pair_loss.sum() / counted.sum().clamp_min(1)
 
 
 def mil_loss(

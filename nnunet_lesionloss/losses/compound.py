@@ -54,6 +54,9 @@ class LesionAwareLoss(nn.Module):
         layout: how component maps are packed into the targets.
         label_groups: label-based channel groups (None for region-based).
         ignore_label: label-based ignore label (region-based: the extra last target channel).
+        region_channels: region-based: the output channels (regions) the terms see (None: all).
+        ignore_region: region-based: whether the target's last channel is the ignore region (None:
+            when the target has more channels than the terms see, as without ``region_channels``).
     """
 
     def __init__(
@@ -65,6 +68,8 @@ class LesionAwareLoss(nn.Module):
         layout: TargetLayout,
         label_groups: Sequence[Sequence[int]] | None,
         ignore_label: int | None = None,
+        region_channels: Sequence[int] | None = None,
+        ignore_region: bool | None = None,
     ):
         super().__init__()
         self.base = base
@@ -74,6 +79,8 @@ class LesionAwareLoss(nn.Module):
         self.layout = layout
         self.label_groups = [tuple(g) for g in label_groups] if label_groups is not None else None
         self.ignore_label = ignore_label
+        self.region_channels = list(region_channels) if region_channels is not None else None
+        self.ignore_region = ignore_region
         self.term_weights = {term.name: term.weight_at(0) for term in self.terms}
 
     def set_epoch(self, epoch: int) -> dict:
@@ -84,9 +91,8 @@ class LesionAwareLoss(nn.Module):
     def _ignore_mask(self, seg: torch.Tensor) -> torch.Tensor | None:
         if self.label_groups is not None:
             return (seg[:, :1] == self.ignore_label) if self.ignore_label is not None else None
-        if seg.shape[1] > self.layout.num_channels:  # regions: the last channel is the ignore region
-            return seg[:, -1:].bool()
-        return None
+        has_ignore = seg.shape[1] > self.layout.num_channels if self.ignore_region is None else self.ignore_region
+        return seg[:, -1:].bool() if has_ignore else None  # regions: the last channel is the ignore region
 
     def _terms_at_scale(self, output, seg, ids, cells, cell_counts, full_resolution: bool) -> torch.Tensor | None:
         active = [t for t in self.terms if t.full_resolution_only == full_resolution and self.term_weights[t.name] > 0]
@@ -94,6 +100,8 @@ class LesionAwareLoss(nn.Module):
             return None
         if ids is None:
             raise RuntimeError("a lesion-aware term needs component maps at this scale, but the batch carries none")
+        if self.region_channels is not None:
+            output = output[:, self.region_channels]
         probs = foreground_probabilities(output, self.label_groups)
         ignore_mask = self._ignore_mask(seg)
         return sum(

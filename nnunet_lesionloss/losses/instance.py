@@ -40,14 +40,25 @@ from .segments import (
     zero_with_graph,
 )
 
-__all__ = ["blob_loss", "cc_loss", "inverse_weighted_loss", "IWL_MAX_DEFAULT", "CE_PROB_CLAMP"]
+__all__ = [
+    "blob_loss",
+    "cc_loss",
+    "inverse_weighted_loss",
+    "IWL_MAX_DEFAULT",
+    "CE_PROB_CLAMP",
+    "INVERSE_WEIGHT_BALANCES",
+    "IWL_READINGS",
+    "iwl_weight",
+]
 
-# Upper bound of the IWL weight w_n = clamp(|Ω_n| / |C_n|, 1, iwl_max). The bound of Kundu et al. 2026
-# is not in the text we worked from; 100 keeps the exact inverse-size weight for every component that fills at least
-# 1% of its domain and caps the fore/background weight ratio at two orders of magnitude, below the
-# "thousands of times larger" weights that Kundu et al. 2026 (§2.5, §4.1) blame for the instability of
-# global inverse weighting. Justification in docs/formulas.md §1.
+# Upper bound of the IWL weight (``iwl_weight``: w in [1, iwl_max]). The bound of Kundu et al. 2026 is not in the
+# text we worked from; 100 caps the fore/background weight ratio at two orders of magnitude, below the "thousands of
+# times larger" weights that Kundu et al. 2026 (§2.5, §4.1) blame for the instability of global inverse weighting.
+# Justification and the measured weight distributions in docs/formulas.md §1.
 IWL_MAX_DEFAULT = 100.0
+
+#: ``iwl_reading``: how the domain-to-component ratio r = |Ω_n| / |C_n| becomes the IWL weight
+IWL_READINGS = ("power", "clamp")
 
 # Probabilities are clamped to [eps, 1 - eps] inside the logarithms of the CE term (chosen here: keeps
 # log p and log(1 - p) finite for saturated probabilities).
@@ -56,7 +67,31 @@ CE_PROB_CLAMP = 1e-7
 _BASES = ("dice", "dice_ce")
 
 
-def _check_options(base: str, smooth: float, iwl: bool | None = None, iwl_max: float | None = None) -> None:
+def iwl_weight(ratio: torch.Tensor, domain_size: torch.Tensor, *, reading: str, iwl_max: float) -> torch.Tensor:
+    """The IWL weight of a component from r = |Ω_n| / |C_n| (≥ 1) and |Ω_n| (docs/formulas.md §1).
+
+        "power" (default): w = r^κ,  κ = min(1, ln(iwl_max) / ln|Ω_n|)
+        "clamp":           w = clamp(r, 1, iwl_max)
+
+    Both lie in [1, iwl_max] and both equal r when no component of the domain could exceed the
+    bound (|Ω_n| ≤ iwl_max). "power" maps the whole range of r, 1..|Ω_n| (a 1-voxel component),
+    onto 1..iwl_max on a log scale, so every component size keeps its own weight (w ∝ |C_n|^-κ);
+    "clamp" gives every component smaller than |Ω_n|/iwl_max the same weight iwl_max, which at a
+    128³ blob domain is every lesion below 21,000 voxels.
+    """
+    ratio = ratio.clamp_min(1.0)
+    if reading == "clamp":
+        return ratio.clamp(1.0, iwl_max)
+    log_domain = torch.log(domain_size.clamp_min(1.0))
+    exponent = torch.where(
+        log_domain > math.log(iwl_max), math.log(iwl_max) / log_domain.clamp_min(1e-12), torch.ones_like(log_domain)
+    )
+    return torch.exp(exponent * torch.log(ratio))
+
+
+def _check_options(
+    base: str, smooth: float, iwl: bool | None = None, iwl_max: float | None = None, iwl_reading: str = "power"
+) -> None:
     if base not in _BASES:
         raise ValueError(f"base must be one of {_BASES}, got {base!r}")
     check_nonnegative("smooth", smooth)
@@ -64,9 +99,9 @@ def _check_options(base: str, smooth: float, iwl: bool | None = None, iwl_max: f
         raise TypeError(f"iwl must be True or False, got {iwl!r}")
     if iwl_max is not None:
         if isinstance(iwl_max, bool) or not isinstance(iwl_max, (int, float)) or math.isnan(iwl_max) or iwl_max < 1:
-            raise ValueError(
-                f"iwl_max must be a number >= 1 (the weights are clamped to [1, iwl_max]), got {iwl_max!r}"
-            )
+            raise ValueError(f"iwl_max must be a number >= 1 (the weights lie in [1, iwl_max]), got {iwl_max!r}")
+    if iwl_reading not in IWL_READINGS:
+        raise ValueError(f"iwl_reading must be one of {IWL_READINGS}, got {iwl_reading!r}")
 
 
 def _compute_dtype(probs: torch.Tensor) -> torch.dtype:
@@ -89,15 +124,16 @@ def _domain_losses(
     iwl: bool,
     iwl_max: float,
     smooth: float,
+    iwl_reading: str = "power",
 ) -> torch.Tensor:
     """Dice (+ CE) of each domain Ω_n from its sums over C_n ("fg", g = 1) and Ω_n \\ C_n ("rest").
 
     Inside Ω_n: Σ w·p·g = w·fg_p, Σ w·p = w·fg_p + rest_p, Σ w·g = w·fg_count, Σ w = w·fg_count +
-    rest_count, with w = clamp(|Ω_n| / |C_n|, 1, iwl_max) under IWL and 1 otherwise.
+    rest_count, with w = iwl_weight(|Ω_n| / |C_n|) under IWL and 1 otherwise.
     """
     if iwl:
         domain_size = fg_count + rest_count
-        weight = (domain_size / fg_count.clamp_min(1.0)).clamp(1.0, iwl_max)
+        weight = iwl_weight(domain_size / fg_count.clamp_min(1.0), domain_size, reading=iwl_reading, iwl_max=iwl_max)
     else:
         weight = torch.ones_like(fg_count)
     intersection = weight * fg_p
@@ -168,6 +204,7 @@ def blob_loss(
     base: str = "dice_ce",
     iwl: bool = False,
     iwl_max: float = IWL_MAX_DEFAULT,
+    iwl_reading: str = "power",
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
@@ -181,8 +218,8 @@ def blob_loss(
         CE_n   = Σ_Ω w·(-[g·log p + (1-g)·log(1-p)]) / Σ_Ω w,   p clamped to [1e-7, 1 - 1e-7]
         ℓ_n    = Dice_n (base "dice")  or  Dice_n + CE_n (base "dice_ce")
 
-    w = 1, or with ``iwl=True`` (IWL-Blob, Kundu et al. 2026 §2.5): w = clamp(|Ω_n| / |C_n|, 1, iwl_max) on
-    C_n and 1 on the rest of Ω_n. Loss = mean over pairs with K_bc ≥ 1 of (mean over n of ℓ_n).
+    w = 1, or with ``iwl=True`` (IWL-Blob, Kundu et al. 2026 §2.5): w = :func:`iwl_weight` of the ratio
+    |Ω_n| / |C_n| (in [1, iwl_max]; ``iwl_reading`` "power" or "clamp") on C_n and 1 on the rest of Ω_n. Loss = mean over pairs with K_bc ≥ 1 of (mean over n of ℓ_n).
     No component in the batch: a zero that carries a graph. Because Σ_Ω x = Σ_{C_n} x + Σ_bg x,
     every term is a per-component sum plus a per-pair background sum: one reduction, O(V + K).
 
@@ -191,7 +228,8 @@ def blob_loss(
         component_ids: int [B, C, *spatial], 0 = not foreground, 1..K_bc components.
         base: "dice" or "dice_ce".
         iwl: inverse-size weighting inside each domain (IWL-Blob).
-        iwl_max: upper clamp of the IWL weight (see ``IWL_MAX_DEFAULT``).
+        iwl_max: upper bound of the IWL weight (see ``IWL_MAX_DEFAULT``).
+        iwl_reading: "power" (default) or "clamp", how |Ω_n| / |C_n| becomes the weight (:func:`iwl_weight`).
         smooth: s of the Dice term (nnU-Net's 1e-5).
         ignore_mask: bool [B, 1, *spatial], True = excluded from every sum.
         validate: check the arguments (``losses.checks``); False for callers that checked them once.
@@ -201,7 +239,7 @@ def blob_loss(
     """
     if validate:
         check_probs_and_ids(probs, component_ids)
-        _check_options(base, smooth, iwl, iwl_max)
+        _check_options(base, smooth, iwl, iwl_max, iwl_reading)
         check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
@@ -222,6 +260,7 @@ def blob_loss(
             iwl=iwl,
             iwl_max=iwl_max,
             smooth=smooth,
+            iwl_reading=iwl_reading,
         )
         return _mean_over_components_then_pairs(losses, count > 0, pair_of_component, index.num_pairs)
 
@@ -286,6 +325,7 @@ def cc_loss(
     base: str = "dice_ce",
     iwl: bool = False,
     iwl_max: float = IWL_MAX_DEFAULT,
+    iwl_reading: str = "power",
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     cell_counts: torch.Tensor | None = None,
@@ -301,7 +341,7 @@ def cc_loss(
 
         Dice_n = 1 - (2·Σ_Ω w·p·g + s) / (Σ_Ω w·p + Σ_Ω w·g + s)
         CE_n   = Σ_Ω w·(-[g·log p + (1-g)·log(1-p)]) / Σ_Ω w
-        w      = clamp(|Ω_n| / |C_n ∩ Ω_n|, 1, iwl_max) on C_n with ``iwl=True`` (IWL-CC), else 1.
+        w      = iwl_weight(|Ω_n| / |C_n ∩ Ω_n|) on C_n with ``iwl=True`` (IWL-CC), else 1.
 
     A cell counts when it holds at least one non-ignored voxel of its component. Loss = mean over
     pairs of (mean over their counted cells of ℓ_n); no counted cell: a zero with a graph.
@@ -324,7 +364,7 @@ def cc_loss(
         check_probs_and_ids(probs, voronoi_cells, name="voronoi_cells")
         if cell_counts is not None:
             check_probs_and_ids(probs, cell_counts, name="cell_counts")
-        _check_options(base, smooth, iwl, iwl_max)
+        _check_options(base, smooth, iwl, iwl_max, iwl_reading)
         check_same_device(
             probs,
             component_ids=component_ids,
@@ -352,9 +392,22 @@ def cc_loss(
         if log_sums is not None:
             fg_ce, rest_ce = -log_sums[fg], -log_sums[rest]
         losses = _domain_losses(
-            counts[fg], p_sums[fg], fg_ce, counts[rest], p_sums[rest], rest_ce, iwl=iwl, iwl_max=iwl_max, smooth=smooth
+            counts[fg],
+            p_sums[fg],
+            fg_ce,
+            counts[rest],
+            p_sums[rest],
+            rest_ce,
+            iwl=iwl,
+            iwl_max=iwl_max,
+            smooth=smooth,
+            iwl_reading=iwl_reading,
         )
         return _mean_over_components_then_pairs(losses, counts[fg] > 0, slots.pair_of_cell, slots.num_pairs)
+
+
+#: ``balance`` of :func:`inverse_weighted_loss`: how the voxel weights are normalised
+INVERSE_WEIGHT_BALANCES = ("lesions", "lesions_and_background")
 
 
 def inverse_weighted_loss(
@@ -362,18 +415,24 @@ def inverse_weighted_loss(
     component_ids: torch.Tensor,
     *,
     base: str = "dice_ce",
+    balance: str = "lesions",
     smooth: float = 1e-5,
     ignore_mask: torch.Tensor | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
     """Global inverse-size weighting (Shirokikh et al. 2020; comparator of Kofler et al. 2023 and Kundu et al. 2026).
 
-    Over the whole volume of each pair (b, c), with N its (non-ignored) voxels, K its components
-    and the background counted as the (K+1)-th part, each voxel weighs
+    Over the whole (non-ignored) volume of each pair (b, c), with K its components, F = Σ_k |C_k|
+    its foreground voxels and N all its voxels, each voxel weighs
 
-        w = N / ((K+1)·|C_k|)  in component k,     w = N / ((K+1)·|background|)  in the background,
+        balance "lesions" (default; the authors' ``cc2weights``, neuro-ml/inverse_weighting):
+            w = F / (K·|C_k|)  in component k,        w = 1  in the background
+        balance "lesions_and_background" (class balancing on top; this package's former reading):
+            w = N / ((K+1)·|C_k|)  in component k,    w = N / ((K+1)·|background|)  in the background
 
-    so every component and the background carry the same total weight N/(K+1). Then
+    With "lesions" every component carries the same total weight F/K, the foreground keeps its
+    total weight F and the background its |background|, so a pair with a single component gets
+    exactly the unweighted loss. Then
 
         Dice = 1 - (2·Σ w·p·g + s) / (Σ w·p + Σ w·g + s)
         CE   = Σ w·(-[g·log p + (1-g)·log(1-p)]) / Σ w,   p clamped to [1e-7, 1 - 1e-7]
@@ -382,11 +441,14 @@ def inverse_weighted_loss(
     "dice") or Dice + CE ("dice_ce"). Pairs without components count too (w = 1 there): this is a
     whole-volume loss and must penalise false positives in lesion-free patches, as DC+CE does.
     Weights are per-segment constants, so every sum is Σ_k w_k·(Σ over C_k) + w_bg·(Σ over bg):
-    the same single reduction as ``blob_loss``.
+    the same single reduction as ``blob_loss``. Differences from the authors' code (their Dice has
+    squared terms in the denominator and no smoothing): docs/formulas.md §1.
     """
     if validate:
         check_probs_and_ids(probs, component_ids)
         _check_options(base, smooth)
+        if balance not in INVERSE_WEIGHT_BALANCES:
+            raise ValueError(f"balance must be one of {INVERSE_WEIGHT_BALANCES}, got {balance!r}")
         check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
     dtype = _compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
@@ -398,10 +460,15 @@ def inverse_weighted_loss(
         pair_of_component = index.pair_of_component
         per_pair = index.sum_per_pair
         present = (component_count > 0).to(dtype)
+        components = per_pair(present)  # K per pair
         voxels = index.voxels_per_pair.to(dtype)  # N per pair (non-ignored voxels)
-        part_weight = voxels / (per_pair(present) + 1.0)  # N / (K + 1)
-        component_weight = present * part_weight[pair_of_component] / component_count.clamp_min(1.0)
-        background_weight = part_weight / background_count.clamp_min(1.0)
+        if balance == "lesions":
+            share = per_pair(component_count) / components.clamp_min(1.0)  # F / K
+            background_weight = torch.ones_like(voxels)
+        else:
+            share = voxels / (components + 1.0)  # N / (K + 1)
+            background_weight = share / background_count.clamp_min(1.0)
+        component_weight = present * share[pair_of_component] / component_count.clamp_min(1.0)
 
         intersection = per_pair(component_weight * p_sum)
         weighted_p = intersection + background_weight * background_p

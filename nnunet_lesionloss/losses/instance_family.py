@@ -78,7 +78,7 @@ import torch
 import torch.nn.functional as F
 
 from ..components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
-from .checks import check_probs_and_ids, check_same_device, check_spacing
+from .checks import check_positive, check_probs_and_ids, check_same_device, check_spacing
 from .segments import index_count, index_extrema, index_sum, pair_sum, valid_voxel_mask, zero_with_graph
 
 __all__ = [
@@ -261,6 +261,8 @@ def instance_losses(
     terms: Sequence[str] = TERM_NAMES,
     component_backend: str = "cc3d",
     proximity_reduction: str = "sum",
+    max_pred_instances: int | None = None,
+    too_many_factor: float | None = None,
     validate: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The instance loss family of Rachmadi et al. 2024 (§2.1): a dict of scalar tensors.
@@ -283,6 +285,12 @@ def instance_losses(
             difference of eq. 8 does not grow with the number of false predictions; with "sum" a
             fresh network's many false instances make L^P dominate and the gradient lowers p inside
             the ground-truth lesions, see docs/formulas.md).
+        max_pred_instances: L_proximity only: keep the first this many predicted instances of each
+            pair (cc3d's numbering, raster order) in eq. 10 and the Distance-IoU matrix (the
+            authors' code: ``max_cc_out`` = 50). None: all.
+        too_many_factor: L_proximity only: a pair with N ≥ 1 GT instances and more than
+            factor·N predicted ones replaces its predicted side by the artificial instance of
+            §2.1.4 (the authors' code: ``mul_too_many`` = 50). None: never.
         validate: check the arguments (``losses.checks``); False for callers that checked them once.
 
     Returns:
@@ -298,6 +306,14 @@ def instance_losses(
         terms = _check_options(threshold, phi, terms, component_backend)
         if proximity_reduction not in ("sum", "mean"):
             raise ValueError(f"proximity_reduction must be 'sum' or 'mean', got {proximity_reduction!r}")
+        if max_pred_instances is not None and (
+            isinstance(max_pred_instances, bool)
+            or not isinstance(max_pred_instances, (int, np.integer))
+            or max_pred_instances < 1
+        ):
+            raise ValueError(f"max_pred_instances must be None or an integer >= 1, got {max_pred_instances!r}")
+        if too_many_factor is not None:
+            check_positive("too_many_factor", too_many_factor)
         if ignore_mask is not None and not torch.is_tensor(ignore_mask):
             raise TypeError(f"ignore_mask must be a bool tensor or None, got {type(ignore_mask).__name__}")
         check_same_device(probs, component_ids=component_ids, ignore_mask=ignore_mask)
@@ -318,6 +334,8 @@ def instance_losses(
             terms,
             component_backend,
             proximity_reduction,
+            max_pred_instances,
+            too_many_factor,
         )
 
 
@@ -427,6 +445,8 @@ def _instance_losses(
     terms: tuple[str, ...],
     backend: str,
     proximity_reduction: str = "sum",
+    max_pred_instances: int | None = None,
+    too_many_factor: float | None = None,
 ) -> dict[str, torch.Tensor]:
     batch, channels = probs.shape[:2]
     spatial = tuple(probs.shape[2:])
@@ -549,10 +569,11 @@ def _instance_losses(
         pair_overlap = gt.pair_sum(torch.where(gt_real, gt_mass, gt_mass * 0))
         pair_target = gt.pair_sum(torch.where(gt_real, gt_size, gt_size * 0))
         pair_loss = _instance_dice(pair_overlap, pair_mass, pair_target, pair_voxels)
+        pred_counted = _proximity_predictions(gt_real, gt, pred_real, pred, max_pred_instances, too_many_factor)
         results["proximity"] = (
             _proximity_loss(
                 (gt_box, gt_real, gt_loss, gt),
-                (pred_box, pred_real, pred_loss, pred),
+                (pred_box, pred_counted, pred_loss, pred),
                 pair_loss,
                 spatial,
                 spacing,
@@ -599,6 +620,29 @@ def _center_loss(
     gt_cube_size = index_count(gt_cubes // voxels, pairs, dtype)
     union_size = index_count(union // voxels, pairs, dtype)
     return _per_pair_mean(_instance_dice(gt_cube_mass, union_mass, gt_cube_size, union_size))
+
+
+def _proximity_predictions(
+    gt_real: torch.Tensor,
+    gt: _Instances,
+    pred_real: torch.Tensor,
+    pred: _Instances,
+    max_pred_instances: int | None,
+    too_many_factor: float | None,
+) -> torch.Tensor:
+    """The predicted instances that enter L_proximity (bool per id), after the authors' caps:
+    the first ``max_pred_instances`` of each pair, none in a pair with more than
+    ``too_many_factor``·N of them (N ≥ 1 GT instances; the artificial instance stands in)."""
+    counted = pred_real
+    if max_pred_instances is not None:
+        local = torch.arange(counted.numel(), device=counted.device) % pred.slots
+        counted = counted & (local <= max_pred_instances)
+    if too_many_factor is not None:
+        gt_count = gt.pair_sum(gt_real.to(torch.float64))
+        pred_count = pred.pair_sum(pred_real.to(torch.float64))
+        too_many = (gt_count > 0) & (pred_count > too_many_factor * gt_count)
+        counted = counted & ~too_many.repeat_interleave(pred.slots)
+    return counted
 
 
 def _proximity_loss(gt, pred, pair_loss, spatial, spacing, dtype, reduction: str = "sum") -> torch.Tensor:
@@ -655,8 +699,10 @@ def _proximity_loss(gt, pred, pair_loss, spatial, spacing, dtype, reduction: str
     diou = torch.where(both, diou, torch.full_like(diou, float("inf")))
     gt_nearest = diou.amin(dim=2)  # min over predicted instances, per GT row
     pred_nearest = diou.amin(dim=1)  # min over GT instances, per predicted column
-    gt_weighted = torch.where(gt_present, gt_nearest * gt_losses, gt_losses * 0).sum(1)  # eq. 9
-    pred_weighted = torch.where(pred_present, pred_nearest * pred_losses, pred_losses * 0).sum(1)  # eq. 10
+    # absent entries (padding, capped instances) have an infinite minimum: zero it before the product,
+    # so that no inf·0 reaches the gradient of an instance that is left out
+    gt_weighted = (torch.where(gt_present, gt_nearest, 0.0) * gt_losses).sum(1)  # eq. 9
+    pred_weighted = (torch.where(pred_present, pred_nearest, 0.0) * pred_losses).sum(1)  # eq. 10
     if reduction == "mean":  # beyond the paper: per-side means keep eq. 8 on the scale of one instance
         gt_weighted = gt_weighted / gt_present.sum(1).clamp_min(1).to(gt_weighted.dtype)
         pred_weighted = pred_weighted / pred_present.sum(1).clamp_min(1).to(pred_weighted.dtype)

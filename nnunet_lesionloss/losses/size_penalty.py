@@ -69,33 +69,34 @@ def size_penalty_loss(
 
 
 def estimate_size_penalty_tau(
-    component_volumes,
+    volumes,
     *,
     quantile: float = 0.5,
     fallback_tau: float = PAPER_SIZE_PENALTY_TAU,
 ) -> float:
-    """τ for Size Penalty from a dataset's object sizes (beyond the paper: Joshi 2026 §6.5, "estimate
+    """τ for Size Penalty from a dataset's lesion volumes (beyond the paper: Joshi 2026 §6.5, "estimate
     τ_s from each dataset's object-size distribution"; used by nnUNetTrainerSizePenaltyAuto).
 
-    τ = the ``quantile`` (default 0.5: the median) of the positive ``component_volumes`` (voxels,
-    at the scale the loss sees, i.e. of the training patches' resolution), so that the size weight
-    exp(-V/τ) is e^-1 at the typical lesion and larger below it. Zero entries (no component) are
-    dropped. Without any positive volume (a dataset without foreground) it returns
-    ``fallback_tau`` (the paper's τ = 600 voxels) and emits a ``UserWarning`` saying so.
+    ``volumes`` are the V_g the penalty is applied to (voxels, at the resolution the loss sees): the
+    foreground volume of one channel of one training patch, as nnUNetTrainerSizePenaltyAuto measures
+    them on patches drawn like nnU-Net's loader. τ = their ``quantile`` (default 0.5: the median)
+    over the positive entries (the penalty ignores V_g = 0), so that the size weight exp(-V_g/τ) is
+    e^-1 at the typical lesion-positive patch and larger below it. Without any positive volume it
+    returns ``fallback_tau`` (the paper's τ = 600 voxels) and emits a ``UserWarning`` saying so.
     The same function with a higher quantile can serve to derive a gate.
     """
     if not isinstance(quantile, (int, float)) or isinstance(quantile, bool) or not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must be a number in [0, 1], got {quantile!r}")
     check_positive("fallback_tau", fallback_tau)
-    if torch.is_tensor(component_volumes):
-        component_volumes = component_volumes.detach().cpu().numpy()
-    volumes = np.asarray(component_volumes, dtype=np.float64).reshape(-1)
+    if torch.is_tensor(volumes):
+        volumes = volumes.detach().cpu().numpy()
+    volumes = np.asarray(volumes, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(volumes)) or np.any(volumes < 0):
-        raise ValueError("component_volumes must be finite and >= 0 (voxels)")
+        raise ValueError("volumes must be finite and >= 0 (voxels)")
     volumes = volumes[volumes > 0]
     if volumes.size == 0:
         warnings.warn(
-            f"no foreground component volumes: falling back to the paper's size-penalty tau = {fallback_tau:g} voxels",
+            f"no lesion-positive volumes: falling back to the paper's size-penalty tau = {fallback_tau:g} voxels",
             UserWarning,
             stacklevel=2,
         )

@@ -37,7 +37,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
-from nnunet_lesionloss.config import load_config_with_sources, loss_terms, resolve_connectivity
+from nnunet_lesionloss.config import ConfigError, load_config_with_sources, loss_terms, merge, resolve_connectivity
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 from nnunet_lesionloss.losses.compound import LesionAwareLoss
 from nnunet_lesionloss.losses.terms import LossTerm, build_term
@@ -78,10 +78,19 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         ]
         # fixed for the trainer's life: the dataset's labels, the config's channels and terms
         self.label_groups = self._label_groups()
+        self.region_channels = self._region_channels()
         self.target_layout = self._target_layout()
         self._setup_lesion_validation()
 
     def _build_term(self, name: str, settings: dict) -> LossTerm:
+        if self.label_manager.has_regions and settings.get("params", {}).get("include_background"):
+            # sigmoid regions have no background output: as MONAI's losses on sigmoid outputs, every
+            # channel is a foreground region and there is no background class to include
+            settings = merge(settings, {"params": {"include_background": False}})
+            self.print_to_log_file(
+                f"terms.{name}.params.include_background: no effect on a region-based dataset "
+                "(sigmoid regions, no background output); the term uses the regions only"
+            )
         # losses that label the prediction use the ground truth's connectivity and the data's spacing
         context = {
             "connectivity": self.connectivity,
@@ -99,11 +108,32 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
             return [tuple(foreground)]
         return [(label,) for label in foreground]
 
+    def _region_channels(self) -> list[int] | None:
+        """Region-based: the regions the terms see. ``per_class``: every region. ``union``: the region
+        that contains every other one (nnU-Net orders regions from the largest, e.g. whole tumour
+        first), i.e. the union of all foreground labels, as the binary union of label-based data."""
+        if not self.label_manager.has_regions:
+            return None
+        regions = [set(r) if isinstance(r, (list, tuple)) else {r} for r in self.label_manager.foreground_regions]
+        if self.lesion_config["channels"] != "union":
+            return list(range(len(regions)))
+        everything = set().union(*regions)
+        containing = [i for i, region in enumerate(regions) if region == everything]
+        if not containing:
+            raise ConfigError(
+                f"channels: union on a region-based dataset needs a region that contains all the others "
+                f"(their union), but the regions are {self.label_manager.foreground_regions}; "
+                "set channels: per_class (one term per region) in the config"
+            )
+        return containing[:1]
+
     def _target_layout(self) -> TargetLayout:
         has_regions = self.label_manager.has_regions
-        num_channels = len(self.label_manager.foreground_regions) if has_regions else len(self.label_groups)
+        num_channels = len(self.region_channels) if has_regions else len(self.label_groups)
         if has_regions:  # region channels, then the ignore region if the dataset has an ignore label
-            seg_channels = num_channels + (1 if self.label_manager.has_ignore_label else 0)
+            seg_channels = len(self.label_manager.foreground_regions) + (
+                1 if self.label_manager.has_ignore_label else 0
+            )
         else:
             seg_channels = 1
         needs_all_scales = any(not term.full_resolution_only for term in self.lesion_terms)
@@ -118,7 +148,10 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
     def component_transform(self) -> ComponentMapsTransform:
         layout = self.target_layout
         if self.label_manager.has_regions:
-            grouping = {"num_regions": layout.num_channels}
+            grouping = {
+                "num_regions": len(self.label_manager.foreground_regions),
+                "region_channels": self.region_channels,
+            }
         else:
             grouping = {"label_groups": self.label_groups, "ignore_label": self.label_manager.ignore_label}
         return ComponentMapsTransform(
@@ -155,6 +188,8 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
             layout=self.target_layout,
             label_groups=self.label_groups,
             ignore_label=self.label_manager.ignore_label,
+            region_channels=self.region_channels,
+            ignore_region=self.label_manager.has_regions and self.label_manager.has_ignore_label,
         )
 
     def prepare_terms(self) -> None:

@@ -32,6 +32,8 @@ class ComponentMapsTransform(SegOnlyTransform):
             Mutually exclusive with ``num_regions``.
         num_regions: region-based datasets: the first ``num_regions`` channels of the segmentation
             are the regions; a further channel, if present, is the ignore region.
+        region_channels: region-based: which regions get maps (default: all ``num_regions``), e.g.
+            only the region that contains all others for a loss on the union.
         ignore_label: label-based: the ignore label (its voxels are never foreground).
         connectivity: 6/18/26 in 3D, 4/8 in 2D; None = full (26 / 8).
         with_cells: also compute the Voronoi cell of every component and the cells' voxel counts (CC loss).
@@ -43,6 +45,7 @@ class ComponentMapsTransform(SegOnlyTransform):
         *,
         label_groups: list[tuple[int, ...]] | None = None,
         num_regions: int | None = None,
+        region_channels: list[int] | None = None,
         ignore_label: int | None = None,
         connectivity: int | None = None,
         with_cells: bool = False,
@@ -55,10 +58,15 @@ class ComponentMapsTransform(SegOnlyTransform):
             raise ValueError(f"label_groups must be non-empty tuples of labels, got {label_groups}")
         if num_regions is not None and num_regions < 1:
             raise ValueError(f"num_regions must be >= 1, got {num_regions}")
+        if region_channels is not None and (
+            num_regions is None or not region_channels or any(not 0 <= r < num_regions for r in region_channels)
+        ):
+            raise ValueError(f"region_channels must be indices of the {num_regions} regions, got {region_channels}")
         if scales_with_maps is not None and scales_with_maps < 1:
             raise ValueError(f"scales_with_maps must be >= 1 or None, got {scales_with_maps}")
         self.label_groups = [tuple(int(l) for l in g) for g in label_groups] if label_groups is not None else None
         self.num_regions = num_regions
+        self.region_channels = None if region_channels is None else [int(r) for r in region_channels]
         self.ignore_label = ignore_label
         self.connectivity = connectivity
         self.with_cells = with_cells
@@ -72,7 +80,8 @@ class ComponentMapsTransform(SegOnlyTransform):
             masks = group_masks(seg[0], self.label_groups)
             ignore = seg[0] == self.ignore_label if self.ignore_label is not None else None
         else:
-            masks = seg[: self.num_regions].astype(bool)
+            regions = self.region_channels if self.region_channels is not None else slice(self.num_regions)
+            masks = seg[regions].astype(bool)
             ignore = seg[self.num_regions].astype(bool) if seg.shape[0] > self.num_regions else None
         channels = len(masks)
         out = np.empty((seg.shape[0] + channels * (3 if self.with_cells else 1), *seg.shape[1:]), dtype=np.int32)

@@ -4,6 +4,12 @@ Each is a small subclass of :class:`nnUNetTrainerLesionLoss` that names its conf
 ablation and weight-grid variants of the papers, a few overrides. They are defined here, inside the
 package, so they pickle; ``trainers/`` only re-exports them for ``nnUNet_extTrainer``.
 
+Protocol presets (the README's "Reproducing a paper"): ``<trainer>_150epochs`` is the training
+length of CATMIL's authors (their nnU-Net base trainer: 150 epochs, everything else nnU-Net's),
+for the DC+CE baseline and every trainer of that paper; ``<trainer>_200epochs`` that of Rachmadi et
+al. 2024 for its GDF baseline and compounds; ``<trainer>_paper`` is a setting taken literally from
+its paper where this package's default differs for safety (docs/formulas.md).
+
 Papers (full citations, arXiv ids and the authors' code repositories in docs/references.md):
 CATMIL, Luu et al. 2026 (arXiv:2604.08015); instance losses, Rachmadi et al. 2024
 (doi:10.1016/j.compbiomed.2024.108414); blob loss, Kofler et al. 2023 (IPMI 2023, arXiv:2205.08209);
@@ -16,9 +22,22 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
+from nnunet_lesionloss.components import group_masks
+from nnunet_lesionloss.config import merge
 from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
-from nnunet_lesionloss.training.dataset_statistics import component_volumes
+from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
 from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
+
+
+def _with(parent: type, overrides: dict) -> dict:
+    """A variant's overrides on top of its parent's (a preset keeps what the parent changes)."""
+    return merge(parent.config_overrides, overrides)
+
+
+#: the training length of CATMIL's authors (their nnU-Net base trainer, luumsk/SmallLesionMRI; Luu et al. 2026 §3.2)
+_CATMIL_PROTOCOL = {"trainer": {"num_epochs": 150}}
 
 # ------------------------------------------------------------------ baselines (CATMIL Table 1)
 
@@ -31,13 +50,13 @@ class nnUNetTrainerDiceCE(nnUNetTrainerLesionLoss):
 
 
 class nnUNetTrainerTversky(nnUNetTrainerLesionLoss):
-    """Tversky loss, α=0.3 β=0.7 (CATMIL's baseline; pure Tversky, ``base.weight: 1`` adds DC+CE)."""
+    """Tversky α=0.3 β=0.7 on the softmax, background included, instead of DC+CE (CATMIL's authors' baseline)."""
 
     config_name = "tversky"
 
 
 class nnUNetTrainerFocalTversky(nnUNetTrainerLesionLoss):
-    """Focal Tversky (1 - TI)^(1/γ), γ=4/3, per class (CATMIL's baseline, Abraham & Khan 2019)."""
+    """(mean Tversky loss)^(1/γ), γ=4/3, background included, instead of DC+CE (CATMIL's authors' baseline)."""
 
     config_name = "focal_tversky"
 
@@ -69,10 +88,22 @@ class nnUNetTrainerCC(nnUNetTrainerLesionLoss):
     config_name = "cc"
 
 
+class nnUNetTrainerCC_b2(nnUNetTrainerCC):
+    """CC weight β = 2 (the † rows of Kundu et al. 2026)."""
+
+    config_overrides = {"terms": {"cc": {"weight": 2.0}}}
+
+
 class nnUNetTrainerIWLBlob(nnUNetTrainerLesionLoss):
     """Blob loss with inverse-size weighting inside each component's domain (Kundu et al. 2026 §2.5)."""
 
     config_name = "iwl_blob"
+
+
+class nnUNetTrainerIWLBlob_b2(nnUNetTrainerIWLBlob):
+    """IWL-Blob weight β = 2 (the † rows of Kundu et al. 2026)."""
+
+    config_overrides = {"terms": {"blob": {"weight": 2.0}}}
 
 
 class nnUNetTrainerIWLCC(nnUNetTrainerLesionLoss):
@@ -81,8 +112,14 @@ class nnUNetTrainerIWLCC(nnUNetTrainerLesionLoss):
     config_name = "iwl_cc"
 
 
+class nnUNetTrainerIWLCC_b2(nnUNetTrainerIWLCC):
+    """IWL-CC weight β = 2 (the † rows of Kundu et al. 2026)."""
+
+    config_overrides = {"terms": {"cc": {"weight": 2.0}}}
+
+
 class nnUNetTrainerInvWeight(nnUNetTrainerLesionLoss):
-    """DC+CE + globally inverse-size-weighted Dice+CE (Shirokikh et al. 2020; comparator of blob/CC)."""
+    """Globally inverse-size-weighted Dice+CE instead of DC+CE (Shirokikh et al. 2020; comparator of blob/CC)."""
 
     config_name = "inv_weight"
 
@@ -97,9 +134,10 @@ class nnUNetTrainerCATMIL(nnUNetTrainerLesionLoss):
 
 
 class nnUNetTrainerCAT(nnUNetTrainerCATMIL):
-    """CATMIL ablation: DC+CE + λ_CAT(t)·CAT only."""
+    """CATMIL ablation: DC+CE + λ_CAT(t)·CAT only; one CAT per class above one foreground class (the
+    authors' CAT trainer switches to its per-class CAT above two output channels)."""
 
-    config_overrides = {"terms": {"mil": {"weight": 0.0}}}
+    config_overrides = {"channels": "per_class", "terms": {"mil": {"weight": 0.0}}}
 
 
 class nnUNetTrainerMIL(nnUNetTrainerCATMIL):
@@ -136,6 +174,69 @@ class nnUNetTrainerCATMIL_0202(nnUNetTrainerCATMIL):
     config_overrides = _catmil_grid(0.2, 0.2)
 
 
+# CATMIL's protocol: every method of Luu et al. 2026 (Tables 1-3) trained for 150 epochs
+
+
+class nnUNetTrainerDiceCE_150epochs(nnUNetTrainerDiceCE):
+    """nnU-Net's DC+CE, 150 epochs: the nnUNet-DiceCE baseline of CATMIL's authors."""
+
+    config_overrides = _with(nnUNetTrainerDiceCE, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerTversky_150epochs(nnUNetTrainerTversky):
+    """The Tversky baseline of CATMIL's authors, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerTversky, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerFocalTversky_150epochs(nnUNetTrainerFocalTversky):
+    """The Focal Tversky baseline of CATMIL's authors, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerFocalTversky, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_150epochs(nnUNetTrainerCATMIL):
+    """CATMIL as its authors trained it: 150 epochs, so the 50-epoch warm-up covers a third of training."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCAT_150epochs(nnUNetTrainerCAT):
+    """CATMIL ablation CAT only, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCAT, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerMIL_150epochs(nnUNetTrainerMIL):
+    """CATMIL ablation MIL only, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerMIL, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0101_150epochs(nnUNetTrainerCATMIL_0101):
+    """CATMIL Table 3, λ_CAT = 0.1, λ_MIL = 0.1, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0101, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0102_150epochs(nnUNetTrainerCATMIL_0102):
+    """CATMIL Table 3, λ_CAT = 0.1, λ_MIL = 0.2, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0102, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0201_150epochs(nnUNetTrainerCATMIL_0201):
+    """CATMIL Table 3, λ_CAT = 0.2, λ_MIL = 0.1, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0201, _CATMIL_PROTOCOL)
+
+
+class nnUNetTrainerCATMIL_0202_150epochs(nnUNetTrainerCATMIL_0202):
+    """CATMIL Table 3, λ_CAT = 0.2, λ_MIL = 0.2, 150 epochs."""
+
+    config_overrides = _with(nnUNetTrainerCATMIL_0202, _CATMIL_PROTOCOL)
+
+
 # ------------------------------------------------------------------ Size Penalty (Joshi 2026)
 
 
@@ -155,6 +256,28 @@ class nnUNetTrainerSizePenaltyFSD(nnUNetTrainerLesionLoss):
     """Focal + 0.3·Size Penalty + Dice (FSD of Joshi 2026)."""
 
     config_name = "size_penalty_fsd"
+
+
+#: Joshi 2026 §3.2-3.3 literally: λ_S = 0.3 from the first epoch (this package ramps it up over 50)
+_SIZE_PENALTY_AS_PUBLISHED = {"terms": {"size_penalty": {"warmup_epochs": 0}}}
+
+
+class nnUNetTrainerSizePenalty_paper(nnUNetTrainerSizePenalty):
+    """DC+CE + 0.3·S from epoch 0, without the warm-up (Joshi 2026 as written; unsafe on small lesions)."""
+
+    config_overrides = _with(nnUNetTrainerSizePenalty, _SIZE_PENALTY_AS_PUBLISHED)
+
+
+class nnUNetTrainerSizePenaltyDTS_paper(nnUNetTrainerSizePenaltyDTS):
+    """Dice + Tversky + 0.3·S from epoch 0 (Joshi 2026's DTS as written)."""
+
+    config_overrides = _with(nnUNetTrainerSizePenaltyDTS, _SIZE_PENALTY_AS_PUBLISHED)
+
+
+class nnUNetTrainerSizePenaltyFSD_paper(nnUNetTrainerSizePenaltyFSD):
+    """Focal + 0.3·S + Dice from epoch 0 (Joshi 2026's FSD as written)."""
+
+    config_overrides = _with(nnUNetTrainerSizePenaltyFSD, _SIZE_PENALTY_AS_PUBLISHED)
 
 
 # ------------------------------------------------------------------ instance family (Rachmadi et al. 2024)
@@ -201,42 +324,93 @@ class nnUNetTrainerProximity_GDF(nnUNetTrainerProximity):
     config_overrides = _PAPER_SEGMENTATION_LOSS
 
 
-class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
-    """Size Penalty with τ (and optionally a gate) from the training labels' component volumes.
+class nnUNetTrainerGDF(nnUNetTrainerDiceCE):
+    """Generalized Dice + Focal alone (MONAI's GeneralizedDiceFocalLoss on one channel): the baseline
+    and L_seg of Rachmadi et al. 2024."""
 
-    Beyond the paper (Joshi 2026 §6.5): at trainer start, the connected components of every loss
-    channel of the training cases (preprocessed, i.e. at the resolution the loss sees) are
-    measured in voxels, and τ = their ``auto_tau.quantile`` (default: the median); with
-    ``auto_tau.gate_quantile`` set, the gate is that quantile. A dataset without foreground falls
-    back to the paper's τ = 600 (with a warning in the log). The value is logged and written into
-    the effective config.
+    config_overrides = _PAPER_SEGMENTATION_LOSS
+
+
+#: the training length of Rachmadi et al. 2024 §3.2 (200 epochs; their network, 2D SwinUNETR with Adam, is not nnU-Net's)
+_INSTANCE_LOSS_PROTOCOL = {"trainer": {"num_epochs": 200}}
+
+
+class nnUNetTrainerGDF_200epochs(nnUNetTrainerGDF):
+    """GDF alone, 200 epochs (Rachmadi et al. 2024's baseline and training length)."""
+
+    config_overrides = _with(nnUNetTrainerGDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerICI_GDF_200epochs(nnUNetTrainerICI_GDF):
+    """ICI with GDF, 200 epochs (Rachmadi et al. 2024)."""
+
+    config_overrides = _with(nnUNetTrainerICI_GDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerFalse_GDF_200epochs(nnUNetTrainerFalse_GDF):
+    """False with GDF, 200 epochs (Rachmadi et al. 2024)."""
+
+    config_overrides = _with(nnUNetTrainerFalse_GDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerProximity_GDF_200epochs(nnUNetTrainerProximity_GDF):
+    """Proximity with GDF, 200 epochs (Rachmadi et al. 2024)."""
+
+    config_overrides = _with(nnUNetTrainerProximity_GDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
+    """Size Penalty with τ (and optionally a gate) from the lesion volume of the training patches.
+
+    Beyond the paper (Joshi 2026 §6.5, "estimate τ_s from each dataset's object-size distribution").
+    The penalty acts on V_g, the total foreground volume of one loss channel of one training patch
+    (Joshi 2026 §3.2), so τ is estimated from that quantity: at trainer start ``auto_tau.patches``
+    label patches are drawn exactly as nnU-Net's loader draws them (its ``nnUNetDataLoader``, this
+    trainer's batch size and foreground oversampling, centre crop to the patch size), V_g is
+    measured per patch and loss channel, and τ = the ``auto_tau.quantile`` (default: the median) of
+    the lesion-positive V_g, the only ones the penalty sees. With ``auto_tau.gate_quantile`` set,
+    the gate is that quantile. Without any lesion-positive patch τ falls back to the paper's 600
+    (with a warning in the log). The value is logged and written into the effective config.
     """
 
     config_name = "size_penalty_auto"
 
+    def _loss_channel_masks(self, label_map: np.ndarray) -> np.ndarray:
+        """Boolean masks [C, *spatial] of the loss channels (label groups, or the regions the terms see)."""
+        if not self.label_manager.has_regions:
+            return group_masks(label_map, self.label_groups)
+        regions = self.label_manager.foreground_regions
+        labels = [regions[r] if isinstance(regions[r], (list, tuple)) else (regions[r],) for r in self.region_channels]
+        return group_masks(label_map, labels)
+
     def prepare_terms(self) -> None:
         settings = self.lesion_config["auto_tau"]
-        train_keys, _ = self.do_split()
-        dataset = self.dataset_class(self.preprocessed_dataset_folder, sorted(train_keys)[: settings["max_cases"]])
-        if self.label_manager.has_regions:
-            groups = [tuple(r) if isinstance(r, (list, tuple)) else (r,) for r in self.label_manager.foreground_regions]
-        else:
-            groups = self.label_groups
-        volumes = component_volumes(
-            (dataset.load_case(key)[1] for key in dataset.identifiers), groups, self.connectivity
+        dataset_tr, _ = self.get_tr_and_val_datasets()
+        initial_patch_size = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[2]
+        patches = draw_training_patches(
+            dataset_tr,
+            self.label_manager,
+            batch_size=self.batch_size,
+            initial_patch_size=initial_patch_size,
+            patch_size=self.configuration_manager.patch_size,
+            oversample_foreground_percent=self.oversample_foreground_percent,
+            probabilistic_oversampling=self.probabilistic_oversampling,
+            num_patches=settings["patches"],
         )
+        volumes = patch_foreground_volumes(patches, self._loss_channel_masks)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             tau = estimate_size_penalty_tau(volumes, quantile=settings["quantile"])
         for warning in caught:
             self.print_to_log_file(f"size penalty auto tau: {warning.message}")
         params = {"tau": tau}
-        if settings["gate_quantile"] is not None and volumes.size:
+        positive = volumes[volumes > 0]
+        if settings["gate_quantile"] is not None and positive.size:
             params["gate"] = estimate_size_penalty_tau(volumes, quantile=settings["gate_quantile"])
         self.update_term_params("size_penalty", params)
         self.print_to_log_file(
-            f"size penalty auto: {volumes.size} components in {len(dataset.identifiers)} cases -> "
-            + ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+            f"size penalty auto: {len(patches)} training patches, {positive.size} lesion-positive (patch, channel) "
+            f"volumes V_g -> " + ", ".join(f"{k}={v:.4g}" for k, v in params.items())
         )
 
 
