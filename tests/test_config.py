@@ -14,8 +14,9 @@ def test_every_shipped_trainer_config_builds_its_terms(name):
     trainer = getattr(variants, name)
     config = load_config(trainer.config_name, trainer.config_overrides, env={})
     terms = [build_term(term, settings, spatial_dims=3) for term, settings in config["terms"].items()]
-    if trainer.config_name == "dice_ce":  # the baseline and its presets: nnU-Net's loss and nothing else
-        assert not terms and config["base"] == {"weight": 1.0, "loss": "nnunet"}
+    if trainer.config_name == "dice_ce":  # the baselines: a segmentation loss alone (nnU-Net's, or GDF)
+        assert not terms and config["base"]["weight"] == 1.0
+        assert config["base"]["loss"] == ("generalized_dice_focal" if "GDF" in name else "nnunet")
     else:
         assert terms, f"{name} adds no term to nnU-Net's loss"
     assert config["base"]["weight"] > 0 or config["terms"], f"{name} trains with no loss at all"
