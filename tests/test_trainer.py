@@ -308,3 +308,21 @@ def test_include_background_has_no_effect_on_regions(preprocessed_dataset, monke
     assert term.params["include_background"] is False
     labels = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerTversky)
     assert labels.lesion_terms[0].params["include_background"] is True
+
+
+def test_a_failure_while_writing_the_effective_config_keeps_the_previous_file(preprocessed_dataset, monkeypatch):
+    """A run resumed with --c rewrites lesionloss_config.json: a failure half-way (here a value that
+    JSON cannot hold) must leave the previous file whole, not truncated, and no partial file beside it."""
+    from nnunet_lesionloss.training.trainer import EFFECTIVE_CONFIG_FILE
+
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL)
+    folder = Path(trainer.output_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer.write_effective_config()
+    previous = (folder / EFFECTIVE_CONFIG_FILE).read_text()
+    assert json.loads(previous)["trainer"] == "nnUNetTrainerCATMIL"
+    trainer.lesion_config_sources = [*trainer.lesion_config_sources, {"source": object()}]
+    with pytest.raises(TypeError):
+        trainer.write_effective_config()
+    assert (folder / EFFECTIVE_CONFIG_FILE).read_text() == previous
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".partial")) == []

@@ -38,6 +38,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunet_lesionloss.config import ConfigError, load_config_with_sources, loss_terms, merge, resolve_connectivity
+from nnunet_lesionloss.evaluation.io import write_text
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 from nnunet_lesionloss.losses.compound import LesionAwareLoss
 from nnunet_lesionloss.losses.terms import LossTerm, build_term
@@ -218,12 +219,17 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         super().on_train_start()
         self.prepare_terms()
         if self.local_rank == 0:
-            with open(os.path.join(self.output_folder, EFFECTIVE_CONFIG_FILE), "w") as file:
-                effective = {k: v for k, v in self.lesion_config.items() if k != "trainer"}
-                effective.update(trainer=type(self).__name__, config_name=self.config_name)
-                effective["trainer_settings"] = self.lesion_config["trainer"]
-                effective["sources"] = self.lesion_config_sources  # which file changed what
-                json.dump(effective, file, indent=2)
+            self.write_effective_config()
+
+    def write_effective_config(self) -> None:
+        """``fold_X/lesionloss_config.json``: the config this run trains with and which file changed
+        what. Serialised first and renamed into place, so a run resumed with ``--c`` that fails here
+        keeps the previous file whole."""
+        effective = {k: v for k, v in self.lesion_config.items() if k != "trainer"}
+        effective.update(trainer=type(self).__name__, config_name=self.config_name)
+        effective["trainer_settings"] = self.lesion_config["trainer"]
+        effective["sources"] = self.lesion_config_sources  # which file changed what
+        write_text(os.path.join(self.output_folder, EFFECTIVE_CONFIG_FILE), json.dumps(effective, indent=2))
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
