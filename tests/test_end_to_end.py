@@ -20,19 +20,11 @@ TRAINERS = [
 ]
 
 
-def _train(preprocessed_dataset, trainer: str, config_path) -> dict:
+def _train(preprocessed_dataset, trainer: str, config_path, *extra: str) -> dict:
     env = dict(preprocessed_dataset["env"], NNUNET_LESIONLOSS_CONFIG=str(config_path))
     run_cli(
-        [
-            "nnUNetv2_train",
-            str(preprocessed_dataset["dataset_id"]),
-            "3d_fullres",
-            "0",
-            "-tr",
-            trainer,
-            "-device",
-            "cpu",
-        ],
+        ["nnUNetv2_train", str(preprocessed_dataset["dataset_id"]), "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
+        + list(extra),
         env,
     )
     return env
@@ -108,21 +100,7 @@ def test_resume_with_c_continues_the_warm_up(preprocessed_dataset, tmp_path):
         common + "trainer: {num_epochs: 4, num_iterations_per_epoch: 2, num_val_iterations_per_epoch: 1}\n"
     )
     _train(preprocessed_dataset, "nnUNetTrainerCAT", first)
-    env = dict(preprocessed_dataset["env"], NNUNET_LESIONLOSS_CONFIG=str(second))
-    run_cli(
-        [
-            "nnUNetv2_train",
-            str(preprocessed_dataset["dataset_id"]),
-            "3d_fullres",
-            "0",
-            "-tr",
-            "nnUNetTrainerCAT",
-            "-device",
-            "cpu",
-            "--c",
-        ],
-        env,
-    )
+    _train(preprocessed_dataset, "nnUNetTrainerCAT", second, "--c")
     fold = (
         preprocessed_dataset["root"]
         / "results"
