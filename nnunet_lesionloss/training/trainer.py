@@ -25,7 +25,6 @@ variants, a few ``config_overrides``; this base does the rest:
 
 from __future__ import annotations
 
-import json
 import os
 from typing import ClassVar
 
@@ -38,7 +37,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunet_lesionloss.config import ConfigError, load_config_with_sources, loss_terms, merge, resolve_connectivity
-from nnunet_lesionloss.evaluation.io import write_text
+from nnunet_lesionloss.evaluation.io import write_json
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 from nnunet_lesionloss.losses.compound import LesionAwareLoss
 from nnunet_lesionloss.losses.terms import LossTerm, build_term
@@ -229,7 +228,7 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         effective.update(trainer=type(self).__name__, config_name=self.config_name)
         effective["trainer_settings"] = self.lesion_config["trainer"]
         effective["sources"] = self.lesion_config_sources  # which file changed what
-        write_text(os.path.join(self.output_folder, EFFECTIVE_CONFIG_FILE), json.dumps(effective, indent=2))
+        write_json(os.path.join(self.output_folder, EFFECTIVE_CONFIG_FILE), effective, overwrite=True)
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
