@@ -42,6 +42,7 @@ from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
 from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, OverlapTable, detect_lesions
+from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 __all__ = [
     "COUNT_FIELDS",
@@ -78,8 +79,10 @@ RATE_NAMES = ("lesion_recall", "lesion_precision", "lesion_f1", "small_lesion_re
 #: rates a best checkpoint may be chosen by (higher is better)
 CHECKPOINT_METRICS = ("lesion_f1", "small_lesion_recall", "lesion_recall", "lesion_precision")
 
-#: the evaluation's default detection rule (evaluation.settings.EvaluationSettings.detection)
-DETECTION_RULE = "any_overlap"
+#: the evaluation's default detection rule and its parameters (any overlap), so that the patch-level
+#: counts follow the final evaluation's definition
+_EVALUATION_DEFAULTS = EvaluationSettings()
+DETECTION_RULE = _EVALUATION_DEFAULTS.detection
 
 #: nnU-Net's EMA of the pseudo Dice: ema = 0.9 · ema + 0.1 · value (nnunetv2 MetaLogger)
 EMA_MOMENTUM = 0.9
@@ -162,7 +165,9 @@ def patch_lesion_counts(
 def _channel_counts(ref_ids: np.ndarray, pred_ids: np.ndarray, small_voxels: int) -> np.ndarray:
     """Counts of one patch and channel: bincounts over the component ids, no loop over lesions."""
     table = OverlapTable.build(ref_ids, int(ref_ids.max(initial=0)), pred_ids, int(pred_ids.max(initial=0)))
-    ref_hit, pred_hit = detect_lesions(table, DETECTION_RULE)
+    ref_hit, pred_hit = detect_lesions(
+        table, DETECTION_RULE, _EVALUATION_DEFAULTS.detection_threshold, _EVALUATION_DEFAULTS.detection_beta
+    )
     present = table.ref_sizes[1:] > 0
     small = present & (table.ref_sizes[1:] <= small_voxels)
     detected = ref_hit[1:] & present
