@@ -218,6 +218,10 @@ def apply_threshold(
 
 # --------------------------------------------------------------------------- commands
 def _cmd_remove_small(args) -> int:
+    if args.sweep:
+        from nnunet_lesionloss.evaluation.min_size_sweep import run_sweep_command
+
+        return run_sweep_command(args)
     images = io.list_images(args.input, args.file_ending)
     if not images:
         raise FileNotFoundError(f"no images in {args.input}")
@@ -316,15 +320,21 @@ def _cmd_merge_by_volume(args) -> int:
 
 def register(subparsers, runner) -> None:
     """Add the post-processing commands; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
-    p = subparsers.add_parser("remove-small", help="remove connected components below N voxels (Joshi 2026)")
+    p = subparsers.add_parser(
+        "remove-small",
+        help="remove connected components below N voxels (Joshi 2026); --sweep: what each minimum size costs",
+    )
     p.add_argument("input", help="folder of label images")
-    p.add_argument("output", help="output folder")
+    p.add_argument("output", help="output folder (with --sweep: of the table and figure)")
     p.add_argument("--min-voxels", type=int, default=5, help="default 5 (Joshi 2026 §4.5)")
     p.add_argument(
         "--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (Joshi 2026 §4.5)"
     )
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
+    from nnunet_lesionloss.evaluation.min_size_sweep import add_sweep_arguments
+
+    add_sweep_arguments(p)
     p.set_defaults(func=runner, postprocess=_cmd_remove_small)
 
     p = subparsers.add_parser(
