@@ -272,7 +272,8 @@ def plot_detection_by_volume(tables: dict[str, Path], label: str, path: Path, sm
             shown = [b for b in bins if b["n"]]
             centres = np.array([np.sqrt(b["low_mm3"] * b["high_mm3"]) for b in shown]) * (1 + 0.04 * k)
             rates = np.array([b["rate"] for b in shown])
-            errors = np.array([[b["rate"] - b["ci_low"], b["ci_high"] - b["rate"]] for b in shown]).T
+            # the Wilson bounds contain the rate; clip the rounding of a rate of 0 or 1
+            errors = np.clip(np.array([[b["rate"] - b["ci_low"], b["ci_high"] - b["rate"]] for b in shown]).T, 0, None)
             total = sum(b["n"] for b in shown)
             ax.errorbar(centres, rates, yerr=errors, marker="o", capsize=3, label=f"{name} ({total} lesions)")
         first = detection_by_volume(next(iter(rows.values())), label, edges)
