@@ -438,6 +438,7 @@ def inspect_dataset(
         "n_failed": len(errors),
         "errors": errors,
         "connectivity": connectivity,
+        "full_connectivity": VALID_CONNECTIVITY[ndim or 3][-1],
         "face_connectivity": VALID_CONNECTIVITY[ndim or 3][0],
         "spacing": spacing_entry,
         "deep_supervision_scales": [list(s) for s in source.ds_scales],
@@ -555,8 +556,9 @@ def decision_hints(report: dict) -> list[str]:
             small_voxels = small_lesion_ml * MM3_PER_ML / voxel_volumes[0]
             hints.append(
                 f"{name}: the evaluation's small lesion (<= {small_lesion_ml:g} mL) is <= {small_voxels:g} voxels at this "
-                f"spacing; remove-small's default (components below 5 voxels, Joshi 2026) is the size of "
-                f"{_percent(entry[f'share_below_{REMOVE_SMALL_DEFAULT_VOXELS}_voxels'])} of the lesions here: check with remove-small --sweep before using it"
+                f"spacing; remove-small's default deletes components below {REMOVE_SMALL_DEFAULT_VOXELS} voxels (Joshi 2026), "
+                f"and {_percent(entry[f'share_below_{REMOVE_SMALL_DEFAULT_VOXELS}_voxels'])} of the lesions here are that "
+                "small: check with remove-small --sweep before using it"
             )
         lost = [(k, s) for k, s in enumerate(entry["erased_at_scale"]) if s and weights[k] > 0]
         if lost:
@@ -573,11 +575,11 @@ def decision_hints(report: dict) -> list[str]:
                 )
             hints.append(line)
         if entry["split_at_face_connectivity"]:
+            split, parts = entry["split_at_face_connectivity"], entry["face_components_in_split_lesions"]
             hints.append(
-                f"{name}: {entry['split_at_face_connectivity']} lesions are one at {report['connectivity']}-connectivity "
-                f"but {entry['face_components_in_split_lesions']} at {report['face_connectivity']}-connectivity: the "
-                f"6-connected presets (msseg, shifts) count {entry['face_components_in_split_lesions'] - entry['split_at_face_connectivity']} "
-                "more lesions"
+                f"{name}: {split} lesions at {report['full_connectivity']}-connectivity consist of {parts} components at "
+                f"{report['face_connectivity']}-connectivity: a {report['face_connectivity']}-connected evaluation "
+                f"(presets msseg, shifts) counts {parts - split} more lesions"
             )
         if entry["touching_border"]:
             hints.append(
@@ -656,7 +658,7 @@ def markdown_table(report: dict) -> str:
     lines += [
         row("lesions touching the image border", [str(e["touching_border"]) for e in entries]),
         row(
-            f"one lesion at {report['connectivity']}-conn., several at {report['face_connectivity']} (their components)",
+            f"one lesion at {report['full_connectivity']}-conn., several at {report['face_connectivity']} (their components)",
             [f"{e['split_at_face_connectivity']} ({e['face_components_in_split_lesions']})" for e in entries],
         ),
     ]
