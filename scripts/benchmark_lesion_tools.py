@@ -25,12 +25,14 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY / "scripts"))
+from benchmark_evaluation import timed  # noqa: E402  (the median-of-repeats timer of the evaluation benchmark)
+
 DEFAULT_FOLDER = REPOSITORY.parent / "shared" / "golden" / "open_ms_data" / "masks"
 
 
@@ -63,15 +65,6 @@ def write_pairs(folder: Path, cases: int, root: Path) -> tuple[Path, Path]:
     return gt, pred
 
 
-def median_time(function, repeats: int) -> float:
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        durations.append(time.perf_counter() - start)
-    return statistics.median(durations)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="folder of label images")
@@ -92,7 +85,7 @@ def main() -> None:
     from nnunet_lesionloss.inspection import run_inspection
 
     run_inspection(str(args.folder), tau=False)  # warm-up: numba's cache, lazy imports
-    inspect_seconds = median_time(lambda: run_inspection(str(args.folder), tau=False), args.repeats)
+    inspect_seconds = timed(lambda: run_inspection(str(args.folder), tau=False), args.repeats)
     n_files = len(list(args.folder.glob("*.nii.gz")))
     print(f"`inspect` on {args.folder} ({n_files} label images), one core, one thread, imports excluded:\n")
     print(f"| command | seconds (median of {args.repeats}) |")
@@ -140,7 +133,7 @@ def main() -> None:
                 seconds = {False: 0.0, True: 0.0}
                 for k, job in enumerate(pairs):  # paired per case, alternating which variant goes first
                     for table in (False, True) if (k + repeat) % 2 == 0 else (True, False):
-                        seconds[table] += median_time(lambda job=job, table=table, step=step: step(*job, table), 1)
+                        seconds[table] += timed(lambda job=job, table=table, step=step: step(*job, table), 1)
                 ratios.append(seconds[True] / seconds[False])
                 totals.append((seconds[False], seconds[True]))
             timings[name] = (
@@ -149,7 +142,7 @@ def main() -> None:
                 statistics.median(ratios),
             )
         rows = [row for job in pairs for row in from_files(*job, True).lesion_rows]
-        write_seconds = median_time(lambda: write_lesion_table(Path(temporary) / "lesions.csv", rows), args.repeats)
+        write_seconds = timed(lambda: write_lesion_table(Path(temporary) / "lesions.csv", rows), args.repeats)
     print(f"\n`evaluate` of {len(pairs)} cases ({len(rows)} lesion rows), default settings, one core:\n")
     print("| evaluate | without lesions.csv (s) | with lesions.csv (s) | added |")
     print("|---|---|---|---|")

@@ -10,6 +10,7 @@ import cc3d
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_evaluation_cv_compare import PNG_MAGIC
 
 from conftest_evaluation import load_strict_json, shared_folder, write_image
 from nnunet_lesionloss.cli import main
@@ -26,7 +27,6 @@ needs_masks = pytest.mark.skipif(
     MASKS is None or not MASKS.is_dir(), reason="shared/golden/open_ms_data not found (shared/ beside the repository)"
 )
 ISOTROPIC = deep_supervision_scales(ASSUMED_POOL_KERNELS)
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # --------------------------------------------------------------------------- the 30 real masks

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from test_evaluation_cv_compare import PNG_MAGIC, make_results_tree
+from test_inspection import MASKS, needs_masks
 
-from conftest_evaluation import load_strict_json, shared_folder
+from conftest_evaluation import load_strict_json
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation.lesion_table import (
@@ -20,12 +21,6 @@ from nnunet_lesionloss.evaluation.lesion_table import (
     detection_by_volume,
     physical_points,
     read_lesion_table,
-)
-
-SHARED = shared_folder()
-MASKS = None if SHARED is None else SHARED / "golden" / "open_ms_data" / "masks"
-needs_masks = pytest.mark.skipif(
-    MASKS is None or not MASKS.is_dir(), reason="shared/golden/open_ms_data not found (shared/ beside the repository)"
 )
 
 #: a rotation about z (x -> y, y -> -x) and a flipped z axis: every entry of the direction matrix matters
