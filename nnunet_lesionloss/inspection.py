@@ -96,16 +96,16 @@ def deep_supervision_loss_weights(num_scales: int) -> list[float]:
     return [float(w) for w in weights / weights.sum()]
 
 
-def _label_groups(dataset: dict | None) -> tuple[dict[str, tuple[int, ...]] | None, dict[str, str], int | None]:
+def _label_groups(dataset: dict | None) -> tuple[dict[str, tuple[int, ...]] | None, dict[str, str]]:
+    """Label key -> values of every label and region of dataset.json (the ignore label is none of them)."""
     from nnunet_lesionloss.evaluation import io
 
     if dataset is None:
-        return None, {}, None
+        return None, {}
     groups = io.labels_from_dataset_json(dataset)
-    ignore = dataset["labels"].get("ignore")
     keyed = {io.label_key(values): values for values in groups.values()}
     names = {io.label_key(values): name for name, values in groups.items()}
-    return keyed, names, None if ignore is None else int(ignore)
+    return keyed, names
 
 
 def _folder_source(folder: Path, dataset_json: Path | None, file_ending: str | None, name: str) -> InspectionSource:
@@ -117,7 +117,7 @@ def _folder_source(folder: Path, dataset_json: Path | None, file_ending: str | N
     files = io.list_images(folder, file_ending)
     if not files:
         raise FileNotFoundError(f"no label images in {folder}" + (f" ending in {file_ending}" if file_ending else ""))
-    groups, names, _ = _label_groups(dataset)
+    groups, names = _label_groups(dataset)
 
     def read(case: str) -> tuple[np.ndarray, tuple[float, ...]]:
         image = io.read_label_image(files[case])
@@ -159,7 +159,7 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
     dataset_class = infer_dataset_class(str(folder))
     cases = sorted(dataset_class.get_identifiers(str(folder)))
     dataset_json = io.read_dataset_json(base / "dataset.json")
-    groups, names, _ = _label_groups(dataset_json)
+    groups, names = _label_groups(dataset_json)
     dataset = dataset_class(str(folder), cases)
     spacing = tuple(float(s) for s in configuration_manager.spacing)
 
@@ -264,6 +264,15 @@ def _strides(scales: Sequence[Sequence[float]]) -> tuple[int, ...]:
             raise ValueError(f"deep-supervision scales {scales} are not 1/integer per axis")
         strides.append(int(max(factors)))
     return tuple(strides)
+
+
+def _scales_for(scales: Sequence[Sequence[float]], ndim: int) -> list[tuple[float, ...]]:
+    """The scales of a 3D network for 2D label images: the in-plane factors (the assumed scales are 3D)."""
+    if len(scales[0]) == ndim:
+        return [tuple(s) for s in scales]
+    if ndim == 2 and len(scales[0]) == 3:
+        return [tuple(s[1:]) for s in scales]
+    raise ValueError(f"deep-supervision scales {scales} do not fit an image of {ndim} dimensions")
 
 
 def _aligned_box(foreground: np.ndarray, strides: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -411,7 +420,8 @@ def inspect_dataset(
             groups = source.groups
             if groups is None:
                 groups = {str(v): (v,) for v in sorted(int(v) for v in np.unique(labels) if v > 0)}
-            lesions = inspect_labels(labels, spacing, groups, check_connectivity(connectivity, ndim), source.ds_scales)
+            scales = _scales_for(source.ds_scales, ndim)
+            lesions = inspect_labels(labels, spacing, groups, check_connectivity(connectivity, ndim), scales)
         except Exception as error:  # one bad case must not hide the others; it is reported by name
             errors[case] = f"{type(error).__name__}: {error}"
             continue
