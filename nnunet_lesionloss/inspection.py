@@ -171,15 +171,14 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
     scales = deep_supervision_scales(pools)
     if len(scales[0]) < 3:  # a 2D configuration: the slices of the 3D volume are downsampled in-plane
         scales = [(1.0, *s) for s in scales]
-    spacing_text = " × ".join(f"{s:g}" for s in spacing)
     return InspectionSource(
         name=dataset_name,
         cases=cases,
         read=read,
         groups=groups,
         names=names,
-        spacing_source=f"training spacing {spacing_text} mm of {plans} {configuration} (nnU-Net's preprocessed "
-        "segmentations, axes as nnU-Net stores them)",
+        spacing_source=f"the training spacing of {plans} {configuration} (nnU-Net's preprocessed segmentations, "
+        "axes as nnU-Net stores them)",
         ds_scales=scales,
         ds_source=f"{plans} {configuration} (pool_op_kernel_sizes)",
         loss_weights=deep_supervision_loss_weights(len(scales)),
