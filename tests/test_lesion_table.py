@@ -283,3 +283,23 @@ def test_sweep_reports_a_missing_prediction_and_needs_gt(tmp_path):
     sweep = json.loads((tmp_path / "s" / "min_size_sweep.json").read_text())
     assert list(sweep["errors"]) == ["case_1"] and "case_1" in (tmp_path / "s" / "min_size_sweep.md").read_text()
     assert main(["remove-small", str(pred), str(tmp_path / "t"), "--sweep"]) == 2
+
+
+def test_benchmark_script_prints_both_tables(tmp_path):
+    """scripts/benchmark_lesion_tools.py at a tiny size (the README's timings come from it; no timing asserted)."""
+    import subprocess
+    import sys
+
+    for k in range(2):
+        reference, _ = _lesion_case(k, shape=(16, 20, 24))
+        _write(tmp_path / "masks" / f"case_{k}.nii.gz", reference)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_lesion_tools.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--folder", str(tmp_path / "masks"), "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| inspect (counts, sizes" in result.stdout and "| files read + all metrics |" in result.stdout
+    assert "| writing lesions.csv |" in result.stdout
