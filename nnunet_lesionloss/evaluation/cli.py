@@ -252,12 +252,20 @@ def run_cv_summary(args) -> int:
     print(f"cross-validation summary of folds {result['folds']} -> {result['output_dir']}")
     report_failures(result)
     folds = ", ".join(map(str, result["folds"]))
-    if result["n_failed"]:
+    missing = [m["fold"] for m in result["missing_folds"]]
+    if result["n_failed"] or missing:
+        not_evaluated = (
+            f"fold{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of the cross-validation "
+            "not evaluated (no validation folder, listed above); "
+            if missing
+            else ""
+        )
         return _exit(
             1,
-            f"{result['n_failed']} of {result['n_cases']} validation cases of folds {folds} failed or are missing "
-            "(fold, case and reason listed above and under 'failures' in cv_summary.json); the means are over the "
-            f"{result['n_evaluated']} others",
+            f"{not_evaluated}{result['n_failed']} of {result['n_cases']} validation cases of folds {folds}"
+            + (f" and {', '.join(map(str, missing))}" if missing else "")
+            + " failed or are missing (fold, case and reason listed above and under 'failures' in cv_summary.json); "
+            f"the means are over the {result['n_evaluated']} others",
         )
     note = (
         f"; {len(result['not_evaluated'])} references of other folds not evaluated" if result["not_evaluated"] else ""
