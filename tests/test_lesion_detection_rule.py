@@ -175,3 +175,22 @@ def test_the_patch_counts_follow_the_evaluation(seed, density):
         v["lesion_tp_pred"],
     )
     assert n["small_ref_lesions"] == v["n_small_ref_lesions"]
+
+
+def test_the_measurement_script_prints_the_blob_rows():
+    """scripts/lesion_matching_cases.py (docs/metrics.md quotes its table) runs; --quick: synthetic cases only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "lesion_matching_cases.py"
+    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        "| blob over 88 % of the image | one-to-one, DSC >= 0.1 (default) | 10 | 1 | 0.003 | 0.000 | 0.000 | 0.000 |"
+        in (result.stdout)
+    )
+    assert (
+        "| blob over 88 % of the image | any overlap (papers) | 10 | 1 | 0.003 | 1.000 | 1.000 | 1.000 |"
+        in result.stdout
+    )

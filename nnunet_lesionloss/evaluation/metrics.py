@@ -235,7 +235,7 @@ def detect_lesions(
     per-lesion table follow it. Rules (see docs/metrics.md):
     - ``one_to_one_dsc`` / ``one_to_one_iou`` (the default, DSC >= 0.1): a lesion is hit when the
       one-to-one matching of :func:`match_instances` (pairs eligible at DSC or IoU >= ``threshold``,
-      ``algorithm`` hungarian or greedy) pairs it, as BraTS 2025 (DSC > 0) and PI-CAI (IoU > 0.1)
+      ``algorithm`` hungarian or greedy) pairs it, as BraTS 2025 (DSC > 0) and PI-CAI (Saha et al. 2024; IoU >= 0.1)
       match: a predicted component that covers several reference lesions detects one of them;
     - ``any_overlap`` (CATMIL §3.4; Kofler et al. 2023 (blob loss) §2.5): a lesion counts as hit when
       it shares at least one voxel with any lesion of the other mask;
