@@ -190,3 +190,20 @@ def test_cv_summary_of_a_2d_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
     assert main(["cv-summary", str(run), "--quiet", "-np", "1"]) == 0
     assert load_strict_json(run / "lesion_evaluation" / "cv_summary.json")["mean_of_fold_means"]["1"]["Dice"] == 1.0
+
+
+def test_a_fold_with_an_ambiguous_reference_is_reused_when_started_again(cv_tree):
+    """A case with two reference files fails in its fold; the fold's evaluation still describes the files,
+    so a second run reuses it instead of refusing it as 'an evaluation of other files'."""
+    run = cv_tree["run"]
+    (run / "dataset.json").unlink()  # no file ending: every image ending counts
+    gt = cv_tree["root"] / "preprocessed" / DATASET / "gt_segmentations"
+    write_image(gt / "case_00.mha", reference_case(0))
+    assert cv_summary(run) == 1
+    first = load_strict_json(run / "lesion_evaluation" / "cv_summary.json")
+    assert [(f["fold"], f["case"]) for f in first["failures"]] == [(0, "case_00")]
+    assert "2 reference files for case case_00" in first["failures"][0]["reason"]
+    (run / "lesion_evaluation" / "cv_summary.json").unlink()
+    assert cv_summary(run) == 1
+    again = load_strict_json(run / "lesion_evaluation" / "cv_summary.json")
+    assert again["per_fold_cases"]["0"]["source"].startswith("reused") and again["failures"] == first["failures"]

@@ -85,7 +85,7 @@ class PairPlan:
     pairs: list[tuple[str, Path, Path | None]]
     failed: dict[str, str] = field(default_factory=dict)
     ignored_predictions: list[str] = field(default_factory=list)
-    references: dict[str, Path] = field(default_factory=dict)
+    references: dict[str, Path | None] = field(default_factory=dict)  # None: several files (ambiguous)
 
 
 def plan_pairs(
@@ -146,9 +146,8 @@ def plan_pairs(
     paired = {str(p) for _, _, p in pairs}
     ignored = sorted(name for name, path in predictions.items() if str(path) not in paired)
     ignored += sorted(case for case in predictions.ambiguous if case not in failed and case not in references)
-    order = dict(references)
-    for case, paths in references.ambiguous.items():
-        order[case] = paths[0]
+    order: dict[str, Path | None] = dict(references)
+    order.update(dict.fromkeys(references.ambiguous))  # a case without one reference file: no file to record
     return PairPlan(pairs=pairs, failed=failed, ignored_predictions=ignored, references=dict(sorted(order.items())))
 
 
