@@ -13,10 +13,9 @@ counts of many cases (arithmetic only). File reading excluded. Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
+from benchmark_evaluation import timed  # scripts/ is on the path when a script runs
 from scipy.ndimage import gaussian_filter
 
 from nnunet_lesionloss.components import label_components
@@ -57,15 +56,6 @@ def direct_counts(probability, reference, settings, thresholds, min_sizes) -> np
             reference_hit, predicted_hit = lesion_detection(table, settings)
             out[ti, mi] = (n_reference, reference_hit.sum(), n, predicted_hit.sum())
     return out
-
-
-def timed(function, repeats: int) -> float:
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        durations.append(time.perf_counter() - start)
-    return statistics.median(durations)
 
 
 def main() -> None:
