@@ -581,10 +581,10 @@ def choose_operating_point(
         "failures": failures,
         "unused_references": inputs.unused_references,
         "inputs": {
-            "probabilities": str(inputs.source),
+            "probabilities": str(inputs.source.resolve()),
             "layout": inputs.layout,
-            "gt": str(inputs.gt_dir),
-            "dataset_json": inputs.dataset_json,
+            "gt": str(inputs.gt_dir.resolve()),
+            "dataset_json": None if inputs.dataset_json is None else str(Path(inputs.dataset_json).resolve()),
             "file_ending": inputs.file_ending,
         },
     }
