@@ -158,6 +158,11 @@ def test_softmax_label_channels_follow_dataset_json(tmp_path, capsys):
     )
     # 1 - background >= 0.4 in both lesions; each voxel gets its most probable foreground label
     assert np.array_equal(read(out / "c0.nii.gz"), reference)
+    # the JSON of the single-threshold choose-threshold is read too
+    (tmp_path / "old.json").write_text(json.dumps({"best_threshold": 0.4, "min_voxels": 0, "connectivity": 18}))
+    old = ["apply-threshold", "--probabilities", str(probs), "--threshold-json", str(tmp_path / "old.json")]
+    assert main([*old, "-o", str(tmp_path / "old")]) == 0
+    assert np.array_equal(read(tmp_path / "old" / "c0.nii.gz"), reference)
     assert (
         main(["apply-threshold", "--probabilities", str(probs), "--threshold", "0.5", "--channel", "0", "-o", str(out)])
         == 2
