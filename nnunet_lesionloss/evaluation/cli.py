@@ -313,7 +313,7 @@ def run_postprocess(args) -> int:
 
 def register(subparsers) -> None:
     """Add evaluate, cv-summary, compare and the post-processing commands to ``subparsers``."""
-    from nnunet_lesionloss.evaluation import postprocess
+    from nnunet_lesionloss.evaluation import operating_point, postprocess
 
     p = subparsers.add_parser(
         "evaluate",
@@ -399,3 +399,4 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_compare)
 
     postprocess.register(subparsers, run_postprocess)
+    operating_point.register(subparsers, run_postprocess)

@@ -298,6 +298,15 @@ def detect_lesions(
     return ref_hit, pred_hit
 
 
+def lesion_detection(table: OverlapTable, settings: EvaluationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Hit reference and predicted lesions as the evaluation counts them under ``settings``: every lesion
+    count of the package (``evaluate``, ``choose-threshold``, the training-time patch counts) goes through
+    here, so they follow the preset."""
+    return detect_lesions(
+        table, settings.detection, settings.detection_threshold, settings.detection_beta, settings.matching_algorithm
+    )
+
+
 # --------------------------------------------------------------------------- matching
 def match_instances(
     table: OverlapTable, spec: MatchingSpec, algorithm: str = "hungarian"
@@ -481,11 +490,9 @@ def _detection_metrics(
     out: BinaryEvaluation, table: OverlapTable, voxel_volume: float, settings: EvaluationSettings
 ) -> np.ndarray:
     """Lesion counts, precision, recall, F1, small-lesion recall (CATMIL eqs. 3.4-3.7, 3.10) with the
-    settings' detection rule (:func:`detect_lesions`); returns ref hits."""
+    settings' detection rule (:func:`lesion_detection`); returns ref hits."""
     n_ref, n_pred = table.n_ref, table.n_pred
-    ref_hit, pred_hit = detect_lesions(
-        table, settings.detection, settings.detection_threshold, settings.detection_beta, settings.matching_algorithm
-    )
+    ref_hit, pred_hit = lesion_detection(table, settings)
     n_ref_hit = int(ref_hit.sum())
     n_pred_hit = int(pred_hit.sum())
     lesion_fn = n_ref - n_ref_hit

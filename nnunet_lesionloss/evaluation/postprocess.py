@@ -1,10 +1,11 @@
 """Post-processing from the papers, as commands.
 
 - ``remove-small``: drop connected components below N voxels per label (Joshi 2026 §4.5: 5 voxels, 18-connectivity);
-- ``choose-threshold``: pick the foreground probability threshold in {0.3, ..., 0.7} that maximises the
-  aggregate Dice (2·Σ|P∩G| / Σ(|P|+|G|) over all validation cases) from nnU-Net's ``--save_probabilities``
-  ``.npz`` files (Joshi 2026 §4.5);
-- ``apply-threshold``: binarise probabilities with a chosen threshold (and the same small-component removal);
+- ``choose-threshold`` / ``apply-threshold`` (module ``operating_point``): the probability threshold and
+  minimum component size chosen on validation probabilities (Joshi 2026 §4.5: aggregate Dice; or lesion
+  criteria, with a nested cross-validation estimate), and applied to ``nnUNetv2_predict`` outputs; the
+  probability of each label or region is taken from nnU-Net's ``.npz`` as dataset.json lays it out
+  (:func:`probability_targets`);
 - ``merge-by-volume``: lesions smaller than V from model A, the others from model B (Rachmadi et al. 2024
   §4.2, V = 0.05 mL).
 
@@ -15,19 +16,17 @@ label of 70000 stays 70000), and go on past a case that fails, listing it and ex
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
+from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
-
-DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def _write_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
@@ -108,15 +107,206 @@ def merge_by_volume(
     return merged
 
 
-def foreground_probability(probabilities: np.ndarray, channel: int | None) -> np.ndarray:
-    """Foreground probability from nnU-Net's (C, ...) softmax: 1 - background, or one channel."""
+@dataclass(frozen=True)
+class ProbabilityTarget:
+    """One foreground whose probability is thresholded: a label (softmax) or a region (sigmoid), or, for a
+    softmax, any foreground label (1 - background).
+
+    nnU-Net's channels (``LabelManager``): a label-based model writes the softmax over all labels of
+    dataset.json, in increasing label order (channel k = the k-th smallest label, 0 = background); a
+    region-based model (a label of dataset.json that lists several values) writes one sigmoid per
+    foreground region, in the order of dataset.json, and segments by writing ``regions_class_order[i]``
+    where channel i exceeds 0.5, region after region.
+    """
+
+    key: str  # the evaluation's summary key ("1", "(1, 2)"), or "foreground" for any foreground label
+    name: str
+    channel: int | None  # None: 1 - channel 0 (softmax background)
+    kind: str  # "softmax", "sigmoid", or "unknown" (a --channel without dataset.json)
+    reference_values: tuple[int, ...] | None  # reference labels of this foreground; None: every label > 0
+    output_label: int | None  # label written where it is predicted; None: the most probable foreground label
+    channel_labels: tuple[int, ...] | None = None  # softmax: the label of each channel (when known)
+    n_channels: int | None = None  # channels the model writes (None: no dataset.json to tell)
+
+    def describe(self) -> str:
+        if self.channel is None:
+            return "softmax: 1 - channel 0 (background), any foreground label"
+        what = {"softmax": "label", "sigmoid": "region"}.get(self.kind, "reference")
+        return f"{self.kind} channel {self.channel} ({what} {self.name})"
+
+
+def _parse_label(text: str | int) -> int | tuple[int, ...] | str:
+    """An --label value: an integer label, a region given by its labels ('1,2' or '(1, 2)'), or a name."""
+    text = str(text).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    inner = text.strip("()[] ")
+    parts = [part.strip() for part in inner.split(",") if part.strip()]
+    if len(parts) > 1 and all(part.lstrip("-").isdigit() for part in parts):
+        return tuple(sorted(int(part) for part in parts))
+    return text
+
+
+def probability_targets(
+    dataset: dict | None, label: str | int | None = None, channel: int | None = None
+) -> list[ProbabilityTarget]:
+    """What ``choose-threshold`` / ``apply-threshold`` threshold, from dataset.json (nnU-Net's channel layout,
+    see :class:`ProbabilityTarget`), ``--label`` and ``--channel``; a call that does not say which channel is
+    meant is refused (ValueError) with the choices.
+
+    - labels (softmax): any foreground (1 - background) by default, or the channel of ``label``;
+    - regions (sigmoid): every region, each its own channel, by default, or the region ``label`` names;
+    - no dataset.json: the softmax is assumed (checked when read: the channels must sum to 1), channel k =
+      label k (nnU-Net requires consecutive labels), unless ``channel`` says otherwise.
+    """
+    wanted = None if label is None else _parse_label(label)
+    if channel is not None and channel < 0:
+        raise ValueError(f"--channel must be >= 0, got {channel}")
+    if dataset is None:
+        if isinstance(wanted, (str, tuple)):
+            raise ValueError(
+                f"--label {label}: without a dataset.json only integer labels can be named (pass --dataset-json)"
+            )
+        if wanted == 0:
+            raise ValueError("--label 0 is the background")
+        if channel is not None:
+            values = None if wanted is None else (wanted,)
+            key = io.label_key(values) if values else "foreground"
+            return [ProbabilityTarget(key, key, channel, "unknown", values, wanted or 1)]
+        if wanted is None:
+            return [ProbabilityTarget("foreground", "foreground", None, "softmax", None, None)]
+        return [ProbabilityTarget(str(wanted), str(wanted), wanted, "softmax", (wanted,), wanted)]
+
+    labels = dataset.get("labels")
+    if not isinstance(labels, dict):
+        raise ValueError("dataset.json has no 'labels' dictionary")
+    has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
+    if not has_regions:
+        return [_softmax_target(labels, wanted, channel, label)]
+    return _region_targets(labels, dataset.get("regions_class_order"), wanted, channel, label)
+
+
+def _softmax_target(labels: dict, wanted, channel: int | None, label_text) -> ProbabilityTarget:
+    values = {}
+    for name, value in labels.items():
+        if name == "ignore":
+            continue
+        value = value[0] if isinstance(value, (list, tuple)) else value
+        values[int(value)] = name
+    channel_labels = tuple(sorted(values))
+    n_channels = len(channel_labels)
+    described = ", ".join(f"{values[v]} {v}" for v in channel_labels)
+    if channel is not None:
+        if channel >= n_channels:
+            raise ValueError(
+                f"--channel {channel}: dataset.json's labels give {n_channels} softmax channels ({described})"
+            )
+        if channel_labels[channel] == 0:
+            raise ValueError(
+                "--channel 0 is the softmax background; give a label's channel, or neither (1 - background)"
+            )
+    if wanted is None and channel is None:
+        return ProbabilityTarget("foreground", "foreground", None, "softmax", None, None, channel_labels, n_channels)
+    if wanted is not None:
+        matches = [v for v, name in values.items() if wanted in (v, name)]
+        if not matches or matches == [0]:
+            raise ValueError(
+                f"--label {label_text}: dataset.json has no such foreground label (its labels: {described})"
+            )
+        value = matches[0]
+        if channel is not None and channel_labels[channel] != value:
+            raise ValueError(
+                f"--label {label_text} is softmax channel {channel_labels.index(value)}, not --channel {channel}"
+            )
+    else:
+        value = channel_labels[channel]
+    return ProbabilityTarget(
+        io.label_key((value,)),
+        values[value],
+        channel_labels.index(value),
+        "softmax",
+        (value,),
+        value,
+        channel_labels,
+        n_channels,
+    )
+
+
+def _region_targets(labels: dict, class_order, wanted, channel: int | None, label_text) -> list[ProbabilityTarget]:
+    regions = []  # nnU-Net's LabelManager order: dataset.json order, background and ignore left out
+    for name, value in labels.items():
+        values = tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
+        if name == "ignore" or set(values) == {0}:
+            continue
+        regions.append((name, values))
+    if class_order is not None and len(class_order) != len(regions):
+        raise ValueError(
+            f"dataset.json's regions_class_order has {len(class_order)} entries for {len(regions)} regions"
+        )
+    targets = [
+        ProbabilityTarget(
+            io.label_key(values),
+            name,
+            index,
+            "sigmoid",
+            values,
+            None if class_order is None else int(class_order[index]),
+            None,
+            len(regions),
+        )
+        for index, (name, values) in enumerate(regions)
+    ]
+    described = "; ".join(f"channel {t.channel}: {t.name} = labels {list(t.reference_values)}" for t in targets)
+    if channel is not None and channel >= len(targets):
+        raise ValueError(f"--channel {channel}: dataset.json declares {len(targets)} sigmoid regions ({described})")
+    if wanted is None:
+        return targets if channel is None else [targets[channel]]
+    matches = [
+        t
+        for t in targets
+        if wanted == t.name
+        or (isinstance(wanted, int) and t.reference_values == (wanted,))
+        or (isinstance(wanted, tuple) and tuple(sorted(t.reference_values)) == wanted)
+    ]
+    if not matches:
+        raise ValueError(
+            f"--label {label_text} names no region of dataset.json, which declares sigmoid regions ({described}); "
+            "give a region's name or its labels (e.g. --label 1,2) or --channel"
+        )
+    if channel is not None and matches[0].channel != channel:
+        raise ValueError(f"--label {label_text} is region channel {matches[0].channel}, not --channel {channel}")
+    return matches[:1]
+
+
+#: largest deviation from 1 of the channel sum that still counts as a softmax (float32 rounding)
+SOFTMAX_TOLERANCE = 1e-3
+
+
+def foreground_probability(probabilities: np.ndarray, target: ProbabilityTarget) -> np.ndarray:
+    """The probability of ``target`` from nnU-Net's (C, ...) probabilities (see :func:`probability_targets`);
+    raises CaseError when the array does not fit the model dataset.json describes."""
     if probabilities.ndim < 3:
         raise CaseError(f"probabilities of shape {probabilities.shape}: expected (channels, *spatial)")
-    if channel is None:
-        return 1.0 - probabilities[0]
-    if not 0 <= channel < probabilities.shape[0]:
-        raise CaseError(f"channel {channel} out of range for {probabilities.shape[0]} channels")
-    return probabilities[channel]
+    n_channels = probabilities.shape[0]
+    if target.n_channels is not None and n_channels != target.n_channels:
+        kind = "sigmoid regions" if target.kind == "sigmoid" else "softmax labels"
+        raise CaseError(f"{n_channels} probability channels, but dataset.json declares {target.n_channels} {kind}")
+    if target.channel is not None and target.channel >= n_channels:
+        raise CaseError(f"channel {target.channel} out of range for {n_channels} channels")
+    if target.kind == "softmax":  # declared by dataset.json, or assumed without one: refuse what is not a softmax
+        deviation = float(np.abs(probabilities.sum(axis=0, dtype=np.float64) - 1.0).max())
+        if deviation > SOFTMAX_TOLERANCE:
+            raise CaseError(
+                f"the {n_channels} probability channels do not sum to 1 (by up to {deviation:.3g}) as a softmax "
+                "does: sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) or --channel"
+            )
+    probability = 1.0 - probabilities[0] if target.channel is None else probabilities[target.channel]
+    low, high = float(probability.min()), float(probability.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1 + 1e-6:
+        raise CaseError(f"probabilities outside [0, 1] (from {low:g} to {high:g}): logits instead of probabilities?")
+    return probability
 
 
 def load_probabilities(path: Path) -> np.ndarray:
@@ -141,89 +331,6 @@ def list_probability_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def choose_threshold(
-    prob_dir: Path,
-    gt_dir: Path,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    channel: int | None = None,
-    label: int | None = None,
-    min_voxels: int = 0,
-    connectivity: int = 18,
-    file_ending: str = ".nii.gz",
-) -> dict:
-    """Aggregate Dice of each threshold over all cases that have both probabilities and a reference."""
-    probabilities = list_probability_files(prob_dir)
-    references = io.list_images(gt_dir, file_ending)
-    cases = sorted(set(probabilities) & set(references))
-    if not cases:
-        raise FileNotFoundError(f"no case has both probabilities in {prob_dir} and a reference in {gt_dir}")
-    intersections = np.zeros(len(thresholds))
-    totals = np.zeros(len(thresholds))
-    for case in cases:
-        reference = io.as_integer_labels(io.read_label_image(references[case]))
-        truth = reference > 0 if label is None else reference == label
-        foreground = foreground_probability(load_probabilities(probabilities[case]), channel)
-        if foreground.shape != truth.shape:
-            raise CaseError(f"{case}: probabilities {foreground.shape} vs reference {truth.shape}")
-        for k, threshold in enumerate(thresholds):
-            predicted = foreground >= threshold
-            if min_voxels > 1:
-                predicted = remove_small_components(
-                    predicted, connectivity, (1.0,) * predicted.ndim, min_voxels=min_voxels
-                )
-            intersections[k] += np.count_nonzero(predicted & truth)
-            totals[k] += np.count_nonzero(predicted) + np.count_nonzero(truth)
-    dice = [None if t == 0 else float(2 * i / t) for i, t in zip(intersections, totals)]
-    defined = [(d, t) for d, t in zip(dice, thresholds) if d is not None]
-    best = max(defined, key=lambda x: x[0])[1] if defined else 0.5
-    return {
-        "best_threshold": best,
-        "thresholds": list(thresholds),
-        "aggregate_dice": dice,
-        "n_cases": len(cases),
-        "cases": cases,
-        "min_voxels": min_voxels,
-        "connectivity": connectivity,
-    }
-
-
-def apply_threshold(
-    prob_dir: Path,
-    output_dir: Path,
-    threshold: float,
-    template_dir: Path | None = None,
-    channel: int | None = None,
-    min_voxels: int = 0,
-    connectivity: int = 18,
-    file_ending: str = ".nii.gz",
-    overwrite: bool = False,
-) -> tuple[list[Path], int]:
-    """Binary masks (0/1) from probabilities; geometry copied from the segmentation nnU-Net wrote beside them.
-
-    Returns (files written, cases that failed; each failure is reported on stderr)."""
-    template_dir = Path(template_dir or prob_dir)
-    files = list_probability_files(prob_dir)
-    outputs = {case: Path(output_dir) / f"{case}{file_ending}" for case in files}
-    io.prepare_output_dir(output_dir, [p.name for p in outputs.values()], overwrite)
-    written = []
-
-    def job(case: str, path: Path):
-        def run():
-            template = template_dir / f"{case}{file_ending}"
-            if not template.is_file():
-                raise CaseError(f"no image to copy the geometry from: {template}")
-            mask = foreground_probability(load_probabilities(path), channel) >= threshold
-            if min_voxels > 1:
-                mask = remove_small_components(mask, connectivity, (1.0,) * mask.ndim, min_voxels=min_voxels)
-            _write_like(mask.astype(np.uint8), template, outputs[case], np.uint8)
-            written.append(outputs[case])
-
-        return run
-
-    _, failed = run_cases((case, job(case, path)) for case, path in files.items())
-    return written, failed
-
-
 # --------------------------------------------------------------------------- commands
 def _cmd_remove_small(args) -> int:
     images = io.list_images(args.input, args.file_ending)
@@ -242,49 +349,6 @@ def _cmd_remove_small(args) -> int:
 
     done, failed = run_cases((case, job(path)) for case, path in images.items())
     print(f"{done} of {len(images)} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
-    return failed
-
-
-def _cmd_choose_threshold(args) -> int:
-    if args.output:  # before the work: the output must be writable
-        io.prepare_output_dir(Path(args.output).parent, [Path(args.output).name], args.overwrite)
-    result = choose_threshold(
-        Path(args.probabilities),
-        Path(args.gt),
-        tuple(args.thresholds),
-        args.channel,
-        args.label,
-        args.min_voxels,
-        args.connectivity,
-        args.file_ending,
-    )
-    if args.output:
-        io.write_json(args.output, result, overwrite=args.overwrite)
-    for t, d in zip(result["thresholds"], result["aggregate_dice"]):
-        print(f"threshold {t:g}: aggregate Dice {'–' if d is None else f'{d:.4f}'}")
-    print(f"best threshold: {result['best_threshold']:g} ({result['n_cases']} cases)")
-    return 0
-
-
-def _cmd_apply_threshold(args) -> int:
-    threshold = args.threshold
-    if threshold is None:
-        if not args.threshold_json:
-            raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
-        with open(args.threshold_json) as handle:
-            threshold = float(json.load(handle)["best_threshold"])
-    written, failed = apply_threshold(
-        Path(args.probabilities),
-        Path(args.output),
-        threshold,
-        args.template_dir,
-        args.channel,
-        args.min_voxels,
-        args.connectivity,
-        args.file_ending,
-        args.overwrite,
-    )
-    print(f"threshold {threshold:g}: {len(written)} cases -> {args.output}")
     return failed
 
 
@@ -344,39 +408,6 @@ def register(subparsers, runner) -> None:
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_remove_small)
-
-    p = subparsers.add_parser(
-        "choose-threshold", help="pick the probability threshold by aggregate validation Dice (Joshi 2026)"
-    )
-    p.add_argument("--probabilities", required=True, help="folder of nnU-Net .npz probabilities (--save_probabilities)")
-    p.add_argument("--gt", required=True, help="reference folder")
-    p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
-    p.add_argument(
-        "--channel",
-        type=int,
-        help="probability channel (default: 1 - channel 0, the softmax background; "
-        "give the channel for region-based (sigmoid) models)",
-    )
-    p.add_argument("--label", type=int, help="reference label (default: any foreground)")
-    p.add_argument("--min-voxels", type=int, default=0, help="also remove components below N voxels (Joshi 2026: 5)")
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
-    p.add_argument("--file-ending", default=".nii.gz")
-    p.add_argument("-o", "--output", help="write the result as JSON")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=runner, postprocess=_cmd_choose_threshold)
-
-    p = subparsers.add_parser("apply-threshold", help="binarise nnU-Net probabilities with a threshold")
-    p.add_argument("--probabilities", required=True)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--threshold-json", help="output of choose-threshold")
-    p.add_argument("--template-dir", help="folder with images of the same geometry (default: the probability folder)")
-    p.add_argument("--channel", type=int, help="as for choose-threshold")
-    p.add_argument("--min-voxels", type=int, default=0)
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
-    p.add_argument("--file-ending", default=".nii.gz")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=runner, postprocess=_cmd_apply_threshold)
 
     p = subparsers.add_parser(
         "merge-by-volume", help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)"
