@@ -273,11 +273,11 @@ def fold_summary_difference(
         return None, "cannot be read (not a summary.json of nnunet-lesionloss evaluate)"
     differences = []
     recorded, current = summary.get("settings") or {}, settings.to_dict()
-    changed = [key for key in current if recorded.get(key) != current[key]]
+    changed = [key for key in {**recorded, **current} if recorded.get(key) != current.get(key)]
     if changed:
         differences.append(
             "settings "
-            + ", ".join(f"{key} {json.dumps(recorded.get(key))} -> {json.dumps(current[key])}" for key in changed)
+            + ", ".join(f"{key} {json.dumps(recorded.get(key))} -> {json.dumps(current.get(key))}" for key in changed)
         )
     if summary.get("preset") != preset.name:
         differences.append(f"preset {summary.get('preset')} -> {preset.name}")
