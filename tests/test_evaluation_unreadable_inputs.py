@@ -229,3 +229,17 @@ def test_remove_small_and_merge_by_volume_work_on_2d_label_maps(tmp_path):
     assert main([*args, "-o", str(tmp_path / "m"), "--volume-ml", "0.004"]) == 0  # 4 mm² pixels of 1 mm
     merged = read(tmp_path / "m" / "c.nii.gz")
     assert merged[0, 0] == 1 and merged[6, 6] == 1 and merged[13, 13] == 1 and merged[1, 1] == 0
+
+
+def test_post_processing_drops_no_file_of_a_case_with_two_files(tmp_path, capsys):
+    """remove-small works file by file (both files of c1 are cleaned); merge-by-volume pairs cases, so a
+    case with two files in one folder fails with the reason instead of vanishing."""
+    for name in ("c1.nii.gz", "c1.mha", "c2.nii.gz"):
+        write_image(tmp_path / "in" / name, cube(SHAPE, (2, 2, 2), (3, 3, 3)))
+    assert main(["remove-small", str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c1.mha", "c1.nii.gz", "c2.nii.gz"]
+    capsys.readouterr()
+    args = ["merge-by-volume", "--small-model", str(tmp_path / "in"), "--large-model", str(tmp_path / "out")]
+    assert main([*args, "-o", str(tmp_path / "m")]) == 1
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["c2.nii.gz"]
+    assert "c1: 2 image files for case c1" in capsys.readouterr().err

@@ -333,7 +333,9 @@ def list_probability_files(folder: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- commands
 def _cmd_remove_small(args) -> int:
-    images = io.list_images(args.input, args.file_ending)
+    listing = io.list_images(args.input, args.file_ending)
+    # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
+    images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
     if not images:
         raise FileNotFoundError(f"no images in {args.input}")
     output = Path(args.output)
@@ -355,15 +357,18 @@ def _cmd_remove_small(args) -> int:
 def _cmd_merge_by_volume(args) -> int:
     small_images = io.list_images(args.small_model, args.file_ending)
     large_images = io.list_images(args.large_model, args.file_ending)
-    cases = sorted(set(small_images) | set(large_images))
+    ambiguous = {**large_images.ambiguous, **small_images.ambiguous}  # case -> its files in one folder
+    cases = sorted(set(small_images) | set(large_images) | set(ambiguous))
     if not cases:
         raise FileNotFoundError(f"no images in {args.small_model} or {args.large_model}")
     output = Path(args.output)
-    names = {case: (small_images.get(case) or large_images[case]).name for case in cases}
+    names = {case: (small_images.get(case) or large_images.get(case) or ambiguous[case][0]).name for case in cases}
     io.prepare_output_dir(output, names.values(), args.overwrite)
 
     def job(case: str):
         def run():
+            if case in ambiguous:
+                raise CaseError(io.ambiguity_reason(case, ambiguous[case], "image"))
             if case not in small_images or case not in large_images:
                 folder = args.large_model if case in small_images else args.small_model
                 raise CaseError(f"no image of this case in {folder}")
