@@ -52,7 +52,7 @@ from nnunet_lesionloss.evaluation.postprocess import (
     probability_targets,
     run_cases,
 )
-from nnunet_lesionloss.evaluation.settings import EvaluationSettings
+from nnunet_lesionloss.evaluation.settings import NAMED_CONNECTIVITY, EvaluationSettings
 
 CRITERIA = ("dice", "lesion_f1", "sensitivity")
 #: Joshi 2026 §4.5: the threshold is chosen in {0.3, ..., 0.7} by aggregate validation Dice
@@ -672,7 +672,7 @@ def apply_operating_point(
     output_dir: str | os.PathLike,
     targets: Sequence[ProbabilityTarget],
     points: dict[str, OperatingPoint],
-    connectivity: int,
+    connectivity: int | str,
     template_dir: str | os.PathLike | None = None,
     file_ending: str = ".nii.gz",
     overwrite: bool = False,
@@ -724,7 +724,7 @@ def points_from_record(record: dict, targets: Sequence[ProbabilityTarget], sourc
         if "best_threshold" not in record:
             raise ValueError(f"{source} is not an output of choose-threshold (no 'targets', no 'best_threshold')")
         point = OperatingPoint(float(record["best_threshold"]), int(record.get("min_voxels") or 0))
-        return {t.key: point for t in targets}, int(record.get("connectivity", DICE_CONNECTIVITY))
+        return {t.key: point for t in targets}, _recorded_connectivity(record.get("connectivity", DICE_CONNECTIVITY))
     chosen = record["targets"]
     absent = [t.key for t in targets if t.key not in chosen]
     if absent:
@@ -741,7 +741,12 @@ def points_from_record(record: dict, targets: Sequence[ProbabilityTarget], sourc
     points = {
         t.key: OperatingPoint(float(chosen[t.key]["threshold"]), int(chosen[t.key]["min_size_voxels"])) for t in targets
     }
-    return points, int(record["connectivity"])
+    return points, _recorded_connectivity(record["connectivity"])
+
+
+def _recorded_connectivity(value) -> int | str:
+    """A connectivity as the JSON holds it: 'full' / 'face' (EvaluationSettings' names) or a number."""
+    return value if value in NAMED_CONNECTIVITY else int(value)
 
 
 # --------------------------------------------------------------------------- commands

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
+from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
@@ -57,8 +57,16 @@ def run_cases(items: Iterable[tuple[str, Callable[[], None]]]) -> tuple[int, int
     return done, failed
 
 
-def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int) -> np.ndarray:
-    """Per foreground label, remove components with fewer than ``min_voxels`` voxels."""
+#: remove-small's default: Joshi 2026 §4.5 removes components at 18-connectivity (3D); in a 2D image the
+#: 18-neighbourhood restricted to the plane is the full 8-neighbourhood
+REMOVAL_CONNECTIVITY = {3: 18, 2: "full"}
+
+
+def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int | str | None = None) -> np.ndarray:
+    """Per foreground label, remove components with fewer than ``min_voxels`` voxels (connectivity None:
+    :data:`REMOVAL_CONNECTIVITY` of the image's dimension)."""
+    if connectivity is None:
+        connectivity = REMOVAL_CONNECTIVITY.get(labels.ndim, "full")
     out = labels.copy()
     for value in np.unique(labels):
         if value == 0:
@@ -74,7 +82,7 @@ def merge_by_volume(
     large_model: np.ndarray,
     voxel_volume_mm3: float,
     volume_ml: float = 0.05,
-    connectivity: int = 26,
+    connectivity: int | str = "full",
 ) -> np.ndarray:
     """Lesions (components of the foreground) of ``small_model`` below ``volume_ml``, the rest from ``large_model``.
 
@@ -325,7 +333,9 @@ def list_probability_files(folder: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- commands
 def _cmd_remove_small(args) -> int:
-    images = io.list_images(args.input, args.file_ending)
+    listing = io.list_images(args.input, args.file_ending)
+    # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
+    images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
     if not images:
         raise FileNotFoundError(f"no images in {args.input}")
     output = Path(args.output)
@@ -347,15 +357,18 @@ def _cmd_remove_small(args) -> int:
 def _cmd_merge_by_volume(args) -> int:
     small_images = io.list_images(args.small_model, args.file_ending)
     large_images = io.list_images(args.large_model, args.file_ending)
-    cases = sorted(set(small_images) | set(large_images))
+    ambiguous = {**large_images.ambiguous, **small_images.ambiguous}  # case -> its files in one folder
+    cases = sorted(set(small_images) | set(large_images) | set(ambiguous))
     if not cases:
         raise FileNotFoundError(f"no images in {args.small_model} or {args.large_model}")
     output = Path(args.output)
-    names = {case: (small_images.get(case) or large_images[case]).name for case in cases}
+    names = {case: (small_images.get(case) or large_images.get(case) or ambiguous[case][0]).name for case in cases}
     io.prepare_output_dir(output, names.values(), args.overwrite)
 
     def job(case: str):
         def run():
+            if case in ambiguous:
+                raise CaseError(io.ambiguity_reason(case, ambiguous[case], "image"))
             if case not in small_images or case not in large_images:
                 folder = args.large_model if case in small_images else args.small_model
                 raise CaseError(f"no image of this case in {folder}")
@@ -380,12 +393,22 @@ def _cmd_merge_by_volume(args) -> int:
 
 def register(subparsers, runner) -> None:
     """Add the post-processing commands; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
+    from nnunet_lesionloss.evaluation.cli import _connectivity, _positive_float, _positive_int
+
     p = subparsers.add_parser("remove-small", help="remove connected components below N voxels (Joshi 2026)")
     p.add_argument("input", help="folder of label images")
     p.add_argument("output", help="output folder")
-    p.add_argument("--min-voxels", type=int, default=5, help="default 5 (Joshi 2026 §4.5)")
     p.add_argument(
-        "--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (Joshi 2026 §4.5)"
+        "--min-voxels",
+        type=_positive_int,
+        default=5,
+        help="remove components of fewer voxels (default 5, Joshi 2026 §4.5)",
+    )
+    p.add_argument(
+        "--connectivity",
+        type=_connectivity,
+        metavar="{full,face,6,18,26,4,8}",
+        help="default 18 in 3D (Joshi 2026 §4.5), its restriction to the plane (8) in 2D",
     )
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
@@ -397,8 +420,16 @@ def register(subparsers, runner) -> None:
     p.add_argument("--small-model", required=True, help="predictions whose lesions below the volume are kept")
     p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--volume-ml", type=float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)")
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=26)
+    p.add_argument(
+        "--volume-ml", type=_positive_float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)"
+    )
+    p.add_argument(
+        "--connectivity",
+        type=_connectivity,
+        default="full",
+        metavar="{full,face,6,18,26,4,8}",
+        help="lesion connectivity (default full: 26 in 3D, 8 in 2D)",
+    )
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_merge_by_volume)
