@@ -63,6 +63,8 @@ __all__ = [
     "read_config_file",
     "OVERRIDE_ONLY_KEYS",
     "LESION_VALIDATION_DEFAULTS",
+    "config_differences",
+    "ABSENT",
 ]
 
 CONFIG_ENV = "NNUNET_LESIONLOSS_CONFIG"
@@ -460,6 +462,24 @@ def changed_keys(before: dict, override: dict, prefix: str = "") -> dict:
         elif old != value:
             changes[dotted] = {"from": copy.deepcopy(old), "to": copy.deepcopy(value)}
     return changes
+
+
+#: marks a key one of two configs does not have (:func:`config_differences`)
+ABSENT = "(not set)"
+
+
+def config_differences(before: dict, after: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in before, value in after)`` of every leaf that differs between two
+    configs, in key order; :data:`ABSENT` stands for a key one of them does not have."""
+    differences = []
+    for key in sorted(set(before) | set(after), key=str):
+        dotted = f"{prefix}{key}"
+        old, new = before.get(key, ABSENT), after.get(key, ABSENT)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, dotted + ".")
+        elif old != new:
+            differences.append((dotted, old, new))
+    return differences
 
 
 def loss_terms(config: dict) -> dict:
