@@ -68,6 +68,7 @@ def test_resuming_under_another_config_stops_and_names_the_differences(preproces
     assert "terms.cat.weight: 0.5 in the checkpoint, 0.1 now" in message
     assert "epoch 2" in message and f"{CONFIG_ENV} is not set" in message
     assert f"{RESUME_ENV}=checkpoint" in message and f"{RESUME_ENV}=new" in message
+    assert "ERROR: nnUNetv2_train --c: the loss config now" in open(resumed.log_file).read()
     # the record of the first run is untouched (the trainer stops before it writes anything)
     assert not (Path(resumed.output_folder) / EFFECTIVE_CONFIG_FILE).exists()
 

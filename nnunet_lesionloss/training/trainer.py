@@ -417,13 +417,13 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         epoch = self.current_epoch
         mode = os.environ.get(RESUME_ENV, "")
         if mode and mode not in RESUME_MODES:
-            raise ConfigError(
+            raise self._refuse_resume(
                 f"{RESUME_ENV}={mode} is not a resume mode; use "
                 + " or ".join(f"{RESUME_ENV}={name} ({what})" for name, what in RESUME_MODES.items())
             )
         if periods is None:
             if mode != "new":
-                raise ConfigError(
+                raise self._refuse_resume(
                     f"the checkpoint to resume (epoch {epoch}) records no lesion-loss config (it was written by a "
                     f"version that did not store it), so nothing shows which config epochs 0-{epoch - 1} trained "
                     f"with. Set {RESUME_ENV}=new to train the remaining epochs with the current config "
@@ -443,7 +443,7 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         if differences and mode != "checkpoint":
             override = os.environ.get(CONFIG_ENV)
             current = f"{CONFIG_ENV}={override}" if override else f"{CONFIG_ENV} is not set (the trainer's defaults)"
-            raise ConfigError(
+            raise self._refuse_resume(
                 f"nnUNetv2_train --c: the loss config now ({current}) differs from the one this run trained with "
                 f"until epoch {epoch} (stored in its checkpoint):\n  "
                 + "\n  ".join(_describe(differences))
@@ -468,6 +468,11 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         self.needs_prepare_terms = False
         if config != before:
             self._rebuild_loss_and_optimizer()
+
+    def _refuse_resume(self, message: str) -> ConfigError:
+        """The error that stops a resumed run, also written to the training log nnU-Net opened for it."""
+        self.print_to_log_file(f"ERROR: {message}", also_print_to_console=False)
+        return ConfigError(message)
 
     def _switch_to_current_config(self, earlier: list[dict]) -> None:
         """The current config trains from the resumed epoch on; the checkpoint's configs stay in the record."""
