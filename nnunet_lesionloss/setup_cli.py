@@ -207,9 +207,12 @@ def dataset_configuration(dataset: str, configuration: str, plans: str = "nnUNet
             raise RuntimeError(
                 f"{path} does not exist: plan and preprocess {name} first (nnUNetv2_plan_and_preprocess)"
             )
-    with open(dataset_json) as file:
-        labels = json.load(file)
-    manager = PlansManager(plans_file)
+    try:
+        with open(dataset_json) as file:
+            labels = json.load(file)
+        manager = PlansManager(plans_file)
+    except ValueError as error:  # JSONDecodeError
+        raise RuntimeError(f"cannot read the plans of {name} ({plans_file}, {dataset_json}): {error}") from None
     try:
         configuration_manager = manager.get_configuration(configuration)
     except RuntimeError as error:

@@ -69,8 +69,8 @@ if [[ ! $TRAINER =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
 fi
 GPUS="" PLANS="nnUNetPlans" FOLDS="0 1 2 3 4" PRESET="default" EXTRA=()
 SLURM=0 DRY_RUN=0 JOB_DIR="" SBATCH_ARGS=()
-value_of() {  # option value: refuses a missing one (the next option or the end of the line)
-    if [[ $# -lt 2 || $2 == --* ]]; then
+value_of() {  # option value: refuses a missing one (the end of the line, or the next option for all but --sbatch-arg)
+    if [[ $# -lt 2 ]] || [[ $1 != --sbatch-arg && $2 == --* ]]; then
         echo "error: $1 needs a value" >&2
         exit 2
     fi

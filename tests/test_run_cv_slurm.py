@@ -11,7 +11,7 @@ from test_run_cv import fake_nnunet, run_cv
 
 from conftest_evaluation import load_strict_json
 
-SLURM_ARGS = ["--slurm", "--partition", "gpu", "--time", "12:00:00", "--account", "lab", "--sbatch-arg=--qos=high"]
+SLURM_ARGS = ["--slurm", "--partition", "gpu", "--time", "12:00:00", "--account", "lab", "--sbatch-arg", "--qos=high"]
 
 
 def test_dry_run_prints_the_scripts_and_submits_nothing(tmp_path):
