@@ -56,6 +56,8 @@ __all__ = [
     "sum_over_ranks",
     "lesion_rates",
     "small_lesion_voxels",
+    "METRIC_NAMES",
+    "undefined_reason",
     "ema_update",
     "is_new_best",
     "format_rates",
@@ -80,6 +82,14 @@ RATE_NAMES = ("lesion_recall", "lesion_precision", "lesion_f1", "small_lesion_re
 
 #: rates a best checkpoint may be chosen by (higher is better)
 CHECKPOINT_METRICS = ("lesion_f1", "small_lesion_recall", "lesion_recall", "lesion_precision")
+
+#: the checkpoint metrics as the training log names them
+METRIC_NAMES = {
+    "lesion_f1": "lesion F1",
+    "small_lesion_recall": "small-lesion recall",
+    "lesion_recall": "lesion recall",
+    "lesion_precision": "lesion precision",
+}
 
 #: the evaluation's default detection rule and its parameters (one-to-one at DSC >= 0.1), so that the
 #: patch-level counts follow the final evaluation's definition
@@ -220,6 +230,16 @@ def lesion_rates(counts: np.ndarray) -> dict[str, float]:
         "small_lesion_recall": _ratio(n["small_ref_detected"], n["small_ref_lesions"]),
         "fp_lesions_per_patch": _ratio(n["pred_lesions"] - n["pred_true"], n["patches"]),
     }
+
+
+def undefined_reason(metric: str, small_voxels: int) -> str:
+    """Why a checkpoint metric is undefined (NaN, :func:`lesion_rates`) on an epoch's patches."""
+    return {
+        "lesion_recall": "no reference lesion on the validation patches",
+        "small_lesion_recall": f"no reference lesion of <= {small_voxels} voxels on the validation patches",
+        "lesion_precision": "no predicted lesion on the validation patches",
+        "lesion_f1": "neither a reference nor a predicted lesion on the validation patches",
+    }[metric]
 
 
 def ema_update(previous: float | None, value: float) -> float:
