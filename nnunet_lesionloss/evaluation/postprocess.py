@@ -26,6 +26,11 @@ from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
+from nnunet_lesionloss.evaluation.probabilities import (
+    foreground_probability,
+    list_probability_files,
+    load_probabilities,
+)
 
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -98,39 +103,6 @@ def merge_by_volume(
     from_large = keep(large_model, small=False)
     merged[from_large > 0] = from_large[from_large > 0]
     return merged
-
-
-def foreground_probability(probabilities: np.ndarray, channel: int | None) -> np.ndarray:
-    """Foreground probability from nnU-Net's (C, ...) softmax: 1 - background, or one channel."""
-    if probabilities.ndim < 3:
-        raise CaseError(f"probabilities of shape {probabilities.shape}: expected (channels, *spatial)")
-    if channel is None:
-        return 1.0 - probabilities[0]
-    if not 0 <= channel < probabilities.shape[0]:
-        raise CaseError(f"channel {channel} out of range for {probabilities.shape[0]} channels")
-    return probabilities[channel]
-
-
-def load_probabilities(path: Path) -> np.ndarray:
-    try:
-        with np.load(path) as data:
-            if "probabilities" not in data:
-                raise CaseError(f"{path} has no 'probabilities' array (keys: {list(data.keys())})")
-            return data["probabilities"]
-    except (OSError, ValueError) as error:
-        raise CaseError(f"cannot read {path}: {error}") from None
-
-
-def list_probability_files(folder: Path) -> dict[str, Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"folder not found: {folder}")
-    files = {p.name[:-4]: p for p in sorted(folder.glob("*.npz"))}
-    if not files:
-        raise FileNotFoundError(
-            f"no .npz probability files in {folder} (run nnUNetv2_predict with --save_probabilities)"
-        )
-    return files
 
 
 def choose_threshold(
