@@ -333,6 +333,7 @@ def run_compare(args) -> int:
             allow_different_settings=args.allow_different_settings,
             bootstrap_resamples=args.bootstrap_resamples,
             seed=args.seed,
+            fp_rate=args.fp_rate,
         )
     except USAGE_ERRORS as error:
         return _fail(str(error))
@@ -489,6 +490,12 @@ def register(subparsers) -> None:
         help="resamples of the paired bootstrap CI (default 10000)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument(
+        "--fp-rate",
+        type=float,
+        default=1.0,
+        help="FP per case of the paired sensitivity difference of the detection analysis (default 1)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_compare)
 

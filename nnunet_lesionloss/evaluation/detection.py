@@ -1098,7 +1098,18 @@ def headline(analysis: dict) -> dict:
     """The part of an analysis cv_summary.json repeats: per label the statistics and counts, no curves."""
     if "skipped" in analysis:
         return analysis
-    keep = ("name", "ap", "cpm", "sensitivity_at_fp", "n_cases", "n_lesions", "n_candidates", "n_failed", "ci")
+    keep = (
+        "name",
+        "ap",
+        "cpm",
+        "sensitivity_at_fp",
+        "n_cases",
+        "n_lesions",
+        "n_candidates",
+        "n_failed",
+        "failed_cases",
+        "ci",
+    )
     return {key: {name: entry[name] for name in keep} for key, entry in analysis.items()}
 
 
@@ -1170,3 +1181,51 @@ def cv_markdown_lines(section: dict | None) -> list[str]:
         if entry["n_failed"]:
             lines += [f"{entry['n_failed']} case(s) could not be analysed (detection.json lists them).", ""]
     return lines
+
+
+def cases_of(raw: dict, key: str) -> dict[str, CaseDetection]:
+    """Case -> CaseDetection of one label from a detection_cases.json."""
+    return {case: CaseDetection.from_json(case, data) for case, data in raw.get("labels", {}).get(key, {}).items()}
+
+
+def per_case_sensitivity(cases: dict[str, CaseDetection], rate: float) -> tuple[dict[str, float], float | None]:
+    """Each case's sensitivity at the run's threshold for ``rate`` FP per case over all its cases (cases
+    without reference lesions have none), and that threshold (None: no threshold gives so few)."""
+    pool = DetectionPool(list(cases.values()))
+    tp, fp, _ = pool.counts()
+    threshold = operating_threshold(tp, fp, pool.thresholds, pool.n_cases, rate) if pool.n_cases else None
+    values = {}
+    for case, detection in cases.items():
+        sensitivity, _ = case_sensitivity_at(detection, threshold)
+        if sensitivity is not None:
+            values[case] = sensitivity
+    return values, threshold
+
+
+def paired_sensitivity_difference(
+    reference: dict[str, CaseDetection], other: dict[str, CaseDetection], rate: float, resamples: int, seed: int
+) -> dict:
+    """Pooled sensitivity at ``rate`` FP per case of ``other`` − ``reference`` over the cases both analysed,
+    with a paired case-bootstrap 95 % CI (the same resampled cases for both runs)."""
+    common = sorted(set(reference) & set(other))
+    pools = [DetectionPool([runs[c] for c in common]) for runs in (reference, other)]
+    n = len(common)
+
+    def difference(weights=None) -> float:
+        values = []
+        for pool in pools:
+            tp, fp, n_lesions = pool.counts(weights)
+            values.append(sensitivity_at_rates(tp, fp, n_lesions, n, [rate])[0])
+        return float(values[1] - values[0])
+
+    if n == 0:
+        return {"n": 0, "difference": None, "ci_low": None, "ci_high": None}
+    point = difference()
+    samples = np.array([difference(w) for w in bootstrap_weights(n, resamples, seed)]) if resamples else np.zeros(0)
+    interval = _percentile_interval(samples)
+    return {
+        "n": n,
+        "difference": None if not math.isfinite(point) else point,
+        "ci_low": None if interval is None else interval[0],
+        "ci_high": None if interval is None else interval[1],
+    }
