@@ -48,16 +48,16 @@ def _balls(shape, count, radii, rng, forbidden=None, touching_allowed=True):
     return labels
 
 
-def make_case(seed: int = 0):
+def make_case(shape=SHAPE, n_lesions: int = 50, n_candidates: int = 200, seed: int = 0):
     """(reference mask, detection map, probability map) of the benchmark case."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    reference = _balls(SHAPE, 50, (1, 6), rng) > 0
-    on_lesion = np.zeros(SHAPE, dtype=np.int32)
+    reference = _balls(shape, n_lesions, (1, 6), rng) > 0
+    on_lesion = np.zeros(shape, dtype=np.int32)
     centres = np.argwhere(reference)
-    chosen = centres[rng.choice(len(centres), 60, replace=False)]
-    occupied = np.zeros(SHAPE, dtype=bool)
+    chosen = centres[rng.choice(len(centres), min(len(centres), int(0.3 * n_candidates)), replace=False)]
+    occupied = np.zeros(shape, dtype=bool)
     k = 0
     for centre in chosen:  # candidates on lesions, no two touching
         radius = int(rng.integers(1, 4))
@@ -71,7 +71,7 @@ def make_case(seed: int = 0):
         k += 1
         on_lesion[box][ball] = k
         occupied[box] |= ndimage.binary_dilation(ball, np.ones((3, 3, 3)))
-    elsewhere = _balls(SHAPE, 200 - k, (1, 5), rng, forbidden=occupied | reference, touching_allowed=False)
+    elsewhere = _balls(shape, n_candidates - k, (1, 5), rng, forbidden=occupied | reference, touching_allowed=False)
     candidates = np.where(elsewhere > 0, elsewhere + k, on_lesion)
     confidences = rng.uniform(0.1, 1.0, candidates.max() + 1).astype(np.float32)
     confidences[0] = 0
@@ -85,6 +85,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), help="default 182 218 182")
+    parser.add_argument("--lesions", type=int, default=50)
+    parser.add_argument("--candidates", type=int, default=200)
     args = parser.parse_args(argv)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(args.threads)
@@ -100,7 +103,8 @@ def main(argv=None) -> None:
         detection_map_candidates,
     )
 
-    reference, detection_map, probability = make_case()
+    shape = tuple(args.shape)
+    reference, detection_map, probability = make_case(shape, args.lesions, args.candidates)
     settings = DetectionSettings()
 
     def ours_map():
@@ -122,7 +126,7 @@ def main(argv=None) -> None:
     )
     assert expected == sorted((int(a), float(b)) for a, b, _ in theirs), "ours and picai_eval's lesion lists differ"
     print(
-        f"one case of {'x'.join(map(str, SHAPE))} voxels, {mine.n_lesions} reference lesions, {n_candidates} candidates; "
+        f"one case of {'x'.join(map(str, shape))} voxels, {mine.n_lesions} reference lesions, {n_candidates} candidates; "
         f"{args.threads} thread(s); ours: median of {args.repeats} runs, picai_eval: one run"
     )
     rows = []

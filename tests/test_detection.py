@@ -484,3 +484,61 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
     # per case (c0, c1; c2 has no probabilities in CATMIL): each run's threshold for 1 FP/case finds lesion 1
     # of both cases in both runs -> the per-case differences are 0
     assert catmil["n_paired"] == "2" and float(catmil["mean_case_difference_at_1fp"]) == 0.0
+
+
+def test_benchmark_script_checks_picai_eval_and_prints_its_table():
+    """scripts/bench_detection.py at a tiny size (the README's numbers come from its default size)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_detection.py"), "--repeats", "1"]
+        + ["--shape", "30", "32", "34", "--lesions", "4", "--candidates", "12"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4 reference lesions, 12 candidates" in result.stdout
+    assert "| picai_eval evaluate_case |" in result.stdout
+
+
+@pytest.mark.slow
+def test_nnunet_training_with_npz_feeds_the_detection_section_of_cv_summary(
+    preprocessed_dataset, short_run_config, tmp_path
+):
+    """A short real nnUNetv2_train --npz: nnU-Net writes <case>.npz (softmax, in the reference's array shape)
+    and <case>.pkl into fold_0/validation, and cv-summary's detection section reads them without a failure."""
+    from conftest import run_cli
+    from nnunet_lesionloss.evaluation.cv import cv_summary
+
+    results = tmp_path / "results"
+    env = dict(preprocessed_dataset["env"], nnUNet_results=str(results), NNUNET_LESIONLOSS_CONFIG=str(short_run_config))
+    trainer = "nnUNetTrainerDiceCE"
+    run_cli(
+        ["nnUNetv2_train", str(preprocessed_dataset["dataset_id"]), "3d_fullres", "0", "-tr", trainer]
+        + ["-device", "cpu", "--npz"],
+        env,
+    )
+    run_dir = results / preprocessed_dataset["dataset"] / f"{trainer}__nnUNetPlans__3d_fullres"
+    validation = run_dir / "fold_0" / "validation"
+    gt = preprocessed_dataset["root"] / "preprocessed" / preprocessed_dataset["dataset"] / "gt_segmentations"
+    reference = io.read_label_image(gt / "case_005.nii.gz")
+    with np.load(validation / "case_005.npz") as data:
+        assert data["probabilities"].shape == (2, *reference.array.shape)
+    assert (validation / "case_005.pkl").is_file()
+    result = cv_summary(
+        run_dir,
+        gt_dir=gt,
+        output_dir=tmp_path / "cv",
+        progress=False,
+        detection=DetectionSettings(bootstrap_resamples=20),
+    )
+    section = result["detection"]["1"]
+    assert section["n_cases"] == 1 and section["n_failed"] == 0
+    n_lesions = label_components(reference.array == 1, 26, return_count=True)[1]
+    assert section["n_lesions"] == n_lesions
+    written = load_strict_json(tmp_path / "cv" / "detection.json")["1"]
+    assert written["settings"]["connectivity"] == 26 and (tmp_path / "cv" / "froc_1.png").is_file()
