@@ -139,10 +139,13 @@ def add_detection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
         f"--{prefix}min-candidate-voxels",
         type=int,
         metavar="N",
-        help="drop candidates of N voxels or fewer (default 0; PI-CAI's baseline: 10)",
+        help="drop candidates of N voxels or fewer (default 0; report_guided_annotation: 10)",
     )
     group.add_argument(
-        f"--{prefix}max-candidates", type=_positive_int, metavar="N", help="dynamic: at most N per case (default: all)"
+        f"--{prefix}max-candidates",
+        type=_positive_int,
+        metavar="N",
+        help="dynamic: at most N per case (default: all; report_guided_annotation: 5)",
     )
     group.add_argument(
         f"--{prefix}dynamic-threshold-factor", type=float, metavar="F", help="dynamic: p >= peak / F (default 2.5)"

@@ -87,8 +87,8 @@ class DetectionSettings:
     #: picai_eval's allow_unmatched_candidates_with_minimal_overlap (its default True): a second candidate
     #: on an already matched lesion is ignored (True) or counted as a false positive (False)
     allow_unmatched_candidates_with_minimal_overlap: bool = True
-    min_candidate_voxels: int = 0  # candidates of at most this many voxels are dropped (PI-CAI: 10)
-    max_candidates: int | None = None  # dynamic: stop after this many candidates (PI-CAI: 5)
+    min_candidate_voxels: int = 0  # candidates of at most this many voxels are dropped (report_guided_annotation: 10)
+    max_candidates: int | None = None  # dynamic: stop after this many candidates (report_guided_annotation: 5)
     dynamic_threshold_factor: float = 2.5  # report_guided_annotation's default
     min_lesion_voxels: int = 0  # reference lesions below this size are removed first (as in evaluate)
     min_lesion_volume_mm3: float = 0.0
