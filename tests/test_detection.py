@@ -199,6 +199,36 @@ def test_hand_computed_froc_ap_and_cpm():
     assert curve.true_positives[-1] == 2
 
 
+@hyp_settings(max_examples=40, deadline=None)
+@given(
+    cases=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from((0.0,) + CONFIDENCES), max_size=4),
+            st.lists(st.sampled_from(CONFIDENCES), max_size=4),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    data=st.data(),
+)
+def test_bootstrap_weights_count_a_case_as_often_as_it_was_drawn(cases, data):
+    """The bootstrap's weighted counts equal the counts of a pool in which each case appears that often."""
+    detections = [_case(lesions, fps) for lesions, fps in cases]
+    weights = np.array([data.draw(st.integers(0, 3)) for _ in detections], dtype=np.float64)
+    repeated = DetectionPool([d for d, w in zip(detections, weights) for _ in range(int(w))])
+    tp, fp, n = DetectionPool(detections).counts(weights)
+    expected_tp, expected_fp, expected_n = repeated.counts()
+    assert n == expected_n
+    rates = (0.125, 0.5, 1, 2, 8)
+    if weights.sum() and expected_n:
+        size = len(detections)  # the resample has as many cases as the data
+        assert close(average_precision(tp, fp, n), average_precision(expected_tp, expected_fp, expected_n))
+        assert np.allclose(
+            sensitivity_at_rates(tp, fp, n, size, rates),
+            sensitivity_at_rates(expected_tp, expected_fp, expected_n, size, rates),
+        )
+
+
 def test_every_lesion_found_keeps_the_lowest_operating_point_that_picai_eval_drops():
     """picai_eval replaces the lowest threshold's point by (previous sensitivity, ∞) even when no lesion is
     missed; here the only lesion is found at the lowest confidence: picai_eval reports sensitivity 0 at any

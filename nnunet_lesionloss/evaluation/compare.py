@@ -558,6 +558,13 @@ def compare_runs(
             + f"); {len(common)} are common to all, and the paired statistics use the cases each pair shares"
         )
     with_detection = [k for k, d in enumerate(detections) if d is not None]
+    for k in with_detection:
+        failed = detections[k][0].get(label, {}).get("n_failed", 0)
+        if failed:
+            notes.append(
+                f"{runs[k].name}'s detection analysis lacks {failed} case(s) (listed in its detection.json): its "
+                "curve is over the others"
+            )
     if with_detection:
         notes += [
             f"{run.name} has no detection analysis (no detection.json in {run.folder}; cv-summary writes it when "

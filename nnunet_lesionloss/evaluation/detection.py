@@ -3,7 +3,7 @@
 Definitions are those of ``picai_eval`` (the PI-CAI challenge's evaluation, Saha et al. 2024,
 DIAGNijmegen/picai_eval 1.4), and given the same detection maps and references the numbers equal its
 ``Metrics.AP``, ``lesion_TPR``, ``lesion_FPR`` and ``lesion_TPR_at_FPR`` (tests/test_detection.py),
-except where docs/metrics.md ("Detection") lists a difference:
+except where docs/metrics.md ("Detection analysis") lists a difference:
 
 1. **Candidates** (one map per case and label or region): ``static``, the connected components of
    p >= ``threshold`` with the confidence max p inside (report_guided_annotation's static extraction,
@@ -33,6 +33,7 @@ except where docs/metrics.md ("Detection") lists a difference:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -121,8 +122,6 @@ class DetectionSettings:
             raise ValueError(f"size bins must be increasing positive volumes in mL, got {self.size_bins_ml}")
 
     def replace(self, **changes) -> DetectionSettings:
-        import dataclasses
-
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -574,11 +573,12 @@ def froc_grid(max_fp_per_case: float, rates: Sequence[float]) -> np.ndarray:
     return np.unique(np.concatenate([grid, np.asarray(rates, dtype=np.float64)]))
 
 
-def bootstrap_weights(n_cases: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n_cases) multiplicities of a case bootstrap (cases drawn with replacement), seeded."""
+def bootstrap_weights(n_cases: int, resamples: int, seed: int):
+    """For each resample of a case bootstrap (cases drawn with replacement, seeded), how often each case
+    was drawn (an array of n_cases), one resample at a time."""
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_cases, size=(resamples, n_cases))
-    return np.stack([np.bincount(row, minlength=n_cases) for row in draws]).astype(np.float64)
+    for _ in range(resamples):
+        yield np.bincount(rng.integers(0, n_cases, size=n_cases), minlength=n_cases).astype(np.float64)
 
 
 def bootstrap_statistics(pool: DetectionPool, settings: DetectionSettings, grid: np.ndarray) -> dict:
@@ -1014,13 +1014,7 @@ def detection_folders(
             )
     spec, dataset, _ = resolve_labels(get_preset("default"), dataset_json, gt_dir, labels)
     file_ending = file_ending or dataset.get("file_ending")
-    references = io.list_images(gt_dir, file_ending)
-    if not references:
-        raise FileNotFoundError(
-            f"no reference images in {gt_dir}"
-            + (f" ending in {file_ending}" if file_ending else "")
-            + io.ending_mismatch_hint(gt_dir, file_ending, f"dataset.json ({dataset_json})")
-        )
+    references = io.list_references(gt_dir, file_ending, f"dataset.json ({dataset_json})")
     available = {p.name[:-4]: p for p in sorted(prob_dir.glob("*.npz")) if not p.name.startswith(".")}
     if not available:
         raise FileNotFoundError(
@@ -1077,8 +1071,9 @@ def cv_detection(plan, label_spec, settings: DetectionSettings, num_processes: i
                     "" if available[fold] else " (this fold was validated without --npz)"
                 )
             jobs.append(DetectionJob(case, plan.references.get(case), available[fold].get(case), fold, reason))
-    for case in plan.unassigned:
-        jobs.append(DetectionJob(case, plan.references[case], None, None, "no fold validated this case"))
+    if not plan.folds_given:  # as the evaluation: with --folds, the other folds' cases are not expected
+        for case in plan.unassigned:
+            jobs.append(DetectionJob(case, plan.references[case], None, None, "no evaluated fold validated this case"))
     groups = label_spec.groups
     if groups is None:
         groups = {io.label_key(v): v for v in io.labels_from_dataset_json(dataset).values()}
