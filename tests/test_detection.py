@@ -459,6 +459,11 @@ def test_region_model_probabilities_are_analysed_per_region(tmp_path):
     assert set(result) == {"(1, 2)", "2"}
     assert result["(1, 2)"]["name"] == "whole" and result["(1, 2)"]["sensitivity_at_fp"]["1"] == 1.0
     assert result["2"]["n_lesions"] == 1 and result["2"]["ap"] == 1.0
+    # label 1 alone is no region of this model: refused before any case is read
+    code = main(
+        ["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(tmp_path / "o2"), "--labels", "1"]
+    )
+    assert code == 2
 
 
 # ----------------------------------------------------------------------------- cv-summary and compare

@@ -1031,6 +1031,7 @@ def detection_folders(
         settings=settings,
         ignore_label=spec.ignore_label,
     )
+    inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(output_dir, output_names(list(inputs.groups)), overwrite, marker=DETECTION_MARKER)
     results = run_jobs(jobs, inputs, num_processes, progress)
     analysis = write_detection_outputs(Path(output_dir), results, inputs)
@@ -1084,6 +1085,7 @@ def cv_detection(plan, label_spec, settings: DetectionSettings, num_processes: i
         settings=settings,
         ignore_label=label_spec.ignore_label,
     )
+    inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(plan.output_dir, output_names(list(inputs.groups)), True)
     results = run_jobs(jobs, inputs, num_processes, progress)
     return write_detection_outputs(plan.output_dir, results, inputs, per_fold=True)

@@ -148,6 +148,15 @@ class ProbabilityChannels:
             return probabilities[channels[0]]
         return probabilities[channels].sum(axis=0)
 
+    def check_groups(self, groups: dict[str, Sequence[int]]) -> None:
+        """ValueError, before any case is read, when a label or region of ``groups`` has no probability map."""
+        dummy = np.zeros((self.n_channels, 1), dtype=np.float32)
+        for key, values in groups.items():
+            try:
+                self.probability(dummy, values)
+            except CaseError as error:
+                raise ValueError(f"{key}: {error}") from None
+
     def any_foreground(self, probabilities: np.ndarray) -> np.ndarray:
         """Probability of any foreground: 1 - background (softmax), or the region that holds every label."""
         if self.regions is None:
