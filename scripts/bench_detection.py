@@ -8,10 +8,12 @@ candidates (balls of radius 1-5, one confidence each, no two touching; 60 of the
   ``detect_in_case``);
 - ``ours (probabilities)``: from a probability map instead (``detect_from_probability``: crop, static
   candidates at p >= 0.1, matching), as the ``detection`` command runs per case and label;
-- ``picai_eval evaluate_case``: its candidate × lesion loop over full-volume masks.
+- ``ours (probabilities, dynamic)``: the same with report_guided_annotation's dynamic extraction (one
+  labelling of the cropped volume per candidate; one run);
+- ``picai_eval evaluate_case``: its candidate × lesion loop over full-volume masks (one run).
 
 Both give the same lesion list (checked before timing). Usage: ``python scripts/bench_detection.py
-[--repeats 5] [--threads 1]``; prints a table (ours: median wall time over the repeats; picai_eval, which
+[--repeats 5] [--threads 1]``; prints a table (static: median wall time over the repeats; dynamic and picai_eval, which
 takes minutes here: one run).
 """
 
@@ -127,7 +129,7 @@ def main(argv=None) -> None:
     assert expected == sorted((int(a), float(b)) for a, b, _ in theirs), "ours and picai_eval's lesion lists differ"
     print(
         f"one case of {'x'.join(map(str, shape))} voxels, {mine.n_lesions} reference lesions, {n_candidates} candidates; "
-        f"{args.threads} thread(s); ours: median of {args.repeats} runs, picai_eval: one run"
+        f"{args.threads} thread(s); ours (static): median of {args.repeats} runs, dynamic and picai_eval: one run"
     )
     rows = []
     for name, job in (("ours (detection map)", ours_map), ("ours (probabilities)", ours_probability)):
@@ -137,6 +139,9 @@ def main(argv=None) -> None:
             job()
             times.append(time.perf_counter() - start)
         rows.append((name, float(np.median(times))))
+    start = time.perf_counter()
+    detect_from_probability(probability, reference, settings.replace(candidates="dynamic"))
+    rows.append(("ours (probabilities, dynamic)", time.perf_counter() - start))
     rows.append(("picai_eval evaluate_case", picai_seconds))
     base = rows[-1][1]
     print("| method | seconds | picai_eval / method |")
