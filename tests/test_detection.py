@@ -499,7 +499,7 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
     assert "## Detection (FROC" in (base / "lesion_evaluation" / "cv_summary.md").read_text()
     per_fold = load_strict_json(base / "lesion_evaluation" / "detection.json")["1"]["per_fold"]
     assert per_fold["0"]["n_cases"] == 3
-    assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--detection-bootstrap-resamples", "50"]) == 1
+    assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--froc-bootstrap-resamples", "50"]) == 1
     assert "detection, fold 0, case c2: no probabilities c2.npz" in capsys.readouterr().err
     assert main(["cv-summary", str(plain), "--gt", str(gt), "--quiet"]) == 0
     assert (
@@ -576,4 +576,4 @@ def test_nnunet_training_with_npz_feeds_the_detection_section_of_cv_summary(
     n_lesions = label_components(reference.array == 1, 26, return_count=True)[1]
     assert section["n_lesions"] == n_lesions
     written = load_strict_json(tmp_path / "cv" / "detection.json")["1"]
-    assert written["settings"]["connectivity"] == 26 and (tmp_path / "cv" / "froc_1.png").is_file()
+    assert written["settings"]["connectivity"] == "full" and (tmp_path / "cv" / "froc_1.png").is_file()

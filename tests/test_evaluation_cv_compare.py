@@ -192,8 +192,9 @@ def test_choose_and_apply_threshold_from_nnunet_probabilities(tmp_path):
     result = load_strict_json(result_file)
     # 0.3 adds the 152-voxel shell: Dice 2·64 / (216 + 64) per case; 0.4 is exact; 0.5+ predicts nothing
     assert result["best_threshold"] == 0.4
-    assert close(result["aggregate_dice"][0], 2 * 128 / (432 + 128)) and result["aggregate_dice"][1] == 1.0
-    assert result["aggregate_dice"][2:] == [0.0, 0.0, 0.0]
+    dice = [row[0] for row in result["targets"]["foreground"]["grid"]["dice"]]  # thresholds x min sizes (0 only)
+    assert close(dice[0], 2 * 128 / (432 + 128)) and dice[1] == 1.0
+    assert dice[2:] == [0.0, 0.0, 0.0]
     assert (
         main(
             [

@@ -3,17 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from nnunet_lesionloss.components import ANY_CONNECTIVITY
-from nnunet_lesionloss.evaluation.settings import PRESETS, EvaluationSettings, MatchingSpec, get_preset
+from nnunet_lesionloss.evaluation.settings import (
+    DETECTION_RULES,
+    NAMED_CONNECTIVITY,
+    PRESETS,
+    EvaluationSettings,
+    MatchingSpec,
+    get_preset,
+)
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (a distance, a volume)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _connectivity(text: str) -> int | str:
+    """'full', 'face' or a number of ANY_CONNECTIVITY."""
+    if text in NAMED_CONNECTIVITY:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in ANY_CONNECTIVITY:
+        raise argparse.ArgumentTypeError(
+            f"must be 'full' (26 in 3D, 8 in 2D), 'face' (6 / 4) or one of {', '.join(map(str, ANY_CONNECTIVITY))}, "
+            f"got {text}"
+        )
     return value
 
 
@@ -29,27 +68,43 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--connectivity",
-        type=int,
-        choices=ANY_CONNECTIVITY,
-        help="lesion connectivity: 6, 18, 26 in 3D, 4, 8 in 2D (default 26)",
+        type=_connectivity,
+        metavar="{full,face,6,18,26,4,8}",
+        help="lesion connectivity: 'full' (26 in 3D, 8 in 2D; default), 'face' (6 / 4), or a number valid for the "
+        "images' dimension (6, 18, 26 in 3D, 4, 8 in 2D)",
+    )
+    group.add_argument(
+        "--detection",
+        choices=DETECTION_RULES,
+        help="when a lesion counts as detected: one_to_one_dsc (default: the one-to-one matching at DSC >= "
+        "--detection-threshold, 0.1), one_to_one_iou, any_overlap (the papers' rule: Luu et al. 2026, Kofler et al. "
+        "2023, WMH, ISLES), iou (Shifts), overlap_fraction (MSSEG); docs/metrics.md",
+    )
+    group.add_argument(
+        "--detection-threshold",
+        type=_non_negative_float,
+        metavar="T",
+        help="the DSC / IoU a one-to-one pair needs (default 0.1), or the threshold of iou / overlap_fraction",
     )
     group.add_argument(
         "--min-lesion-voxels",
-        type=int,
+        type=_positive_int,
         help="remove components with fewer voxels from both masks first (Joshi 2026: 5 with 18-connectivity)",
     )
     group.add_argument(
         "--min-lesion-volume",
-        type=float,
+        type=_non_negative_float,
         metavar="MM3",
         help="remove components of at most this volume (mm³) first (MSSEG/Anima: 3)",
     )
     group.add_argument(
-        "--small-lesion-ml", type=float, help="small lesion: volume <= this (mL; default 0.05, Rachmadi et al. 2024)"
+        "--small-lesion-ml",
+        type=_non_negative_float,
+        help="small lesion: volume <= this (mL; default 0.05, Rachmadi et al. 2024)",
     )
     group.add_argument(
         "--size-bins",
-        type=float,
+        type=_positive_float,
         nargs="+",
         metavar="ML",
         help="lesion volume bin edges in mL (default 1 5: <1, 1-5, >=5 mL, Joshi 2026)",
@@ -70,12 +125,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "(Luu et al. 2026 eq. 3.3, default) or the 95th percentile of the pooled distances "
         "(panoptica, BraTS)",
     )
-    group.add_argument("--nsd-tolerance", type=float, metavar="MM", help="NSD tolerance (default: smallest spacing)")
+    group.add_argument(
+        "--nsd-tolerance", type=_positive_float, metavar="MM", help="NSD tolerance in mm (default: smallest spacing)"
+    )
 
 
 #: command-line option (argparse dest) -> EvaluationSettings field it sets as given
 _OPTION_TO_SETTING = {
     "connectivity": "connectivity",
+    "detection": "detection",
+    "detection_threshold": "detection_threshold",
     "min_lesion_voxels": "min_lesion_voxels",
     "min_lesion_volume": "min_lesion_volume_mm3",
     "small_lesion_ml": "small_lesion_ml",
@@ -107,7 +166,7 @@ def settings_from_args(args) -> tuple[EvaluationSettings, object]:
 
 
 def add_detection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """Options of the detection analysis (docs/metrics.md, "Detection"); ``prefix`` 'detection-' for cv-summary,
+    """Options of the detection analysis (docs/metrics.md, "Detection analysis"); ``prefix`` 'froc-' for cv-summary,
     whose --matching and --connectivity are the lesion evaluation's."""
     from nnunet_lesionloss.evaluation.detection import CANDIDATE_METHODS, MATCHINGS
 
@@ -170,7 +229,13 @@ def add_detection_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
         help="case-bootstrap resamples of the 95 %% CIs (default 1000, picai_eval's; 0: none)",
     )
     if not prefix:
-        group.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, help="default 26 (picai_eval)")
+        group.add_argument(
+            "--connectivity",
+            type=_connectivity,
+            metavar="{full,face,6,18,26,4,8}",
+            help="of candidates and reference lesions: 'full' (default: 26 in 3D as picai_eval, 8 in 2D), 'face' "
+            "(6 / 4), or a number valid for the images' dimension",
+        )
         group.add_argument(
             "--size-bins", type=float, nargs="+", metavar="ML", help="lesion volume bin edges in mL (default 1 5)"
         )
@@ -230,6 +295,17 @@ def _exit(code: int, reason: str) -> int:
     return code
 
 
+def _note_ignored_predictions(ignored: list[str], folder: str) -> None:
+    """Predictions no reference claims: not an error, but never hidden (not even by --quiet)."""
+    if ignored:
+        print(
+            f"note: {len(ignored)} predictions in {folder} without a reference are ignored: "
+            + ", ".join(ignored[:5])
+            + (" ..." if len(ignored) > 5 else ""),
+            file=sys.stderr,
+        )
+
+
 def run_evaluate(args) -> int:
     from nnunet_lesionloss.evaluation.runner import evaluate_folders
 
@@ -257,6 +333,7 @@ def run_evaluate(args) -> int:
         print(f"panoptica check: largest difference of PQ/SQ/RQ and per-pair metrics {check['max_abs_difference']}")
     output = args.output or os.path.join(args.pred, "lesion_evaluation")
     print(f"evaluated {summary['n_cases']} cases ({summary['n_failed']} failed) -> {output}")
+    _note_ignored_predictions(summary.get("ignored_predictions", []), args.pred)
     for case, error in summary["errors"].items():
         print(f"  {case}: {error}", file=sys.stderr)
     if summary["n_failed"]:
@@ -274,7 +351,7 @@ def run_cv_summary(args) -> int:
 
     try:
         settings, preset = settings_from_args(args)
-        detection = False if args.no_detection else detection_settings_from_args(args, "detection-")
+        detection = False if args.no_froc else detection_settings_from_args(args, "froc-")
         result = cv_summary(
             args.results_dir,
             gt_dir=args.gt,
@@ -301,12 +378,20 @@ def run_cv_summary(args) -> int:
     for failure in detection_failed:
         print(f"  detection, fold {failure['fold']}, case {failure['case']}: {failure['reason']}", file=sys.stderr)
     folds = ", ".join(map(str, result["folds"]))
-    if result["n_failed"]:
+    missing = [m["fold"] for m in result["missing_folds"]]
+    if result["n_failed"] or missing:
+        not_evaluated = (
+            f"fold{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of the cross-validation "
+            "not evaluated (no validation folder, listed above); "
+            if missing
+            else ""
+        )
         return _exit(
             1,
-            f"{result['n_failed']} of {result['n_cases']} validation cases of folds {folds} failed or are missing "
-            "(fold, case and reason listed above and under 'failures' in cv_summary.json); the means are over the "
-            f"{result['n_evaluated']} others",
+            f"{not_evaluated}{result['n_failed']} of {result['n_cases']} validation cases of folds {folds}"
+            + (f" and {', '.join(map(str, missing))}" if missing else "")
+            + " failed or are missing (fold, case and reason listed above and under 'failures' in cv_summary.json); "
+            f"the means are over the {result['n_evaluated']} others",
         )
     if detection_failed or "error" in section:
         return _exit(
@@ -405,7 +490,7 @@ def run_postprocess(args) -> int:
 
 def register(subparsers) -> None:
     """Add evaluate, cv-summary, compare and the post-processing commands to ``subparsers``."""
-    from nnunet_lesionloss.evaluation import postprocess
+    from nnunet_lesionloss.evaluation import operating_point, postprocess
 
     p = subparsers.add_parser(
         "evaluate",
@@ -459,11 +544,11 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true")
     add_settings_arguments(p)
     p.add_argument(
-        "--no-detection",
+        "--no-froc",
         action="store_true",
         help="skip the detection analysis of the folds' .npz probabilities (done when nnUNetv2_train ran with --npz)",
     )
-    add_detection_arguments(p, "detection-")
+    add_detection_arguments(p, "froc-")
     p.set_defaults(func=run_cv_summary)
 
     p = subparsers.add_parser(
@@ -526,3 +611,4 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_detection)
 
     postprocess.register(subparsers, run_postprocess)
+    operating_point.register(subparsers, run_postprocess)

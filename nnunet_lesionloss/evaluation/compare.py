@@ -80,6 +80,8 @@ class Run:
     settings: dict | None = None
     preset: str | None = None
     identity: str = ""  # the trainer folder (or prediction folder) the run comes from
+    reference_folder: str | None = None  # absolute, as recorded (None: an older summary)
+    reference_checksums: dict[str, str] = field(default_factory=dict)  # case -> SHA-256 of its reference file
     _per_case: dict | None = field(default=None, repr=False)
 
     @property
@@ -149,8 +151,16 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     for folder in (path, path / "lesion_evaluation"):
         for file_name, kind in (("cv_summary.json", "cv-summary"), ("summary.json", "evaluate")):
             if (folder / file_name).is_file():
-                with open(folder / file_name) as handle:
-                    return _run_from(json.load(handle), kind, folder, name)
+                try:
+                    with open(folder / file_name) as handle:
+                        data = json.load(handle)
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"{folder / file_name} is not valid JSON ({error}); run {kind} again to rewrite it"
+                    ) from None
+                if not isinstance(data, dict):
+                    raise ValueError(f"{folder / file_name} is not a {kind} summary; run {kind} again to rewrite it")
+                return _run_from(data, kind, folder, name)
     raise FileNotFoundError(f"{path} holds no cv_summary.json or summary.json (run cv-summary or evaluate first)")
 
 
@@ -178,6 +188,8 @@ def _run_from(data: dict, kind: str, folder: Path, name: str | None) -> Run:
         settings=data.get("settings"),
         preset=data.get("preset"),
         identity=identity,
+        reference_folder=data.get("reference_folder"),
+        reference_checksums=data.get("reference_checksums") or {},
     )
 
 
@@ -219,6 +231,30 @@ def settings_differences(runs: list[Run]) -> list[str]:
     return differences
 
 
+def reference_differences(runs: list[Run]) -> list[str]:
+    """One line per run evaluated against other references than the first run: another reference file
+    for a case both evaluated (by SHA-256), or, for summaries without checksums, another folder. The
+    same files in another folder (labelsTr and gt_segmentations) are the same references."""
+    first = runs[0]
+    differences = []
+    for run in runs[1:]:
+        shared = sorted(set(first.reference_checksums) & set(run.reference_checksums))
+        differing = [c for c in shared if first.reference_checksums[c] != run.reference_checksums[c]]
+        folders = f"{first.name} used {first.reference_folder or 'an unrecorded folder'}, {run.name} used " + (
+            run.reference_folder or "an unrecorded folder"
+        )
+        if differing:
+            differences.append(
+                f"references: {len(differing)} of the {len(shared)} cases both runs evaluated have other reference "
+                f"files (e.g. {', '.join(differing[:3])}); {folders}"
+            )
+        elif not shared and first.reference_folder != run.reference_folder:
+            differences.append(
+                f"reference folder: {folders} (no checksums recorded to tell whether the files are equal)"
+            )
+    return differences
+
+
 def best_indices(values: list, direction: int, eligible: Sequence[bool] | None = None) -> set[int]:
     """Runs with the best value; only ``eligible`` runs (complete ones) can be best."""
     eligible = eligible or [True] * len(values)
@@ -252,11 +288,11 @@ def bootstrap_ci(
 
 def wilcoxon_p(differences: np.ndarray) -> float | None:
     """Two-sided Wilcoxon signed-rank p-value of the paired differences (scipy's defaults: zero
-    differences dropped, exact distribution for small samples without ties); None without a case."""
+    differences dropped, exact distribution for small samples without ties); None for fewer than 2 cases."""
     from scipy.stats import wilcoxon
 
     differences = np.asarray(differences, dtype=np.float64)
-    if len(differences) == 0:
+    if len(differences) < 2:  # no test of one difference (scipy refuses a single zero difference)
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # all-zero differences: scipy warns and returns p = 1
@@ -525,26 +561,34 @@ def compare_runs(
     runs = [load_run(p, None if names is None else names[k]) for k, p in enumerate(paths)]
     if names is None:
         make_names_unique(runs)
-    labels = list(runs[0].means)
+    evaluated = [run for run in runs if run.means]  # a run whose cases all failed has no label at all
     if label is None:
-        if not labels:
-            raise ValueError(f"{runs[0].folder} has no evaluated label")
-        label = labels[0]
-    for run in runs:
+        if not evaluated:
+            raise ValueError(f"no run has an evaluated case: {', '.join(str(run.folder) for run in runs)}")
+        label = next(iter(evaluated[0].means))
+    for run in evaluated:
         if label not in run.means:
             raise ValueError(f"label {label} not in {run.folder} (has {', '.join(run.means) or 'none'})")
     detections = [load_detection(run.folder) for run in runs]
-    differences = settings_differences(runs) + detection_settings_differences(runs, detections, label)
+    differences = (
+        settings_differences(runs)
+        + reference_differences(runs)
+        + detection_settings_differences(runs, detections, label)
+    )
     if differences and not allow_different_settings:
         raise ValueError(
-            "the runs were evaluated with different settings, so their numbers are not comparable: "
+            "the runs were evaluated with different settings or references, so their numbers are not comparable: "
             + "; ".join(differences)
-            + ". Evaluate them again with the same settings, or pass --allow-different-settings"
+            + ". Evaluate them again with the same settings and references, or pass --allow-different-settings"
         )
     reference_index = _reference_index(runs, reference)
     notes = [f"evaluated with different settings: {d}" for d in differences]
     for run in runs:
-        if not run.complete:
+        if not run.means:
+            notes.append(
+                f"{run.name} has no evaluated case (all {run.n_cases} failed or are missing): its column is empty"
+            )
+        elif not run.complete:
             notes.append(
                 f"{run.name} has {run.n_failed} failed or missing case(s) of {run.n_cases}: its means are over "
                 f"{run.n_evaluated} cases; it is not marked best"

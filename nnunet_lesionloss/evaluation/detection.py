@@ -49,7 +49,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from nnunet_lesionloss.components import check_connectivity, label_components
+from nnunet_lesionloss.components import ANY_CONNECTIVITY, check_connectivity, label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import (
@@ -60,6 +60,7 @@ from nnunet_lesionloss.evaluation.metrics import (
     size_bin_labels,
 )
 from nnunet_lesionloss.evaluation.probabilities import ProbabilityChannels, read_case_probabilities
+from nnunet_lesionloss.evaluation.settings import NAMED_CONNECTIVITY
 
 #: LUNA16's FP rates (Setio et al. 2017): the CPM is the mean sensitivity at these false positives per case
 DEFAULT_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -84,7 +85,7 @@ class DetectionSettings:
     threshold: float = 0.1  # static: t_min (report_guided_annotation's static default)
     matching: str = "iou"  # iou | dsc | any (picai_eval: IoU)
     min_overlap: float = 0.1  # picai_eval's default
-    connectivity: int = 26  # picai_eval labels with a 3×3×3 structure
+    connectivity: int | str = "full"  # 26 in 3D: picai_eval labels with a 3×3×3 structure; 8 in 2D
     #: picai_eval's allow_unmatched_candidates_with_minimal_overlap (its default True): a second candidate
     #: on an already matched lesion is ignored (True) or counted as a false positive (False)
     allow_unmatched_candidates_with_minimal_overlap: bool = True
@@ -102,6 +103,10 @@ class DetectionSettings:
     def __post_init__(self):
         if self.candidates not in CANDIDATE_METHODS:
             raise ValueError(f"candidates must be one of {', '.join(CANDIDATE_METHODS)}, got {self.candidates!r}")
+        if self.connectivity not in (*NAMED_CONNECTIVITY, *ANY_CONNECTIVITY) or isinstance(self.connectivity, bool):
+            raise ValueError(
+                f"connectivity must be 'full', 'face' or one of {ANY_CONNECTIVITY}, got {self.connectivity!r}"
+            )
         if self.matching not in MATCHINGS:
             raise ValueError(f"matching must be one of {', '.join(MATCHINGS)}, got {self.matching!r}")
         if not 0 < self.threshold <= 1:
@@ -178,7 +183,7 @@ def _keep(labels: np.ndarray, confidences: np.ndarray, keep: np.ndarray) -> Cand
 
 
 def static_candidates(
-    probability: np.ndarray, threshold: float, connectivity: int = 26, min_voxels: int = 0
+    probability: np.ndarray, threshold: float, connectivity: int | str = "full", min_voxels: int = 0
 ) -> Candidates:
     """Components of p >= ``threshold``, confidence = max p inside; components of at most ``min_voxels``
     voxels are dropped (report_guided_annotation's ``extract_lesion_candidates_static``)."""
@@ -202,7 +207,7 @@ def dynamic_candidates(
     threshold_factor: float = 2.5,
     min_voxels: int = 0,
     max_candidates: int | None = None,
-    connectivity: int = 26,
+    connectivity: int | str = "full",
 ) -> Candidates:
     """report_guided_annotation's dynamic extraction (``extract_lesion_candidates(threshold="dynamic-v2")``
     with ``remove_adjacent_lesion_candidates=True``), each step a segment reduction.
@@ -244,7 +249,7 @@ def dynamic_candidates(
     return Candidates(labels, np.asarray(confidences, dtype=np.float64))
 
 
-def detection_map_candidates(detection_map: np.ndarray, connectivity: int = 26) -> Candidates:
+def detection_map_candidates(detection_map: np.ndarray, connectivity: int | str = "full") -> Candidates:
     """Candidates of a picai_eval detection map: the components of the non-zero voxels, each of one confidence.
 
     Raises ValueError when a component holds several values (a probability map, not a detection map).
@@ -895,7 +900,7 @@ def detection_markdown(analysis: dict, heading: str = "#") -> str:
             f"{heading}# {entry['name']} ({key})",
             "",
             f"{entry['n_cases']} cases, {entry['n_lesions']} reference lesions, {entry['n_candidates']} candidates "
-            f"({method}, {s['connectivity']}-connected; matched one-to-one at {rule}; a second candidate on a lesion "
+            f"({method}, {s['connectivity']} connectivity; matched one-to-one at {rule}; a second candidate on a lesion "
             f"is {'ignored' if s['allow_unmatched_candidates_with_minimal_overlap'] else 'a false positive'}). "
             f"95 % CIs: case bootstrap, {ci['resamples']} resamples.",
             "",

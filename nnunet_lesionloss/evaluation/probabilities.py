@@ -57,19 +57,29 @@ def load_probabilities(path: Path) -> np.ndarray:
         raise CaseError(f"cannot read {path}: {error}") from None
 
 
-def foreground_probability(probabilities: np.ndarray, channel: int | None) -> np.ndarray:
-    """Foreground probability from nnU-Net's (C, ...) softmax: 1 - background, or one channel."""
-    if probabilities.ndim < 3:
-        raise CaseError(f"probabilities of shape {probabilities.shape}: expected (channels, *spatial)")
-    if channel is None:
-        return 1.0 - probabilities[0]
-    if not 0 <= channel < probabilities.shape[0]:
-        raise CaseError(f"channel {channel} out of range for {probabilities.shape[0]} channels")
-    return probabilities[channel]
-
-
 def _label_values(value) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
+
+
+def declares_regions(labels: dict) -> bool:
+    """nnU-Net's rule (``LabelManager``): dataset.json declares regions when a label lists several values."""
+    return any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
+
+
+def softmax_labels(labels: dict) -> dict[int, str]:
+    """Label value -> name of a label-based dataset.json (ignore label left out); the softmax has one channel
+    per value, in increasing order."""
+    return {_label_values(value)[0]: name for name, value in labels.items() if name != "ignore"}
+
+
+def foreground_regions(labels: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, label values) of each region of a region-based dataset.json, in the order of its sigmoid
+    channels (dataset.json's order; the background and the ignore label left out)."""
+    return [
+        (name, _label_values(value))
+        for name, value in labels.items()
+        if name != "ignore" and set(_label_values(value)) != {0}
+    ]
 
 
 @dataclass(frozen=True)
@@ -90,13 +100,9 @@ class ProbabilityChannels:
         labels = dataset.get("labels")
         if not isinstance(labels, dict):
             raise ValueError(f"{source} has no 'labels' dictionary")
-        entries = {name: _label_values(value) for name, value in labels.items() if name != "ignore"}
-        if any(len(values) > 1 for values in entries.values()):  # nnU-Net: a list of several labels = regions
-            regions = tuple(values for values in entries.values() if set(values) != {0})
-            return cls(labels=None, regions=regions, source=source)
-        return cls(
-            labels=tuple(sorted({v for values in entries.values() for v in values})), regions=None, source=source
-        )
+        if declares_regions(labels):
+            return cls(labels=None, regions=tuple(values for _, values in foreground_regions(labels)), source=source)
+        return cls(labels=tuple(sorted(softmax_labels(labels))), regions=None, source=source)
 
     @property
     def has_regions(self) -> bool:
@@ -253,3 +259,195 @@ def read_case_probabilities(npz_path: Path, reference: io.LabelImage, channels: 
     if not np.issubdtype(probabilities.dtype, np.floating):
         raise CaseError(f"probabilities in {npz_path} are of type {probabilities.dtype}, not floating point")
     return check_geometry(probabilities, reference, npz_path, read_properties(npz_path))
+
+
+# --------------------------------------------------------------------------- thresholded targets
+@dataclass(frozen=True)
+class ProbabilityTarget:
+    """One foreground whose probability is thresholded: a label (softmax) or a region (sigmoid), or, for a
+    softmax, any foreground label (1 - background).
+
+    nnU-Net's channels (``LabelManager``): a label-based model writes the softmax over all labels of
+    dataset.json, in increasing label order (channel k = the k-th smallest label, 0 = background); a
+    region-based model (a label of dataset.json that lists several values) writes one sigmoid per
+    foreground region, in the order of dataset.json, and segments by writing ``regions_class_order[i]``
+    where channel i exceeds 0.5, region after region.
+    """
+
+    key: str  # the evaluation's summary key ("1", "(1, 2)"), or "foreground" for any foreground label
+    name: str
+    channel: int | None  # None: 1 - channel 0 (softmax background)
+    kind: str  # "softmax", "sigmoid", or "unknown" (a --channel without dataset.json)
+    reference_values: tuple[int, ...] | None  # reference labels of this foreground; None: every label > 0
+    output_label: int | None  # label written where it is predicted; None: the most probable foreground label
+    channel_labels: tuple[int, ...] | None = None  # softmax: the label of each channel (when known)
+    n_channels: int | None = None  # channels the model writes (None: no dataset.json to tell)
+
+    def describe(self) -> str:
+        if self.channel is None:
+            return "softmax: 1 - channel 0 (background), any foreground label"
+        what = {"softmax": "label", "sigmoid": "region"}.get(self.kind, "reference")
+        return f"{self.kind} channel {self.channel} ({what} {self.name})"
+
+
+def _parse_label(text: str | int) -> int | tuple[int, ...] | str:
+    """An --label value: an integer label, a region given by its labels ('1,2' or '(1, 2)'), or a name."""
+    text = str(text).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    inner = text.strip("()[] ")
+    parts = [part.strip() for part in inner.split(",") if part.strip()]
+    if len(parts) > 1 and all(part.lstrip("-").isdigit() for part in parts):
+        return tuple(sorted(int(part) for part in parts))
+    return text
+
+
+def probability_targets(
+    dataset: dict | None, label: str | int | None = None, channel: int | None = None
+) -> list[ProbabilityTarget]:
+    """What ``choose-threshold`` / ``apply-threshold`` threshold, from dataset.json (nnU-Net's channel layout,
+    see :class:`ProbabilityTarget`), ``--label`` and ``--channel``; a call that does not say which channel is
+    meant is refused (ValueError) with the choices.
+
+    - labels (softmax): any foreground (1 - background) by default, or the channel of ``label``;
+    - regions (sigmoid): every region, each its own channel, by default, or the region ``label`` names;
+    - no dataset.json: the softmax is assumed (checked when read: the channels must sum to 1), channel k =
+      label k (nnU-Net requires consecutive labels), unless ``channel`` says otherwise.
+    """
+    wanted = None if label is None else _parse_label(label)
+    if channel is not None and channel < 0:
+        raise ValueError(f"--channel must be >= 0, got {channel}")
+    if dataset is None:
+        if isinstance(wanted, (str, tuple)):
+            raise ValueError(
+                f"--label {label}: without a dataset.json only integer labels can be named (pass --dataset-json)"
+            )
+        if wanted == 0:
+            raise ValueError("--label 0 is the background")
+        if channel is not None:
+            values = None if wanted is None else (wanted,)
+            key = io.label_key(values) if values else "foreground"
+            return [ProbabilityTarget(key, key, channel, "unknown", values, wanted or 1)]
+        if wanted is None:
+            return [ProbabilityTarget("foreground", "foreground", None, "softmax", None, None)]
+        return [ProbabilityTarget(str(wanted), str(wanted), wanted, "softmax", (wanted,), wanted)]
+
+    labels = dataset.get("labels")
+    if not isinstance(labels, dict):
+        raise ValueError("dataset.json has no 'labels' dictionary")
+    if not declares_regions(labels):
+        return [_softmax_target(labels, wanted, channel, label)]
+    return _region_targets(labels, dataset.get("regions_class_order"), wanted, channel, label)
+
+
+def _softmax_target(labels: dict, wanted, channel: int | None, label_text) -> ProbabilityTarget:
+    values = softmax_labels(labels)
+    channel_labels = tuple(sorted(values))
+    n_channels = len(channel_labels)
+    described = ", ".join(f"{values[v]} {v}" for v in channel_labels)
+    if channel is not None:
+        if channel >= n_channels:
+            raise ValueError(
+                f"--channel {channel}: dataset.json's labels give {n_channels} softmax channels ({described})"
+            )
+        if channel_labels[channel] == 0:
+            raise ValueError(
+                "--channel 0 is the softmax background; give a label's channel, or neither (1 - background)"
+            )
+    if wanted is None and channel is None:
+        return ProbabilityTarget("foreground", "foreground", None, "softmax", None, None, channel_labels, n_channels)
+    if wanted is not None:
+        matches = [v for v, name in values.items() if wanted in (v, name)]
+        if not matches or matches == [0]:
+            raise ValueError(
+                f"--label {label_text}: dataset.json has no such foreground label (its labels: {described})"
+            )
+        value = matches[0]
+        if channel is not None and channel_labels[channel] != value:
+            raise ValueError(
+                f"--label {label_text} is softmax channel {channel_labels.index(value)}, not --channel {channel}"
+            )
+    else:
+        value = channel_labels[channel]
+    return ProbabilityTarget(
+        io.label_key((value,)),
+        values[value],
+        channel_labels.index(value),
+        "softmax",
+        (value,),
+        value,
+        channel_labels,
+        n_channels,
+    )
+
+
+def _region_targets(labels: dict, class_order, wanted, channel: int | None, label_text) -> list[ProbabilityTarget]:
+    regions = foreground_regions(labels)  # nnU-Net's LabelManager order
+    if class_order is not None and len(class_order) != len(regions):
+        raise ValueError(
+            f"dataset.json's regions_class_order has {len(class_order)} entries for {len(regions)} regions"
+        )
+    targets = [
+        ProbabilityTarget(
+            io.label_key(values),
+            name,
+            index,
+            "sigmoid",
+            values,
+            None if class_order is None else int(class_order[index]),
+            None,
+            len(regions),
+        )
+        for index, (name, values) in enumerate(regions)
+    ]
+    described = "; ".join(f"channel {t.channel}: {t.name} = labels {list(t.reference_values)}" for t in targets)
+    if channel is not None and channel >= len(targets):
+        raise ValueError(f"--channel {channel}: dataset.json declares {len(targets)} sigmoid regions ({described})")
+    if wanted is None:
+        return targets if channel is None else [targets[channel]]
+    matches = [
+        t
+        for t in targets
+        if wanted == t.name
+        or (isinstance(wanted, int) and t.reference_values == (wanted,))
+        or (isinstance(wanted, tuple) and tuple(sorted(t.reference_values)) == wanted)
+    ]
+    if not matches:
+        raise ValueError(
+            f"--label {label_text} names no region of dataset.json, which declares sigmoid regions ({described}); "
+            "give a region's name or its labels (e.g. --label 1,2) or --channel"
+        )
+    if channel is not None and matches[0].channel != channel:
+        raise ValueError(f"--label {label_text} is region channel {matches[0].channel}, not --channel {channel}")
+    return matches[:1]
+
+
+#: largest deviation from 1 of the channel sum that still counts as a softmax (float32 rounding)
+SOFTMAX_TOLERANCE = 1e-3
+
+
+def foreground_probability(probabilities: np.ndarray, target: ProbabilityTarget) -> np.ndarray:
+    """The probability of ``target`` from nnU-Net's (C, ...) probabilities (see :func:`probability_targets`);
+    raises CaseError when the array does not fit the model dataset.json describes."""
+    if probabilities.ndim < 3:
+        raise CaseError(f"probabilities of shape {probabilities.shape}: expected (channels, *spatial)")
+    n_channels = probabilities.shape[0]
+    if target.n_channels is not None and n_channels != target.n_channels:
+        kind = "sigmoid regions" if target.kind == "sigmoid" else "softmax labels"
+        raise CaseError(f"{n_channels} probability channels, but dataset.json declares {target.n_channels} {kind}")
+    if target.channel is not None and target.channel >= n_channels:
+        raise CaseError(f"channel {target.channel} out of range for {n_channels} channels")
+    if target.kind == "softmax":  # declared by dataset.json, or assumed without one: refuse what is not a softmax
+        deviation = float(np.abs(probabilities.sum(axis=0, dtype=np.float64) - 1.0).max())
+        if deviation > SOFTMAX_TOLERANCE:
+            raise CaseError(
+                f"the {n_channels} probability channels do not sum to 1 (by up to {deviation:.3g}) as a softmax "
+                "does: sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) or --channel"
+            )
+    probability = 1.0 - probabilities[0] if target.channel is None else probabilities[target.channel]
+    low, high = float(probability.min()), float(probability.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1 + 1e-6:
+        raise CaseError(f"probabilities outside [0, 1] (from {low:g} to {high:g}): logits instead of probabilities?")
+    return probability
