@@ -389,8 +389,12 @@ def cv_summary(
     num_processes: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    detection=None,
 ) -> dict:
     """Evaluate (or reuse) every fold, summarise, write ``cases.csv``, ``cv_summary.md``, ``cv_summary.json``.
+
+    ``detection``: the DetectionSettings of the detection analysis of the folds' ``.npz`` probabilities
+    (None: the defaults; False: none); its files go into the output folder before ``cv_summary.json``.
 
     Without ``overwrite``, an existing complete fold evaluation of the same files and settings in
     ``<output>/fold_<f>`` is reused (a run that was interrupted continues where it stopped); one of
@@ -427,6 +431,10 @@ def cv_summary(
     for fold in todo:
         evaluations[fold] = evaluate_fold(plan, fold, settings, preset, num_processes, progress)
     result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
+    if detection is not False:
+        from nnunet_lesionloss.evaluation.detection import cv_detection_section
+
+        result["detection"] = cv_detection_section(plan, label_spec, settings, detection, num_processes, progress)
     write_cv_outputs(plan, result, [evaluations[f] for f in plan.folds], settings)
     return result
 
@@ -593,6 +601,10 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
             f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
         ]
         lines.append("")
+    if result.get("detection"):
+        from nnunet_lesionloss.evaluation.detection import cv_markdown_lines
+
+        lines += cv_markdown_lines(result["detection"])
     if result["not_evaluated"]:
         lines += [
             f"{len(result['not_evaluated'])} reference(s) were not evaluated: no evaluated fold predicted them and no "

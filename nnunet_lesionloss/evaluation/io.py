@@ -270,6 +270,19 @@ def list_images(folder: str | os.PathLike, file_ending: str | None = None) -> Im
     return cases
 
 
+def list_references(folder: str | os.PathLike, file_ending: str | None, ending_source: str) -> dict[str, Path]:
+    """:func:`list_images` of a reference folder; FileNotFoundError when it has none, naming the endings it
+    does hold when they differ from ``file_ending`` (which ``ending_source``, e.g. dataset.json, gave)."""
+    references = list_images(folder, file_ending)
+    if not references:
+        raise FileNotFoundError(
+            f"no reference images in {folder}"
+            + (f" ending in {file_ending}" if file_ending else "")
+            + ending_mismatch_hint(folder, file_ending, ending_source)
+        )
+    return references
+
+
 def endings_found(folder: str | os.PathLike) -> dict[str, int]:
     """Image file ending -> number of files in ``folder`` (to explain a file-ending mismatch)."""
     counts: dict[str, int] = {}

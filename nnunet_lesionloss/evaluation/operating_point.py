@@ -43,14 +43,15 @@ from nnunet_lesionloss.evaluation.metrics import (
     lesion_detection,
     remove_small_components,
 )
-from nnunet_lesionloss.evaluation.postprocess import (
+from nnunet_lesionloss.evaluation.postprocess import _write_like, run_cases
+from nnunet_lesionloss.evaluation.probabilities import (
     ProbabilityTarget,
-    _write_like,
+    check_geometry,
     foreground_probability,
     list_probability_files,
     load_probabilities,
     probability_targets,
-    run_cases,
+    read_properties,
 )
 from nnunet_lesionloss.evaluation.settings import NAMED_CONNECTIVITY, EvaluationSettings
 
@@ -419,11 +420,15 @@ def assign_folds(cases: Sequence[str], n_folds: int, seed: int) -> dict[str, int
 
 
 # --------------------------------------------------------------------------- probabilities
-# The one place this module reads nnU-Net's probabilities (a .npz and the channel of each label or region):
-# to be replaced by the package's probability reader when there is one.
-def read_target_probabilities(path: Path, targets: Sequence[ProbabilityTarget]) -> tuple[np.ndarray, dict]:
-    """(all channels, {target key: probability map}) of one ``.npz``."""
+# The one place this module reads nnU-Net's probabilities (a .npz and the channel of each label or region)
+def read_target_probabilities(
+    path: Path, targets: Sequence[ProbabilityTarget], reference: io.LabelImage | None = None
+) -> tuple[np.ndarray, dict]:
+    """(all channels, {target key: probability map}) of one ``.npz``; with the ``reference``, its geometry is
+    checked first (shape, and the spacing, origin and direction of nnU-Net's ``.pkl``: ``check_geometry``)."""
     probabilities = load_probabilities(path)
+    if reference is not None:
+        probabilities = check_geometry(probabilities, reference, Path(path), read_properties(Path(path)))
     return probabilities, {target.key: foreground_probability(probabilities, target) for target in targets}
 
 
@@ -433,7 +438,7 @@ def _case_counts(job: tuple) -> tuple[str, dict[str, np.ndarray] | str]:
     try:
         reference = io.read_label_image(reference_file)
         labels = io.as_integer_labels(reference)
-        _, maps = read_target_probabilities(npz, targets)
+        _, maps = read_target_probabilities(npz, targets, reference)
         valid = None if ignore_label is None else labels != ignore_label
         out = {}
         for target in targets:
