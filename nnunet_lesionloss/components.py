@@ -38,30 +38,39 @@ def default_connectivity(ndim: int) -> int:
     return VALID_CONNECTIVITY[ndim][-1]
 
 
-def check_connectivity(connectivity: int | None, ndim: int) -> int:
-    """``connectivity`` as an int if cc3d supports it for ``ndim`` spatial dimensions (None = full), else raise."""
+def check_connectivity(connectivity: int | str | None, ndim: int) -> int:
+    """``connectivity`` as an int if cc3d supports it for ``ndim`` spatial dimensions, else raise.
+
+    ``'full'`` (or None) and ``'face'`` name a connectivity of every dimension: full = 26 in 3D, 8 in 2D;
+    face = 6 in 3D, 4 in 2D. A number is used as given, never mapped to another dimension.
+    """
     if ndim not in VALID_CONNECTIVITY:
         raise ValueError(f"connected components need 2 or 3 spatial dimensions, got {ndim}")
-    if connectivity is None:
+    if connectivity is None or connectivity == "full":
         return default_connectivity(ndim)
+    if connectivity == "face":
+        return VALID_CONNECTIVITY[ndim][0]
     valid = VALID_CONNECTIVITY[ndim]
     if (
         isinstance(connectivity, bool)
         or not isinstance(connectivity, (int, np.integer))
         or int(connectivity) not in valid
     ):
-        raise ValueError(f"connectivity {connectivity!r} is not valid in {ndim}D: connectivity must be one of {valid}")
+        raise ValueError(
+            f"connectivity {connectivity!r} is not valid in {ndim}D: connectivity must be one of {valid} "
+            "(or 'full' / 'face', which follow the image's dimension)"
+        )
     return int(connectivity)
 
 
 def label_components(
-    mask: np.ndarray, connectivity: int | None = None, *, return_count: bool = False
+    mask: np.ndarray, connectivity: int | str | None = None, *, return_count: bool = False
 ) -> np.ndarray | tuple[np.ndarray, int]:
     """Connected components of a boolean 2D/3D mask: int32 ids 1..K, 0 = outside the mask.
 
     The one labelling function of the package (losses, loader and evaluation): ``connectivity``
-    must be valid for the mask's dimension (:data:`VALID_CONNECTIVITY`; None = full), never
-    silently mapped. With ``return_count`` the result is ``(ids, K)``.
+    must be valid for the mask's dimension (:data:`VALID_CONNECTIVITY`; None or 'full' = full,
+    'face' = face, see :func:`check_connectivity`), never silently mapped. With ``return_count`` the result is ``(ids, K)``.
     """
     mask = np.asarray(mask, dtype=bool)
     connectivity = check_connectivity(connectivity, mask.ndim)

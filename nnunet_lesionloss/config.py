@@ -40,6 +40,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Hashable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ __all__ = [
     "read_config_file",
     "OVERRIDE_ONLY_KEYS",
     "LESION_VALIDATION_DEFAULTS",
+    "config_differences",
+    "ABSENT",
 ]
 
 CONFIG_ENV = "NNUNET_LESIONLOSS_CONFIG"
@@ -125,7 +128,27 @@ class _ConfigLoader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's float syntax: ``1e-3`` and ``5E4`` are numbers.
 
     PyYAML follows YAML 1.1, whose floats need a dot, so it reads ``1e-3`` as the *string* "1e-3".
+    It also refuses duplicate keys (:meth:`construct_mapping`).
     """
+
+    def construct_mapping(self, node, deep=False):
+        """PyYAML keeps the last of two equal keys in silence; a config refuses them, naming the key and
+        both lines. Keys a merge (``<<: *anchor``) brings in may still be overridden, as YAML intends."""
+        if isinstance(node, yaml.MappingNode):
+            first_line = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, Hashable) and key in first_line:
+                    raise ConfigError(
+                        f"duplicate key {key!r} on line {line} (first on line {first_line[key]}): YAML would keep "
+                        "only the last one and lose the other setting in silence; remove one of them"
+                    )
+                if isinstance(key, Hashable):
+                    first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -148,14 +171,41 @@ _ConfigLoader.add_implicit_resolver(
 )
 
 
+def _json_object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"duplicate key {duplicates[0]!r}: JSON readers keep only the last one and lose the other setting "
+            "in silence; remove one of them"
+        )
+    return dict(pairs)
+
+
 def read_config_file(path: str | os.PathLike) -> dict:
-    """A YAML (``1e-3`` is a number, as in YAML 1.2) or JSON config file as a mapping."""
+    """A YAML (``1e-3`` is a number, as in YAML 1.2) or JSON config file as a mapping; duplicate keys
+    are refused."""
     path = Path(path)
+    origin = f"(from {CONFIG_ENV} or an argument)"
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a config file {origin}: name a .yaml or .json file")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (from {CONFIG_ENV} or an argument)")
-    text = path.read_text()
+        if path.is_symlink():
+            raise ConfigError(f"config file {path} is a broken symbolic link (to {os.readlink(path)}) {origin}")
+        if path.exists():
+            raise ConfigError(f"config file {path} is not a regular file {origin}")
+        raise ConfigError(f"config file {path} does not exist {origin}")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_ConfigLoader)  # noqa: S506
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from error
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text, object_pairs_hook=_json_object_without_duplicates)
+        else:
+            data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from error
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot parse config file {path}: {error}") from error
     if data is None:
@@ -176,7 +226,9 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _number(value: Any, key: str, *, minimum: float | None = None, integer: bool = False) -> float | int:
+def _number(
+    value: Any, key: str, *, minimum: float | None = None, above: float | None = None, integer: bool = False
+) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         hint = " (written in quotes?)" if isinstance(value, str) else ""
         raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}{hint}")
@@ -186,6 +238,8 @@ def _number(value: Any, key: str, *, minimum: float | None = None, integer: bool
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(f"{key} must be > {above}, got {value!r}")
     return int(value) if integer else float(value)
 
 
@@ -243,8 +297,13 @@ def validate_structure(config: dict) -> dict:
     for key, value in trainer.items():
         if key not in _TRAINER_KEYS:
             raise ConfigError(f"unknown key trainer.{key}; allowed: {sorted(_TRAINER_KEYS)}")
+        # every trainer number is positive: counts of at least 1, a learning rate above 0 (0 trains nothing)
         integer = _TRAINER_KEYS[key] is int
-        trainer[key] = _number(value, f"trainer.{key}", minimum=1 if integer else 0, integer=integer)
+        trainer[key] = (
+            _number(value, f"trainer.{key}", minimum=1, integer=True)
+            if integer
+            else _number(value, f"trainer.{key}", above=0)
+        )
     auto_tau = config.setdefault("auto_tau", None)
     if auto_tau is not None:
         if not isinstance(auto_tau, dict):
@@ -403,6 +462,24 @@ def changed_keys(before: dict, override: dict, prefix: str = "") -> dict:
         elif old != value:
             changes[dotted] = {"from": copy.deepcopy(old), "to": copy.deepcopy(value)}
     return changes
+
+
+#: marks a key one of two configs does not have (:func:`config_differences`)
+ABSENT = "(not set)"
+
+
+def config_differences(before: dict, after: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in before, value in after)`` of every leaf that differs between two
+    configs, in key order; :data:`ABSENT` stands for a key one of them does not have."""
+    differences = []
+    for key in sorted(set(before) | set(after), key=str):
+        dotted = f"{prefix}{key}"
+        old, new = before.get(key, ABSENT), after.get(key, ABSENT)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, dotted + ".")
+        elif old != new:
+            differences.append((dotted, old, new))
+    return differences
 
 
 def loss_terms(config: dict) -> dict:

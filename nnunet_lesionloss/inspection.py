@@ -478,6 +478,7 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
     from nnunet_lesionloss.config import load_config
     from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
     from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
+    from nnunet_lesionloss.training.trainer import resolve_setup
     from nnunet_lesionloss.training.variants import nnUNetTrainerSizePenaltyAuto
 
     planned = source.planned
@@ -493,15 +494,19 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
         split_source = "nnU-Net's default 5-fold split (no splits_final.json yet)"
     train_cases = splits[fold]["train"]
     label_manager = planned.plans_manager.get_label_manager(planned.dataset_json)
-    # the trainer's own methods on a view with the attributes they read (an instance would write a log)
+    # the trainer's own start checks and methods on a view with the attributes they read (an instance
+    # would write a training log into nnUNet_results)
+    configuration = planned.configuration_manager
+    setup = resolve_setup(
+        config, spatial_dims=len(configuration.patch_size), spacing=configuration.spacing, label_manager=label_manager
+    )
     view = SimpleNamespace(
-        configuration_manager=planned.configuration_manager,
+        configuration_manager=configuration,
         label_manager=label_manager,
-        lesion_config=config,
+        label_groups=setup.label_groups,
+        region_channels=setup.region_channels,
         print_to_log_file=lambda *args, **kwargs: None,
     )
-    view.label_groups = trainer._label_groups(view)
-    view.region_channels = trainer._region_channels(view)
     initial_patch_size = nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(view)[2]
     patches = draw_training_patches(
         planned.dataset_class(str(planned.folder), train_cases),
@@ -540,6 +545,13 @@ def terms_by_scales() -> dict[str, list[str]]:
             for name, term in loss_terms(config).items():
                 by_scales[term.get("scales", "all")].add(name)
     return {key: sorted(names) for key, names in by_scales.items()}
+
+
+def _face_presets(face: int) -> list[str]:
+    """The evaluation presets whose lesions are face-connected."""
+    from nnunet_lesionloss.evaluation.settings import PRESETS
+
+    return [name for name, preset in PRESETS.items() if preset.settings.connectivity in ("face", face)]
 
 
 def _scale_text(scale: Sequence[float]) -> str:
@@ -588,7 +600,7 @@ def decision_hints(report: dict) -> list[str]:
             hints.append(
                 f"{name}: {split} lesions at {report['full_connectivity']}-connectivity consist of {parts} components at "
                 f"{report['face_connectivity']}-connectivity: a {report['face_connectivity']}-connected evaluation "
-                f"(presets msseg, shifts) counts {parts - split} more lesions"
+                f"(presets {', '.join(_face_presets(report['face_connectivity']))}) counts {parts - split} more lesions"
             )
         if entry["touching_border"]:
             hints.append(

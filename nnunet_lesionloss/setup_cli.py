@@ -1,8 +1,10 @@
 """Set-up sub-commands: ``env`` (the export line for nnUNet_extTrainer), ``doctor`` (checks the
-installation end to end) and ``synth`` (writes the synthetic dataset)."""
+installation end to end), ``config`` (the config a trainer would train with, checked as the trainer
+checks it at start) and ``synth`` (writes the synthetic dataset)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -82,15 +84,22 @@ def doctor_report(environ=None) -> list[tuple[bool, str]]:
     return checks
 
 
-def _find_trainers(ext_trainer: str | None) -> tuple[list[str], list[str]]:
-    """Look every shipped trainer up through nnU-Net's own lookup with ``nnUNet_extTrainer`` set to
-    ``ext_trainer`` (None: unset), as ``nnUNetv2_train -tr`` would. Returns (found, not found or
-    found elsewhere, with the reason)."""
+def lookup_trainer_class(name: str) -> type:
+    """The class ``nnUNetv2_train -tr NAME`` would train: nnU-Net's own lookup (its package, then the
+    folders of nnUNet_extTrainer), its progress lines kept off the output. RuntimeError when none."""
     import contextlib
     import io
 
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    with contextlib.redirect_stdout(io.StringIO()):
+        return recursive_find_trainer_class_by_name(name)
+
+
+def _find_trainers(ext_trainer: str | None) -> tuple[list[str], list[str]]:
+    """Look every shipped trainer up through nnU-Net's own lookup with ``nnUNet_extTrainer`` set to
+    ``ext_trainer`` (None: unset), as ``nnUNetv2_train -tr`` would. Returns (found, not found or
+    found elsewhere, with the reason)."""
     saved = os.environ.get("nnUNet_extTrainer")
     if ext_trainer is None:
         os.environ.pop("nnUNet_extTrainer", None)
@@ -100,8 +109,7 @@ def _find_trainers(ext_trainer: str | None) -> tuple[list[str], list[str]]:
     try:
         for name in shipped_trainer_names():
             try:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    trainer = recursive_find_trainer_class_by_name(name)
+                trainer = lookup_trainer_class(name)
             except Exception as error:  # report, never crash the doctor
                 missing.append(f"{name} ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
                 continue
@@ -156,40 +164,123 @@ def _run_doctor(args) -> int:
     return 1 if problems else 0
 
 
-def effective_config(trainer: str, environ=None) -> dict:
-    """The config ``trainer`` would train with, and which file changed what (``sources``).
+class NotALesionLossTrainer(LookupError):
+    """A trainer nnU-Net finds that is not derived from this package's base: it reads no config."""
 
-    Raises ``KeyError`` for a trainer that is not one of this package's (it reads no config) and
-    ``ConfigError`` for a config it would refuse at start.
-    """
-    from nnunet_lesionloss.config import load_config_with_sources
+
+def trainer_class(name: str) -> type:
+    """The trainer class ``nnUNetv2_train -tr NAME`` would use: this package's trainers directly, any
+    other name (nnU-Net's trainers, a user's subclass in nnUNet_extTrainer) through nnU-Net's lookup.
+    Raises RuntimeError naming nnUNet_extTrainer when nnU-Net finds no such trainer."""
     from nnunet_lesionloss.training import variants
 
-    if trainer not in shipped_trainer_names():
-        raise KeyError(trainer)
-    cls = getattr(variants, trainer)
+    if name in shipped_trainer_names():
+        return getattr(variants, name)
+    try:
+        return lookup_trainer_class(name)
+    except RuntimeError:
+        raise RuntimeError(
+            f"nnU-Net finds no trainer {name} in its package or nnUNet_extTrainer="
+            f"{os.environ.get('nnUNet_extTrainer', '')}, so nnUNetv2_train -tr {name} would fail: check the "
+            f'name, and that the folder defining it is on nnUNet_extTrainer (eval "$(nnunet-lesionloss env)" '
+            "adds this package's)"
+        ) from None
+    except AssertionError as error:  # nnU-Net's check that the class derives from nnUNetTrainer
+        raise RuntimeError(f"{name}: {error}") from None
+
+
+def dataset_configuration(dataset: str, configuration: str, plans: str = "nnUNetPlans"):
+    """(dataset name, configuration manager, label manager) of a preprocessed dataset, as the trainer
+    reads them from nnUNet_preprocessed; RuntimeError with what is missing."""
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError) as error:
+        raise RuntimeError(f"dataset {dataset}: {str(error).splitlines()[0]}") from None
+    folder = os.path.join(nnUNet_preprocessed.require(), name)
+    plans_file, dataset_json = os.path.join(folder, f"{plans}.json"), os.path.join(folder, "dataset.json")
+    for path in (plans_file, dataset_json):
+        if not os.path.isfile(path):
+            raise RuntimeError(
+                f"{path} does not exist: plan and preprocess {name} first (nnUNetv2_plan_and_preprocess)"
+            )
+    try:
+        with open(dataset_json) as file:
+            labels = json.load(file)
+        manager = PlansManager(plans_file)
+    except ValueError as error:  # JSONDecodeError
+        raise RuntimeError(f"cannot read the plans of {name} ({plans_file}, {dataset_json}): {error}") from None
+    try:
+        configuration_manager = manager.get_configuration(configuration)
+    except RuntimeError as error:
+        raise RuntimeError(f"{name} ({plans}): {error}") from None
+    return name, configuration_manager, manager.get_label_manager(labels)
+
+
+def effective_config(
+    trainer: str, environ=None, dataset: str | None = None, configuration: str | None = None, plans: str = "nnUNetPlans"
+) -> dict:
+    """The config ``trainer`` would train with, and which file changed what (``sources``), after the
+    checks the trainer runs at start (:func:`~nnunet_lesionloss.training.trainer.resolve_setup`): with
+    ``dataset`` and ``configuration``, on that configuration's patch dimension, spacing and labels or
+    regions; without them, on 3D patches at 1 mm and label-based data.
+
+    Raises :class:`NotALesionLossTrainer` for a trainer that is not derived from this package's base
+    (it reads no config), RuntimeError when nnU-Net finds no such trainer or dataset configuration, and
+    ``ConfigError`` for a config the trainer would refuse at start.
+    """
+    from nnunet_lesionloss.config import load_config_with_sources
+    from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss, resolve_setup
+
+    cls = trainer_class(trainer)
+    if not issubclass(cls, nnUNetTrainerLesionLoss):
+        raise NotALesionLossTrainer(trainer)
     config, sources = load_config_with_sources(cls.config_name, cls.config_overrides, environ, trainer=trainer)
-    return {"trainer": trainer, "config_name": cls.config_name, **config, "sources": sources}
+    if dataset is not None:
+        name, configuration_manager, label_manager = dataset_configuration(dataset, configuration, plans)
+        spatial_dims, spacing = len(configuration_manager.patch_size), configuration_manager.spacing
+        checked = f"{name} {configuration} ({plans}): {spatial_dims}D patches {list(configuration_manager.patch_size)}"
+    else:
+        label_manager, spatial_dims, spacing = None, 3, (1.0, 1.0, 1.0)
+        checked = "3D patches at 1 mm, label-based data (give DATASET CONFIGURATION to check against its plans)"
+    resolve_setup(config, spatial_dims=spatial_dims, spacing=spacing, label_manager=label_manager)
+    # shown as lesionloss_config.json shows it: "trainer" is the class, its settings "trainer_settings"
+    shown = {"trainer": trainer, "config_name": cls.config_name}
+    shown.update({key: value for key, value in config.items() if key != "trainer"})
+    return {**shown, "trainer_settings": config["trainer"], "sources": sources, "checked_for": checked}
 
 
 def _run_config(args) -> int:
-    import json
-
     from nnunet_lesionloss.config import CONFIG_ENV, ConfigError
+    from nnunet_lesionloss.evaluation.settings import PRESETS
 
     override = os.environ.get(CONFIG_ENV)
     print(f"{CONFIG_ENV}={override}" if override else f"{CONFIG_ENV} is not set: the trainer's defaults apply")
+    if (args.dataset is None) != (args.configuration is None):
+        print("error: give both DATASET and CONFIGURATION (or neither)", file=sys.stderr)
+        return 2
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            print(
+                f"error: unknown evaluation preset {args.preset!r}; choose from {', '.join(PRESETS)}", file=sys.stderr
+            )
+            return 2
+        print(f"evaluation preset: {args.preset}")
     try:
-        config = effective_config(args.trainer)
-    except KeyError:
+        config = effective_config(args.trainer, None, args.dataset, args.configuration, args.plans)
+    except NotALesionLossTrainer:
         note = f"{args.trainer} is not a trainer of {DISTRIBUTION}: it reads no lesion-loss config"
         if override:
             note += f", so {CONFIG_ENV} (including its trainer: settings) does not apply to it"
         print(f"note: {note}")
         return 0
-    except ConfigError as error:
+    except (ConfigError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(f"checked as {args.trainer} checks it at start, for {config.pop('checked_for')}")
     print(json.dumps(config, indent=2))
     return 0
 
@@ -247,7 +338,13 @@ def register(subparsers) -> None:
         "config",
         help="show the effective loss config of a trainer, with NNUNET_LESIONLOSS_CONFIG applied, and what set each key",
     )
-    config.add_argument("trainer", help="trainer class name, e.g. nnUNetTrainerCATMIL")
+    config.add_argument("trainer", help="trainer class name, e.g. nnUNetTrainerCATMIL (or a subclass of yours)")
+    config.add_argument(
+        "dataset", nargs="?", help="dataset id or name: check against its preprocessed plans (patch dimension, labels)"
+    )
+    config.add_argument("configuration", nargs="?", help="nnU-Net configuration of DATASET, e.g. 3d_fullres")
+    config.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    config.add_argument("--preset", help="also check that this evaluation preset exists (cv-summary --preset)")
     config.set_defaults(func=_run_config)
     synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
     synth.add_argument("--dataset-id", type=int, default=901)

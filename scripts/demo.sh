@@ -28,8 +28,9 @@ nnunet-lesionloss doctor
 
 if [[ $MODE == compare ]]; then
     # nnU-Net's own DC+CE (nnUNetTrainerDiceCE) and CATMIL, trained with the same short budget on the
-    # same split of a synthetic dataset, then nnU-Net's final validation of fold 0 (sliding window),
-    # the lesion-wise evaluation of each fold, and the comparison table and lesion-size figure.
+    # same split of a synthetic dataset, then nnU-Net's final validation of fold 0 (sliding window, with
+    # --npz: the probabilities too), the lesion-wise evaluation and the detection analysis (FROC) of each
+    # fold, and the comparison table, the lesion-size figure and the FROC curves of both runs.
     DATASET_ID=903
     DATASET=Dataset${DATASET_ID}_SyntheticCompare
     OUT=$WORK/compare
@@ -53,7 +54,7 @@ PY
         CONFIG=$OUT/budget.yaml
         [[ $TR == nnUNetTrainerCATMIL ]] && CONFIG=$OUT/catmil.yaml
         start=$(date +%s)
-        NNUNET_LESIONLOSS_CONFIG=$CONFIG nnUNetv2_train $DATASET_ID 3d_fullres 0 -tr $TR -device "$DEVICE" >"$OUT/$TR.log" 2>&1 \
+        NNUNET_LESIONLOSS_CONFIG=$CONFIG nnUNetv2_train $DATASET_ID 3d_fullres 0 -tr $TR -device "$DEVICE" --npz >"$OUT/$TR.log" 2>&1 \
             || { tail -n 30 "$OUT/$TR.log"; exit 1; }
         echo "$TR trained in $(($(date +%s) - start)) s (log: $OUT/$TR.log)"
         grep "Lesions on validation patches" "$OUT/$TR.log" | tail -n 1
@@ -77,7 +78,7 @@ print("|---|---|" + "---|" * len(rows))
 for k, (b, _, n) in enumerate(rows[0][1]):
     print(f"| {b} | {n} | " + " | ".join("-" if r[1][k][1] is None else f"{r[1][k][1]:.3f}" for r in rows) + " |")
 PY
-    echo "compare demo done: table, CSV and figures (detection_by_size.png, volume_agreement.png) in $OUT"
+    echo "compare demo done: table, CSV and figures (detection_by_size.png, volume_agreement.png, froc.png) in $OUT"
     exit 0
 fi
 

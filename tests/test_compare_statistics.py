@@ -150,9 +150,9 @@ def test_runs_with_different_settings_are_refused_or_named(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(a), str(b), "--names", "A", "B", "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "connectivity: A=26, B=6" in err and "size_bins_ml: A=[1.0, 5.0], B=[1.0]" in err
+    assert 'connectivity: A="full", B=6' in err and "size_bins_ml: A=[1.0, 5.0], B=[1.0]" in err
     assert main(["compare", str(a), str(b), "--names", "A", "B", "-o", str(out), "--allow-different-settings"]) == 1
-    assert "evaluated with different settings: connectivity: A=26, B=6" in (out / "compare.md").read_text()
+    assert 'evaluated with different settings: connectivity: A="full", B=6' in (out / "compare.md").read_text()
 
 
 def test_runs_are_named_by_trainer_not_by_their_shared_folder_name(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -90,7 +91,10 @@ def test_train_and_predict_through_nnunet_cli(preprocessed_dataset, short_run_co
 
 @pytest.mark.slow
 def test_resume_with_c_continues_the_warm_up(preprocessed_dataset, tmp_path):
-    """nnUNetv2_train --c restores current_epoch from the checkpoint; the hook then sets λ_CAT(t) from it."""
+    """nnUNetv2_train --c restores current_epoch from the checkpoint; the hook then sets λ_CAT(t) from it.
+    A config that differs from the one in the checkpoint (here: more epochs) stops the resumed run
+    naming the difference, until NNUNET_LESIONLOSS_RESUME=new says to train on with it; the record
+    then holds both configs by epoch."""
     first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
     common = "terms: {cat: {warmup_epochs: 4}}\n"
     first.write_text(
@@ -99,8 +103,7 @@ def test_resume_with_c_continues_the_warm_up(preprocessed_dataset, tmp_path):
     second.write_text(
         common + "trainer: {num_epochs: 4, num_iterations_per_epoch: 2, num_val_iterations_per_epoch: 1}\n"
     )
-    _train(preprocessed_dataset, "nnUNetTrainerCAT", first)
-    _train(preprocessed_dataset, "nnUNetTrainerCAT", second, "--c")
+    env = _train(preprocessed_dataset, "nnUNetTrainerCAT", first)
     fold = (
         preprocessed_dataset["root"]
         / "results"
@@ -108,9 +111,24 @@ def test_resume_with_c_continues_the_warm_up(preprocessed_dataset, tmp_path):
         / "nnUNetTrainerCAT__nnUNetPlans__3d_fullres"
         / "fold_0"
     )
+    record = (fold / "lesionloss_config.json").read_text()
+    command = ["nnUNetv2_train", str(preprocessed_dataset["dataset_id"]), "3d_fullres", "0", "-tr", "nnUNetTrainerCAT"]
+    command += ["-device", "cpu", "--c"]
+    refused = subprocess.run(
+        command, env=dict(env, NNUNET_LESIONLOSS_CONFIG=str(second)), capture_output=True, text=True, timeout=900
+    )
+    assert refused.returncode != 0
+    assert "trainer.num_epochs: 2 in the checkpoint, 4 now" in refused.stderr, refused.stderr[-3000:]
+    assert (fold / "lesionloss_config.json").read_text() == record, "the refused run rewrote nothing"
+    run_cli(command, dict(env, NNUNET_LESIONLOSS_CONFIG=str(second), NNUNET_LESIONLOSS_RESUME="new"))
     logs = sorted(fold.glob("training_log_*.txt"))
-    assert len(logs) == 2, "the resumed run writes its own log"
     resumed = logs[-1].read_text()
     assert "Epoch 0\n" not in resumed and "Epoch 2" in resumed
     assert "loss term weights: cat=0.05, mil=0" in resumed  # 0.1 · 2/4 at epoch 2
     assert "loss term weights: cat=0.075, mil=0" in resumed  # epoch 3
+    assert "NNUNET_LESIONLOSS_RESUME=new: from epoch 2 on" in resumed
+    history = json.loads((fold / "lesionloss_config.json").read_text())["history"]
+    assert [(p["first_epoch"], p.get("last_epoch"), p["trainer_settings"]["num_epochs"]) for p in history] == [
+        (0, 1, 2),
+        (2, None, 4),
+    ]

@@ -63,7 +63,8 @@ def slow_surface(ref, pred, spacing):
 )
 def test_lesion_counts_and_voxel_metrics_match_slow_loops(seed, density, connectivity, spacing):
     ref, pred = random_masks(seed, density)
-    v = evaluate_binary(ref, pred, spacing, EvaluationSettings(connectivity=connectivity)).values
+    settings = EvaluationSettings(connectivity=connectivity, detection="any_overlap")
+    v = evaluate_binary(ref, pred, spacing, settings).values
     ref_lab, n_ref = ndimage.label(ref, STRUCTURES[connectivity])
     pred_lab, n_pred = ndimage.label(pred, STRUCTURES[connectivity])
     hit_ref = sum(1 for i in range(1, n_ref + 1) if pred[ref_lab == i].any())
@@ -77,14 +78,12 @@ def test_lesion_counts_and_voxel_metrics_match_slow_loops(seed, density, connect
     if ref.any() and pred.any():
         slow = slow_surface(ref, pred, np.array(spacing))
         assert close(v["hd95"], slow["max_directed"]) and close(v["assd"], slow["assd"])
-        pooled = evaluate_binary(
-            ref, pred, spacing, EvaluationSettings(connectivity=connectivity, hd95="pooled")
-        ).values
+        pooled = evaluate_binary(ref, pred, spacing, settings.replace(hd95="pooled")).values
         assert close(pooled["hd95"], slow["pooled"])
 
 
 def brute_force_matching(table: OverlapTable, spec: MatchingSpec):
-    """Best one-to-one assignment by enumeration: most eligible pairs first, then the highest score sum."""
+    """Best one-to-one assignment by enumeration: the highest score sum (then the most pairs)."""
     scores = table.pair_dsc() if spec.metric == "dsc" else table.pair_iou()
     eligible = {(int(r), int(p)): s for r, p, s in zip(table.pair_ref, table.pair_pred, scores) if s >= spec.threshold}
     refs = sorted({r for r, _ in eligible})
@@ -95,7 +94,7 @@ def brute_force_matching(table: OverlapTable, spec: MatchingSpec):
             for chosen_preds in itertools.permutations(preds, k):
                 pairs = list(zip(chosen_refs, chosen_preds))
                 if all(pair in eligible for pair in pairs):
-                    best = max(best, (k, sum(eligible[pair] for pair in pairs)), key=lambda x: (x[0], x[1]))
+                    best = max(best, (k, sum(eligible[pair] for pair in pairs)), key=lambda x: (x[1], x[0]))
     return best
 
 
@@ -116,9 +115,9 @@ def test_hungarian_matching_is_optimal_against_brute_force(seed, density, spec):
     refs, preds, matched_scores = match_instances(table, spec)
     assert len(set(refs.tolist())) == len(refs) and len(set(preds.tolist())) == len(preds)
     count, total = brute_force_matching(table, spec)
-    # with panoptica's cost (1 - score, ineligible 1 + 1e-6) the optimum is the largest score sum;
-    # it may trade a match for score only by margins of 1e-6, so compare the sum
-    assert math.isclose(float(matched_scores.sum()), total, abs_tol=1e-5) or len(refs) == count
+    # with panoptica's cost (1 - score, ineligible 1 + 1e-6) the optimum is the largest score sum, which
+    # may have fewer pairs than another assignment (seed 9565: 4 pairs of sum 0.9913 beat 5 of 0.9876)
+    assert math.isclose(float(matched_scores.sum()), total, abs_tol=1e-5)
 
 
 def synthetic_pair(seed: int, shape=(40, 44, 36)):

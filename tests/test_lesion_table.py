@@ -262,7 +262,10 @@ def test_sweep_equals_remove_small_then_evaluate(tmp_path, real):
     assert [row["min_voxels"] for row in sweep["rows"]] == sizes
     for row in sweep["rows"]:
         cleaned = tmp_path / f"cleaned_{row['min_voxels']}"
-        assert main(["remove-small", str(pred), str(cleaned), "--min-voxels", str(row["min_voxels"])]) == 0
+        if row["min_voxels"] == 0:  # nothing removed: the predictions as they are (remove-small takes sizes >= 1)
+            cleaned = pred
+        else:
+            assert main(["remove-small", str(pred), str(cleaned), "--min-voxels", str(row["min_voxels"])]) == 0
         out = tmp_path / f"eval_{row['min_voxels']}"
         assert main(["evaluate", "--gt", str(gt), "--pred", str(cleaned), "-o", str(out), "--quiet"]) == 0
         summary = load_strict_json(out / "summary.json")

@@ -5,54 +5,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
-from test_evaluation_cv_compare import DATASET, FAKE_TRAIN, make_results_tree
+from test_evaluation_cv_compare import DATASET
+from test_run_cv import fake_nnunet, run_cv
 
 from conftest_evaluation import load_strict_json
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_cv.sh"
-
-FAKE_SBATCH = """#!/usr/bin/env bash
-# records its arguments; answers like sbatch --parsable: job id;cluster
-echo "$@" >> "$FAKE_SBATCH_LOG"
-n=$(wc -l < "$FAKE_SBATCH_LOG")
-echo "$((4000 + n));cluster"
-"""
-
-
-def _environment(tmp_path: Path) -> dict:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for name, text in (("nnUNetv2_train", FAKE_TRAIN.format(dataset=DATASET)), ("sbatch", FAKE_SBATCH)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    # an override with a space in its path (quoting), one that fits every trainer (run_cv.sh checks it)
-    (tmp_path / "my config.yaml").write_text("trainer: {num_epochs: 2}\n")
-    return dict(
-        os.environ,
-        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        nnUNet_raw=str(tmp_path / "raw"),
-        nnUNet_preprocessed=str(tmp_path / "preprocessed"),
-        nnUNet_results=str(tmp_path / "results"),
-        nnUNet_extTrainer=str(tmp_path / "trainers"),
-        NNUNET_LESIONLOSS_CONFIG=str(tmp_path / "my config.yaml"),
-        FAKE_TRAIN_LOG=str(tmp_path / "train.log"),
-        FAKE_SBATCH_LOG=str(tmp_path / "sbatch.log"),
-        LOG_DIR=str(tmp_path / "logs"),
-    )
-
-
-def _run(args, env, **kwargs):
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300, **kwargs)
-
-
-SLURM_ARGS = ["--slurm", "--partition", "gpu", "--time", "12:00:00", "--account", "lab", "--sbatch-arg=--qos=high"]
+SLURM_ARGS = ["--slurm", "--partition", "gpu", "--time", "12:00:00", "--account", "lab", "--sbatch-arg", "--qos=high"]
 
 
 def test_dry_run_prints_the_scripts_and_submits_nothing(tmp_path):
-    env = _environment(tmp_path)
-    done = _run(["999", "3d_fullres", "nnUNetTrainerCATMIL", *SLURM_ARGS, "--dry-run", "--", "--c"], env)
+    env = fake_nnunet(tmp_path)
+    done = run_cv(["999", "3d_fullres", "nnUNetTrainerCATMIL", *SLURM_ARGS, "--dry-run", "--", "--c"], env)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert not (tmp_path / "sbatch.log").exists(), "a dry run submits nothing"
@@ -86,10 +50,9 @@ def test_dry_run_prints_the_scripts_and_submits_nothing(tmp_path):
 def test_submission_chains_the_summary_after_the_array_and_the_scripts_run(tmp_path):
     """With a fake sbatch: two submissions, the second after the first (afterok). Then the scripts run
     as SLURM would: one array task per fold (SLURM_ARRAY_TASK_ID), then the summary."""
-    make_results_tree(tmp_path)
-    env = _environment(tmp_path)
+    env = fake_nnunet(tmp_path)
     folds = ["--folds", "0 1 2 3 4", "--job-dir", str(tmp_path / "jobs")]
-    done = _run(["999", "3d_fullres", "nnUNetTrainerFake", *SLURM_ARGS, *folds], env)
+    done = run_cv(["999", "3d_fullres", "nnUNetTrainerFake", *SLURM_ARGS, *folds], env)
     assert done.returncode == 0, done.stderr
     calls = (tmp_path / "sbatch.log").read_text().splitlines()
     train_script = tmp_path / "jobs" / "cv_nnUNetTrainerFake_3d_fullres_train.sbatch"
@@ -115,15 +78,101 @@ def test_submission_chains_the_summary_after_the_array_and_the_scripts_run(tmp_p
 
 
 def test_slurm_options_are_checked(tmp_path):
-    env = _environment(tmp_path)
-    no_slurm = _run(["999", "3d_fullres", "nnUNetTrainerFake", "--dry-run"], env)
+    env = fake_nnunet(tmp_path)
+    no_slurm = run_cv(["999", "3d_fullres", "nnUNetTrainerFake", "--dry-run"], env)
     assert no_slurm.returncode == 2 and "need --slurm" in no_slurm.stderr
-    both = _run(["999", "3d_fullres", "nnUNetTrainerFake", "--slurm", "--gpus", "0,1"], env)
+    both = run_cv(["999", "3d_fullres", "nnUNetTrainerFake", "--slurm", "--gpus", "0,1"], env)
     assert both.returncode == 2 and "--gpus is for local runs" in both.stderr
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(tmp_path / "bin")) + (
         os.pathsep + str(tmp_path / "only_train")
     )
     (tmp_path / "only_train").mkdir()
     (tmp_path / "only_train" / "nnUNetv2_train").symlink_to(tmp_path / "bin" / "nnUNetv2_train")
-    missing = _run(["999", "3d_fullres", "nnUNetTrainerFake", "--slurm"], env)
+    missing = run_cv(["999", "3d_fullres", "nnUNetTrainerCATMIL", "--slurm"], env)
     assert missing.returncode == 2 and "sbatch not found" in missing.stderr
+
+
+def test_a_control_character_in_any_option_is_refused_before_a_script_is_written(tmp_path):
+    """A newline inside --partition (or --time, --account, --sbatch-arg) became a line of its own in
+    the job script, which the job ran as a command."""
+    env = fake_nnunet(tmp_path)
+    jobs = ["--job-dir", str(tmp_path / "jobs")]
+    for option in ("--partition", "--time", "--account", "--sbatch-arg"):
+        value = f"gpu\ntouch {tmp_path / 'pwned'}"
+        done = run_cv(["999", "3d_fullres", "nnUNetTrainerCATMIL", "--slurm", option, value, *jobs], env)
+        assert done.returncode == 2 and "contains a control character" in done.stderr, (option, done.stderr)
+    for value in ("--qos=high\r", "--comment=a\tb", "--x=\x1b[31m"):
+        done = run_cv(["999", "3d_fullres", "nnUNetTrainerCATMIL", "--slurm", f"--sbatch-arg={value}", *jobs], env)
+        assert done.returncode == 2 and "control character" in done.stderr
+    done = run_cv(["999", "3d_fullres", "nnUNetTrainer$(id)", "--slurm", *jobs], env)
+    assert done.returncode == 2 and "trainer class name" in done.stderr
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_every_value_is_quoted_in_the_scripts(tmp_path):
+    """Spaces, quotes, '#' (sbatch's comment sign) and shell characters stay inside their own word:
+    #SBATCH words in double quotes as sbatch reads them, shell words quoted for bash."""
+    env = fake_nnunet(tmp_path)
+    env["LOG_DIR"] = str(tmp_path / "my logs")
+    odd = ['--sbatch-arg=--comment=run #1 "first" $(touch pwned)', "--partition", "gpu a100"]
+    done = run_cv(
+        [
+            "999",
+            "3d_fullres",
+            "nnUNetTrainerCATMIL",
+            "--slurm",
+            *odd,
+            "--dry-run",
+            "--",
+            "-pretrained_weights",
+            "a b;c",
+        ],
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    train = (tmp_path / "my logs" / "slurm" / "cv_nnUNetTrainerCATMIL_3d_fullres_train.sbatch").read_text()
+    assert '#SBATCH "--comment=run #1 \\"first\\" $(touch pwned)"' in train
+    assert '#SBATCH "--partition=gpu a100"' in train
+    assert f'#SBATCH "--output={tmp_path}/my logs/nnUNetTrainerCATMIL_3d_fullres_fold%a.log"' in train
+    assert "-pretrained_weights a\\ b\\;c" in train
+    # run as the job would (nnUNetv2_train is the fake): nothing but the training runs
+    task = subprocess.run(
+        ["bash", str(tmp_path / "my logs" / "slurm" / "cv_nnUNetTrainerCATMIL_3d_fullres_train.sbatch")],
+        env={"HOME": str(tmp_path), "FAKE_TRAIN_LOG": env["FAKE_TRAIN_LOG"], "SLURM_ARRAY_TASK_ID": "0"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert task.returncode == 0, task.stderr
+    assert not (tmp_path / "pwned").exists()
+    assert (tmp_path / "train.log").read_text().split()[:3] == ["999", "3d_fullres", "0"]
+
+
+def test_relative_paths_are_written_absolute_and_the_dry_run_says_where(tmp_path):
+    """A relative NNUNET_LESIONLOSS_CONFIG was written relative into the job scripts, and --dry-run
+    wrote them into ./cv_logs/slurm of the current folder without saying so."""
+    env = fake_nnunet(tmp_path)
+    env["NNUNET_LESIONLOSS_CONFIG"] = "my config.yaml"
+    env.pop("LOG_DIR")
+    done = run_cv(["999", "3d_fullres", "nnUNetTrainerCATMIL", "--slurm", "--dry-run"], env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    jobs = tmp_path / "cv_logs" / "slurm"
+    assert f"job scripts written to {jobs}: " in done.stdout and "nothing submitted" in done.stdout
+    train = (jobs / "cv_nnUNetTrainerCATMIL_3d_fullres_train.sbatch").read_text()
+    quoted = str(tmp_path / "my config.yaml").replace(" ", "\\ ")
+    assert f"export NNUNET_LESIONLOSS_CONFIG={quoted}\n" in train
+    # the job finds the file from any working directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shown = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'source <(grep "^export" {jobs / "cv_nnUNetTrainerCATMIL_3d_fullres_train.sbatch"}); '
+            'cat "$NNUNET_LESIONLOSS_CONFIG"',
+        ],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.stdout == "trainer: {num_epochs: 2}\n", shown.stderr

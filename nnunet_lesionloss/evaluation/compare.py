@@ -31,6 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.detection import (
+    cases_of,
+    load_detection,
+    paired_sensitivity_difference,
+    per_case_sensitivity,
+    plot_froc,
+)
 from nnunet_lesionloss.evaluation.evaluate import format_value
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, plot_detection_by_volume
 
@@ -78,6 +85,8 @@ class Run:
     settings: dict | None = None
     preset: str | None = None
     identity: str = ""  # the trainer folder (or prediction folder) the run comes from
+    reference_folder: str | None = None  # absolute, as recorded (None: an older summary)
+    reference_checksums: dict[str, str] = field(default_factory=dict)  # case -> SHA-256 of its reference file
     _per_case: dict | None = field(default=None, repr=False)
 
     @property
@@ -147,8 +156,16 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     for folder in (path, path / "lesion_evaluation"):
         for file_name, kind in (("cv_summary.json", "cv-summary"), ("summary.json", "evaluate")):
             if (folder / file_name).is_file():
-                with open(folder / file_name) as handle:
-                    return _run_from(json.load(handle), kind, folder, name)
+                try:
+                    with open(folder / file_name) as handle:
+                        data = json.load(handle)
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"{folder / file_name} is not valid JSON ({error}); run {kind} again to rewrite it"
+                    ) from None
+                if not isinstance(data, dict):
+                    raise ValueError(f"{folder / file_name} is not a {kind} summary; run {kind} again to rewrite it")
+                return _run_from(data, kind, folder, name)
     raise FileNotFoundError(f"{path} holds no cv_summary.json or summary.json (run cv-summary or evaluate first)")
 
 
@@ -176,6 +193,8 @@ def _run_from(data: dict, kind: str, folder: Path, name: str | None) -> Run:
         settings=data.get("settings"),
         preset=data.get("preset"),
         identity=identity,
+        reference_folder=data.get("reference_folder"),
+        reference_checksums=data.get("reference_checksums") or {},
     )
 
 
@@ -217,6 +236,30 @@ def settings_differences(runs: list[Run]) -> list[str]:
     return differences
 
 
+def reference_differences(runs: list[Run]) -> list[str]:
+    """One line per run evaluated against other references than the first run: another reference file
+    for a case both evaluated (by SHA-256), or, for summaries without checksums, another folder. The
+    same files in another folder (labelsTr and gt_segmentations) are the same references."""
+    first = runs[0]
+    differences = []
+    for run in runs[1:]:
+        shared = sorted(set(first.reference_checksums) & set(run.reference_checksums))
+        differing = [c for c in shared if first.reference_checksums[c] != run.reference_checksums[c]]
+        folders = f"{first.name} used {first.reference_folder or 'an unrecorded folder'}, {run.name} used " + (
+            run.reference_folder or "an unrecorded folder"
+        )
+        if differing:
+            differences.append(
+                f"references: {len(differing)} of the {len(shared)} cases both runs evaluated have other reference "
+                f"files (e.g. {', '.join(differing[:3])}); {folders}"
+            )
+        elif not shared and first.reference_folder != run.reference_folder:
+            differences.append(
+                f"reference folder: {folders} (no checksums recorded to tell whether the files are equal)"
+            )
+    return differences
+
+
 def best_indices(values: list, direction: int, eligible: Sequence[bool] | None = None) -> set[int]:
     """Runs with the best value; only ``eligible`` runs (complete ones) can be best."""
     eligible = eligible or [True] * len(values)
@@ -250,11 +293,11 @@ def bootstrap_ci(
 
 def wilcoxon_p(differences: np.ndarray) -> float | None:
     """Two-sided Wilcoxon signed-rank p-value of the paired differences (scipy's defaults: zero
-    differences dropped, exact distribution for small samples without ties); None without a case."""
+    differences dropped, exact distribution for small samples without ties); None for fewer than 2 cases."""
     from scipy.stats import wilcoxon
 
     differences = np.asarray(differences, dtype=np.float64)
-    if len(differences) == 0:
+    if len(differences) < 2:  # no test of one difference (scipy refuses a single zero difference)
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # all-zero differences: scipy warns and returns p = 1
@@ -339,6 +382,7 @@ def write_table(
     notes: Sequence[str] = (),
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
+    sections: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     md, csv_path = output / "compare.md", output / "compare.csv"
     shown = [run.name + ("" if run.complete else f" {INCOMPLETE_MARK}") for run in runs]
@@ -386,6 +430,8 @@ def write_table(
                 cells.append(f"{format_value(s['mean_difference'])}{ci}, p = {_p_text(s['p_holm'])} (n = {s['n']})")
             arrow = "↑" if row["direction"] > 0 else "↓"
             lines.append(f"| {row['display']} {arrow} | " + " | ".join(cells) + " |")
+    for section in sections:
+        lines += ["", section]
     io.write_text(md, "\n".join(lines) + "\n")
 
     header = ["metric", "better"] + [run.name for run in runs] + [f"{run.name}_std" for run in runs] + ["best"]
@@ -509,8 +555,10 @@ def compare_runs(
     allow_different_settings: bool = False,
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
+    fp_rate: float = 1.0,
 ) -> tuple[list[Path], list[str]]:
-    """Write compare.md, compare.csv and the two figures; returns (files written, warnings)."""
+    """Write compare.md, compare.csv and the two figures (and, when the runs have a detection analysis,
+    froc.png and compare_detection.csv); returns (files written, warnings)."""
     if names is not None and len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs")
     if names is not None and len(set(names)) != len(names):
@@ -518,25 +566,34 @@ def compare_runs(
     runs = [load_run(p, None if names is None else names[k]) for k, p in enumerate(paths)]
     if names is None:
         make_names_unique(runs)
-    labels = list(runs[0].means)
+    evaluated = [run for run in runs if run.means]  # a run whose cases all failed has no label at all
     if label is None:
-        if not labels:
-            raise ValueError(f"{runs[0].folder} has no evaluated label")
-        label = labels[0]
-    for run in runs:
+        if not evaluated:
+            raise ValueError(f"no run has an evaluated case: {', '.join(str(run.folder) for run in runs)}")
+        label = next(iter(evaluated[0].means))
+    for run in evaluated:
         if label not in run.means:
             raise ValueError(f"label {label} not in {run.folder} (has {', '.join(run.means) or 'none'})")
-    differences = settings_differences(runs)
+    detections = [load_detection(run.folder) for run in runs]
+    differences = (
+        settings_differences(runs)
+        + reference_differences(runs)
+        + detection_settings_differences(runs, detections, label)
+    )
     if differences and not allow_different_settings:
         raise ValueError(
-            "the runs were evaluated with different settings, so their numbers are not comparable: "
+            "the runs were evaluated with different settings or references, so their numbers are not comparable: "
             + "; ".join(differences)
-            + ". Evaluate them again with the same settings, or pass --allow-different-settings"
+            + ". Evaluate them again with the same settings and references, or pass --allow-different-settings"
         )
     reference_index = _reference_index(runs, reference)
     notes = [f"evaluated with different settings: {d}" for d in differences]
     for run in runs:
-        if not run.complete:
+        if not run.means:
+            notes.append(
+                f"{run.name} has no evaluated case (all {run.n_cases} failed or are missing): its column is empty"
+            )
+        elif not run.complete:
             notes.append(
                 f"{run.name} has {run.n_failed} failed or missing case(s) of {run.n_cases}: its means are over "
                 f"{run.n_evaluated} cases; it is not marked best"
@@ -549,6 +606,21 @@ def compare_runs(
             + ", ".join(f"{name}: {len(s)}" for name, s in case_sets.items())
             + f"); {len(common)} are common to all, and the paired statistics use the cases each pair shares"
         )
+    with_detection = [k for k, d in enumerate(detections) if d is not None]
+    for k in with_detection:
+        failed = detections[k][0].get(label, {}).get("n_failed", 0)
+        if failed:
+            notes.append(
+                f"{runs[k].name}'s detection analysis lacks {failed} case(s) (listed in its detection.json): its "
+                "curve is over the others"
+            )
+    if with_detection:
+        notes += [
+            f"{run.name} has no detection analysis (no detection.json in {run.folder}; cv-summary writes it when "
+            "the folds were validated with nnUNetv2_train --npz): it is missing from the FROC comparison"
+            for k, run in enumerate(runs)
+            if detections[k] is None
+        ]
     output = Path(output_dir)
     targets = [output / n for n in ("compare.md", "compare.csv", "detection_by_size.png", "volume_agreement.png")]
     lesion_tables = {run.name: run.folder / LESION_FILE for run in runs}
@@ -559,16 +631,172 @@ def compare_runs(
             f"version): {DETECTION_BY_VOLUME} is not drawn",
             file=sys.stderr,
         )
-    io.prepare_output_dir(output, [t.name for t in targets] + [DETECTION_BY_VOLUME], overwrite)
+    detection_targets = [output / "froc.png", output / "compare_detection.csv"] if with_detection else []
+    names = [t.name for t in targets + detection_targets] + [DETECTION_BY_VOLUME]
+    io.prepare_output_dir(output, names, overwrite)
     rows = comparison_table(runs, label, reference_index, bootstrap_resamples, seed)
-    md, csv_path = write_table(rows, runs, output, label, reference_index, notes, bootstrap_resamples, seed)
+    sections, written_detection = [], []
+    if with_detection:
+        section, written_detection = compare_detection(
+            runs, detections, label, reference_index, output, fp_rate, bootstrap_resamples, seed
+        )
+        sections.append(section)
+    md, csv_path = write_table(
+        rows, runs, output, label, reference_index, notes, bootstrap_resamples, seed, sections=sections
+    )
     written = [
         md,
         csv_path,
         plot_detection_by_size(runs, label, targets[2]),
         plot_volume_agreement(runs, label, targets[3]),
+        *written_detection,
     ]
     if not without_table:
         small = (runs[0].settings or {}).get("small_lesion_ml")
         written.append(plot_detection_by_volume(lesion_tables, label, output / DETECTION_BY_VOLUME, small))
     return written, notes
+
+
+# --------------------------------------------------------------------------- detection (FROC)
+def detection_settings_differences(runs: list[Run], detections: list, label: str) -> list[str]:
+    """Differences between the detection settings of the runs that have a detection analysis of ``label``."""
+    recorded = [
+        (run.name, detection[0][label]["settings"])
+        for run, detection in zip(runs, detections)
+        if detection is not None and label in detection[0]
+    ]
+    differences = []
+    keys: list[str] = []
+    for _, settings in recorded:
+        keys += [k for k in settings if k not in keys]
+    for key in keys:
+        if key in ("bootstrap_resamples", "seed"):  # the precision of the CIs, not what is measured
+            continue
+        values = [json.dumps(settings.get(key)) for _, settings in recorded]
+        if len(set(values)) > 1:
+            differences.append(f"detection {key}: " + ", ".join(f"{n}={v}" for (n, _), v in zip(recorded, values)))
+    return differences
+
+
+def compare_detection(
+    runs: list[Run],
+    detections: list,
+    label: str,
+    reference: int,
+    output: Path,
+    fp_rate: float,
+    resamples: int,
+    seed: int,
+) -> tuple[str, list[Path]]:
+    """FROC curves of the runs in one figure, their AP / CPM / sensitivities, and the paired difference of
+    the sensitivity at ``fp_rate`` FP per case against the reference run (docs/metrics.md)."""
+    entries = {k: d[0].get(label) for k, d in enumerate(detections) if d is not None}
+    missing_label = [runs[k].name for k, e in entries.items() if e is None]
+    entries = {k: e for k, e in entries.items() if e is not None}
+    rate = f"{fp_rate:g}"
+    lines = [f"## Detection (FROC, label {label}; froc.png)", ""]
+    if missing_label:
+        lines += [f"No detection analysis of label {label} in: {', '.join(missing_label)}.", ""]
+    absent = [run.name for k, run in enumerate(runs) if detections[k] is None]
+    if absent:
+        lines += [f"No detection analysis (no probabilities): {', '.join(absent)}.", ""]
+    written = []
+    if not entries:
+        return "\n".join(lines), written
+    written.append(
+        plot_froc([(runs[k].name, e) for k, e in entries.items()], output / "froc.png", f"FROC, label {label}")
+    )
+    first = next(iter(entries.values()))
+    rates = list(first["sensitivity_at_fp"])
+
+    def cell(entry, name, interval):
+        return _ci_text(entry.get(name) if name in ("ap", "cpm") else entry["sensitivity_at_fp"].get(name), interval)
+
+    lines += [
+        "Pooled over each run's cases; [95 % CI]: case bootstrap of the run's detection analysis. "
+        "Candidates and matching: detection.json's settings (the same for every run).",
+        "",
+        "| run | cases (failed) | lesions | candidates | AP | CPM | "
+        + " | ".join(f"sens. at {r} FP/case" for r in rates)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(rates),
+    ]
+    for k, entry in entries.items():
+        ci = entry["ci"]
+        lines.append(
+            f"| {runs[k].name} | {entry['n_cases']} ({entry['n_failed']}) | {entry['n_lesions']} | "
+            f"{entry['n_candidates']} | {cell(entry, 'ap', ci['ap'])} | {cell(entry, 'cpm', ci['cpm'])} | "
+            + " | ".join(cell(entry, r, ci["sensitivity_at_fp"].get(r)) for r in rates)
+            + " |"
+        )
+    header = ["run", "n_cases", "n_failed", "n_lesions", "n_candidates", "ap", "cpm"]
+    header += [f"sensitivity_at_{r}fp" for r in rates]
+    table = [
+        [runs[k].name, e["n_cases"], e["n_failed"], e["n_lesions"], e["n_candidates"], e["ap"], e["cpm"]]
+        + [e["sensitivity_at_fp"].get(r) for r in rates]
+        for k, e in entries.items()
+    ]
+    header += [
+        f"pooled_difference_at_{rate}fp",
+        "pooled_ci_low",
+        "pooled_ci_high",
+        "n_paired",
+        f"mean_case_difference_at_{rate}fp",
+        "case_ci_low",
+        "case_ci_high",
+        "p_wilcoxon",
+        "p_holm",
+    ]
+    if reference not in entries:
+        lines += ["", f"No paired differences: the reference run {runs[reference].name} has no detection analysis.", ""]
+        io.write_csv(output / "compare_detection.csv", header, [row + [""] * 9 for row in table])
+        return "\n".join(lines), written + [output / "compare_detection.csv"]
+    cases = {k: cases_of(detections[k][1], label) for k in entries}
+    per_case = {k: per_case_sensitivity(cases[k], fp_rate) for k in entries}
+    others = [k for k in entries if k != reference]
+    paired = {k: paired_difference(per_case[reference][0], per_case[k][0], resamples, seed) for k in others}
+    for k, p in zip(others, holm([paired[k]["p_wilcoxon"] for k in others])):
+        paired[k]["p_holm"] = p
+    pooled = {k: paired_sensitivity_difference(cases[reference], cases[k], fp_rate, resamples, seed) for k in others}
+    base = runs[reference].name
+    lines += [
+        "",
+        f"### Sensitivity at {rate} FP/case against {base}",
+        "",
+        f"Pooled: the difference of the pooled sensitivities at {rate} FP/case over the cases both runs analysed, "
+        f"with a paired case-bootstrap 95 % CI ({resamples} resamples; each resample recomputes both runs' curves "
+        f"on the same cases). Per case: the sensitivity of a case's lesions at its run's threshold for {rate} FP/case "
+        f"(over all the run's cases), run − {base}, over the cases with reference lesions: mean [bootstrap CI], "
+        "two-sided Wilcoxon signed-rank p, Holm-corrected over the runs compared (docs/metrics.md).",
+        "",
+        "| run | threshold | pooled difference [95 % CI] | mean per-case difference [95 % CI], p (n) |",
+        "|---|---|---|---|",
+    ]
+    for k in others:
+        d, p = pooled[k], paired[k]
+        pooled_text = "–" if d["difference"] is None else _ci_text(d["difference"], _interval(d))
+        case_text = (
+            "– (n = 0)"
+            if not p["n"]
+            else f"{_ci_text(p['mean_difference'], _interval(p))}, p = {_p_text(p['p_holm'])} (n = {p['n']})"
+        )
+        lines.append(f"| {runs[k].name} | {format_value(per_case[k][1])} | {pooled_text} | {case_text} |")
+    lines.append(f"\n{base}'s threshold for {rate} FP/case: {format_value(per_case[reference][1])}.")
+    for row, (k, _) in zip(table, entries.items()):
+        if k in pooled:
+            d, p = pooled[k], paired[k]
+            row += [d["difference"], d["ci_low"], d["ci_high"], p["n"], p["mean_difference"], p["ci_low"]]
+            row += [p["ci_high"], p["p_wilcoxon"], p["p_holm"]]
+        else:
+            row += [""] * 9
+    io.write_csv(output / "compare_detection.csv", header, [["" if v is None else v for v in r] for r in table])
+    return "\n".join(lines), written + [output / "compare_detection.csv"]
+
+
+def _interval(statistics: dict) -> list[float] | None:
+    return None if statistics.get("ci_low") is None else [statistics["ci_low"], statistics["ci_high"]]
+
+
+def _ci_text(value, interval) -> str:
+    text = format_value(value)
+    return text if not interval else f"{text} [{format_value(interval[0])}, {format_value(interval[1])}]"

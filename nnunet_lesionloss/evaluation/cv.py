@@ -76,14 +76,30 @@ def default_gt_dir(results_dir: Path) -> Path:
     raise FileNotFoundError(f"cannot find the references of {results_dir}; tried {tried}")
 
 
+#: nnU-Net's fold folders: fold_<int> exactly (a copy such as fold_4_old is not fold 4)
+FOLD_FOLDER = re.compile(r"^fold_(\d+)$")
+
+
+def fold_folders(results_dir: Path) -> tuple[dict[int, Path], list[str]]:
+    """fold number -> its folder (``fold_<int>`` exactly), and the names of other ``fold_*`` folders
+    (backups, nnU-Net's ``fold_all``), which are not folds of the cross-validation."""
+    folds, ignored = {}, []
+    for path in sorted(results_dir.glob("fold_*")):
+        if not path.is_dir():
+            continue
+        match = FOLD_FOLDER.match(path.name)
+        if match:
+            folds[int(match.group(1))] = path
+        else:
+            ignored.append(path.name)
+    return folds, ignored
+
+
 def find_folds(results_dir: Path, folds: Sequence[int] | None) -> list[int]:
+    """The folds to evaluate: ``folds``, each with a validation folder, or every fold_<int> with one."""
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder not found: {results_dir}")
-    found = sorted(
-        int(p.name.split("_")[1])
-        for p in results_dir.glob("fold_*")
-        if p.name.split("_")[1].isdigit() and (p / "validation").is_dir()
-    )
+    found = sorted(f for f, path in fold_folders(results_dir)[0].items() if (path / "validation").is_dir())
     if folds is None:
         if not found:
             raise FileNotFoundError(
@@ -106,15 +122,49 @@ def find_splits_file(gt_dir: Path, results_dir: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def read_splits(splits_file: Path) -> list[dict]:
+    """nnU-Net's splits: one {"train": [...], "val": [...]} per fold; raises ValueError naming the file."""
+    try:
+        with open(splits_file) as handle:
+            splits = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{splits_file} is not valid JSON: {error}") from None
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and "val" in s for s in splits):
+        raise ValueError(f"{splits_file} is not an nnU-Net splits file (a list of {{'train': [...], 'val': [...]}})")
+    return splits
+
+
 def validation_cases(gt_dir: Path, fold: int, predicted: list[str], splits_file: Path | None = None) -> list[str]:
     """The fold's validation cases from splits_final.json (default: beside gt_segmentations), else the predicted cases."""
     splits_file = splits_file or gt_dir.parent / "splits_final.json"
     if splits_file.is_file():
-        with open(splits_file) as handle:
-            splits = json.load(handle)
+        splits = read_splits(splits_file)
         if fold < len(splits):
             return list(splits[fold]["val"])
     return predicted
+
+
+def missing_folds(
+    results_dir: Path, evaluated: Sequence[int], splits_file: Path | None
+) -> dict[int, tuple[str, list[str]]]:
+    """Folds of the cross-validation that have no validation folder: fold -> (reason, its validation
+    cases). The folds are those of splits_final.json (its length), and every fold_<int> folder."""
+    folders, _ = fold_folders(results_dir)
+    splits = read_splits(splits_file) if splits_file is not None else []
+    out = {}
+    for fold in sorted(set(range(len(splits))) | set(folders)):
+        if fold in evaluated:
+            continue
+        if fold in folders:
+            reason = (
+                f"fold {fold} has no validation folder ({folders[fold] / 'validation'}): its training did not "
+                "finish, or nnUNetv2_train --val was not run"
+            )
+        else:
+            reason = f"fold {fold} of the {len(splits)}-fold split ({splits_file}) has no folder {results_dir / f'fold_{fold}'}"
+        cases = list(splits[fold]["val"]) if fold < len(splits) else []
+        out[fold] = (reason, cases)
+    return out
 
 
 @dataclass
@@ -130,6 +180,8 @@ class CVPlan:
     references: dict[str, Path] = field(default_factory=dict)  # case -> reference file
     unassigned: list[str] = field(default_factory=list)  # references no evaluated fold predicted (no splits)
     folds_given: bool = False
+    missing: dict[int, tuple[str, list[str]]] = field(default_factory=dict)  # fold -> (reason, its cases)
+    ignored_folders: list[str] = field(default_factory=list)  # fold_* folders that are no fold (fold_4_old)
 
 
 @dataclass
@@ -175,6 +227,7 @@ def plan_cv(
         predicted_anywhere.update(predicted)
         cases[fold] = validation_cases(gt_dir, fold, predicted, splits_file) if splits_file else predicted
     unassigned = sorted(set(references) - predicted_anywhere) if splits_file is None else []
+    missing = {} if folds is not None else missing_folds(results_dir, fold_ids, splits_file)
     io.prepare_output_dir(output_dir, CV_FILES, overwrite, marker="cv_summary.json")
     return CVPlan(
         results_dir=results_dir,
@@ -188,6 +241,8 @@ def plan_cv(
         references=references,
         unassigned=unassigned,
         folds_given=folds is not None,
+        missing=missing,
+        ignored_folders=fold_folders(results_dir)[1],
     )
 
 
@@ -206,6 +261,41 @@ def current_fingerprints(plan: CVPlan, fold: int) -> dict:
     return out
 
 
+def fold_summary_difference(
+    path: Path, *, settings: EvaluationSettings, preset: Preset, label_groups: dict | None, fingerprints: dict
+) -> tuple[dict | None, str | None]:
+    """(the summary at ``path``, None) when it is a complete evaluation of the same files with the same
+    settings, preset and labels; else (the summary or None, why it is not: unreadable, or what differs)."""
+    try:
+        with open(path) as handle:
+            summary = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        return None, f"cannot be read ({error})"
+    if not isinstance(summary, dict):
+        return None, "cannot be read (not a summary.json of nnunet-lesionloss evaluate)"
+    differences = []
+    recorded, current = summary.get("settings") or {}, settings.to_dict()
+    changed = [key for key in {**recorded, **current} if recorded.get(key) != current.get(key)]
+    if changed:
+        differences.append(
+            "settings "
+            + ", ".join(f"{key} {json.dumps(recorded.get(key))} -> {json.dumps(current.get(key))}" for key in changed)
+        )
+    if summary.get("preset") != preset.name:
+        differences.append(f"preset {summary.get('preset')} -> {preset.name}")
+    if summary.get("label_groups") != label_groups:
+        differences.append(f"labels {json.dumps(summary.get('label_groups'))} -> {json.dumps(label_groups)}")
+    recorded_inputs = summary.get("inputs") or {}
+    if recorded_inputs != fingerprints:
+        cases = sorted(
+            c for c in set(recorded_inputs) | set(fingerprints) if recorded_inputs.get(c) != fingerprints.get(c)
+        )
+        differences.append(
+            f"files of {len(cases)} case(s) changed, added or removed since (e.g. {', '.join(cases[:3])})"
+        )
+    return summary, "; ".join(differences) or None
+
+
 def load_fold_evaluation(
     folder: Path,
     fold: int,
@@ -219,22 +309,15 @@ def load_fold_evaluation(
 
     It is used only when it is complete (summary.json is written last and atomically), made with the
     same settings, preset and labels, of the same cases, from files of the same size and modification
-    time; anything else is evaluated again.
+    time (:func:`fold_summary_difference`); anything else is evaluated again.
     """
     path = Path(folder) / "summary.json"
     if not path.is_file() or not (Path(folder) / LESION_FILE).is_file():  # no lesions.csv: an older version's
         return None
-    try:
-        with open(path) as handle:
-            summary = json.load(handle)
-    except (OSError, json.JSONDecodeError):
-        return None
-    if (
-        summary.get("settings") != settings.to_dict()
-        or summary.get("preset") != preset.name
-        or summary.get("label_groups") != label_groups
-        or summary.get("inputs") != fingerprints
-    ):
+    summary, difference = fold_summary_difference(
+        path, settings=settings, preset=preset, label_groups=label_groups, fingerprints=fingerprints
+    )
+    if difference is not None:
         return None
     results = [
         CaseResult(
@@ -308,8 +391,12 @@ def cv_summary(
     num_processes: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    detection=None,
 ) -> dict:
     """Evaluate (or reuse) every fold, summarise, write ``cases.csv``, ``cv_summary.md``, ``cv_summary.json``.
+
+    ``detection``: the DetectionSettings of the detection analysis of the folds' ``.npz`` probabilities
+    (None: the defaults; False: none); its files go into the output folder before ``cv_summary.json``.
 
     Without ``overwrite``, an existing complete fold evaluation of the same files and settings in
     ``<output>/fold_<f>`` is reused (a run that was interrupted continues where it stopped); one of
@@ -325,18 +412,17 @@ def cv_summary(
         folder = plan.output_dir / f"fold_{fold}"
         reused = None
         if not overwrite:
-            reused = load_fold_evaluation(
-                folder,
-                fold,
-                settings=settings,
-                preset=preset,
-                label_groups=label_groups,
-                fingerprints=current_fingerprints(plan, fold),
-            )
+            identity = dict(settings=settings, preset=preset, label_groups=label_groups)
+            fingerprints = current_fingerprints(plan, fold)
+            reused = load_fold_evaluation(folder, fold, **identity, fingerprints=fingerprints)
             if reused is None and (folder / "summary.json").exists():
+                summary, difference = fold_summary_difference(
+                    folder / "summary.json", **identity, fingerprints=fingerprints
+                )
+                if summary is not None:
+                    difference = f"holds an evaluation of other files or settings ({difference})"
                 raise FileExistsError(
-                    f"{folder / 'summary.json'} holds an evaluation of other files or settings; "
-                    "pass --overwrite to evaluate every fold again"
+                    f"{folder / 'summary.json'} {difference}; pass --overwrite to evaluate every fold again"
                 )
         if reused is None:
             reused = reuse_training_evaluation(plan, fold, settings, preset, label_groups, overwrite)
@@ -347,6 +433,10 @@ def cv_summary(
     for fold in todo:
         evaluations[fold] = evaluate_fold(plan, fold, settings, preset, num_processes, progress)
     result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
+    if detection is not False:
+        from nnunet_lesionloss.evaluation.detection import cv_detection_section
+
+        result["detection"] = cv_detection_section(plan, label_spec, settings, detection, num_processes, progress)
     write_cv_outputs(plan, result, [evaluations[f] for f in plan.folds], settings)
     return result
 
@@ -374,6 +464,8 @@ def summarise_folds(
             std_of_means[label][name] = float(np.std(values, ddof=1)) if len(values) > 1 else None
             n_folds[label][name] = len(values)
     failures = [{"fold": e.fold, "case": r.case, "reason": r.error} for e in evaluations for r in e.results if r.error]
+    for fold, (reason, cases) in plan.missing.items():  # folds of the split that were never evaluated
+        failures += [{"fold": fold, "case": case, "reason": reason} for case in cases]
     not_evaluated = []
     if plan.unassigned:
         reason = (
@@ -420,8 +512,18 @@ def summarise_folds(
         "ignored_predictions": {
             str(f): s.get("ignored_predictions", []) for f, s in per_fold.items() if s.get("ignored_predictions")
         },
+        "missing_folds": [
+            {"fold": fold, "reason": reason, "cases": cases} for fold, (reason, cases) in plan.missing.items()
+        ],
+        "ignored_folders": plan.ignored_folders,
         "settings": settings.to_dict(),
         "preset": preset.name,
+        "reference_folder": str(plan.gt_dir.resolve()),
+        "reference_checksums": {
+            case: checksum
+            for summary in per_fold.values()
+            for case, checksum in (summary.get("reference_checksums") or {}).items()
+        },
     }
 
 
@@ -472,6 +574,8 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
         "report the mean of fold means).",
         "",
     ]
+    for missing in result.get("missing_folds", []):
+        lines += [f"**Fold {missing['fold']} is missing**: {missing['reason']}.", ""]
     if failed:
         lines += [
             f"**{failed} case(s) failed or are missing: every mean below is over the evaluated cases only.**",
@@ -504,6 +608,10 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
             f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
         ]
         lines.append("")
+    if result.get("detection"):
+        from nnunet_lesionloss.evaluation.detection import cv_markdown_lines
+
+        lines += cv_markdown_lines(result["detection"])
     if result["not_evaluated"]:
         lines += [
             f"{len(result['not_evaluated'])} reference(s) were not evaluated: no evaluated fold predicted them and no "
@@ -516,6 +624,15 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
 def report_failures(result: dict, stream=None) -> None:
     """Every failure on its own line: fold, case, reason (default: on stderr)."""
     stream = stream or sys.stderr
+    for missing in result.get("missing_folds", []):
+        print(f"  fold {missing['fold']} missing: {missing['reason']}", file=stream)
+    for name in result.get("ignored_folders", []):
+        print(f"  note: {result['results_dir']}/{name} is no fold_<number> folder: not evaluated", file=stream)
+    for fold, names in result.get("ignored_predictions", {}).items():
+        print(
+            f"  note: fold {fold}: {len(names)} predictions without a reference are ignored: {', '.join(names[:5])}",
+            file=stream,
+        )
     for failure in result["failures"]:
         fold = "-" if failure["fold"] is None else failure["fold"]
         print(f"  fold {fold}, case {failure['case']}: {failure['reason']}", file=stream)

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +47,18 @@ class LabelImage:
 
 
 def read_label_image(path: str | os.PathLike) -> LabelImage:
-    """Read a label image; raises CaseError naming the path when it cannot be read."""
+    """Read a label image; raises CaseError naming the path when it cannot be read, or could only be
+    read wrongly (a broken link, a truncated NIfTI file, a NIfTI file SimpleITK would swap for another)."""
     import SimpleITK as sitk
 
     path = str(path)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise CaseError(f"{path} is a broken symbolic link: its target {os.readlink(path)} does not exist")
     if not os.path.isfile(path):
         raise CaseError(f"file not found: {path}")
+    nifti = path.lower().endswith((".nii", ".nii.gz"))
+    if nifti:
+        _check_nifti_file(path)
     try:
         image = sitk.ReadImage(path)
     except Exception as error:  # SimpleITK raises RuntimeError with a long message
@@ -62,8 +68,8 @@ def read_label_image(path: str | os.PathLike) -> LabelImage:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a label map has one")
     array = sitk.GetArrayFromImage(image)
-    if np.issubdtype(array.dtype, np.floating) and path.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_nan(path)
+    if np.issubdtype(array.dtype, np.floating) and nifti:
+        _check_nifti_values(path)
     return LabelImage(
         array=array,
         spacing=tuple(float(s) for s in image.GetSpacing()[::-1]),
@@ -73,22 +79,96 @@ def read_label_image(path: str | os.PathLike) -> LabelImage:
     )
 
 
-def _check_nifti_nan(path: str) -> None:
-    """SimpleITK 2.5 (ITK 5.4) reads NaN in a float NIfTI file as 0, so a label map with NaN would be
-    evaluated as background without a word: read the stored values with nibabel and refuse NaN."""
+def _check_nifti_file(path: str) -> None:
+    """Refuse the NIfTI files that SimpleITK 2.5 (ITK 5.4) reads wrongly without an error.
+
+    - ``c1.nii`` beside ``c1.nii.gz``: ITK's NIfTI reader, asked for ``c1.nii.gz``, opens ``c1.nii``;
+    - a truncated file (plain or gzip): ITK reads it and fills the missing voxels. The header (read
+      with nibabel) says how many bytes of voxels follow; a plain file must hold them, a gzip stream
+      must end with them (its trailer records the uncompressed size; a file whose trailer disagrees,
+      e.g. a multi-member gzip, is decompressed to be sure).
+    """
+    if path.lower().endswith(".nii.gz") and os.path.isfile(path[: -len(".gz")]):
+        raise CaseError(
+            f"{os.path.basename(path[: -len('.gz')])} lies beside {path}: SimpleITK (ITK's NIfTI reader) reads "
+            f"{os.path.basename(path[: -len('.gz')])} when asked for {os.path.basename(path)}; move or remove one of them"
+        )
+    header = _nifti_header(path)
+    if header is None:
+        return
+    offset, data_bytes = header
+    expected = offset + data_bytes
+    if path.lower().endswith(".gz"):
+        stored = _gzip_uncompressed_size(path, expected)
+    else:
+        stored = os.path.getsize(path)
+    if stored is None or stored < expected:
+        raise CaseError(
+            f"{path} is truncated or corrupt: its header announces {data_bytes} bytes of voxels after offset {offset}, "
+            + ("the gzip stream ends early" if stored is None else f"the file holds {stored} bytes in all")
+            + " (SimpleITK would read it and fill the missing voxels)"
+        )
+
+
+def _nifti_header(path: str) -> tuple[int, int] | None:
+    """(voxel offset, bytes of voxel data) from a NIfTI header, or None when nibabel cannot tell."""
+    try:
+        import nibabel
+    except ImportError:  # nibabel comes with nnU-Net; without it the checks cannot be made
+        return None
+    try:
+        image = nibabel.load(path)
+        offset = int(image.dataobj.offset)
+        data_bytes = int(np.prod(image.shape, dtype=np.int64)) * image.get_data_dtype().itemsize
+    except Exception:  # a header nibabel cannot parse: SimpleITK has the last word on it
+        return None
+    return offset, data_bytes
+
+
+def _gzip_uncompressed_size(path: str, expected: int) -> int | None:
+    """The uncompressed size of a gzip file, or None when its stream is cut or corrupt. The trailer's
+    size (modulo 2³²) is trusted when it equals ``expected``; otherwise the stream is decompressed."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() >= 18:  # the smallest gzip member: 10-byte header, 8-byte trailer
+            handle.seek(-4, os.SEEK_END)
+            if int.from_bytes(handle.read(4), "little") == expected % 2**32:
+                return expected
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 24):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        return None
+    return total
+
+
+def _check_nifti_values(path: str) -> None:
+    """SimpleITK 2.5 (ITK 5.4) reads NaN and ±inf in a float NIfTI file as 0, so a label map with them
+    would be evaluated as background without a word: read the stored values with nibabel and refuse them."""
     try:
         import nibabel
     except ImportError:  # nibabel comes with nnU-Net; without it the check cannot be made
         return
     try:
         stored = np.asanyarray(nibabel.load(path).dataobj)
-    except Exception:  # nibabel cannot read what SimpleITK could: keep SimpleITK's reading
+    except Exception as error:  # _check_nifti_file found the voxels complete: nibabel fails on something else
+        raise CaseError(f"cannot read the stored values of {path} to check them for NaN and inf: {error}") from None
+    if not np.issubdtype(stored.dtype, np.floating):
         return
-    count = int(np.count_nonzero(np.isnan(stored))) if np.issubdtype(stored.dtype, np.floating) else 0
-    if count:
-        raise CaseError(
-            f"{path} contains NaN in {count} voxels (SimpleITK would read them as 0); a label map holds integer labels"
-        )
+    for name, count in (
+        ("NaN", int(np.count_nonzero(np.isnan(stored)))),
+        ("infinite values", int(np.count_nonzero(np.isinf(stored)))),
+    ):
+        if count:
+            raise CaseError(
+                f"{path} contains {name} in {count} voxels (SimpleITK would read them as 0); "
+                "a label map holds integer labels"
+            )
 
 
 def as_integer_labels(image: LabelImage) -> np.ndarray:
@@ -146,22 +226,61 @@ def strip_ending(name: str, endings: Iterable[str] = SUPPORTED_ENDINGS) -> str |
 
 
 def _visible_files(folder: Path) -> list[Path]:
-    # hidden files are skipped: our own temporary outputs (.partial-*) and system files
-    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    # hidden files are skipped: our own temporary outputs (.partial-*) and system files; a broken
+    # symbolic link is listed, so that reading it fails with its reason instead of the case vanishing
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if not p.name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists()))
+    ]
 
 
-def list_images(folder: str | os.PathLike, file_ending: str | None = None) -> dict[str, Path]:
-    """Case identifier -> path of every label image in ``folder`` (not recursive, hidden files skipped)."""
+class ImageFiles(dict):
+    """Case identifier -> image path, as :func:`list_images` finds them. A case identifier that several
+    files share (``c1.nii.gz`` and ``c1.mha`` when no file ending is given) is not in the mapping: it is
+    in ``ambiguous`` (case -> its files), which the caller reports as a failure of that case."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ambiguous: dict[str, list[Path]] = {}
+
+
+def ambiguity_reason(case: str, paths: Sequence[Path], what: str) -> str:
+    """Why a case with several files is not evaluated."""
+    return (
+        f"{len(paths)} {what} files for case {case}: {', '.join(p.name for p in paths)} in {paths[0].parent}; "
+        "pass --file-ending (or a dataset.json with file_ending) to choose one"
+    )
+
+
+def list_images(folder: str | os.PathLike, file_ending: str | None = None) -> ImageFiles:
+    """Case identifier -> path of every label image in ``folder`` (not recursive, hidden files skipped,
+    broken symbolic links listed); cases with several files are in ``.ambiguous`` (:class:`ImageFiles`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
     endings = (file_ending,) if file_ending else SUPPORTED_ENDINGS
-    cases = {}
+    found: dict[str, list[Path]] = {}
     for path in _visible_files(folder):
         case = strip_ending(path.name, endings)
         if case is not None:
-            cases[case] = path
+            found.setdefault(case, []).append(path)
+    cases = ImageFiles({case: paths[0] for case, paths in found.items() if len(paths) == 1})
+    cases.ambiguous = {case: paths for case, paths in found.items() if len(paths) > 1}
     return cases
+
+
+def list_references(folder: str | os.PathLike, file_ending: str | None, ending_source: str) -> dict[str, Path]:
+    """:func:`list_images` of a reference folder; FileNotFoundError when it has none, naming the endings it
+    does hold when they differ from ``file_ending`` (which ``ending_source``, e.g. dataset.json, gave)."""
+    references = list_images(folder, file_ending)
+    if not references:
+        raise FileNotFoundError(
+            f"no reference images in {folder}"
+            + (f" ending in {file_ending}" if file_ending else "")
+            + ending_mismatch_hint(folder, file_ending, ending_source)
+        )
+    return references
 
 
 def endings_found(folder: str | os.PathLike) -> dict[str, int]:
@@ -258,6 +377,21 @@ def file_fingerprint(path: str | os.PathLike) -> list[int] | None:
     except OSError:
         return None
     return [int(status.st_size), int(status.st_mtime_ns)]
+
+
+def file_checksum(path: str | os.PathLike) -> str | None:
+    """SHA-256 of a file's bytes (hex), or None if it cannot be read: what tells two reference folders
+    with the same files (nnU-Net's labelsTr and gt_segmentations) from folders of other files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def read_dataset_json(path: str | os.PathLike) -> dict:

@@ -5,7 +5,8 @@ Every metric is defined in ``docs/metrics.md`` with its paper and equation (full
 quantities use the voxel spacing *in array-axis order* (mm); volumes are in mm³ and mL.
 
 Design:
-- lesions are connected components (cc3d) of the binary masks;
+- lesions are connected components (cc3d) of the binary masks ('full' / 'face' connectivity follows
+  the image's dimension);
 - one overlap table (``np.unique`` over encoded (reference id, prediction id) pairs) and two
   ``np.bincount`` calls give every per-lesion size and intersection, so no Python loop runs over
   voxels or over pairs of lesions;
@@ -226,11 +227,16 @@ class OverlapTable:
 
 # --------------------------------------------------------------------------- detection
 def detect_lesions(
-    table: OverlapTable, rule: str, threshold: float = 0.0, beta: float = 0.65
+    table: OverlapTable, rule: str, threshold: float = 0.0, beta: float = 0.65, algorithm: str = "hungarian"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which reference lesions are detected and which predicted lesions are true (boolean arrays, 1-based).
 
-    Rules (see docs/metrics.md):
+    The one place that decides detection: the evaluation, the training-time patch counts and every
+    per-lesion table follow it. Rules (see docs/metrics.md):
+    - ``one_to_one_dsc`` / ``one_to_one_iou`` (the default, DSC >= 0.1): a lesion is hit when the
+      one-to-one matching of :func:`match_instances` (pairs eligible at DSC or IoU >= ``threshold``,
+      ``algorithm`` hungarian or greedy) pairs it, as BraTS 2025 (DSC > 0) and PI-CAI (Saha et al. 2024; IoU >= 0.1)
+      match: a predicted component that covers several reference lesions detects one of them;
     - ``any_overlap`` (CATMIL §3.4; Kofler et al. 2023 (blob loss) §2.5): a lesion counts as hit when
       it shares at least one voxel with any lesion of the other mask;
     - ``iou`` (Shifts): hit when the IoU between the lesion and the union of the other mask's lesions
@@ -240,6 +246,12 @@ def detect_lesions(
     """
     ref_hit = np.zeros(table.n_ref + 1, dtype=bool)
     pred_hit = np.zeros(table.n_pred + 1, dtype=bool)
+    if rule in ("one_to_one_dsc", "one_to_one_iou"):
+        spec = MatchingSpec(rule[len("one_to_one_") :], threshold)
+        matched_ref, matched_pred, _ = match_instances(table, spec, algorithm)
+        ref_hit[matched_ref] = True
+        pred_hit[matched_pred] = True
+        return ref_hit, pred_hit
     if len(table.pair_ref) == 0:
         return ref_hit, pred_hit
     if rule == "any_overlap":
@@ -278,10 +290,21 @@ def detect_lesions(
                 np.nan_to_num(pred_touching_outside / pred_touching_size, nan=1.0) <= beta
             )
         else:
-            raise ValueError(f"unknown detection rule {rule!r}; use any_overlap, iou or overlap_fraction")
+            raise ValueError(
+                f"unknown detection rule {rule!r}; use one_to_one_dsc, one_to_one_iou, any_overlap, iou or overlap_fraction"
+            )
     ref_hit[0] = False
     pred_hit[0] = False
     return ref_hit, pred_hit
+
+
+def lesion_detection(table: OverlapTable, settings: EvaluationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Hit reference and predicted lesions as the evaluation counts them under ``settings``: every lesion
+    count of the package (``evaluate``, ``choose-threshold``, the training-time patch counts) goes through
+    here, so they follow the preset."""
+    return detect_lesions(
+        table, settings.detection, settings.detection_threshold, settings.detection_beta, settings.matching_algorithm
+    )
 
 
 # --------------------------------------------------------------------------- matching
@@ -486,10 +509,11 @@ def _small(volumes_ml: np.ndarray, settings: EvaluationSettings) -> np.ndarray:
 def _detection_metrics(
     out: BinaryEvaluation, table: OverlapTable, voxel_volume: float, settings: EvaluationSettings
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lesion counts, precision, recall, F1, small-lesion recall (CATMIL eqs. 3.4-3.7, 3.10); returns the hits
-    of the reference and of the predicted lesions."""
+    """Lesion counts, precision, recall, F1, small-lesion recall (CATMIL eqs. 3.4-3.7, 3.10) with the
+    settings' detection rule (:func:`lesion_detection`); returns the hits of the reference and of the
+    predicted lesions."""
     n_ref, n_pred = table.n_ref, table.n_pred
-    ref_hit, pred_hit = detect_lesions(table, settings.detection, settings.detection_threshold, settings.detection_beta)
+    ref_hit, pred_hit = lesion_detection(table, settings)
     n_ref_hit = int(ref_hit.sum())
     n_pred_hit = int(pred_hit.sum())
     lesion_fn = n_ref - n_ref_hit

@@ -23,6 +23,7 @@ import numpy as np
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, aggregate, evaluate_arrays, format_value
+from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY, remove_small_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
 __all__ = [
@@ -46,6 +47,8 @@ SWEEP_METRICS = {
     "lesion_fp": "FP count per case",
     "Dice": "Dice",
 }
+#: how the outputs name remove-small's default connectivity
+REMOVAL_DEFAULT_TEXT = f"{REMOVAL_CONNECTIVITY[3]} (2D: {REMOVAL_CONNECTIVITY[2]})"
 SWEEP_FILES = ("min_size_sweep.csv", "min_size_sweep.md", "min_size_sweep.png", "min_size_sweep.json")
 
 
@@ -56,11 +59,10 @@ def sweep_case(
     labels: LabelSpec,
     settings: EvaluationSettings,
     min_sizes: Sequence[int],
-    connectivity: int,
+    connectivity: int | str | None,
 ) -> tuple[list[CaseResult], list[int]]:
     """One case at every minimum size: its results (as ``evaluate_case`` makes them) and, per size, the
     number of predicted foreground components the removal deleted."""
-    from nnunet_lesionloss.evaluation.postprocess import remove_small_labels
 
     results, removed = [], []
     try:
@@ -69,6 +71,8 @@ def sweep_case(
         io.check_same_geometry(reference, prediction)
         reference_labels = io.as_integer_labels(reference)
         predicted_labels = io.as_integer_labels(prediction)
+        if connectivity is None:  # remove-small's default for the image's dimension
+            connectivity = REMOVAL_CONNECTIVITY.get(predicted_labels.ndim, "full")
         components = _component_count(predicted_labels, connectivity)
         for size in min_sizes:
             cleaned = remove_small_labels(predicted_labels, size, connectivity)
@@ -91,7 +95,7 @@ def sweep_case(
     return results, removed
 
 
-def _component_count(labels: np.ndarray, connectivity: int) -> int:
+def _component_count(labels: np.ndarray, connectivity: int | str) -> int:
     from nnunet_lesionloss.components import label_components
 
     return sum(
@@ -109,7 +113,7 @@ def min_size_sweep(
     pred_dir,
     gt_dir,
     min_sizes: Sequence[int] = DEFAULT_MIN_SIZES,
-    connectivity: int = 18,
+    connectivity: int | str | None = None,
     settings: EvaluationSettings | None = None,
     preset: Preset | str = "default",
     dataset_json: str | None = None,
@@ -170,7 +174,7 @@ def min_size_sweep(
         "gt_dir": str(gt_dir),
         "pred_dir": str(pred_dir),
         "min_sizes": min_sizes,
-        "removal_connectivity": connectivity,
+        "removal_connectivity": connectivity if connectivity is not None else REMOVAL_DEFAULT_TEXT,
         "settings": settings.to_dict(),
         "preset": preset.name,
         "label_names": label_spec.names,

@@ -1,10 +1,11 @@
 """Post-processing from the papers, as commands.
 
 - ``remove-small``: drop connected components below N voxels per label (Joshi 2026 §4.5: 5 voxels, 18-connectivity);
-- ``choose-threshold``: pick the foreground probability threshold in {0.3, ..., 0.7} that maximises the
-  aggregate Dice (2·Σ|P∩G| / Σ(|P|+|G|) over all validation cases) from nnU-Net's ``--save_probabilities``
-  ``.npz`` files (Joshi 2026 §4.5);
-- ``apply-threshold``: binarise probabilities with a chosen threshold (and the same small-component removal);
+- ``choose-threshold`` / ``apply-threshold`` (module ``operating_point``): the probability threshold and
+  minimum component size chosen on validation probabilities (Joshi 2026 §4.5: aggregate Dice; or lesion
+  criteria, with a nested cross-validation estimate), and applied to ``nnUNetv2_predict`` outputs; the
+  probability of each label or region is taken from nnU-Net's ``.npz`` as dataset.json lays it out
+  (:func:`nnunet_lesionloss.evaluation.probabilities.probability_targets`);
 - ``merge-by-volume``: lesions smaller than V from model A, the others from model B (Rachmadi et al. 2024
   §4.2, V = 0.05 mL).
 
@@ -15,19 +16,16 @@ label of 70000 stays 70000), and go on past a case that fails, listing it and ex
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
+from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
-
-DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def _write_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
@@ -58,8 +56,16 @@ def run_cases(items: Iterable[tuple[str, Callable[[], None]]]) -> tuple[int, int
     return done, failed
 
 
-def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int) -> np.ndarray:
-    """Per foreground label, remove components with fewer than ``min_voxels`` voxels."""
+#: remove-small's default: Joshi 2026 §4.5 removes components at 18-connectivity (3D); in a 2D image the
+#: 18-neighbourhood restricted to the plane is the full 8-neighbourhood
+REMOVAL_CONNECTIVITY = {3: 18, 2: "full"}
+
+
+def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int | str | None = None) -> np.ndarray:
+    """Per foreground label, remove components with fewer than ``min_voxels`` voxels (connectivity None:
+    :data:`REMOVAL_CONNECTIVITY` of the image's dimension)."""
+    if connectivity is None:
+        connectivity = REMOVAL_CONNECTIVITY.get(labels.ndim, "full")
     out = labels.copy()
     for value in np.unique(labels):
         if value == 0:
@@ -75,7 +81,7 @@ def merge_by_volume(
     large_model: np.ndarray,
     voxel_volume_mm3: float,
     volume_ml: float = 0.05,
-    connectivity: int = 26,
+    connectivity: int | str = "full",
 ) -> np.ndarray:
     """Lesions (components of the foreground) of ``small_model`` below ``volume_ml``, the rest from ``large_model``.
 
@@ -100,129 +106,15 @@ def merge_by_volume(
     return merged
 
 
-def foreground_probability(probabilities: np.ndarray, channel: int | None) -> np.ndarray:
-    """Foreground probability from nnU-Net's (C, ...) softmax: 1 - background, or one channel."""
-    if probabilities.ndim < 3:
-        raise CaseError(f"probabilities of shape {probabilities.shape}: expected (channels, *spatial)")
-    if channel is None:
-        return 1.0 - probabilities[0]
-    if not 0 <= channel < probabilities.shape[0]:
-        raise CaseError(f"channel {channel} out of range for {probabilities.shape[0]} channels")
-    return probabilities[channel]
-
-
-def load_probabilities(path: Path) -> np.ndarray:
-    try:
-        with np.load(path) as data:
-            if "probabilities" not in data:
-                raise CaseError(f"{path} has no 'probabilities' array (keys: {list(data.keys())})")
-            return data["probabilities"]
-    except (OSError, ValueError) as error:
-        raise CaseError(f"cannot read {path}: {error}") from None
-
-
-def list_probability_files(folder: Path) -> dict[str, Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"folder not found: {folder}")
-    files = {p.name[:-4]: p for p in sorted(folder.glob("*.npz"))}
-    if not files:
-        raise FileNotFoundError(
-            f"no .npz probability files in {folder} (run nnUNetv2_predict with --save_probabilities)"
-        )
-    return files
-
-
-def choose_threshold(
-    prob_dir: Path,
-    gt_dir: Path,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    channel: int | None = None,
-    label: int | None = None,
-    min_voxels: int = 0,
-    connectivity: int = 18,
-    file_ending: str = ".nii.gz",
-) -> dict:
-    """Aggregate Dice of each threshold over all cases that have both probabilities and a reference."""
-    probabilities = list_probability_files(prob_dir)
-    references = io.list_images(gt_dir, file_ending)
-    cases = sorted(set(probabilities) & set(references))
-    if not cases:
-        raise FileNotFoundError(f"no case has both probabilities in {prob_dir} and a reference in {gt_dir}")
-    intersections = np.zeros(len(thresholds))
-    totals = np.zeros(len(thresholds))
-    for case in cases:
-        reference = io.as_integer_labels(io.read_label_image(references[case]))
-        truth = reference > 0 if label is None else reference == label
-        foreground = foreground_probability(load_probabilities(probabilities[case]), channel)
-        if foreground.shape != truth.shape:
-            raise CaseError(f"{case}: probabilities {foreground.shape} vs reference {truth.shape}")
-        for k, threshold in enumerate(thresholds):
-            predicted = foreground >= threshold
-            if min_voxels > 1:
-                predicted = remove_small_components(
-                    predicted, connectivity, (1.0,) * predicted.ndim, min_voxels=min_voxels
-                )
-            intersections[k] += np.count_nonzero(predicted & truth)
-            totals[k] += np.count_nonzero(predicted) + np.count_nonzero(truth)
-    dice = [None if t == 0 else float(2 * i / t) for i, t in zip(intersections, totals)]
-    defined = [(d, t) for d, t in zip(dice, thresholds) if d is not None]
-    best = max(defined, key=lambda x: x[0])[1] if defined else 0.5
-    return {
-        "best_threshold": best,
-        "thresholds": list(thresholds),
-        "aggregate_dice": dice,
-        "n_cases": len(cases),
-        "cases": cases,
-        "min_voxels": min_voxels,
-        "connectivity": connectivity,
-    }
-
-
-def apply_threshold(
-    prob_dir: Path,
-    output_dir: Path,
-    threshold: float,
-    template_dir: Path | None = None,
-    channel: int | None = None,
-    min_voxels: int = 0,
-    connectivity: int = 18,
-    file_ending: str = ".nii.gz",
-    overwrite: bool = False,
-) -> tuple[list[Path], int]:
-    """Binary masks (0/1) from probabilities; geometry copied from the segmentation nnU-Net wrote beside them.
-
-    Returns (files written, cases that failed; each failure is reported on stderr)."""
-    template_dir = Path(template_dir or prob_dir)
-    files = list_probability_files(prob_dir)
-    outputs = {case: Path(output_dir) / f"{case}{file_ending}" for case in files}
-    io.prepare_output_dir(output_dir, [p.name for p in outputs.values()], overwrite)
-    written = []
-
-    def job(case: str, path: Path):
-        def run():
-            template = template_dir / f"{case}{file_ending}"
-            if not template.is_file():
-                raise CaseError(f"no image to copy the geometry from: {template}")
-            mask = foreground_probability(load_probabilities(path), channel) >= threshold
-            if min_voxels > 1:
-                mask = remove_small_components(mask, connectivity, (1.0,) * mask.ndim, min_voxels=min_voxels)
-            _write_like(mask.astype(np.uint8), template, outputs[case], np.uint8)
-            written.append(outputs[case])
-
-        return run
-
-    _, failed = run_cases((case, job(case, path)) for case, path in files.items())
-    return written, failed
-
-
 # --------------------------------------------------------------------------- commands
 def _cmd_remove_small(args) -> int:
     if args.sweep:
         from nnunet_lesionloss.evaluation.min_size_sweep import run_sweep_command
 
         return run_sweep_command(args)
-    images = io.list_images(args.input, args.file_ending)
+    listing = io.list_images(args.input, args.file_ending)
+    # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
+    images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
     if not images:
         raise FileNotFoundError(f"no images in {args.input}")
     output = Path(args.output)
@@ -241,61 +133,21 @@ def _cmd_remove_small(args) -> int:
     return failed
 
 
-def _cmd_choose_threshold(args) -> int:
-    if args.output:  # before the work: the output must be writable
-        io.prepare_output_dir(Path(args.output).parent, [Path(args.output).name], args.overwrite)
-    result = choose_threshold(
-        Path(args.probabilities),
-        Path(args.gt),
-        tuple(args.thresholds),
-        args.channel,
-        args.label,
-        args.min_voxels,
-        args.connectivity,
-        args.file_ending,
-    )
-    if args.output:
-        io.write_json(args.output, result, overwrite=args.overwrite)
-    for t, d in zip(result["thresholds"], result["aggregate_dice"]):
-        print(f"threshold {t:g}: aggregate Dice {'–' if d is None else f'{d:.4f}'}")
-    print(f"best threshold: {result['best_threshold']:g} ({result['n_cases']} cases)")
-    return 0
-
-
-def _cmd_apply_threshold(args) -> int:
-    threshold = args.threshold
-    if threshold is None:
-        if not args.threshold_json:
-            raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
-        with open(args.threshold_json) as handle:
-            threshold = float(json.load(handle)["best_threshold"])
-    written, failed = apply_threshold(
-        Path(args.probabilities),
-        Path(args.output),
-        threshold,
-        args.template_dir,
-        args.channel,
-        args.min_voxels,
-        args.connectivity,
-        args.file_ending,
-        args.overwrite,
-    )
-    print(f"threshold {threshold:g}: {len(written)} cases -> {args.output}")
-    return failed
-
-
 def _cmd_merge_by_volume(args) -> int:
     small_images = io.list_images(args.small_model, args.file_ending)
     large_images = io.list_images(args.large_model, args.file_ending)
-    cases = sorted(set(small_images) | set(large_images))
+    ambiguous = {**large_images.ambiguous, **small_images.ambiguous}  # case -> its files in one folder
+    cases = sorted(set(small_images) | set(large_images) | set(ambiguous))
     if not cases:
         raise FileNotFoundError(f"no images in {args.small_model} or {args.large_model}")
     output = Path(args.output)
-    names = {case: (small_images.get(case) or large_images[case]).name for case in cases}
+    names = {case: (small_images.get(case) or large_images.get(case) or ambiguous[case][0]).name for case in cases}
     io.prepare_output_dir(output, names.values(), args.overwrite)
 
     def job(case: str):
         def run():
+            if case in ambiguous:
+                raise CaseError(io.ambiguity_reason(case, ambiguous[case], "image"))
             if case not in small_images or case not in large_images:
                 folder = args.large_model if case in small_images else args.small_model
                 raise CaseError(f"no image of this case in {folder}")
@@ -320,15 +172,25 @@ def _cmd_merge_by_volume(args) -> int:
 
 def register(subparsers, runner) -> None:
     """Add the post-processing commands; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
+    from nnunet_lesionloss.evaluation.cli import _connectivity, _positive_float, _positive_int
+
     p = subparsers.add_parser(
         "remove-small",
         help="remove connected components below N voxels (Joshi 2026); --sweep: what each minimum size costs",
     )
     p.add_argument("input", help="folder of label images")
     p.add_argument("output", help="output folder (with --sweep: of the table and figure)")
-    p.add_argument("--min-voxels", type=int, default=5, help="default 5 (Joshi 2026 §4.5)")
     p.add_argument(
-        "--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18, help="default 18 (Joshi 2026 §4.5)"
+        "--min-voxels",
+        type=_positive_int,
+        default=5,
+        help="remove components of fewer voxels (default 5, Joshi 2026 §4.5)",
+    )
+    p.add_argument(
+        "--connectivity",
+        type=_connectivity,
+        metavar="{full,face,6,18,26,4,8}",
+        help="default 18 in 3D (Joshi 2026 §4.5), its restriction to the plane (8) in 2D",
     )
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
@@ -338,46 +200,21 @@ def register(subparsers, runner) -> None:
     p.set_defaults(func=runner, postprocess=_cmd_remove_small)
 
     p = subparsers.add_parser(
-        "choose-threshold", help="pick the probability threshold by aggregate validation Dice (Joshi 2026)"
-    )
-    p.add_argument("--probabilities", required=True, help="folder of nnU-Net .npz probabilities (--save_probabilities)")
-    p.add_argument("--gt", required=True, help="reference folder")
-    p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
-    p.add_argument(
-        "--channel",
-        type=int,
-        help="probability channel (default: 1 - channel 0, the softmax background; "
-        "give the channel for region-based (sigmoid) models)",
-    )
-    p.add_argument("--label", type=int, help="reference label (default: any foreground)")
-    p.add_argument("--min-voxels", type=int, default=0, help="also remove components below N voxels (Joshi 2026: 5)")
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
-    p.add_argument("--file-ending", default=".nii.gz")
-    p.add_argument("-o", "--output", help="write the result as JSON")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=runner, postprocess=_cmd_choose_threshold)
-
-    p = subparsers.add_parser("apply-threshold", help="binarise nnU-Net probabilities with a threshold")
-    p.add_argument("--probabilities", required=True)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--threshold-json", help="output of choose-threshold")
-    p.add_argument("--template-dir", help="folder with images of the same geometry (default: the probability folder)")
-    p.add_argument("--channel", type=int, help="as for choose-threshold")
-    p.add_argument("--min-voxels", type=int, default=0)
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=18)
-    p.add_argument("--file-ending", default=".nii.gz")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=runner, postprocess=_cmd_apply_threshold)
-
-    p = subparsers.add_parser(
         "merge-by-volume", help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)"
     )
     p.add_argument("--small-model", required=True, help="predictions whose lesions below the volume are kept")
     p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--volume-ml", type=float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)")
-    p.add_argument("--connectivity", type=int, choices=ANY_CONNECTIVITY, default=26)
+    p.add_argument(
+        "--volume-ml", type=_positive_float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)"
+    )
+    p.add_argument(
+        "--connectivity",
+        type=_connectivity,
+        default="full",
+        metavar="{full,face,6,18,26,4,8}",
+        help="lesion connectivity (default full: 26 in 3D, 8 in 2D)",
+    )
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=runner, postprocess=_cmd_merge_by_volume)

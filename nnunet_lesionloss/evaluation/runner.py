@@ -8,7 +8,7 @@ then write the outputs, each atomically, ``summary.json`` last.
 
 from __future__ import annotations
 
-import sys
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,12 @@ def resolve_labels(
         allowed = {0} | {v for values in preset.regions.values() for v in values}
         return LabelSpec.from_regions(preset.regions, allowed), dataset, dataset_json
     if labels:
+        not_foreground = sorted({int(v) for v in labels if int(v) < 1})
+        if not_foreground:
+            raise ValueError(
+                f"--labels {' '.join(map(str, not_foreground))}: labels to evaluate are foreground labels >= 1 "
+                "(0 is the background; a label map holds no negative label)"
+            )
         spec = LabelSpec(groups={str(v): (int(v),) for v in labels}, allowed=None)
         if dataset is not None:
             full = LabelSpec.from_dataset_json(dataset)
@@ -79,7 +85,7 @@ class PairPlan:
     pairs: list[tuple[str, Path, Path | None]]
     failed: dict[str, str] = field(default_factory=dict)
     ignored_predictions: list[str] = field(default_factory=list)
-    references: dict[str, Path] = field(default_factory=dict)
+    references: dict[str, Path | None] = field(default_factory=dict)  # None: several files (ambiguous)
 
 
 def plan_pairs(
@@ -103,18 +109,29 @@ def plan_pairs(
     if not predictions and pred_hint:
         raise FileNotFoundError(f"no prediction images in {pred_dir} ending in {file_ending}{pred_hint}")
     failed: dict[str, str] = {}
+    ambiguous = {case: io.ambiguity_reason(case, paths, "reference") for case, paths in references.ambiguous.items()}
     selected = references
     if cases is not None:
         selected = {case: references[case] for case in cases if case in references}
         for case in cases:
-            if case not in references:
+            if case in ambiguous:
+                failed[case] = ambiguous[case]
+            elif case not in references:
                 failed[case] = f"no reference for case {case} in {gt_dir}" + (
                     f" (no {case}{file_ending})" if file_ending else ""
                 )
+    else:
+        failed.update(ambiguous)
+    candidates = predictions
+    if pairing == "brats":  # names differ from the references' anyway: every file is a candidate
+        candidates = {**predictions, **{str(p): p for paths in predictions.ambiguous.values() for p in paths}}
     pairs = []
-    for case, reference, prediction in io.pair_cases(selected, predictions, pairing):
+    for case, reference, prediction in io.pair_cases(selected, candidates, pairing):
         if isinstance(prediction, io.AmbiguousPrediction):
             failed[case] = str(prediction)
+            continue
+        if prediction is None and case in predictions.ambiguous:
+            failed[case] = io.ambiguity_reason(case, predictions.ambiguous[case], "prediction")
             continue
         if prediction is None:
             if pairing == "brats":
@@ -128,7 +145,21 @@ def plan_pairs(
         pairs.append((case, reference, prediction))
     paired = {str(p) for _, _, p in pairs}
     ignored = sorted(name for name, path in predictions.items() if str(path) not in paired)
-    return PairPlan(pairs=pairs, failed=failed, ignored_predictions=ignored, references=references)
+    ignored += sorted(case for case in predictions.ambiguous if case not in failed and case not in references)
+    order: dict[str, Path | None] = dict(references)
+    order.update(dict.fromkeys(references.ambiguous))  # a case without one reference file: no file to record
+    return PairPlan(pairs=pairs, failed=failed, ignored_predictions=ignored, references=dict(sorted(order.items())))
+
+
+def reference_record(gt_dir: Path, results: list[CaseResult]) -> dict:
+    """The reference folder (absolute) and the SHA-256 of every reference file read: what ``compare``
+    checks to refuse runs evaluated against different references (the same files in another folder,
+    e.g. labelsTr and gt_segmentations, are the same references)."""
+    checksums = {}
+    for r in results:
+        if r.reference_file and os.path.isfile(r.reference_file):
+            checksums[r.case] = io.file_checksum(r.reference_file)
+    return {"reference_folder": str(Path(gt_dir).resolve()), "reference_checksums": checksums}
 
 
 def input_fingerprints(plan: PairPlan, results: list[CaseResult]) -> dict:
@@ -183,13 +214,6 @@ def evaluate_folders(
         ending_source = f"dataset.json ({dataset_path})"
     pairing = pairing or ("brats" if preset.brats_outputs else "name")
     plan = plan_pairs(gt_dir, pred_dir, file_ending, pairing, cases, ending_source)
-    if plan.ignored_predictions and progress:
-        print(
-            f"note: {len(plan.ignored_predictions)} predictions without a reference are ignored: "
-            + ", ".join(plan.ignored_predictions[:5])
-            + (" ..." if len(plan.ignored_predictions) > 5 else ""),
-            file=sys.stderr,
-        )
     if write:  # fail before the work, not after it
         names = SUMMARY_FILES + (BRATS_FILES if preset.brats_outputs else ())
         io.prepare_output_dir(output_dir, names, overwrite, marker="summary.json")
@@ -210,6 +234,7 @@ def evaluate_folders(
         "gt_dir": str(gt_dir),
         "pred_dir": str(pred_dir),
         "pairing": pairing,
+        **reference_record(gt_dir, results),
     }
     if not write:
         summary = build_summary(results, settings, label_spec, preset.name, extra)

@@ -2,9 +2,11 @@
 
 nnU-Net watches one number while it trains: the EMA of a "pseudo Dice" over its validation patches.
 Dice hides missed small lesions (Luu et al. 2026 (CATMIL) §1, §3.4), so the trainers of this package
-also count lesions on the same patches, with the definitions of the final evaluation
-(docs/metrics.md): a reference lesion is detected, and a predicted lesion is true, when it shares a
-voxel with the other mask (any overlap: CATMIL §3.4; Kofler et al. 2023 (blob loss) §2.5).
+also count lesions on the same patches, with the definitions of the final evaluation's default
+(docs/metrics.md): a reference lesion is detected, and a predicted lesion is true, when the one-to-one
+matching at DSC >= 0.1 pairs them (``metrics.lesion_detection``), so that a network predicting one blob
+over the patch scores one lesion at most, never a detection of every lesion it covers (with the papers'
+any overlap, such a blob had recall, precision and F1 1.0).
 
 What the numbers are: **patch-level estimates**. Counts are pooled over all validation patches of an
 epoch (and over the channels: classes or regions), then turned into rates:
@@ -41,7 +43,7 @@ from nnunetv2.training.logging import nnunet_logger
 from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, OverlapTable, detect_lesions
+from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, OverlapTable, lesion_detection
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "sum_over_ranks",
     "lesion_rates",
     "small_lesion_voxels",
+    "METRIC_NAMES",
+    "undefined_reason",
     "ema_update",
     "is_new_best",
     "format_rates",
@@ -79,8 +83,16 @@ RATE_NAMES = ("lesion_recall", "lesion_precision", "lesion_f1", "small_lesion_re
 #: rates a best checkpoint may be chosen by (higher is better)
 CHECKPOINT_METRICS = ("lesion_f1", "small_lesion_recall", "lesion_recall", "lesion_precision")
 
-#: the evaluation's default detection rule and its parameters (any overlap), so that the patch-level
-#: counts follow the final evaluation's definition
+#: the checkpoint metrics as the training log names them
+METRIC_NAMES = {
+    "lesion_f1": "lesion F1",
+    "small_lesion_recall": "small-lesion recall",
+    "lesion_recall": "lesion recall",
+    "lesion_precision": "lesion precision",
+}
+
+#: the evaluation's default detection rule and its parameters (one-to-one at DSC >= 0.1), so that the
+#: patch-level counts follow the final evaluation's definition
 _EVALUATION_DEFAULTS = EvaluationSettings()
 DETECTION_RULE = _EVALUATION_DEFAULTS.detection
 
@@ -165,9 +177,7 @@ def patch_lesion_counts(
 def _channel_counts(ref_ids: np.ndarray, pred_ids: np.ndarray, small_voxels: int) -> np.ndarray:
     """Counts of one patch and channel: bincounts over the component ids, no loop over lesions."""
     table = OverlapTable.build(ref_ids, int(ref_ids.max(initial=0)), pred_ids, int(pred_ids.max(initial=0)))
-    ref_hit, pred_hit = detect_lesions(
-        table, DETECTION_RULE, _EVALUATION_DEFAULTS.detection_threshold, _EVALUATION_DEFAULTS.detection_beta
-    )
+    ref_hit, pred_hit = lesion_detection(table, _EVALUATION_DEFAULTS)
     present = table.ref_sizes[1:] > 0
     small = present & (table.ref_sizes[1:] <= small_voxels)
     detected = ref_hit[1:] & present
@@ -220,6 +230,16 @@ def lesion_rates(counts: np.ndarray) -> dict[str, float]:
         "small_lesion_recall": _ratio(n["small_ref_detected"], n["small_ref_lesions"]),
         "fp_lesions_per_patch": _ratio(n["pred_lesions"] - n["pred_true"], n["patches"]),
     }
+
+
+def undefined_reason(metric: str, small_voxels: int) -> str:
+    """Why a checkpoint metric is undefined (NaN, :func:`lesion_rates`) on an epoch's patches."""
+    return {
+        "lesion_recall": "no reference lesion on the validation patches",
+        "small_lesion_recall": f"no reference lesion of <= {small_voxels} voxels on the validation patches",
+        "lesion_precision": "no predicted lesion on the validation patches",
+        "lesion_f1": "neither a reference nor a predicted lesion on the validation patches",
+    }[metric]
 
 
 def ema_update(previous: float | None, value: float) -> float:

@@ -13,7 +13,12 @@ variants, a few ``config_overrides``; this base does the rest:
   the maps before nnU-Net's online Dice;
 * ``on_train_epoch_start`` sets the scheduled term weights from ``self.current_epoch`` alone (so a
   run resumed with ``--c`` gets the same weights) and writes them to the training log;
-* ``on_train_start`` writes the effective config beside nnU-Net's ``debug.json``;
+* ``on_train_start`` writes the effective config beside nnU-Net's ``debug.json`` (with every config
+  the run trained with, by epoch: ``history``);
+* every checkpoint stores the config (in nnU-Net's ``init_args``, which nnU-Net restores itself); a
+  run resumed with ``--c`` continues with it when the current config resolves to the same one, and
+  otherwise stops naming the differences unless ``NNUNET_LESIONLOSS_RESUME`` says which to use
+  (``checkpoint``: the stored one; ``new``: the current one from the resumed epoch on);
 * lesion-wise validation (config ``lesion_validation``, see :mod:`.lesion_validation`): every
   ``validation_step`` also counts lesions on its patches, ``on_validation_epoch_end`` sums the counts
   (over DDP ranks too) and logs the rates to nnU-Net's logger (a further panel of ``progress.png``)
@@ -25,18 +30,33 @@ variants, a few ``config_overrides``; this base does the rest:
 
 from __future__ import annotations
 
+import copy
+import math
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
+from nnunetv2.training.logging.nnunet_logger import LocalLogger
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
-from nnunet_lesionloss.config import ConfigError, load_config_with_sources, loss_terms, merge, resolve_connectivity
+from nnunet_lesionloss.config import (
+    ABSENT,
+    CONFIG_ENV,
+    ConfigError,
+    config_differences,
+    load_config_with_sources,
+    loss_terms,
+    merge,
+    resolve_connectivity,
+    validate_structure,
+)
 from nnunet_lesionloss.evaluation.io import write_json
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 from nnunet_lesionloss.losses.compound import LesionAwareLoss
@@ -45,9 +65,131 @@ from nnunet_lesionloss.targets import TargetLayout, split_target
 from nnunet_lesionloss.training import lesion_validation as lv
 from nnunet_lesionloss.training.transforms import ComponentMapsTransform
 
-__all__ = ["nnUNetTrainerLesionLoss", "EFFECTIVE_CONFIG_FILE"]
+__all__ = [
+    "nnUNetTrainerLesionLoss",
+    "EFFECTIVE_CONFIG_FILE",
+    "RESUME_ENV",
+    "RESUME_MODES",
+    "LesionLossSetup",
+    "resolve_setup",
+]
 
 EFFECTIVE_CONFIG_FILE = "lesionloss_config.json"
+
+#: how a run resumed with ``--c`` treats a config that differs from the one in its checkpoint
+RESUME_ENV = "NNUNET_LESIONLOSS_RESUME"
+RESUME_MODES = {
+    "checkpoint": "continue with the config stored in the checkpoint (the current one is ignored)",
+    "new": "train the remaining epochs with the current config (lesionloss_config.json records both, by epoch)",
+}
+#: the key of nnU-Net's checkpoint ``init_args`` that holds the configs of the run
+CHECKPOINT_CONFIG_KEY = "lesionloss_config"
+
+
+@dataclass
+class LesionLossSetup:
+    """What a validated config becomes for one dataset configuration (:func:`resolve_setup`)."""
+
+    connectivity: int  # of the ground-truth components of the loss
+    terms: list[LossTerm]
+    label_groups: list[tuple[int, ...]] | None  # label-based: the labels of each loss channel
+    region_channels: list[int] | None  # region-based: the regions the terms see
+    lesion_connectivity: int  # of the lesion-wise validation
+    notes: list[str]  # what the trainer writes to its log
+
+
+def resolve_setup(config: dict, *, spatial_dims: int, spacing: Sequence[float], label_manager=None) -> LesionLossSetup:
+    """Every check the trainer runs on its config at start, in one place (``nnunet-lesionloss config``
+    runs it too): the connectivities for the patch dimension, each term built and tried on a tiny
+    input (``losses.terms.build_term``: unknown terms, params, sub-terms, out-of-range values) and the
+    loss channels of the dataset's labels or regions. Without ``label_manager`` (no dataset) the
+    channel checks are skipped and label-based data is assumed. Raises :class:`ConfigError`."""
+    has_regions = label_manager is not None and label_manager.has_regions
+    connectivity = resolve_connectivity(config["connectivity"], spatial_dims)
+    terms, notes = [], []
+    for name, settings in loss_terms(config).items():
+        term, note = _build_trainer_term(
+            name,
+            settings,
+            spatial_dims=spatial_dims,
+            spacing=spacing,
+            connectivity=connectivity,
+            has_regions=has_regions,
+        )
+        terms.append(term)
+        notes += [note] if note else []
+    label_groups = region_channels = None
+    if label_manager is not None:
+        label_groups = _label_groups(config, label_manager)
+        region_channels = _region_channels(config, label_manager)
+    return LesionLossSetup(
+        connectivity=connectivity,
+        terms=terms,
+        label_groups=label_groups,
+        region_channels=region_channels,
+        lesion_connectivity=resolve_connectivity(config["lesion_validation"]["connectivity"], spatial_dims),
+        notes=notes,
+    )
+
+
+def _build_trainer_term(
+    name: str, settings: dict, *, spatial_dims: int, spacing: Sequence[float], connectivity: int, has_regions: bool
+) -> tuple[LossTerm, str | None]:
+    """A term as the trainer builds it, and the note to log about it (or None)."""
+    note = None
+    if has_regions and settings.get("params", {}).get("include_background"):
+        # sigmoid regions have no background output: as MONAI's losses on sigmoid outputs, every
+        # channel is a foreground region and there is no background class to include
+        settings = merge(settings, {"params": {"include_background": False}})
+        note = (
+            f"terms.{name}.params.include_background: no effect on a region-based dataset "
+            "(sigmoid regions, no background output); the term uses the regions only"
+        )
+    # losses that label the prediction use the ground truth's connectivity and the data's spacing
+    context = {"connectivity": connectivity, "spacing": tuple(float(s) for s in spacing)}
+    return build_term(name, settings, spatial_dims=spatial_dims, context=context), note
+
+
+def _label_groups(config: dict, label_manager) -> list[tuple[int, ...]] | None:
+    """Label-based: the labels of each loss channel (per class, or their union). Regions: None."""
+    if label_manager.has_regions:
+        return None
+    foreground = [int(label) for label in label_manager.foreground_labels]
+    if config["channels"] == "union":
+        return [tuple(foreground)]
+    return [(label,) for label in foreground]
+
+
+def _region_channels(config: dict, label_manager) -> list[int] | None:
+    """Region-based: the regions the terms see. ``per_class``: every region. ``union``: the region
+    that contains every other one (nnU-Net orders regions from the largest, e.g. whole tumour
+    first), i.e. the union of all foreground labels, as the binary union of label-based data."""
+    if not label_manager.has_regions:
+        return None
+    regions = [set(r) if isinstance(r, (list, tuple)) else {r} for r in label_manager.foreground_regions]
+    if config["channels"] != "union":
+        return list(range(len(regions)))
+    everything = set().union(*regions)
+    containing = [i for i, region in enumerate(regions) if region == everything]
+    if not containing:
+        raise ConfigError(
+            f"channels: union on a region-based dataset needs a region that contains all the others "
+            f"(their union), but the regions are {label_manager.foreground_regions}; "
+            "set channels: per_class (one term per region) in the config"
+        )
+    return containing[:1]
+
+
+def _any_finite(values: Sequence[float]) -> bool:
+    return any(v is not None and math.isfinite(v) for v in values)
+
+
+def _describe(differences: list[tuple[str, object, object]]) -> list[str]:
+    """One line per difference between the checkpoint's config and the current one."""
+    return [
+        f"{key}: {old if old is not ABSENT else 'not set'} in the checkpoint, {new if new is not ABSENT else 'not set'} now"
+        for key, old, new in differences
+    ]
 
 
 class nnUNetTrainerLesionLoss(nnUNetTrainer):
@@ -64,69 +206,65 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's own signature)
     ):
+        # nnU-Net's run_training puts --c into the plans, and its __init__ takes it out again
+        continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self._continue_training = continue_training
+        self._resume_checked = False
+        self._trainer_defaults: dict = {}  # trainer settings as they were before a config set them
         # which file (or class) set what: written into the effective config at train start
-        self.lesion_config, self.lesion_config_sources = load_config_with_sources(
-            self.config_name, self.config_overrides, trainer=type(self).__name__
+        config, sources = load_config_with_sources(self.config_name, self.config_overrides, trainer=type(self).__name__)
+        self.apply_lesion_config(config, sources)
+        # the configs of this run before the current one (from the checkpoint), oldest first
+        self._earlier_configs: list[dict] = []
+        self._config_first_epoch = 0  # the first epoch the current config trains
+        # whether on_train_start derives term settings from the data (not when a checkpoint stores them)
+        self.needs_prepare_terms = True
+
+    def apply_lesion_config(self, config: dict, sources: list[dict], requested: dict | None = None) -> None:
+        """Make ``config`` the one this trainer trains with: everything it fixes for the trainer's life
+        (trainer settings, terms, channels, component maps, lesion validation). All checks run before
+        anything changes, so a refused config leaves the trainer as it was. ``requested``: the config
+        as its files resolved it, before :meth:`prepare_terms` derived settings (default: ``config``)."""
+        setup = resolve_setup(
+            config,
+            spatial_dims=len(self.configuration_manager.patch_size),
+            spacing=self.configuration_manager.spacing,
+            label_manager=self.label_manager,
         )
-        for key, value in self.lesion_config["trainer"].items():
+        previous = getattr(self, "lesion_config", None)
+        for key in previous["trainer"] if previous else ():
+            if key not in config["trainer"]:  # back to the value it had before a config set it
+                setattr(self, key, self._trainer_defaults[key])
+        for key, value in config["trainer"].items():
+            self._trainer_defaults.setdefault(key, getattr(self, key))
             setattr(self, key, value)
-        spatial_dims = len(self.configuration_manager.patch_size)
-        self.connectivity = resolve_connectivity(self.lesion_config["connectivity"], spatial_dims)
-        self.lesion_terms = [
-            self._build_term(name, settings) for name, settings in loss_terms(self.lesion_config).items()
-        ]
-        # fixed for the trainer's life: the dataset's labels, the config's channels and terms
-        self.label_groups = self._label_groups()
-        self.region_channels = self._region_channels()
+        self.lesion_config, self.lesion_config_sources = config, sources
+        self._requested_config = copy.deepcopy(requested if requested is not None else config)
+        self.connectivity = setup.connectivity
+        self.lesion_terms = setup.terms
+        for note in setup.notes:
+            self.print_to_log_file(note)
+        # fixed for the config's life: the dataset's labels, the config's channels and terms
+        self.label_groups = setup.label_groups
+        self.region_channels = setup.region_channels
         self.target_layout = self._target_layout()
-        self._setup_lesion_validation()
+        self._setup_lesion_validation(setup.lesion_connectivity)
 
     def _build_term(self, name: str, settings: dict) -> LossTerm:
-        if self.label_manager.has_regions and settings.get("params", {}).get("include_background"):
-            # sigmoid regions have no background output: as MONAI's losses on sigmoid outputs, every
-            # channel is a foreground region and there is no background class to include
-            settings = merge(settings, {"params": {"include_background": False}})
-            self.print_to_log_file(
-                f"terms.{name}.params.include_background: no effect on a region-based dataset "
-                "(sigmoid regions, no background output); the term uses the regions only"
-            )
-        # losses that label the prediction use the ground truth's connectivity and the data's spacing
-        context = {
-            "connectivity": self.connectivity,
-            "spacing": tuple(float(s) for s in self.configuration_manager.spacing),
-        }
-        return build_term(name, settings, spatial_dims=len(self.configuration_manager.patch_size), context=context)
+        term, note = _build_trainer_term(
+            name,
+            settings,
+            spatial_dims=len(self.configuration_manager.patch_size),
+            spacing=self.configuration_manager.spacing,
+            connectivity=self.connectivity,
+            has_regions=self.label_manager.has_regions,
+        )
+        if note:
+            self.print_to_log_file(note)
+        return term
 
     # ----------------------------------------------------------------- channels and targets
-    def _label_groups(self) -> list[tuple[int, ...]] | None:
-        """Label-based: the labels of each loss channel (per class, or their union). Regions: None."""
-        if self.label_manager.has_regions:
-            return None
-        foreground = [int(label) for label in self.label_manager.foreground_labels]
-        if self.lesion_config["channels"] == "union":
-            return [tuple(foreground)]
-        return [(label,) for label in foreground]
-
-    def _region_channels(self) -> list[int] | None:
-        """Region-based: the regions the terms see. ``per_class``: every region. ``union``: the region
-        that contains every other one (nnU-Net orders regions from the largest, e.g. whole tumour
-        first), i.e. the union of all foreground labels, as the binary union of label-based data."""
-        if not self.label_manager.has_regions:
-            return None
-        regions = [set(r) if isinstance(r, (list, tuple)) else {r} for r in self.label_manager.foreground_regions]
-        if self.lesion_config["channels"] != "union":
-            return list(range(len(regions)))
-        everything = set().union(*regions)
-        containing = [i for i, region in enumerate(regions) if region == everything]
-        if not containing:
-            raise ConfigError(
-                f"channels: union on a region-based dataset needs a region that contains all the others "
-                f"(their union), but the regions are {self.label_manager.foreground_regions}; "
-                "set channels: per_class (one term per region) in the config"
-            )
-        return containing[:1]
-
     def _target_layout(self) -> TargetLayout:
         has_regions = self.label_manager.has_regions
         num_channels = len(self.region_channels) if has_regions else len(self.label_groups)
@@ -216,19 +354,138 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
 
     def on_train_start(self):
         super().on_train_start()
-        self.prepare_terms()
+        if self.needs_prepare_terms:  # a resumed run keeps the settings its checkpoint stores
+            self.prepare_terms()
+            self.needs_prepare_terms = False
         if self.local_rank == 0:
             self.write_effective_config()
 
+    def _effective_record(self, config: dict | None, sources: list[dict] | None) -> dict:
+        """A config as ``lesionloss_config.json`` shows it: its keys, the trainer, its trainer settings
+        and which file changed what."""
+        if config is None:
+            return {"config": None, "note": "not recorded: the checkpoint was written without its loss config"}
+        record = {k: v for k, v in config.items() if k != "trainer"}
+        record.update(trainer=type(self).__name__, config_name=self.config_name)
+        record["trainer_settings"] = config["trainer"]
+        record["sources"] = sources  # which file changed what
+        return record
+
+    def _config_periods(self) -> list[dict]:
+        """Every config of this run, oldest first: ``first_epoch``, ``requested`` (as the files resolved
+        it), ``config`` (as trained, with derived settings) and ``sources``; the last is the current one."""
+        current = {
+            "first_epoch": self._config_first_epoch,
+            "requested": self._requested_config,
+            "config": self.lesion_config,
+            "sources": self.lesion_config_sources,
+        }
+        return copy.deepcopy([*self._earlier_configs, current])
+
     def write_effective_config(self) -> None:
         """``fold_X/lesionloss_config.json``: the config this run trains with and which file changed
-        what. Serialised first and renamed into place, so a run resumed with ``--c`` that fails here
-        keeps the previous file whole."""
-        effective = {k: v for k, v in self.lesion_config.items() if k != "trainer"}
-        effective.update(trainer=type(self).__name__, config_name=self.config_name)
-        effective["trainer_settings"] = self.lesion_config["trainer"]
-        effective["sources"] = self.lesion_config_sources  # which file changed what
+        what, and under ``history`` every config the run trained with, by epoch (``first_epoch``,
+        ``last_epoch``). Serialised first and renamed into place, so a run resumed with ``--c`` that
+        fails here keeps the previous file whole."""
+        periods = self._config_periods()
+        history = []
+        for k, period in enumerate(periods):
+            epochs = {"first_epoch": period["first_epoch"]}
+            if k + 1 < len(periods):
+                epochs["last_epoch"] = periods[k + 1]["first_epoch"] - 1
+            history.append({**epochs, **self._effective_record(period["config"], period["sources"])})
+        effective = self._effective_record(self.lesion_config, self.lesion_config_sources)
+        effective["history"] = history
         write_json(os.path.join(self.output_folder, EFFECTIVE_CONFIG_FILE), effective, overwrite=True)
+
+    # ----------------------------------------------------------------- checkpoints and --c
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net saves init_args in every checkpoint and restores them in load_checkpoint: the configs
+        # of the run travel there as plain data (nnUNetv2_predict needs no class of this package)
+        self.my_init_kwargs[CHECKPOINT_CONFIG_KEY] = {"periods": self._config_periods()}
+        super().save_checkpoint(filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        if self._continue_training and not self._resume_checked:  # --c, before the first resumed epoch
+            self._resume_checked = True
+            stored = (self.my_init_kwargs or {}).get(CHECKPOINT_CONFIG_KEY)
+            self._resume_config(stored["periods"] if stored else None)
+
+    def _resume_config(self, periods: list[dict] | None) -> None:
+        """Continue with the checkpoint's config, or stop naming the differences (module docstring)."""
+        epoch = self.current_epoch
+        mode = os.environ.get(RESUME_ENV, "")
+        if mode and mode not in RESUME_MODES:
+            raise self._refuse_resume(
+                f"{RESUME_ENV}={mode} is not a resume mode; use "
+                + " or ".join(f"{RESUME_ENV}={name} ({what})" for name, what in RESUME_MODES.items())
+            )
+        if periods is None:
+            if mode != "new":
+                raise self._refuse_resume(
+                    f"the checkpoint to resume (epoch {epoch}) records no lesion-loss config (it was written by a "
+                    f"version that did not store it), so nothing shows which config epochs 0-{epoch - 1} trained "
+                    f"with. Set {RESUME_ENV}=new to train the remaining epochs with the current config "
+                    f"({EFFECTIVE_CONFIG_FILE} then records epochs 0-{epoch - 1} as not recorded)"
+                )
+            self._switch_to_current_config([{"first_epoch": 0, "requested": None, "config": None, "sources": None}])
+            return
+        stored = periods[-1]
+        differences = config_differences(stored["requested"], self.lesion_config)
+        if differences and mode == "new":
+            self.print_to_log_file(
+                f"{RESUME_ENV}=new: from epoch {epoch} on, the run trains with the current loss config; "
+                "changed: " + "; ".join(_describe(differences))
+            )
+            self._switch_to_current_config(periods)
+            return
+        if differences and mode != "checkpoint":
+            override = os.environ.get(CONFIG_ENV)
+            current = f"{CONFIG_ENV}={override}" if override else f"{CONFIG_ENV} is not set (the trainer's defaults)"
+            raise self._refuse_resume(
+                f"nnUNetv2_train --c: the loss config now ({current}) differs from the one this run trained with "
+                f"until epoch {epoch} (stored in its checkpoint):\n  "
+                + "\n  ".join(_describe(differences))
+                + f"\nSet {RESUME_ENV}=checkpoint to {RESUME_MODES['checkpoint']}, or {RESUME_ENV}=new to "
+                f"{RESUME_MODES['new']}; or resume with the config the run started with."
+            )
+        # the same config (or the checkpoint's, on request): exactly the stored one, derived settings included
+        if differences:
+            self.print_to_log_file(
+                f"{RESUME_ENV}=checkpoint: the run continues with the loss config stored in the checkpoint; "
+                "ignored from the current config: " + "; ".join(_describe(differences))
+            )
+        else:
+            self.print_to_log_file(
+                f"Resumed at epoch {epoch}: the run continues with the loss config stored in the checkpoint"
+            )
+        before = self.lesion_config
+        config = validate_structure(stored["config"])
+        self.apply_lesion_config(config, stored["sources"], requested=stored["requested"])
+        self._earlier_configs = periods[:-1]
+        self._config_first_epoch = stored["first_epoch"]
+        self.needs_prepare_terms = False
+        if config != before:
+            self._rebuild_loss_and_optimizer()
+
+    def _refuse_resume(self, message: str) -> ConfigError:
+        """The error that stops a resumed run, also written to the training log nnU-Net opened for it."""
+        self.print_to_log_file(f"ERROR: {message}", also_print_to_console=False)
+        return ConfigError(message)
+
+    def _switch_to_current_config(self, earlier: list[dict]) -> None:
+        """The current config trains from the resumed epoch on; the checkpoint's configs stay in the record."""
+        self._earlier_configs = earlier
+        self._config_first_epoch = self.current_epoch
+
+    def _rebuild_loss_and_optimizer(self) -> None:
+        """After the config changed on a trainer nnU-Net already initialised: the loss, and the optimizer
+        and schedule (learning rate, epochs) with the optimizer's state kept."""
+        self.loss = self._build_loss()
+        state = self.optimizer.state_dict()
+        self.optimizer, self.lr_scheduler = self.configure_optimizers()
+        self.optimizer.load_state_dict(state)
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
@@ -287,11 +544,11 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         return tp, fp, fn
 
     # ----------------------------------------------------------------- lesion-wise validation
-    def _setup_lesion_validation(self) -> None:
+    def _setup_lesion_validation(self, lesion_connectivity: int) -> None:
         settings = self.lesion_config["lesion_validation"]
         self.lesion_validation = settings
         spacing = [float(x) for x in self.configuration_manager.spacing]
-        self.lesion_connectivity = resolve_connectivity(settings["connectivity"], len(spacing))
+        self.lesion_connectivity = lesion_connectivity
         self.small_lesion_voxels = (
             lv.small_lesion_voxels(EvaluationSettings().small_lesion_ml, spacing)
             if settings["small_lesion_voxels"] == "auto"
@@ -301,17 +558,27 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
         has_regions = self.label_manager.has_regions
         self.lesion_groups = None if has_regions else [(int(x),) for x in self.label_manager.foreground_labels]
         # the batch's reference components are these when the loss labelled the same channels alike
-        self._reuse_batch_components = self.connectivity == self.lesion_connectivity and (
-            has_regions or self.label_groups == self.lesion_groups
+        # (regions: all of them, not only the union region of channels: union)
+        same_channels = (
+            self.region_channels == list(range(len(self.label_manager.foreground_regions)))
+            if has_regions
+            else self.label_groups == self.lesion_groups
         )
+        self._reuse_batch_components = self.connectivity == self.lesion_connectivity and same_channels
         metric = settings["checkpoint_metric"] if settings["enabled"] else None
         self.lesion_checkpoint_metric = metric
         self._lesion_ema_key = f"ema_{metric}" if metric else None
         self._lesion_counts_epoch = None
+        local_logger = self.logger.local_logger
+        if isinstance(local_logger, lv.LesionProgressLogger):  # set up again for another config: unwrap first
+            plain = LocalLogger(local_logger.verbose)
+            plain.my_fantastic_logging = local_logger.my_fantastic_logging
+            local_logger = plain
         if settings["enabled"]:
-            self.logger.local_logger = lv.LesionProgressLogger(
-                self.logger.local_logger, lv.RATE_NAMES, self._lesion_ema_key, self.small_lesion_voxels
+            local_logger = lv.LesionProgressLogger(
+                local_logger, lv.RATE_NAMES, self._lesion_ema_key, self.small_lesion_voxels
             )
+        self.logger.local_logger = local_logger
 
     @property
     def lesion_checkpoint_name(self) -> str | None:
@@ -376,7 +643,28 @@ class nnUNetTrainerLesionLoss(nnUNetTrainer):
                         f"New best EMA {self.lesion_checkpoint_metric}: {history[-1]:.4f} -> {self.lesion_checkpoint_name}"
                     )
                     self.save_checkpoint(os.path.join(self.output_folder, self.lesion_checkpoint_name))
+                elif not _any_finite(history):
+                    self.print_to_log_file(
+                        f"{self.lesion_checkpoint_name} not written yet: "
+                        f"{lv.METRIC_NAMES[self.lesion_checkpoint_metric]} has been undefined in every epoch so far "
+                        f"({lv.undefined_reason(self.lesion_checkpoint_metric, self.small_lesion_voxels)})"
+                    )
         super().on_epoch_end()
+
+    def on_train_end(self):
+        super().on_train_end()
+        if not self._lesion_ema_key:
+            return
+        history = self.logger.get_value(self._lesion_ema_key, None)
+        if not _any_finite(history):  # say it where the run ends, not first in nnUNetv2_predict -chk
+            metric = self.lesion_checkpoint_metric
+            self.print_to_log_file(
+                f"WARNING: no {self.lesion_checkpoint_name} was written: {lv.METRIC_NAMES[metric]} was undefined in "
+                f"all {len(history)} epochs ({lv.undefined_reason(metric, self.small_lesion_voxels)}), so no epoch "
+                f"was best by it. nnUNetv2_predict -chk {self.lesion_checkpoint_name} will not find it: predict with "
+                "-chk checkpoint_final.pth (nnU-Net's default) or -chk checkpoint_best.pth (best pseudo Dice), or "
+                "choose another lesion_validation.checkpoint_metric"
+            )
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         super().perform_actual_validation(save_probabilities)
