@@ -78,7 +78,7 @@ print("|---|---|" + "---|" * len(rows))
 for k, (b, _, n) in enumerate(rows[0][1]):
     print(f"| {b} | {n} | " + " | ".join("-" if r[1][k][1] is None else f"{r[1][k][1]:.3f}" for r in rows) + " |")
 PY
-    echo "compare demo done: table, CSV and figures (detection_by_size.png, volume_agreement.png, froc.png) in $OUT"
+    echo "compare demo done: table, CSV and figures (detection_by_size.png, detection_by_volume.png, volume_agreement.png, froc.png) in $OUT"
     exit 0
 fi
 
