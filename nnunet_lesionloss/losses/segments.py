@@ -291,10 +291,10 @@ def build_cell_slots(
         cells, table = voronoi_cells.flatten(2), None
         largest = cells.amax(dim=2).reshape(pairs)
         empty = largest == 0
-        empty_pairs = int(empty.sum())
+        total_ids, empty_pairs = torch.stack([largest.sum(), empty.sum()]).tolist()
     slots_per_pair = 2 * (largest + 1)
     offsets = torch.cumsum(slots_per_pair, 0) - slots_per_pair
-    discard = int(slots_per_pair.sum())
+    discard = 2 * (total_ids + pairs)  # Σ slots_per_pair
     index_dtype = torch.int32 if discard < 2**31 - 1 else torch.long
     in_component = torch.eq(component_ids.flatten(2), cells)  # [B, C, V], contiguous
     voxel_slot = in_component.to(index_dtype)
