@@ -128,62 +128,60 @@ def reference_first_commit_inverse_weighted(probs, component_ids, *, base, smoot
 # ----------------------------------------------------------------------------------------------
 
 
-def authors_cc_loss(probs, component_ids, voronoi_cells, *, base, ignore_mask=None):
-    """The CC authors' CC loss (Bouteille et al. 2025; their nnU-Net's ``instance_losses.py``,
-    ``VectorizedCCLoss`` as ``nnUNetTrainerGlobalCCDiceCE`` uses it): per sample, segment sums over
-    the Voronoi ids 1..K (K = the largest id of the batch); a cell with voxels scores
-    1 - 2I / max(P + G, 1e-7) (+ Σ ce / count), ce = -log(max(p of the true class, 1e-7)); the sample
-    is the mean over its cells, or, without any, 1 (+ the mean ce of the whole sample); the batch is
-    the mean over samples. With an ignore mask a cell counts when it keeps a voxel of its lesion."""
+def _cc_authors_reduction(probs, component_ids, domains_of, *, base, ignore_mask):
+    """The reduction their ``VectorizedCCLoss`` and ``VectorizedBlobLoss`` share: per sample, every
+    domain with voxels scores 1 - 2I / max(P + G, 1e-7) (+ Σ ce / count), ce = -log(max(p of the true
+    class, 1e-7)), g = the sample's foreground; the sample is the mean over its domains, or, without
+    any, 1 (+ the mean ce of the whole sample); the batch is the mean over samples.
+    ``domains_of(b, c, valid)`` lists the domains of a pair as masks over its non-ignored voxels."""
     batch, channels = probs.shape[:2]
-    slots = max(1, int(voronoi_cells.max()))
     samples = []
     for b in range(batch):
         valid = _valid(ignore_mask, b, probs.shape[2:])
         for c in range(channels):
             if not valid.any():
                 continue
-            p, cells = probs[b, c][valid], voronoi_cells[b, c][valid]
+            p = probs[b, c][valid]
             g = (component_ids[b, c][valid] > 0).to(p.dtype)
             ce = -torch.log(torch.where(g > 0, p, 1 - p).clamp_min(1e-7))
-            cell_losses = []
-            for n in range(1, slots + 1):
-                inside = cells == n
-                if not inside.any() or (ignore_mask is not None and not (g[inside] > 0).any()):
-                    continue
-                dice = 1 - 2 * (p * g)[inside].sum() / (p[inside].sum() + g[inside].sum()).clamp_min(1e-7)
-                cell_losses.append(dice if base == "dice" else dice + ce[inside].sum() / inside.sum())
-            if cell_losses:
-                samples.append(torch.stack(cell_losses).mean())
+            losses = []
+            for domain in domains_of(b, c, valid):
+                dice = 1 - 2 * (p * g)[domain].sum() / (p[domain].sum() + g[domain].sum()).clamp_min(1e-7)
+                losses.append(dice if base == "dice" else dice + ce[domain].sum() / domain.sum())
+            if losses:
+                samples.append(torch.stack(losses).mean())
             else:
                 samples.append(p.new_tensor(1.0) if base == "dice" else 1.0 + ce.mean())
     return torch.stack(samples).mean() if samples else probs.sum() * 0
+
+
+def authors_cc_loss(probs, component_ids, voronoi_cells, *, base, ignore_mask=None):
+    """The CC authors' CC loss (Bouteille et al. 2025; their nnU-Net's ``instance_losses.py``,
+    ``VectorizedCCLoss`` as ``nnUNetTrainerGlobalCCDiceCE`` uses it): the domains are the Voronoi
+    ids 1..K (K = the largest id of the batch) that hold voxels. With an ignore mask a cell counts
+    when it keeps a voxel of its lesion."""
+    slots = max(1, int(voronoi_cells.max()))
+
+    def cells_of(b, c, valid):
+        cells, lesion = voronoi_cells[b, c][valid], component_ids[b, c][valid] > 0
+        for n in range(1, slots + 1):
+            inside = cells == n
+            if inside.any() and (ignore_mask is None or lesion[inside].any()):
+                yield inside
+
+    return _cc_authors_reduction(probs, component_ids, cells_of, base=base, ignore_mask=ignore_mask)
 
 
 def authors_whole_patch_blob_loss(probs, component_ids, *, base, ignore_mask=None):
-    """The CC authors' blob loss (``VectorizedBlobLoss`` of the same file): per sample, component n
-    scored on background ∪ C_n as in ``authors_cc_loss``, the same fallback and batch mean."""
-    batch, channels = probs.shape[:2]
-    samples = []
-    for b in range(batch):
-        valid = _valid(ignore_mask, b, probs.shape[2:])
-        for c in range(channels):
-            if not valid.any():
-                continue
-            p, ids = probs[b, c][valid], component_ids[b, c][valid]
-            g_all = (ids > 0).to(p.dtype)
-            ce = -torch.log(torch.where(g_all > 0, p, 1 - p).clamp_min(1e-7))
-            blob_losses = []
-            for n in torch.unique(ids[ids > 0]).tolist():
-                domain = (ids == 0) | (ids == n)
-                g = g_all[domain]
-                dice = 1 - 2 * (p[domain] * g).sum() / (p[domain].sum() + g.sum()).clamp_min(1e-7)
-                blob_losses.append(dice if base == "dice" else dice + ce[domain].sum() / domain.sum())
-            if blob_losses:
-                samples.append(torch.stack(blob_losses).mean())
-            else:
-                samples.append(p.new_tensor(1.0) if base == "dice" else 1.0 + ce.mean())
-    return torch.stack(samples).mean() if samples else probs.sum() * 0
+    """The CC authors' blob loss (``VectorizedBlobLoss`` of the same file): the domain of component n
+    is background ∪ C_n."""
+
+    def blobs_of(b, c, valid):
+        ids = component_ids[b, c][valid]
+        for n in torch.unique(ids[ids > 0]).tolist():
+            yield (ids == 0) | (ids == n)
+
+    return _cc_authors_reduction(probs, component_ids, blobs_of, base=base, ignore_mask=ignore_mask)
 
 
 def kofler_blob_dice(probs, component_ids, *, smooth, ignore_mask=None):
