@@ -335,7 +335,11 @@ def test_trainers_of_the_published_settings():
     def config(trainer):
         return load_config(trainer.config_name, trainer.config_overrides, env={})
 
-    for trainer in (variants.nnUNetTrainerProximity_paper, variants.nnUNetTrainerProximity_GDF_paper_200epochs):
+    for trainer in (
+        variants.nnUNetTrainerProximity_paper,
+        variants.nnUNetTrainerProximity_GDF_paper,
+        variants.nnUNetTrainerProximity_GDF_paper_200epochs,
+    ):
         family = config(trainer)["terms"]["instance_family"]
         assert family["warmup_epochs"] == 0 and family["params"]["proximity_reduction"] == "sum"
         assert family["subterms"] == {"proximity": 0.1}  # eq. 14

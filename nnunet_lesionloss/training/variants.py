@@ -421,11 +421,18 @@ class nnUNetTrainerProximity_GDF_200epochs(nnUNetTrainerProximity_GDF):
     config_overrides = _with(nnUNetTrainerProximity_GDF, _INSTANCE_LOSS_PROTOCOL)
 
 
-class nnUNetTrainerProximity_GDF_paper_200epochs(_ProximityAsPublished, nnUNetTrainerProximity_GDF):
-    """Rachmadi et al. 2024's protocol with eq. 14 as published: GDF + 0.1·L_proximity, eqs. 9-10 as
-    sums, no warm-up, 200 epochs (unsafe: it swamps GDF, docs/formulas.md §3)."""
+class nnUNetTrainerProximity_GDF_paper(_ProximityAsPublished, nnUNetTrainerProximity_GDF):
+    """GDF + 0.1·L_proximity with eqs. 9-10 as sums and no warm-up (Rachmadi et al. 2024 eq. 14 with
+    its L_seg, as written; unsafe: it swamps GDF, docs/formulas.md §3)."""
 
-    config_overrides = _with(nnUNetTrainerProximity_GDF, merge(_PROXIMITY_AS_PUBLISHED, _INSTANCE_LOSS_PROTOCOL))
+    config_overrides = _with(nnUNetTrainerProximity_GDF, _PROXIMITY_AS_PUBLISHED)
+
+
+class nnUNetTrainerProximity_GDF_paper_200epochs(nnUNetTrainerProximity_GDF_paper):
+    """Rachmadi et al. 2024's protocol with eq. 14 as published: GDF + 0.1·L_proximity, eqs. 9-10 as
+    sums, no warm-up, 200 epochs."""
+
+    config_overrides = _with(nnUNetTrainerProximity_GDF_paper, _INSTANCE_LOSS_PROTOCOL)
 
 
 class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
