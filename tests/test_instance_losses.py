@@ -638,6 +638,9 @@ def test_inverse_weighted_dice_of_a_found_lesion_with_false_positives_by_hand():
     assert inverse_weighted_loss(probs, ids, base="dice", **first).item() == pytest.approx(
         1 - 200 / (200 + 0.1 * (32**3 - 100)), rel=1e-12
     )
+    # the authors' map without its clip (background 32768/(2·32668) = 0.50) and nnU-Net's Dice: 0.048
+    unclipped = inverse_weighted_loss(probs, ids, base="dice", weight_clip=None, dice_denominator="plain", smooth=0.0)
+    assert unclipped.item() == pytest.approx(0.048, abs=5e-4)
 
 
 @PROPERTY_SETTINGS
