@@ -843,11 +843,11 @@ def test_bad_arguments_raise_clear_errors(call, error, match):
 
 @pytest.mark.parametrize(
     "cells_of, match",
-    [
-        (lambda ids, cells: torch.zeros_like(cells), "have no cell"),  # no cells at all: the loss returned 0
-        (lambda ids, cells: torch.where(cells > 0, cells + 2, 0), "outside the cell of their id"),  # other numbering
-        (lambda ids, cells: cells.flip(0), "outside the cell of their id"),  # another sample's cells
-        (lambda ids, cells: torch.where(ids > 0, ids, 3), "hold no voxel of the component"),  # a cell without lesion
+    [  # no cells at all (the loss returned 0 without a word), another numbering, another sample's cells, a stray cell
+        (lambda ids, cells: torch.zeros_like(cells), r"[1-9]\d* voxel\(s\) of a channel with components have no cell"),
+        (lambda ids, cells: torch.where(cells > 0, cells + 2, 0), r"[1-9]\d* component voxel\(s\) lie outside"),
+        (lambda ids, cells: cells.flip(0), r"[1-9]\d* component voxel\(s\) lie outside"),
+        (lambda ids, cells: torch.where(ids > 0, ids, 3), r"[1-9]\d* cell\(s\) hold no voxel of the component"),
     ],
 )
 def test_cc_loss_refuses_cells_that_do_not_match_the_components(cells_of, match):
