@@ -15,10 +15,16 @@ from nnunet_lesionloss.config import CONFIG_ENV, ConfigError
 from nnunet_lesionloss.training import variants
 
 
-def make_trainer(preprocessed_dataset, monkeypatch, trainer_class, configuration="3d_fullres", dataset_json=None):
+def make_trainer(
+    preprocessed_dataset, monkeypatch, trainer_class, configuration="3d_fullres", dataset_json=None, results=None
+):
+    """A trainer of the session's preprocessed dataset; ``results``: its own nnUNet_results folder (default: the
+    session's, shared by every test that does not give one)."""
     for key, value in preprocessed_dataset["env"].items():
         if key.startswith("nnUNet"):
             monkeypatch.setenv(key, value)
+    if results is not None:
+        monkeypatch.setenv("nnUNet_results", str(results))
     folder = preprocessed_dataset["root"] / "preprocessed" / preprocessed_dataset["dataset"]
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     plans["continue_training"] = False  # nnU-Net 2.8's run_training puts this flag into the plans
