@@ -81,6 +81,9 @@ LOSSES: dict[str, LossFn] = {
     "blob Dice+CE": lambda p, m: blob_loss(p, m["ids"], validate=False),
     "IWL-blob Dice+CE": lambda p, m: blob_loss(p, m["ids"], iwl=True, validate=False),
     "CC Dice+CE": lambda p, m: cc_loss(p, m["ids"], m["cells"], cell_counts=m["counts"], validate=False),
+    "CC Dice+CE, lesion-free pairs skipped": lambda p, m: cc_loss(
+        p, m["ids"], m["cells"], cell_counts=m["counts"], empty_pairs="skip", validate=False
+    ),
     "IWL-CC Dice+CE": lambda p, m: cc_loss(p, m["ids"], m["cells"], iwl=True, cell_counts=m["counts"], validate=False),
     "inverse-weighted Dice+CE": lambda p, m: inverse_weighted_loss(p, m["ids"], validate=False),
     "CAT": lambda p, m: cat_loss(p, m["ids"], validate=False),

@@ -24,10 +24,15 @@ lesions, one foreground class, label-based softmax logits):
 Each row is a trainer's shipped config, optionally with overrides (the former defaults, the
 papers' literal settings). The weight at epoch 0 is printed separately (a warm-up makes it 0).
 The table reports the median over ``--seeds`` random batches (min-max in brackets).
+``--empty-samples N`` makes the last N patches of every batch lesion-free (with nnU-Net's
+foreground oversampling of 0.33 and batch 2, one patch of most batches is drawn at random and, on
+small-lesion data, often holds no lesion). ``--measure value`` compares the loss values instead of
+the gradients.
 
     python scripts/grad_ratios.py                  # 40³, batch 2, 3 lesions per patch, CPU
     python scripts/grad_ratios.py --size 48 --lesions 2 --seeds 5
     python scripts/grad_ratios.py --measure lesion   # which way each term pushes the lesions
+    python scripts/grad_ratios.py --only CC InvWeight IWL --empty-samples 1 --measure value
 """
 
 from __future__ import annotations
@@ -123,20 +128,58 @@ SETTINGS: list[tuple] = [
         ("dice", "tversky"),
     ),
     ("CATMIL (CAT + MIL), shipped default", "catmil", {}),
-    ("Blob, shipped default", "blob", {}),
-    ("IWL-Blob, shipped default (power reading)", "iwl_blob", {}),
+    ("Blob, shipped default (lesion-free pairs skipped, Kofler et al.'s code)", "blob", {}),
     (
-        "IWL-Blob, clamp(r, 1, 100) (former default)",
-        "iwl_blob",
-        {"terms": {"blob": {"params": {"iwl_reading": "clamp"}}}},
+        "Blob, lesion-free pairs scored whole (the CC authors' blob code)",
+        "blob",
+        {"terms": {"blob": {"params": {"empty_pairs": "whole_patch"}}}},
     ),
-    ("IWL-CC, shipped default (power reading)", "iwl_cc", {}),
-    ("IWL-CC, clamp(r, 1, 100) (former default)", "iwl_cc", {"terms": {"cc": {"params": {"iwl_reading": "clamp"}}}}),
-    ("InvWeight, shipped default (replaces DC+CE)", "inv_weight", {}),
+    ("CC, shipped default (lesion-free pairs scored whole, the CC authors' code)", "cc", {}),
     (
-        "InvWeight, background as a (K+1)-th part + DC+CE (former default)",
+        "CC, lesion-free pairs skipped (_skipEmpty; former default)",
+        "cc",
+        {"terms": {"cc": {"params": {"empty_pairs": "skip"}}}},
+    ),
+    ("IWL-Blob, shipped default (clamp(r, 1, 100), Kundu et al. 2026 §2.5)", "iwl_blob", {}),
+    (
+        "IWL-Blob, power reading (this package's option; former default)",
+        "iwl_blob",
+        {"terms": {"blob": {"params": {"iwl_reading": "power"}}}},
+    ),
+    ("IWL-CC, shipped default (clamp(r, 1, 100), lesion-free pairs scored whole)", "iwl_cc", {}),
+    (
+        "IWL-CC, power reading, lesion-free pairs skipped (former default)",
+        "iwl_cc",
+        {"terms": {"cc": {"params": {"iwl_reading": "power", "empty_pairs": "skip"}}}},
+    ),
+    ("InvWeight, shipped default (authors' cc2weight, squared Dice, CE / N; replaces DC+CE)", "inv_weight", {}),
+    (
+        "InvWeight, first commit's map, nnU-Net's Dice (former default; replaces DC+CE)",
         "inv_weight",
-        {"base": {"weight": 1.0}, "terms": {"inverse_weighted": {"params": {"balance": "lesions_and_background"}}}},
+        {
+            "terms": {
+                "inverse_weighted": {
+                    "params": {
+                        "balance": "lesions",
+                        "weight_clip": None,
+                        "dice_denominator": "plain",
+                        "smooth": 1e-5,
+                    }
+                }
+            }
+        },
+    ),
+    (
+        "InvWeight, authors' map unclipped, nnU-Net's Dice, + DC+CE (earlier default)",
+        "inv_weight",
+        {
+            "base": {"weight": 1.0},
+            "terms": {
+                "inverse_weighted": {
+                    "params": {"weight_clip": None, "dice_denominator": "plain", "smooth": 1e-5},
+                }
+            },
+        },
     ),
     ("Tversky, shipped default (replaces DC+CE)", "tversky", {}),
     (
@@ -155,10 +198,16 @@ SETTINGS: list[tuple] = [
 STATES = ("early", "cleared", "mid", "late")
 
 
-def make_batch(size: int, batch: int, lesions: int, seed: int, state: str):
-    """(labels [B, 1, *spatial] int64, logits [B, 2, *spatial]) for one prediction state (module docstring)."""
+def make_batch(size: int, batch: int, lesions: int, seed: int, state: str, empty_samples: int = 0):
+    """(labels [B, 1, *spatial] int64, logits [B, 2, *spatial]) for one prediction state (module
+    docstring); the last ``empty_samples`` patches hold no lesion."""
     labels = np.stack(
-        [make_lesion_labels((size,) * 3, lesions, radius_range=(1.5, 3.5), seed=seed * 100 + b) for b in range(batch)]
+        [
+            make_lesion_labels((size,) * 3, lesions, radius_range=(1.5, 3.5), seed=seed * 100 + b)
+            if b < batch - empty_samples
+            else np.zeros((size,) * 3, dtype=np.int64)
+            for b in range(batch)
+        ]
     )
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn((batch, *labels.shape[1:]), generator=generator, dtype=torch.float64)
@@ -185,23 +234,30 @@ def make_batch(size: int, batch: int, lesions: int, seed: int, state: str):
 
 
 def gradient_measure(loss_fn, logits: torch.Tensor, labels: torch.Tensor, measure: str = "2") -> float:
-    """The 2- or 1-norm of the gradient w.r.t. the logits, or ("lesion") the net push on the lesion
-    voxels: -Σ over the ground-truth lesion voxels of ∂L/∂(foreground logit), > 0 when the loss
-    raises the lesions' foreground logits."""
+    """The 2- or 1-norm of the gradient w.r.t. the logits; ("lesion") the net push on the lesion
+    voxels, -Σ over the ground-truth lesion voxels of ∂L/∂(foreground logit), > 0 when the loss
+    raises the lesions' foreground logits; ("background") the net push on the other voxels, +Σ of the
+    same derivative there, > 0 when the loss lowers them (suppresses false positives); or ("value")
+    the loss value itself."""
     leaf = logits.detach().clone().requires_grad_(True)
     value = loss_fn(leaf)
+    if measure == "value":
+        return float(value.detach())
     (grad,) = torch.autograd.grad(value, leaf, allow_unused=True)
     if grad is None:
         return 0.0
     if measure == "lesion":
         return float(-grad[:, 1][labels[:, 0] > 0].sum())
+    if measure == "background":
+        return float(grad[:, 1][labels[:, 0] == 0].sum())
     return float(grad.norm(p=int(measure)))
 
 
-def setting_ratio(
+def setting_measures(
     config_name: str, overrides: dict, seg_terms, labels, logits, dc_and_ce, measure: str = "2"
-) -> tuple[float, float]:
-    """(ratio at full weight, extra-term weight at epoch 0 / at full weight) for one batch."""
+) -> tuple[float, float, float]:
+    """(the extra terms' measure at full weight, L_seg's measure, extra-term weight at epoch 0 / at full
+    weight) for one batch."""
     config = load_config(config_name, overrides, env={})
     connectivity = resolve_connectivity(config["connectivity"], 3)
     context = {"connectivity": connectivity, "spacing": (1.0, 1.0, 1.0)}
@@ -223,14 +279,14 @@ def setting_ratio(
         return loss
 
     if seg:
-        base_norm = gradient_measure(weighted(seg), logits, labels, measure)
+        base = gradient_measure(weighted(seg), logits, labels, measure)
     else:  # nnU-Net's DC+CE times base.weight; a loss that replaces DC+CE is compared with DC+CE itself
         base_weight = config["base"]["weight"] if config["base"]["loss"] == "nnunet" else 0.0
         scale = base_weight if base_weight > 0 else 1.0
-        base_norm = scale * gradient_measure(lambda leaf: dc_and_ce(leaf, labels), logits, labels, measure)
+        base = scale * gradient_measure(lambda leaf: dc_and_ce(leaf, labels), logits, labels, measure)
     full = sum(t.weight_at(late_epoch) for t in extra)
     start = sum(t.weight_at(0) for t in extra)
-    return gradient_measure(weighted(extra), logits, labels, measure) / base_norm, (start / full if full else 0.0)
+    return gradient_measure(weighted(extra), logits, labels, measure), base, (start / full if full else 0.0)
 
 
 def main() -> None:
@@ -243,26 +299,38 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="row labels (substrings) to run")
     parser.add_argument(
         "--measure",
-        choices=["2", "1", "lesion"],
+        choices=["2", "1", "lesion", "background", "value"],
         default="2",
         help="2 (default) or 1: the norm of the gradient (a gradient on a few voxels, MIL: one per lesion, has a "
         "large 2-norm but a small 1-norm, a uniform one, Size Penalty, the opposite); lesion: the net push on the "
-        "lesion voxels' foreground logits, as a ratio to L_seg's (negative: the term lowers the lesions)",
+        "lesion voxels' foreground logits, as a ratio to L_seg's (negative: the term lowers the lesions); background: "
+        "the net push down on the other voxels, as a ratio to L_seg's (negative: the term raises false positives); "
+        "value: the loss values, the term's and (in brackets) L_seg's",
+    )
+    parser.add_argument(
+        "--empty-samples",
+        type=int,
+        default=0,
+        help="the last N patches of every batch hold no lesion (as nnU-Net's randomly drawn patches often do)",
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dc_and_ce = nnunet_dc_and_ce()
     settings = [s for s in SETTINGS if args.only is None or any(o in s[0] for o in args.only)]
+    if not 0 <= args.empty_samples < args.batch:
+        parser.error("--empty-samples must leave at least one patch with lesions")
     batches = {
-        (state, seed): make_batch(args.size, args.batch, args.lesions, seed, state)
+        (state, seed): make_batch(args.size, args.batch, args.lesions, seed, state, args.empty_samples)
         for state in STATES
         for seed in range(args.seeds)
     }
+    value = args.measure == "value"
     print(
-        f"gradient measure {args.measure} (norm, or lesion push), term / L_seg, {args.batch}×{args.size}³, "
-        f"{args.lesions} lesions per patch, "
-        f"median [min-max] over {args.seeds} seeds\n"
+        f"measure {args.measure}: "
+        + ("term value (L_seg value)" if value else "term / L_seg")
+        + f", {args.batch}×{args.size}³, {args.lesions} lesions per patch ({args.empty_samples} lesion-free "
+        f"patches per batch), median [min-max] over {args.seeds} seeds\n"
     )
     print("| setting | " + " | ".join(STATES) + " | weight at epoch 0 / full |")
     print("|---|" + "---:|" * (len(STATES) + 1))
@@ -270,12 +338,19 @@ def main() -> None:
         seg_terms = seg_terms[0] if seg_terms else None
         cells, start = [], 1.0
         for state in STATES:
-            ratios = []
+            terms, bases = [], []
             for seed in range(args.seeds):
                 labels, logits = batches[state, seed]
-                ratio, start = setting_ratio(config_name, overrides, seg_terms, labels, logits, dc_and_ce, args.measure)
-                ratios.append(ratio)
-            cells.append(f"{statistics.median(ratios):.3g} [{min(ratios):.2g}-{max(ratios):.2g}]")
+                term, base, start = setting_measures(
+                    config_name, overrides, seg_terms, labels, logits, dc_and_ce, args.measure
+                )
+                terms.append(term)
+                bases.append(base)
+            if value:
+                cells.append(f"{statistics.median(terms):.3g} ({statistics.median(bases):.3g})")
+            else:
+                ratios = [t / b for t, b in zip(terms, bases)]
+                cells.append(f"{statistics.median(ratios):.3g} [{min(ratios):.2g}-{max(ratios):.2g}]")
         print(f"| {label} | " + " | ".join(cells) + f" | {start:.2g} |", flush=True)
 
 

@@ -3,10 +3,12 @@
 For every lesion (connected component, 26-connectivity, one-vs-rest per class) of a patch, the
 ratio r = |Ω_n| / |C_n| of its domain to its size: for blob, Ω_n = the patch minus the other
 lesions of its class; for CC, Ω_n = its Voronoi cell. The table shows, per source and domain, the
-lesion sizes, the ratios, and for each reading of the weight how much size dependence is left:
-the share of lesions whose weight sits at the upper bound (all of them weigh the same) and the
-number of distinct weights per lesion of a patch (1.00 = every lesion its own weight) and the ratio
-of the largest to the smallest lesion weight in a patch (medians over patches).
+lesion sizes, the ratios, the share of lesions at the bound (r ≥ 100: the clip of the ratio, the
+trainers' default as Kundu et al. 2026 writes it, gives all of them the same weight 100), and for
+each reading of the weight how much size dependence is left: the number of distinct weights per
+lesion of a patch (1.00 = every lesion its own weight) and the ratio of the largest to the
+smallest lesion weight in a patch (medians over patches). The "power" reading is this package's
+option (``iwl_reading: power``) for the lesions the clip makes alike.
 
 Sources: the synthetic dataset's generator (lesions of radius 0.6-5 voxels, 6-20 per case) at
 128³; with ``--golden DIR``, real cases from DIR: ``isles22_case0009/mask.nii.gz`` (ISLES 2022 case
@@ -89,7 +91,7 @@ def main() -> None:
     sources = synthetic_patches(args.cases)
     if args.golden is not None:
         sources += isles_patches(args.golden) + brats_patches(args.golden, args.patches)
-    readings = {"clamp(r, 1, 100) (former)": "clamp", "r^κ in [1, 100] (default)": "power"}
+    readings = {"clamp(r, 1, 100) (default)": "clamp", "r^κ in [1, 100] (option power)": "power"}
     rows = {}
     for name, patch in sources:
         for domain, lesions in lesion_ratios(patch).items():
@@ -105,7 +107,7 @@ def main() -> None:
                 row["levels"][label].append(len(np.unique(np.round(weights, 6))) / len(weights))
                 row.setdefault("spread", {}).setdefault(label, []).append(weights.max() / weights.min())
     print(
-        "| source | domain | lesions | size (voxels) median [min-max] | r = Ω/C median [min-max] | r ≥ 100 | "
+        "| source | domain | lesions | size (voxels) median [min-max] | r = Ω/C median [min-max] | at the bound (r ≥ 100) | "
         + " | ".join(f"distinct weights per lesion / largest weight ratio in a patch, {label}" for label in readings)
         + " |"
     )

@@ -8,7 +8,9 @@ scripts' output, not test results.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -31,3 +33,23 @@ def test_gpu_benchmark_script_prints_every_table_at_a_tiny_size(tmp_path):
     assert "Cost of the probability-range check" in tables["losses_time_fp16.md"]
     assert "| + IWL-CC Dice+CE (MiB more) |" in tables["losses_memory.md"]
     assert "| 24³ | 4 |" in tables["loader.md"] and "nnU-Net transforms" in tables["loader.md"]
+
+
+def test_gradient_ratio_script_prints_its_table_with_lesion_free_patches():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY / "scripts" / "grad_ratios.py"),
+            *("--size", "16", "--lesions", "1", "--seeds", "1", "--threads", "1", "--empty-samples", "1"),
+            *("--measure", "value", "--only", "CC, shipped default", "InvWeight, shipped default"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(1 lesion-free patches per batch)" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if "shipped default" in line]
+    assert len(rows) >= 2, result.stdout
+    for row in rows:  # "term (L_seg)" in each of the four states
+        assert all(re.fullmatch(r" \S+ \(\S+\) ", cell) for cell in row.split("|")[2:6]), row

@@ -405,6 +405,53 @@ def test_cat_averages_over_the_whole_batch_as_the_authors_code():
 # ----------------------------------------------------------------------------- MIL
 
 
+def catmil_authors_mil(fg_prob: torch.Tensor, label_map: torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
+    """The CATMIL authors' MIL term (luumsk/SmallLesionMRI, ``SmallLesionMILLoss``): per sample, the
+    components of ``tgt > 0`` (scipy, 6-connectivity), -log(max(max_k p, eps)) per component, and the
+    mean over every component of the batch (pooled, as this package's ``mil_loss``)."""
+    from scipy import ndimage
+
+    terms = []
+    for b in range(label_map.shape[0]):
+        foreground = (label_map[b] > 0).numpy()
+        structure = ndimage.generate_binary_structure(foreground.ndim, 1)
+        labels, count = ndimage.label(foreground, structure=structure)
+        for k in range(1, count + 1):
+            terms.append(-torch.log(fg_prob[b][torch.from_numpy(labels == k)].max().clamp(min=eps)))
+    return torch.stack(terms).mean() if terms else fg_prob.sum() * 0.0
+
+
+@PROPERTY_SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), spatial_dims=st.sampled_from([2, 3]), batch=st.integers(1, 3))
+def test_mil_pools_the_batch_as_the_catmil_authors_code(seed, spatial_dims, batch):
+    from nnunet_lesionloss.components import label_components
+
+    rng = np.random.default_rng(seed)
+    label_map = torch.from_numpy((rng.random((batch,) + (6,) * spatial_dims) < 0.15).astype(np.int64))
+    ids = torch.from_numpy(
+        np.stack([label_components(m.numpy() > 0, 6 if spatial_dims == 3 else 4) for m in label_map])
+    )
+    probs = torch.from_numpy(rng.uniform(0.1, 1.0, size=label_map.shape)).float()
+    # -log(s + ε) here, -log(max(s, ε)) there: at most ε/s = 1e-5 apart for s ≥ 0.1
+    assert_matches_reference(
+        lambda p: mil_loss(p[:, None], ids[:, None]),
+        lambda p: catmil_authors_mil(p, label_map),
+        probs,
+    )
+
+
+def test_mil_and_cat_leave_the_ignore_label_out_where_the_authors_count_it_as_lesion():
+    # the CATMIL authors' losses take tgt > 0: nnU-Net's ignore label (here 2) becomes a lesion whose
+    # probability is pulled up. Here it is excluded (ignore_mask): 1×6 image, p = [.9 .5 .1 .2 .3 .1]
+    probs = torch.tensor([0.9, 0.5, 0.1, 0.2, 0.3, 0.1]).reshape(1, 1, 1, 6)
+    label_map = torch.tensor([1, 1, 0, 2, 2, 0]).reshape(1, 1, 6)
+    authors = catmil_authors_mil(probs[:, 0], label_map)  # two components: max .9 and max .3
+    assert authors.item() == pytest.approx((-math.log(0.9) - math.log(0.3)) / 2, rel=1e-6)  # 0.655
+    ids = (label_map == 1).long()[:, None]
+    ours = mil_loss(probs, ids, ignore_mask=(label_map == 2)[:, None])
+    assert ours.item() == pytest.approx(-math.log(0.9 + 1e-6), rel=1e-6)  # 0.105
+
+
 def test_mil_gradient_reaches_only_the_argmax_voxel_of_each_component():
     generator = torch.Generator().manual_seed(2)
     probs = torch.rand(2, 2, 7, 6, 5, generator=generator, requires_grad=True)

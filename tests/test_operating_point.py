@@ -395,3 +395,39 @@ def test_benchmark_script_prints_its_table_at_a_tiny_size(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["benchmark_operating_point.py", *args])
     runpy.run_path(str(scripts / "benchmark_operating_point.py"), run_name="__main__")  # checks both ways agree
     assert "| choose-threshold's counts (1 labelling per threshold, crop included) |" in capsys.readouterr().out
+
+
+def test_threshold_commands_default_to_a_connectivity_valid_in_2d(tmp_path, capsys):
+    """choose-threshold (Dice) and apply-threshold --min-voxels default to Joshi's 18-connectivity, which a 2D
+    image does not have: there they use its restriction to the plane (8), never fail every case."""
+    reference = np.zeros((16, 16), dtype=np.uint8)
+    reference[4:8, 4:8] = 1
+    probability = np.where(reference > 0, 0.9, 0.0)
+    probability[12, 12] = 0.9  # a one-pixel false positive, removed by --min-voxels 2
+    gt, probs = tmp_path / "gt", tmp_path / "probs"
+    write_image(gt / "c0.nii.gz", reference)
+    write_probabilities(probs, "c0", softmax(probability)[:, None], (probability >= 0.5)[None])
+    (probs / "dataset.json").write_text(json.dumps(BINARY_DATASET))
+    assert (
+        main(["choose-threshold", "--probabilities", str(probs), "--gt", str(gt), "-o", str(tmp_path / "t.json")]) == 0
+    )
+    assert json.loads((tmp_path / "t.json").read_text())["connectivity"] == "full"
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "apply-threshold",
+                "--probabilities",
+                str(probs),
+                "-o",
+                str(out),
+                "--threshold",
+                "0.5",
+                "--min-voxels",
+                "2",
+            ]
+        )
+        == 0
+    )
+    written = read(out / "c0.nii.gz").reshape(reference.shape)
+    assert (written == reference).all()

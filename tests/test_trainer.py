@@ -15,10 +15,16 @@ from nnunet_lesionloss.config import CONFIG_ENV, ConfigError
 from nnunet_lesionloss.training import variants
 
 
-def make_trainer(preprocessed_dataset, monkeypatch, trainer_class, configuration="3d_fullres", dataset_json=None):
+def make_trainer(
+    preprocessed_dataset, monkeypatch, trainer_class, configuration="3d_fullres", dataset_json=None, results=None
+):
+    """A trainer of the session's preprocessed dataset; ``results``: its own nnUNet_results folder (default: the
+    session's, shared by every test that does not give one)."""
     for key, value in preprocessed_dataset["env"].items():
         if key.startswith("nnUNet"):
             monkeypatch.setenv(key, value)
+    if results is not None:
+        monkeypatch.setenv("nnUNet_results", str(results))
     folder = preprocessed_dataset["root"] / "preprocessed" / preprocessed_dataset["dataset"]
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     plans["continue_training"] = False  # nnU-Net 2.8's run_training puts this flag into the plans
@@ -326,3 +332,54 @@ def test_a_failure_while_writing_the_effective_config_keeps_the_previous_file(pr
         trainer.write_effective_config()
     assert (folder / EFFECTIVE_CONFIG_FILE).read_text() == previous
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".partial")) == []
+
+
+def test_trainers_of_the_published_settings():
+    """The _paper / _skipEmpty trainers change exactly what their papers write (no training needed)."""
+    from nnunet_lesionloss.config import load_config
+
+    def config(trainer):
+        return load_config(trainer.config_name, trainer.config_overrides, env={})
+
+    for trainer in (
+        variants.nnUNetTrainerProximity_paper,
+        variants.nnUNetTrainerProximity_GDF_paper,
+        variants.nnUNetTrainerProximity_GDF_paper_200epochs,
+    ):
+        family = config(trainer)["terms"]["instance_family"]
+        assert family["warmup_epochs"] == 0 and family["params"]["proximity_reduction"] == "sum"
+        assert family["subterms"] == {"proximity": 0.1}  # eq. 14
+    assert config(variants.nnUNetTrainerProximity_GDF_paper_200epochs)["base"]["loss"] == "generalized_dice_focal"
+    assert config(variants.nnUNetTrainerProximity_GDF_paper_200epochs)["trainer"]["num_epochs"] == 200
+    defaults = config(variants.nnUNetTrainerProximity)["terms"]["instance_family"]
+    assert defaults["warmup_epochs"] == 50 and defaults["params"]["proximity_reduction"] == "mean"
+
+    for trainer, weight in (
+        (variants.nnUNetTrainerCC_skipEmpty, 1.0),
+        (variants.nnUNetTrainerCC_b2_skipEmpty, 2.0),
+        (variants.nnUNetTrainerIWLCC_skipEmpty, 1.0),
+        (variants.nnUNetTrainerIWLCC_b2_skipEmpty, 2.0),
+    ):
+        cc = config(trainer)["terms"]["cc"]
+        assert cc["params"]["empty_pairs"] == "skip" and cc["weight"] == weight, trainer.__name__
+    for trainer in (variants.nnUNetTrainerCC, variants.nnUNetTrainerIWLCC):
+        assert config(trainer)["terms"]["cc"]["params"]["empty_pairs"] == "whole_patch"  # the CC authors' code
+    assert config(variants.nnUNetTrainerIWLCC)["terms"]["cc"]["params"]["iwl_reading"] == "clamp"
+
+
+def test_proximity_as_published_warns_in_the_training_log():
+    logged = []
+
+    class Trainer:
+        def on_train_start(self):
+            logged.append("started")
+
+        def print_to_log_file(self, *args):
+            logged.append(" ".join(str(a) for a in args))
+
+    class Published(variants._ProximityAsPublished, Trainer):
+        pass
+
+    Published().on_train_start()
+    assert logged[0] == "started" and logged[1].startswith("WARNING: L_proximity as published")
+    assert variants.nnUNetTrainerProximity_paper.__mro__[1] is variants._ProximityAsPublished

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,8 +188,7 @@ def test_lesion_checkpoint_ema_survives_a_resume(preprocessed_dataset, monkeypat
     expected_ema = [0.5, 0.55, 0.495, 0.495, 0.5255, 0.57295]
 
     def fresh(name):
-        monkeypatch.setenv("nnUNet_results", str(tmp_path / name))
-        trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE)
+        trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE, results=tmp_path / name)
         trainer.initialize()
         trainer.save_every = 1
         trainer.num_epochs = 100
@@ -218,13 +218,14 @@ def test_lesion_checkpoint_ema_survives_a_resume(preprocessed_dataset, monkeypat
     assert resumed_best["current_epoch"] == 6
     assert "New best EMA lesion_f1" in open(second.log_file).read()
     # nnU-Net's own best checkpoint is still chosen by its pseudo Dice
-    assert (tmp_path / "resumed").rglob("checkpoint_best.pth")
+    assert Path(whole.output_folder).is_relative_to(tmp_path / "whole")
+    assert Path(second.output_folder).is_relative_to(tmp_path / "resumed")
+    assert list((tmp_path / "resumed").rglob("checkpoint_best.pth"))
 
 
 def test_a_checkpoint_without_lesion_keys_resumes_with_nan(preprocessed_dataset, monkeypatch, tmp_path):
     """A checkpoint from before lesion validation existed: the lesion curves start at the resume."""
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
-    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE)
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE, results=tmp_path)
     trainer.initialize()
     trainer.save_every, trainer.num_epochs = 1, 100
     for counts in EPOCH_COUNTS[:2]:
@@ -233,7 +234,7 @@ def test_a_checkpoint_without_lesion_keys_resumes_with_nan(preprocessed_dataset,
     for key in (*lv.RATE_NAMES, "ema_lesion_f1"):
         del checkpoint["logging"][key]
     torch.save(checkpoint, tmp_path / "old.pth")
-    resumed = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE)
+    resumed = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE, results=tmp_path)
     resumed.load_checkpoint(str(tmp_path / "old.pth"))
     resumed.save_every, resumed.num_epochs = 1, 100
     _run_epoch(resumed, EPOCH_COUNTS[4])
@@ -246,8 +247,7 @@ def test_progress_png_gets_a_lesion_panel(preprocessed_dataset, monkeypatch, tmp
     import matplotlib.image
     from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
-    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL)
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerCATMIL, results=tmp_path)
     trainer.initialize()
     for counts in EPOCH_COUNTS:
         _run_epoch(trainer, counts)
@@ -259,6 +259,7 @@ def test_progress_png_gets_a_lesion_panel(preprocessed_dataset, monkeypatch, tmp
     (tmp_path / "plain").mkdir()
     plain.plot_progress_png(str(tmp_path / "plain"))
     theirs = matplotlib.image.imread(str(tmp_path / "plain" / "progress.png"))
+    assert Path(trainer.output_folder).is_relative_to(tmp_path)
     assert ours.shape[1] == theirs.shape[1] and ours.shape[0] == pytest.approx(theirs.shape[0] * 4 / 3, abs=2)
     # the extra panel is drawn (not blank) and nnU-Net's pyplot is restored afterwards
     assert ours[theirs.shape[0] :].std() > 0.01
@@ -271,8 +272,9 @@ def test_lesion_validation_can_be_switched_off(preprocessed_dataset, monkeypatch
     override = tmp_path / "off.yaml"
     override.write_text("lesion_validation: {enabled: false}\n")
     monkeypatch.setenv("NNUNET_LESIONLOSS_CONFIG", str(override))
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
-    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE)
+    trainer = make_trainer(
+        preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE, results=tmp_path / "results"
+    )
     trainer.initialize()
     assert trainer.lesion_checkpoint_name is None
     assert type(trainer.logger.local_logger) is not lv.LesionProgressLogger
@@ -281,8 +283,7 @@ def test_lesion_validation_can_be_switched_off(preprocessed_dataset, monkeypatch
 
 
 def test_fold_evaluation_failure_is_logged_not_raised(preprocessed_dataset, monkeypatch, tmp_path):
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
-    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE)
+    trainer = make_trainer(preprocessed_dataset, monkeypatch, variants.nnUNetTrainerDiceCE, results=tmp_path)
     assert trainer.evaluate_fold() is None  # no validation folder: nothing predicted yet
     log = open(trainer.log_file).read()
     assert "WARNING: the lesion-wise evaluation of fold 0 failed" in log and "unaffected" in log

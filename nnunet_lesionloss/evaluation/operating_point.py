@@ -43,7 +43,7 @@ from nnunet_lesionloss.evaluation.metrics import (
     lesion_detection,
     remove_small_components,
 )
-from nnunet_lesionloss.evaluation.postprocess import _write_like, run_cases
+from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY, _write_like, run_cases
 from nnunet_lesionloss.evaluation.probabilities import (
     ProbabilityTarget,
     check_geometry,
@@ -508,7 +508,9 @@ def choose_operating_point(
         raise ValueError("--max-fp-per-case belongs to --criterion sensitivity")
     if nested_folds < 2:
         raise ValueError(f"--nested-folds must be >= 2, got {nested_folds}")
-    settings = settings or EvaluationSettings(connectivity=DICE_CONNECTIVITY if criterion == "dice" else 26)
+    # Joshi's 18-connectivity is the dice criterion's default in 3D; a 2D dataset gets its plane restriction
+    joshi_connectivity = criterion == "dice" and (settings is None or settings.connectivity == DICE_CONNECTIVITY)
+    settings = settings or EvaluationSettings(connectivity=DICE_CONNECTIVITY if criterion == "dice" else "full")
     if thresholds is None:
         thresholds = DICE_THRESHOLDS if criterion == "dice" else LESION_THRESHOLDS
     if min_sizes is None:
@@ -518,6 +520,10 @@ def choose_operating_point(
     inputs = plan_inputs(probabilities, gt_dir, dataset_json, file_ending)
     targets = probability_targets(inputs.dataset, label, channel)
     ignore = (inputs.dataset or {}).get("labels", {}).get("ignore")
+    if joshi_connectivity and inputs.references:
+        first_reference = inputs.references[min(inputs.references)]
+        ndim = io.read_label_image(first_reference).array.ndim
+        settings = settings.replace(connectivity=REMOVAL_CONNECTIVITY.get(ndim, "full"))
     jobs = [
         (case, inputs.probabilities[case], inputs.references[case], targets, ignore, settings, thresholds, min_sizes)
         for case in sorted(inputs.references)
@@ -677,7 +683,7 @@ def apply_operating_point(
     output_dir: str | os.PathLike,
     targets: Sequence[ProbabilityTarget],
     points: dict[str, OperatingPoint],
-    connectivity: int | str,
+    connectivity: int | str | None,
     template_dir: str | os.PathLike | None = None,
     file_ending: str = ".nii.gz",
     overwrite: bool = False,
@@ -707,7 +713,10 @@ def apply_operating_point(
                 point = points[target.key]
                 mask = maps[target.key] >= point.threshold
                 masks[target.key] = remove_small_components(
-                    mask, connectivity, (1.0,) * mask.ndim, min_voxels=point.min_size_voxels
+                    mask,
+                    REMOVAL_CONNECTIVITY.get(mask.ndim, "full") if connectivity is None else connectivity,
+                    (1.0,) * mask.ndim,
+                    min_voxels=point.min_size_voxels,
                 )
             segmentation = segmentation_from_masks(probabilities, targets, masks)
             template_shape = io.read_label_image(template).array.shape
@@ -862,7 +871,7 @@ def _cmd_apply(args) -> int:
         targets = probability_targets(dataset, args.label, args.channel)
         point = OperatingPoint(args.threshold, args.min_voxels or 0)
         points = {t.key: point for t in targets}
-        connectivity = args.connectivity or DICE_CONNECTIVITY
+        connectivity = args.connectivity  # None: REMOVAL_CONNECTIVITY of each image's dimension
     else:
         raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
     for key, point in points.items():
@@ -875,7 +884,8 @@ def _cmd_apply(args) -> int:
     described = "; ".join(
         f"{t.name}: threshold {points[t.key].threshold:g}, min size {points[t.key].min_size_voxels}" for t in targets
     )
-    print(f"{described} ({connectivity}-connectivity): {len(written)} cases -> {args.output}")
+    shown = "18 (3D) / 8 (2D)" if connectivity is None else connectivity
+    print(f"{described} ({shown}-connectivity): {len(written)} cases -> {args.output}")
     return failed
 
 
@@ -943,7 +953,10 @@ def register(subparsers, runner) -> None:
     p.add_argument("--threshold", type=float, help="one threshold for every label or region instead")
     p.add_argument("--min-voxels", type=int, help="with --threshold: remove components below N voxels (default 0)")
     p.add_argument(
-        "--connectivity", type=int, choices=ANY_CONNECTIVITY, help="with --threshold: of that removal (default 18)"
+        "--connectivity",
+        type=int,
+        choices=ANY_CONNECTIVITY,
+        help="with --threshold: of that removal (default 18 in 3D, Joshi 2026; its restriction to the plane, 8, in 2D)",
     )
     p.add_argument("--template-dir", help="folder with images of the same geometry (default: the probability folder)")
     p.add_argument("--label", help=label_help)

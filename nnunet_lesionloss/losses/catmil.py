@@ -136,13 +136,15 @@ def mil_loss(
 
         s_k = max_{i ∈ C_k} p_i,      MIL = (1/K) Σ_k -log(s_k + ε)
 
-    over all K components of the batch (every (b, c) pair pooled, chosen here so that every lesion of
-    the batch weighs the same; the paper writes it per volume). The max is one
+    over all K components of the batch (every (b, c) pair pooled, as the CATMIL authors' code pools
+    them, so that every lesion of the batch weighs the same; the paper writes it per volume). The max is one
     ``scatter_reduce(amax)`` over the component index, so the gradient of each component reaches
     only its arg-max voxel (split evenly between exact ties).
     Ignored voxels are left out of the max, and a component whose voxels are all ignored does not
-    count. No component in the batch gives a zero with a graph (the paper's "L_MIL = 0 for K = 0").
-    Default ε = 1e-6 (chosen here; the paper only says "a small constant"). Returns a float32 scalar.
+    count (the authors' code takes ``tgt > 0``, which makes nnU-Net's ignore label a lesion:
+    docs/formulas.md §2). No component in the batch gives a zero with a graph (the paper's "L_MIL = 0
+    for K = 0"). Default ε = 1e-6 (the authors' code, where it clamps the max: -log(max(s, ε))).
+    Returns a float32 scalar.
     """
     if validate:
         check_probs_and_ids(probs, component_ids)

@@ -79,7 +79,15 @@ import torch.nn.functional as F
 
 from ..components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
 from .checks import check_positive, check_probs_and_ids, check_same_device, check_spacing
-from .segments import index_count, index_extrema, index_sum, pair_sum, valid_voxel_mask, zero_with_graph
+from .segments import (
+    index_count,
+    index_extrema,
+    index_sum,
+    pair_sum,
+    renumber_per_pair,
+    valid_voxel_mask,
+    zero_with_graph,
+)
 
 __all__ = [
     "instance_losses",
@@ -226,14 +234,6 @@ def _select(mask: torch.Tensor, pairs: int, spatial: tuple[int, ...], with_coord
     selected = torch.nonzero(mask.reshape(pairs, *spatial))
     pair, coords = selected[:, 0], selected[:, 1:]
     return pair, coords, pair * math.prod(spatial) + _ravel(coords, spatial)
-
-
-def _renumber(local: torch.Tensor, pair: torch.Tensor, pairs: int, largest: int) -> tuple[torch.Tensor, int]:
-    """Consecutive ids 1..N_p per pair for positive ids ``local`` [F] of pairs ``pair`` [F]."""
-    keys, rank = torch.unique(pair * (largest + 1) + local, return_inverse=True)
-    per_pair = torch.bincount(keys // (largest + 1), minlength=pairs)
-    first = torch.cumsum(per_pair, 0) - per_pair
-    return rank - first[pair] + 1, int(per_pair.max()) if per_pair.numel() else 0
 
 
 def _cube_sides(phi: int, spacing: tuple[float, ...]) -> list[int]:
@@ -475,7 +475,8 @@ def _instance_losses(
     if largest_gt > gt_local.numel():
         # A sparse numbering (not cc3d's 1..N, e.g. ids 1000, 2000): renumber 1..N per pair so that
         # the per-pair tables stay O(instances).
-        gt_local, largest_gt = _renumber(gt_local, gt_pair, pairs, largest_gt)
+        gt_local, per_pair = renumber_per_pair(gt_local, gt_pair, pairs)
+        largest_gt = int(per_pair.max()) if per_pair.numel() else 0
     gt = _Instances.from_local(gt_local, gt_pair, pairs, largest_gt)
     pred = predicted.instances
     gt_segments, pred_segments = gt.num_segments, pred.num_segments

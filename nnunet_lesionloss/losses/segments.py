@@ -9,6 +9,13 @@ pass: O(V + K) time and memory, never a loop over components, never a K×V one-h
 Two layouts: :class:`ForegroundIndex` lists only the F voxels inside components (blob, CAT, MIL:
 everything else is a dense per-pair total minus the component sums), :class:`CellSlots` gives
 every voxel a slot, two per Voronoi cell (the cells of the CC loss cover every voxel).
+
+Both index by the id values: the loader's ids are compact (cc3d's 1..K per pair), so the id is the
+slot and no search is needed. Ids of any other numbering (1000, 2000, or up to 2^63) would make the
+per-component tables as long as the largest id, not the number of components; where the ids
+cannot be compact (their per-pair maxima add up to more than the voxels that hold them) they are
+first renumbered 1..K per pair (:func:`renumber_per_pair`, one sort of the foreground values), so
+memory stays O(V + K) whatever the numbering, and the compact path pays one comparison.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ __all__ = [
     "build_foreground_index",
     "CellSlots",
     "build_cell_slots",
+    "renumber_per_pair",
+    "compact_ids",
 ]
 
 
@@ -108,6 +117,36 @@ def index_extrema(
     return lowest, highest
 
 
+def renumber_per_pair(local: torch.Tensor, pair: torch.Tensor, pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive ids 1..K_p per pair for the positive ids ``local`` [F] of the pairs ``pair`` [F].
+
+    Returns (the new id of each entry, long [F]; K_p of each pair, long [pairs]). The order of the
+    ids is kept within a pair. One sort of the F (pair, id) keys: any id up to 2^63 - 1, memory
+    O(F), whatever the largest id.
+    """
+    local, pair = local.reshape(-1).long(), pair.reshape(-1).long()
+    if local.numel() == 0:
+        return local, torch.zeros(pairs, dtype=torch.long, device=local.device)
+    keys, rank = torch.unique(torch.stack([pair, local], dim=1), dim=0, return_inverse=True)
+    per_pair = torch.bincount(keys[:, 0], minlength=pairs)
+    first = torch.cumsum(per_pair, 0) - per_pair
+    return rank - first[pair] + 1, per_pair
+
+
+def compact_ids(*maps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same maps [B, C, *spatial] (ids >= 0) with their positive ids renumbered 1..K per (b, c)
+    pair, jointly: an id that appears in several maps (component ids and their Voronoi cells) gets
+    the same new id in each. 0 stays 0. Long tensors; memory O(number of maps · V)."""
+    shape = maps[0].shape
+    pairs = shape[0] * shape[1]
+    flat = torch.cat([m.reshape(pairs, -1).long() for m in maps], dim=1)
+    pair, position = torch.nonzero(flat > 0, as_tuple=True)
+    new_ids, _ = renumber_per_pair(flat[pair, position], pair, pairs)
+    compact = torch.zeros_like(flat)
+    compact[pair, position] = new_ids
+    return tuple(part.reshape(shape) for part in compact.chunk(len(maps), dim=1))
+
+
 @dataclass(frozen=True)
 class ForegroundIndex:
     """The F non-ignored voxels inside components, each with its global component id.
@@ -147,7 +186,10 @@ def build_foreground_index(component_ids: torch.Tensor, ignore_mask: torch.Tenso
     For losses whose per-component sums need Σ over C_n while everything else is a dense per-pair
     total (blob loss: Σ_bg x = Σ_pair x - Σ_components x): the scatters then run over F foreground
     voxels instead of V, and no V-sized int64 index is materialised. Cost: one min/max pass, one
-    comparison and one ``nonzero`` over V; one host sync (the number of components).
+    comparison and one ``nonzero`` over V; one host sync (the number of components). Ids whose
+    per-pair maxima add up to more than the F voxels that hold them (any numbering but a compact
+    one, e.g. 10^8 or 2·10^9) are renumbered 1..K per pair first (:func:`renumber_per_pair`), so
+    the index has the K components, not max-id entries.
     """
     if component_ids.is_floating_point() or component_ids.dtype == torch.bool:
         raise TypeError(f"component_ids must be an integer tensor, got {component_ids.dtype}")
@@ -156,11 +198,13 @@ def build_foreground_index(component_ids: torch.Tensor, ignore_mask: torch.Tenso
     pairs, voxels = batch * channels, ids.shape[2]
     if ids.numel():
         lowest, per_pair = torch.aminmax(ids, dim=2)
-        if int(lowest.min()) < 0:
-            raise ValueError("component_ids must be >= 0 (0 = not foreground)")
         per_pair = per_pair.reshape(pairs).long()
+        lowest_id, total_ids = torch.stack([lowest.min().long(), per_pair.sum()]).tolist()  # one host sync
+        if lowest_id < 0:
+            raise ValueError("component_ids must be >= 0 (0 = not foreground)")
     else:
         per_pair = torch.zeros(pairs, dtype=torch.long, device=ids.device)
+        total_ids = 0
     inside = (ids > 0).reshape(pairs, voxels)
     voxels_per_pair = torch.full((pairs,), float(voxels), dtype=torch.float64, device=ids.device)
     valid = valid_voxel_mask(ignore_mask, component_ids.shape)
@@ -168,10 +212,12 @@ def build_foreground_index(component_ids: torch.Tensor, ignore_mask: torch.Tenso
         inside &= valid
         voxels_per_pair = valid.sum(dim=1, dtype=torch.float64)
     positions = torch.nonzero(inside.reshape(-1)).squeeze(1)
-    offsets = torch.cumsum(per_pair, 0) - per_pair
     pair_of_voxel = torch.div(positions, max(voxels, 1), rounding_mode="floor")
-    local = ids[pair_of_voxel // channels, pair_of_voxel % channels, positions - pair_of_voxel * voxels]
-    component_of_voxel = local.long() - 1 + offsets[pair_of_voxel]
+    local = ids[pair_of_voxel // channels, pair_of_voxel % channels, positions - pair_of_voxel * voxels].long()
+    if total_ids > positions.numel():  # not a compact numbering: tables by id value would outgrow the voxels
+        local, per_pair = renumber_per_pair(local, pair_of_voxel, pairs)
+    offsets = torch.cumsum(per_pair, 0) - per_pair
+    component_of_voxel = local - 1 + offsets[pair_of_voxel]
     pair_of_component = torch.repeat_interleave(torch.arange(pairs, device=ids.device), per_pair)
     return ForegroundIndex(positions, component_of_voxel, pair_of_component, voxels_per_pair, valid)
 
@@ -183,13 +229,16 @@ class CellSlots:
     Voxel v of pair q (= b·C + c) in cell n has the slot ``offset_q + 2·n + g``, g = [its component
     id equals n]; ignored voxels share the last slot (discarded). Pair q owns the 2·(K_q + 1) slots
     from ``offset_q`` (its ids 0..K_q; id 0 has no domain). The slot of a voxel is its cell id
-    doubled plus an offset: no comparison against every component, no per-pair ``where``.
+    doubled plus an offset: no comparison against every component, no per-pair ``where``. A pair
+    without components (K_q = 0, every cell id 0) has all its voxels in its slot ``offset_q`` with
+    g = 0, so that slot holds the whole pair (the CC loss's term of a lesion-free pair).
 
     Attributes:
         voxel_slot: int32 (int64 beyond 2^31 slots) [P·V], the slot of every voxel.
         in_component: bool [P·V], g.
         cell_slot: long [Σ K_q], slot of Ω_n \\ C_n of every cell n = 1..K_q of every pair (C_n ∩ Ω_n: + 1).
         pair_of_cell: long [Σ K_q], the pair of each cell.
+        pair_of_slot: long [num_slots - 1], the pair of every slot but the discard slot.
         slot_counts: int [num_slots] voxels per slot, from a precomputed table; None: not given.
         num_slots: slots of the batch, the discard slot included.
         num_pairs: P.
@@ -199,6 +248,7 @@ class CellSlots:
     in_component: torch.Tensor
     cell_slot: torch.Tensor
     pair_of_cell: torch.Tensor
+    pair_of_slot: torch.Tensor
     slot_counts: torch.Tensor | None
     num_slots: int
     num_pairs: int
@@ -216,9 +266,13 @@ def build_cell_slots(
     ``cell_counts`` (optional, int [B, C, *spatial]): per pair, entry 0 = K_q and entry 2n + g the
     voxels of slot 2n + g (the loader's table, see ``losses.instance.cc_loss``); a pair with
     K_q = -1 makes the whole batch count its slots itself. Cost: with a table, two integer passes
-    over V (the comparison g and the slot); without, one max over V more. One host sync.
+    over V (the comparison g and the slot); without, one max over V more; a lesion-free pair one
+    more pass over its own voxels. One host sync. Cell ids whose per-pair maxima add up to more
+    than the batch's voxels (not a compact numbering) are renumbered jointly with the component
+    ids first (:func:`compact_ids`; the table, indexed by the old ids, is then not used).
     """
     pairs = component_ids.shape[0] * component_ids.shape[1]
+    voxels = component_ids[0, 0].numel() if component_ids.numel() else 0
     # [B, C, V] views: a channel slice of the packed target flattens without a copy
     cells = voronoi_cells.flatten(2)
     table = cell_counts.flatten(2) if cell_counts is not None else None
@@ -230,17 +284,29 @@ def build_cell_slots(
         largest = (
             cells.amax(dim=2).reshape(pairs).long() if cells.shape[2] else cells.new_zeros(pairs, dtype=torch.long)
         )
+    empty = largest == 0
+    total_ids, empty_pairs = torch.stack([largest.sum(), empty.sum()]).tolist()  # one host sync
+    if total_ids > pairs * voxels:  # not a compact numbering: slots by id value would outgrow the voxels
+        component_ids, voronoi_cells = compact_ids(component_ids, voronoi_cells)
+        cells, table = voronoi_cells.flatten(2), None
+        largest = cells.amax(dim=2).reshape(pairs)
+        empty = largest == 0
+        total_ids, empty_pairs = torch.stack([largest.sum(), empty.sum()]).tolist()
     slots_per_pair = 2 * (largest + 1)
     offsets = torch.cumsum(slots_per_pair, 0) - slots_per_pair
-    discard = int(slots_per_pair.sum())
+    discard = 2 * (total_ids + pairs)  # Σ slots_per_pair
     index_dtype = torch.int32 if discard < 2**31 - 1 else torch.long
     in_component = torch.eq(component_ids.flatten(2), cells)  # [B, C, V], contiguous
     voxel_slot = in_component.to(index_dtype)
     voxel_slot.add_(cells, alpha=2).add_(offsets.to(index_dtype).reshape(cells.shape[0], cells.shape[1], 1))
     voxel_slot, in_component = voxel_slot.reshape(pairs, -1), in_component.reshape(pairs, -1)
+    if empty_pairs:  # cell 0 and id 0 compare equal: a lesion-free pair is background (g = 0), slot offset_q
+        in_component[empty] = False
+        voxel_slot[empty] = offsets[empty].to(index_dtype)[:, None]
     if valid_voxels is not None:
         voxel_slot.masked_fill_(~valid_voxels, discard)
-    pair_of_cell = torch.repeat_interleave(torch.arange(pairs, device=cells.device), largest)
+    pair_index = torch.arange(pairs, device=cells.device)
+    pair_of_cell = torch.repeat_interleave(pair_index, largest)
     first_cell = torch.cumsum(largest, 0) - largest
     cell_id = torch.arange(pair_of_cell.numel(), device=cells.device) - first_cell[pair_of_cell] + 1
     slot_counts = None
@@ -254,6 +320,7 @@ def build_cell_slots(
         in_component=in_component.reshape(-1),
         cell_slot=offsets[pair_of_cell] + 2 * cell_id,
         pair_of_cell=pair_of_cell,
+        pair_of_slot=torch.repeat_interleave(pair_index, slots_per_pair),
         slot_counts=slot_counts,
         num_slots=discard + 1,
         num_pairs=pairs,

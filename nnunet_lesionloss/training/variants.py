@@ -8,7 +8,10 @@ Protocol presets (the README's "Reproducing a paper"): ``<trainer>_150epochs`` i
 length of CATMIL's authors (their nnU-Net base trainer: 150 epochs, everything else nnU-Net's),
 for the DC+CE baseline and every trainer of that paper; ``<trainer>_200epochs`` that of Rachmadi et
 al. 2024 for its GDF baseline and compounds; ``<trainer>_paper`` is a setting taken literally from
-its paper where this package's default differs for safety (docs/formulas.md).
+its paper where this package's default differs for safety (docs/formulas.md); ``<trainer>_skipEmpty``
+averages the CC term over the lesion-bearing (sample, class) pairs only, as Kundu et al. 2026 (Eq. 4)
+and the blob code of that paper's group (Kofler et al., neuronflow/blob_loss) do, where the CC
+authors' code, this package's default for CC, scores a lesion-free pair on its whole patch.
 
 Papers (full citations, arXiv ids and the authors' code repositories in docs/references.md):
 CATMIL, Luu et al. 2026 (arXiv:2604.08015); instance losses, Rachmadi et al. 2024
@@ -83,7 +86,8 @@ class nnUNetTrainerBlob_a2(nnUNetTrainerBlob):
 
 
 class nnUNetTrainerCC(nnUNetTrainerLesionLoss):
-    """DC+CE + CC loss (Dice+CE per Voronoi cell), 1:1 (Kundu et al. 2026; Bouteille et al. 2025)."""
+    """DC+CE + CC loss (Dice+CE per Voronoi cell), 1:1, a lesion-free (sample, class) scored on its
+    whole patch as the CC authors' code does (Bouteille et al. 2025; multi-class: Kundu et al. 2026)."""
 
     config_name = "cc"
 
@@ -92,6 +96,23 @@ class nnUNetTrainerCC_b2(nnUNetTrainerCC):
     """CC weight β = 2 (the † rows of Kundu et al. 2026)."""
 
     config_overrides = {"terms": {"cc": {"weight": 2.0}}}
+
+
+#: Kundu et al. 2026 Eq. 4 (the mean over the classes with at least one instance) and the blob code of
+#: that paper's group (Kofler et al., neuronflow/blob_loss): lesion-free (sample, class) pairs add nothing
+_SKIP_LESION_FREE_PAIRS = {"terms": {"cc": {"params": {"empty_pairs": "skip"}}}}
+
+
+class nnUNetTrainerCC_skipEmpty(nnUNetTrainerCC):
+    """CC with the mean over the lesion-bearing (sample, class) pairs only (Kundu et al. 2026's setting)."""
+
+    config_overrides = _with(nnUNetTrainerCC, _SKIP_LESION_FREE_PAIRS)
+
+
+class nnUNetTrainerCC_b2_skipEmpty(nnUNetTrainerCC_b2):
+    """CC weight β = 2, lesion-free pairs skipped (the † rows of Kundu et al. 2026, its aggregation)."""
+
+    config_overrides = _with(nnUNetTrainerCC_b2, _SKIP_LESION_FREE_PAIRS)
 
 
 class nnUNetTrainerIWLBlob(nnUNetTrainerLesionLoss):
@@ -118,8 +139,21 @@ class nnUNetTrainerIWLCC_b2(nnUNetTrainerIWLCC):
     config_overrides = {"terms": {"cc": {"weight": 2.0}}}
 
 
+class nnUNetTrainerIWLCC_skipEmpty(nnUNetTrainerIWLCC):
+    """IWL-CC with the mean over the lesion-bearing (sample, class) pairs only (Kundu et al. 2026's setting)."""
+
+    config_overrides = _with(nnUNetTrainerIWLCC, _SKIP_LESION_FREE_PAIRS)
+
+
+class nnUNetTrainerIWLCC_b2_skipEmpty(nnUNetTrainerIWLCC_b2):
+    """IWL-CC weight β = 2, lesion-free pairs skipped (the † rows of Kundu et al. 2026, its aggregation)."""
+
+    config_overrides = _with(nnUNetTrainerIWLCC_b2, _SKIP_LESION_FREE_PAIRS)
+
+
 class nnUNetTrainerInvWeight(nnUNetTrainerLesionLoss):
-    """Globally inverse-size-weighted Dice+CE instead of DC+CE (Shirokikh et al. 2020; comparator of blob/CC)."""
+    """Globally inverse-size-weighted Dice+CE instead of DC+CE, as its authors' current code weighs and
+    scores (Shirokikh et al. 2020, neuro-ml/inverse_weighting; the comparator of blob/CC)."""
 
     config_name = "inv_weight"
 
@@ -301,6 +335,34 @@ class nnUNetTrainerProximity(nnUNetTrainerLesionLoss):
     config_name = "proximity"
 
 
+#: Rachmadi et al. 2024 eq. 14 as published: the sums of eqs. 9-10 and the full weight from the first
+#: epoch (this package's default: per-side means, ramped up over 50 epochs; docs/formulas.md §3)
+_PROXIMITY_AS_PUBLISHED = {"terms": {"instance_family": {"warmup_epochs": 0, "params": {"proximity_reduction": "sum"}}}}
+
+_PROXIMITY_AS_PUBLISHED_WARNING = (
+    "WARNING: L_proximity as published (Rachmadi et al. 2024 eqs. 9-10 as sums, full weight from epoch 0). "
+    "Made trainable, 0.1·L_proximity has a gradient 10^3-10^6 times that of the segmentation loss early in "
+    "training and lowers the lesions' probabilities (docs/formulas.md §3: 1.8·10^6× DC+CE on a fresh network); "
+    "in a short run on small lesions this setting learnt no foreground (validation Dice 0.07). It reproduces "
+    "the paper's equation, not a safe default: nnUNetTrainerProximity uses per-side means and a warm-up."
+)
+
+
+class _ProximityAsPublished:
+    """Logs at train start that eq. 14 as published swamps the segmentation loss."""
+
+    def on_train_start(self):
+        super().on_train_start()
+        self.print_to_log_file(_PROXIMITY_AS_PUBLISHED_WARNING)
+
+
+class nnUNetTrainerProximity_paper(_ProximityAsPublished, nnUNetTrainerProximity):
+    """DC+CE + 0.1·L_proximity with eqs. 9-10 as sums and no warm-up (Rachmadi et al. 2024 eq. 14 as
+    written; unsafe: it swamps DC+CE, docs/formulas.md §3)."""
+
+    config_overrides = _with(nnUNetTrainerProximity, _PROXIMITY_AS_PUBLISHED)
+
+
 #: the instance-loss paper's own L_seg (Generalized Dice + Focal) in place of nnU-Net's DC+CE, at the
 #: compound's L_seg weight (``base.weight`` of the parent's config)
 _PAPER_SEGMENTATION_LOSS = {"base": {"loss": "generalized_dice_focal"}}
@@ -357,6 +419,20 @@ class nnUNetTrainerProximity_GDF_200epochs(nnUNetTrainerProximity_GDF):
     """Proximity with GDF, 200 epochs (Rachmadi et al. 2024)."""
 
     config_overrides = _with(nnUNetTrainerProximity_GDF, _INSTANCE_LOSS_PROTOCOL)
+
+
+class nnUNetTrainerProximity_GDF_paper(_ProximityAsPublished, nnUNetTrainerProximity_GDF):
+    """GDF + 0.1·L_proximity with eqs. 9-10 as sums and no warm-up (Rachmadi et al. 2024 eq. 14 with
+    its L_seg, as written; unsafe: it swamps GDF, docs/formulas.md §3)."""
+
+    config_overrides = _with(nnUNetTrainerProximity_GDF, _PROXIMITY_AS_PUBLISHED)
+
+
+class nnUNetTrainerProximity_GDF_paper_200epochs(nnUNetTrainerProximity_GDF_paper):
+    """Rachmadi et al. 2024's protocol with eq. 14 as published: GDF + 0.1·L_proximity, eqs. 9-10 as
+    sums, no warm-up, 200 epochs."""
+
+    config_overrides = _with(nnUNetTrainerProximity_GDF_paper, _INSTANCE_LOSS_PROTOCOL)
 
 
 class nnUNetTrainerSizePenaltyAuto(nnUNetTrainerSizePenalty):
