@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     setup_cli.register(subparsers)
     try:
+        from nnunet_lesionloss import inspection
+    except ImportError as error:  # evaluation extras broken: keep env/doctor usable
+        print(f"warning: inspect unavailable ({error})", file=sys.stderr)
+    else:
+        inspection.register(subparsers)
+    try:
         from nnunet_lesionloss.evaluation import cli as evaluation_cli
     except ImportError as error:  # evaluation extras broken: keep env/doctor usable
         print(f"warning: evaluation commands unavailable ({error})", file=sys.stderr)

@@ -78,7 +78,7 @@ print("|---|---|" + "---|" * len(rows))
 for k, (b, _, n) in enumerate(rows[0][1]):
     print(f"| {b} | {n} | " + " | ".join("-" if r[1][k][1] is None else f"{r[1][k][1]:.3f}" for r in rows) + " |")
 PY
-    echo "compare demo done: table, CSV and figures (detection_by_size.png, volume_agreement.png, froc.png) in $OUT"
+    echo "compare demo done: table, CSV and figures (detection_by_size.png, detection_by_volume.png, volume_agreement.png, froc.png) in $OUT"
     exit 0
 fi
 
@@ -86,6 +86,8 @@ DATASET_ID=901
 DATASET=Dataset${DATASET_ID}_SyntheticLesions
 nnunet-lesionloss synth --dataset-id $DATASET_ID --cases 10 --shape 48 48 48
 nnUNetv2_plan_and_preprocess -d $DATASET_ID -c 3d_fullres -np 2 --verify_dataset_integrity
+# the lesions before training: counts, sizes, what deep supervision erases, the Size Penalty tau
+nnunet-lesionloss inspect $DATASET_ID -o "$WORK/demo_inspect" --overwrite --quiet
 NNUNET_LESIONLOSS_CONFIG=$PWD/scripts/demo_short.yaml \
     nnUNetv2_train $DATASET_ID 3d_fullres 0 -tr "$TRAINER" -device "$DEVICE"
 
@@ -103,4 +105,8 @@ nnUNetv2_predict -i "$INPUT" -o "$OUTPUT" -d $DATASET_ID -c 3d_fullres -f 0 -tr 
 nnunet-lesionloss evaluate --gt "$REFERENCE" --pred "$OUTPUT" --dataset-json "$nnUNet_raw/$DATASET/dataset.json" \
     -o "$WORK/demo_evaluation" --overwrite
 cat "$WORK/demo_evaluation/summary.md"
-echo "demo done: predictions in $OUTPUT, lesion-wise evaluation in $WORK/demo_evaluation"
+# what removing small components would cost on these predictions (nothing is deleted)
+nnunet-lesionloss remove-small "$OUTPUT" "$WORK/demo_min_size_sweep" --sweep --gt "$REFERENCE" \
+    --dataset-json "$nnUNet_raw/$DATASET/dataset.json" --overwrite
+echo "demo done: predictions in $OUTPUT, lesion-wise evaluation (summary, cases.csv, lesions.csv) in" \
+    "$WORK/demo_evaluation, inspection in $WORK/demo_inspect, min-size sweep in $WORK/demo_min_size_sweep"

@@ -1,7 +1,8 @@
 """``compare``: runs side by side like Table 1 of Luu et al. 2026 (CATMIL), with paired statistics.
 
-Markdown and CSV, plus two PNG figures (lesion detection rate per size bin, predicted vs reference
-volume per case). What the table guarantees:
+Markdown and CSV, plus PNG figures (lesion detection rate per size bin, predicted vs reference
+volume per case, and the detection rate against the reference lesion volume from each run's
+``lesions.csv``). What the table guarantees:
 
 - each run is named by its trainer (``TRAINER__PLANS__CONFIG`` in its path), never by a folder name
   that every run shares (``lesion_evaluation``); names are made unique;
@@ -21,6 +22,7 @@ import csv
 import json
 import math
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from nnunet_lesionloss.evaluation.detection import (
     plot_froc,
 )
 from nnunet_lesionloss.evaluation.evaluate import format_value
+from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, plot_detection_by_volume
 
 # (metric key, display name, +1 if higher is better, -1 if lower is better)
 TABLE_METRICS = (
@@ -64,6 +67,8 @@ TABLE_METRICS = (
 BOOTSTRAP_RESAMPLES = 10_000
 TRAINER_FOLDER = re.compile(r"^(?P<trainer>[^_].*?)__(?P<plans>.+?)__(?P<configuration>.+)$")
 INCOMPLETE_MARK = "†"
+#: the figure of detection rate against reference lesion volume, drawn from the runs' lesions.csv
+DETECTION_BY_VOLUME = "detection_by_volume.png"
 
 
 @dataclass
@@ -618,8 +623,17 @@ def compare_runs(
         ]
     output = Path(output_dir)
     targets = [output / n for n in ("compare.md", "compare.csv", "detection_by_size.png", "volume_agreement.png")]
+    lesion_tables = {run.name: run.folder / LESION_FILE for run in runs}
+    without_table = [name for name, path in lesion_tables.items() if not path.is_file()]
+    if without_table:  # a missing figure, not a problem of the numbers: a note, not a warning
+        print(
+            f"note: no {LESION_FILE} in the evaluation of {', '.join(without_table)} (evaluate again with this "
+            f"version): {DETECTION_BY_VOLUME} is not drawn",
+            file=sys.stderr,
+        )
     detection_targets = [output / "froc.png", output / "compare_detection.csv"] if with_detection else []
-    io.prepare_output_dir(output, [t.name for t in targets + detection_targets], overwrite)
+    names = [t.name for t in targets + detection_targets] + [DETECTION_BY_VOLUME]
+    io.prepare_output_dir(output, names, overwrite)
     rows = comparison_table(runs, label, reference_index, bootstrap_resamples, seed)
     sections, written_detection = [], []
     if with_detection:
@@ -637,6 +651,9 @@ def compare_runs(
         plot_volume_agreement(runs, label, targets[3]),
         *written_detection,
     ]
+    if not without_table:
+        small = (runs[0].settings or {}).get("small_lesion_ml")
+        written.append(plot_detection_by_volume(lesion_tables, label, output / DETECTION_BY_VOLUME, small))
     return written, notes
 
 

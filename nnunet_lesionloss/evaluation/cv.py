@@ -35,6 +35,7 @@ import numpy as np
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.evaluate import (
+    SUMMARY_FILES,
     CaseResult,
     aggregate,
     cases_table,
@@ -42,12 +43,13 @@ from nnunet_lesionloss.evaluation.evaluate import (
     headline_metrics,
     write_csv,
 )
+from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_lesion_tables
 from nnunet_lesionloss.evaluation.runner import evaluate_folders, resolve_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
 DATASET_FOLDER = re.compile(r"^Dataset\d{3}_.+")
 #: what cv-summary writes into its output folder; cv_summary.json last
-CV_FILES = ("cases.csv", "cv_summary.md", "cv_summary.json")
+CV_FILES = ("cases.csv", LESION_FILE, "cv_summary.md", "cv_summary.json")
 #: the source of a fold evaluation the trainer wrote after nnU-Net's final validation
 TRAINING_EVALUATION = "reused the trainer's evaluation"
 
@@ -310,7 +312,7 @@ def load_fold_evaluation(
     time (:func:`fold_summary_difference`); anything else is evaluated again.
     """
     path = Path(folder) / "summary.json"
-    if not path.is_file():
+    if not path.is_file() or not (Path(folder) / LESION_FILE).is_file():  # no lesions.csv: an older version's
         return None
     summary, difference = fold_summary_difference(
         path, settings=settings, preset=preset, label_groups=label_groups, fingerprints=fingerprints
@@ -347,7 +349,7 @@ def reuse_training_evaluation(
     if reused is None:
         return None
     target = plan.output_dir / f"fold_{fold}"
-    files = [name for name in ("cases.csv", "summary.md", "summary.json") if (source / name).is_file()]
+    files = [name for name in SUMMARY_FILES if (source / name).is_file()]
     for name in files:
         io.check_writable(target / name, overwrite)
     target.mkdir(parents=True, exist_ok=True)
@@ -537,6 +539,11 @@ def write_cv_outputs(
     if unassigned:
         groups.append(("", [CaseResult(f["case"], "", None, error=f["reason"]) for f in unassigned]))
     _write_cases_with_fold(output_dir / "cases.csv", groups)
+    missing = merge_fold_lesion_tables(
+        output_dir / LESION_FILE, {e.fold: output_dir / f"fold_{e.fold}" for e in evaluations}
+    )
+    # an evaluation an older version wrote (no lesions.csv) is reused without its lesions: say so
+    result["folds_without_lesion_table"] = missing
     io.write_text(output_dir / "cv_summary.md", cv_markdown(result, settings))
     io.write_json(output_dir / "cv_summary.json", result, overwrite=True)
 
@@ -631,3 +638,5 @@ def report_failures(result: dict, stream=None) -> None:
         print(f"  fold {fold}, case {failure['case']}: {failure['reason']}", file=stream)
     for entry in result["not_evaluated"]:
         print(f"  not evaluated: {entry['case']} ({entry['reason']})", file=stream)
+    for fold in result.get("folds_without_lesion_table", []):
+        print(f"  fold {fold}: no lesions.csv of this fold, so the merged lesions.csv lacks its lesions", file=stream)

@@ -3,7 +3,8 @@
 Outputs (``write_outputs``): ``summary.json`` in nnU-Net's layout (``metric_per_case``, ``mean``,
 ``foreground_mean``) extended with the lesion metrics, ``aggregates`` (mean, std, median, n),
 ``across_cases`` (volume CCC, volume-weighted Dice, pooled lesion counts), ``undefined`` reasons
-and per-case ``errors``; ``cases.csv`` (one row per case and label); ``summary.md``.
+and per-case ``errors``; ``cases.csv`` (one row per case and label); ``lesions.csv`` (one row per
+reference and per predicted lesion, ``lesion_table``); ``summary.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
+from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, lesion_rows, write_lesion_table
 from nnunet_lesionloss.evaluation.metrics import (
     BinaryEvaluation,
     concordance_correlation,
@@ -67,6 +69,7 @@ class CaseResult:
     reference_lesions: dict[str, list] = field(default_factory=dict)
     panoptica_check: dict[str, float | str] = field(default_factory=dict)  # label key -> max |ours - panoptica|
     error: str | None = None
+    lesion_rows: list[list] = field(default_factory=list)  # lesions.csv rows (lesion_table.lesion_rows)
 
 
 def evaluate_arrays(
@@ -76,11 +79,13 @@ def evaluate_arrays(
     labels: LabelSpec,
     settings: EvaluationSettings,
     panoptica_check: dict | None = None,
+    keep_lesion_maps: bool = False,
 ) -> dict[str, BinaryEvaluation]:
     """Per label or region key, the metrics of one case given as integer label arrays.
 
     With a ``panoptica_check`` dictionary, panoptica also evaluates every label and the largest
-    difference to our instance metrics is stored in it per label.
+    difference to our instance metrics is stored in it per label. ``keep_lesion_maps`` keeps each
+    evaluation's labelled lesions (``lesion_maps``, offsets in the indices of the whole image).
     """
     total_voxels = reference.size
     # crop once to the non-zero voxels of both images: outside it both are 0 (see foreground_crop)
@@ -110,7 +115,12 @@ def evaluate_arrays(
         if valid is not None:  # nnU-Net's ignore label: those voxels count for nothing
             ref_mask &= valid
             pred_mask &= valid
-        results[key] = evaluate_binary(ref_mask, pred_mask, spacing, settings, total_voxels=total_voxels)
+        results[key] = evaluate_binary(
+            ref_mask, pred_mask, spacing, settings, total_voxels=total_voxels, keep_lesion_maps=keep_lesion_maps
+        )
+        if keep_lesion_maps:
+            maps = results[key].lesion_maps
+            maps.offset = tuple(outer.start + inner for outer, inner in zip(crop, maps.offset))
         if panoptica_check is not None:
             try:
                 panoptica_check[key] = panoptica_difference(ref_mask, pred_mask, spacing, settings, results[key].values)
@@ -173,8 +183,10 @@ def evaluate_case(
     settings: EvaluationSettings,
     keep_lesions: bool = False,
     check_panoptica: bool = False,
+    lesion_table: bool = False,
 ) -> CaseResult:
-    """Evaluate one case; errors are caught and reported in ``CaseResult.error``."""
+    """Evaluate one case; errors are caught and reported in ``CaseResult.error``. With ``lesion_table``
+    the rows of lesions.csv are kept in ``CaseResult.lesion_rows``."""
     result = CaseResult(case, str(reference_file), None if prediction_file is None else str(prediction_file))
     try:
         if prediction_file is None:
@@ -189,12 +201,23 @@ def evaluate_case(
             labels,
             settings,
             panoptica_check=result.panoptica_check if check_panoptica else None,
+            keep_lesion_maps=lesion_table,
         )
         for key, evaluation in evaluations.items():
             result.metrics[key] = evaluation.values
             result.undefined[key] = evaluation.undefined
             if keep_lesions:
                 result.reference_lesions[key] = evaluation.reference_lesions
+            if lesion_table:
+                result.lesion_rows += lesion_rows(
+                    case,
+                    key,
+                    evaluation.lesion_maps,
+                    reference.spacing,
+                    reference.origin,
+                    reference.direction,
+                    settings,
+                )
     except CaseError as error:
         result.error = str(error)
     except Exception as error:  # keep the other cases going, but say where it broke
@@ -214,11 +237,14 @@ def evaluate_pairs(
     keep_lesions: bool = False,
     progress: bool = True,
     check_panoptica: bool = False,
+    lesion_table: bool = False,
 ) -> list[CaseResult]:
     """Evaluate (case, reference, prediction) triples, in parallel when ``num_processes`` > 1."""
     from tqdm import tqdm
 
-    jobs = [(case, ref, pred, labels, settings, keep_lesions, check_panoptica) for case, ref, pred in pairs]
+    jobs = [
+        (case, ref, pred, labels, settings, keep_lesions, check_panoptica, lesion_table) for case, ref, pred in pairs
+    ]
     if num_processes <= 1 or len(jobs) <= 1:
         return [evaluate_case(*job) for job in tqdm(jobs, desc="cases", disable=not progress, unit="case")]
     # fork keeps start-up cheap; each worker only reads files and returns plain dictionaries
@@ -509,7 +535,7 @@ def size_bin_markdown(by_metric: dict, across: dict, settings: EvaluationSetting
 
 
 #: what ``write_outputs`` writes; summary.json last: its presence means the others are complete
-SUMMARY_FILES = ("cases.csv", "summary.md", "summary.json")
+SUMMARY_FILES = ("cases.csv", LESION_FILE, "summary.md", "summary.json")
 
 
 def write_outputs(
@@ -528,6 +554,7 @@ def write_outputs(
     summary = build_summary(results, settings, labels, preset, extra)
     (output_dir / "summary.json").unlink(missing_ok=True)
     write_cases_csv(output_dir / "cases.csv", results)
+    write_lesion_table(output_dir / LESION_FILE, [row for r in results for row in r.lesion_rows])
     io.write_text(output_dir / "summary.md", summary_markdown(summary, settings))
     io.write_json(output_dir / "summary.json", summary, overwrite=True)
     return summary

@@ -350,12 +350,27 @@ def match_instances(
 
 # --------------------------------------------------------------------------- results
 @dataclass
+class LesionMaps:
+    """The lesions an evaluation counted, for the per-lesion export (``lesion_table``): component ids
+    of both masks in the evaluated crop (after the minimum-size removal), their overlap table and the
+    detection result of each lesion (1-based, index 0 unused)."""
+
+    offset: tuple[int, ...]  # image index of the crop's first voxel (array-axis order)
+    ref_labels: np.ndarray
+    pred_labels: np.ndarray
+    table: OverlapTable
+    ref_hit: np.ndarray
+    pred_hit: np.ndarray
+
+
+@dataclass
 class BinaryEvaluation:
     """Metric values of one binary mask pair; ``None`` values have a reason in ``undefined``."""
 
     values: dict[str, float | int | None] = field(default_factory=dict)
     undefined: dict[str, str] = field(default_factory=dict)
     reference_lesions: list[dict] = field(default_factory=list)  # per reference lesion details
+    lesion_maps: LesionMaps | None = None  # the labelled lesions behind the values (keep_lesion_maps=True)
 
     def set(self, name: str, value, reason_if_none: str | None = None) -> None:
         if value is not None and isinstance(value, float) and not math.isfinite(value):
@@ -386,11 +401,13 @@ def evaluate_binary(
     spacing: Sequence[float],
     settings: EvaluationSettings | None = None,
     total_voxels: int | None = None,
+    keep_lesion_maps: bool = False,
 ) -> BinaryEvaluation:
     """All metrics of one binary reference/prediction pair (see docs/metrics.md).
 
     ``spacing`` is the voxel size in mm in the order of the array axes. ``total_voxels`` is the size of
-    the whole image when the arrays are a crop of it (only TN needs it).
+    the whole image when the arrays are a crop of it (only TN needs it). ``keep_lesion_maps`` keeps the
+    labelled lesions in ``lesion_maps`` (for the per-lesion export).
     """
     settings = settings or EvaluationSettings()
     reference = np.asarray(reference, dtype=bool)
@@ -421,9 +438,12 @@ def evaluate_binary(
     voxel_volume = float(np.prod(spacing))
 
     _voxel_metrics(out, reference, prediction, spacing, total_voxels, surfaces, settings)
-    ref_hit = _detection_metrics(out, table, voxel_volume, settings)
+    ref_hit, pred_hit = _detection_metrics(out, table, voxel_volume, settings)
     matched_dsc, pred_matched = _instance_metrics(out, table, surfaces, ref_hit, spacing, voxel_volume, settings)
     _size_bin_metrics(out, table, ref_hit, matched_dsc, pred_matched, voxel_volume, settings)
+    if keep_lesion_maps:
+        offset = tuple(c.start for c in crop)
+        out.lesion_maps = LesionMaps(offset, ref_labels, pred_labels, table, ref_hit, pred_hit)
     return out
 
 
@@ -488,9 +508,10 @@ def _small(volumes_ml: np.ndarray, settings: EvaluationSettings) -> np.ndarray:
 
 def _detection_metrics(
     out: BinaryEvaluation, table: OverlapTable, voxel_volume: float, settings: EvaluationSettings
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Lesion counts, precision, recall, F1, small-lesion recall (CATMIL eqs. 3.4-3.7, 3.10) with the
-    settings' detection rule (:func:`lesion_detection`); returns ref hits."""
+    settings' detection rule (:func:`lesion_detection`); returns the hits of the reference and of the
+    predicted lesions."""
     n_ref, n_pred = table.n_ref, table.n_pred
     ref_hit, pred_hit = lesion_detection(table, settings)
     n_ref_hit = int(ref_hit.sum())
@@ -526,7 +547,7 @@ def _detection_metrics(
         _ratio(int(ref_hit[1:][small].sum()), int(small.sum())),
         f"no reference lesion of {settings.small_lesion_ml:g} mL or less",
     )
-    return ref_hit
+    return ref_hit, pred_hit
 
 
 def _instance_metrics(

@@ -108,6 +108,10 @@ def merge_by_volume(
 
 # --------------------------------------------------------------------------- commands
 def _cmd_remove_small(args) -> int:
+    if args.sweep:
+        from nnunet_lesionloss.evaluation.min_size_sweep import run_sweep_command
+
+        return run_sweep_command(args)
     listing = io.list_images(args.input, args.file_ending)
     # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
     images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
@@ -170,9 +174,12 @@ def register(subparsers, runner) -> None:
     """Add the post-processing commands; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
     from nnunet_lesionloss.evaluation.cli import _connectivity, _positive_float, _positive_int
 
-    p = subparsers.add_parser("remove-small", help="remove connected components below N voxels (Joshi 2026)")
+    p = subparsers.add_parser(
+        "remove-small",
+        help="remove connected components below N voxels (Joshi 2026); --sweep: what each minimum size costs",
+    )
     p.add_argument("input", help="folder of label images")
-    p.add_argument("output", help="output folder")
+    p.add_argument("output", help="output folder (with --sweep: of the table and figure)")
     p.add_argument(
         "--min-voxels",
         type=_positive_int,
@@ -187,6 +194,9 @@ def register(subparsers, runner) -> None:
     )
     p.add_argument("--file-ending", default=None)
     p.add_argument("--overwrite", action="store_true")
+    from nnunet_lesionloss.evaluation.min_size_sweep import add_sweep_arguments
+
+    add_sweep_arguments(p)
     p.set_defaults(func=runner, postprocess=_cmd_remove_small)
 
     p = subparsers.add_parser(

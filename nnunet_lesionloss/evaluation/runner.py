@@ -225,6 +225,7 @@ def evaluate_folders(
         keep_lesions=preset.brats_outputs,
         progress=progress,
         check_panoptica=check_panoptica,
+        lesion_table=write,
     )
     results = _in_reference_order(plan, evaluated, cases)
     extra = {
