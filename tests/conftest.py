@@ -61,7 +61,7 @@ def preprocessed_dataset(tmp_path_factory) -> dict:
     )
     # planning calls torch.set_num_threads(n_proc_DA), which must be positive
     run_cli(
-        ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "2d", "-np", "1"],
+        ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "2d", "-np", "1", "-npfp", "1"],
         dict(env, nnUNet_n_proc_DA="1"),
     )
     keys = [f"case_{i:03d}" for i in range(6)]
