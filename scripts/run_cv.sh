@@ -24,7 +24,8 @@ cv-summary reuses those evaluations when they were made with its settings.
   --plans   plans identifier (default nnUNetPlans)
   --preset  evaluation preset for cv-summary (default: default)
 
-  --folds   fold numbers, separated by spaces or commas (default "0 1 2 3 4")
+  --folds   fold numbers, separated by spaces or commas (default "0 1 2 3 4"); cv-summary then
+            summarises these folds only
 
 A fold that fails does not stop the others; the script then names the failed folds, skips cv-summary
 and exits with status 1.
@@ -67,7 +68,7 @@ if [[ ! $TRAINER =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
     echo "error: TRAINER must be a trainer class name (letters, digits, _), got '$TRAINER'" >&2
     exit 2
 fi
-GPUS="" PLANS="nnUNetPlans" FOLDS="0 1 2 3 4" PRESET="default" EXTRA=()
+GPUS="" PLANS="nnUNetPlans" FOLDS="0 1 2 3 4" FOLDS_GIVEN=0 PRESET="default" EXTRA=()
 SLURM=0 DRY_RUN=0 JOB_DIR="" SBATCH_ARGS=()
 value_of() {  # option value: refuses a missing one (the end of the line, or the next option for all but --sbatch-arg)
     if [[ $# -lt 2 ]] || [[ $1 != --sbatch-arg && $2 == --* ]]; then
@@ -79,7 +80,7 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --gpus) value_of "$@"; GPUS=$2; shift 2 ;;
         --plans) value_of "$@"; PLANS=$2; shift 2 ;;
-        --folds) value_of "$@"; FOLDS=$2; shift 2 ;;
+        --folds) value_of "$@"; FOLDS=$2; FOLDS_GIVEN=1; shift 2 ;;
         --preset) value_of "$@"; PRESET=$2; shift 2 ;;
         --slurm) SLURM=1; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
@@ -111,6 +112,9 @@ if [[ ${#FOLD_LIST[@]} -eq 0 ]]; then
     echo "error: --folds lists no fold" >&2
     exit 2
 fi
+# cv-summary of the folds asked for (without --folds it checks that every fold of the split was trained)
+SUMMARY_FOLDS=()
+[[ $FOLDS_GIVEN -eq 1 ]] && SUMMARY_FOLDS=(--folds "${FOLD_LIST[@]}")
 if [[ $SLURM -eq 0 && ( $DRY_RUN -eq 1 || ${#SBATCH_ARGS[@]} -gt 0 || -n $JOB_DIR ) ]]; then
     echo "error: --dry-run, --partition, --time, --account, --sbatch-arg and --job-dir need --slurm" >&2
     exit 2
@@ -211,8 +215,10 @@ if [[ $SLURM -eq 1 ]]; then
         else
             printf 'DATASET_DIR=%q\n' "$nnUNet_results/$DATASET"
         fi
-        printf 'nnunet-lesionloss cv-summary "$DATASET_DIR"/%q --preset %q --overwrite --quiet\n' \
+        printf 'nnunet-lesionloss cv-summary "$DATASET_DIR"/%q --preset %q --overwrite --quiet' \
             "${TRAINER}__${PLANS}__${CONFIG}" "$PRESET"
+        [[ ${#SUMMARY_FOLDS[@]} -gt 0 ]] && printf ' %q' "${SUMMARY_FOLDS[@]}"
+        printf '\n'
         printf 'echo "summary: $DATASET_DIR/"%q"/lesion_evaluation/cv_summary.md"\n' "${TRAINER}__${PLANS}__${CONFIG}"
     } >"$SUMMARY_SCRIPT"
     echo "job scripts written to $JOB_DIR: $(basename "$TRAIN_SCRIPT"), $(basename "$SUMMARY_SCRIPT")"
@@ -291,5 +297,9 @@ if [[ ! -d $RUN_DIR ]]; then
     echo "error: results folder not found: $RUN_DIR" >&2
     exit 1
 fi
-nnunet-lesionloss cv-summary "$RUN_DIR" --preset "$PRESET" --overwrite
+nnunet-lesionloss cv-summary "$RUN_DIR" --preset "$PRESET" --overwrite "${SUMMARY_FOLDS[@]}"
+if [[ ${#SUMMARY_FOLDS[@]} -gt 0 ]]; then
+    echo "note: the summary covers folds ${FOLD_LIST[*]} only (--folds); once every fold is trained:" \
+        "nnunet-lesionloss cv-summary $(printf '%q' "$RUN_DIR") --preset $(printf '%q' "$PRESET") --overwrite"
+fi
 echo "summary: $RUN_DIR/lesion_evaluation/cv_summary.md"

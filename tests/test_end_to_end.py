@@ -34,7 +34,6 @@ def _train(preprocessed_dataset, trainer: str, config_path, *extra: str) -> dict
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_train_and_predict_through_nnunet_cli(preprocessed_dataset, short_run_config, trainer, tmp_path):
-    env = _train(preprocessed_dataset, trainer, short_run_config)
     output = (
         preprocessed_dataset["root"]
         / "results"
@@ -42,8 +41,12 @@ def test_train_and_predict_through_nnunet_cli(preprocessed_dataset, short_run_co
         / f"{trainer}__nnUNetPlans__3d_fullres"
     )
     fold = output / "fold_0"
+    # the session's results folder is shared: other tests' trainers may have left logs in this fold
+    earlier_logs = set(fold.glob("training_log_*.txt"))
+    env = _train(preprocessed_dataset, trainer, short_run_config)
     assert (fold / "checkpoint_final.pth").is_file()
-    log = next(fold.glob("training_log_*.txt")).read_text()
+    (log_file,) = set(fold.glob("training_log_*.txt")) - earlier_logs
+    log = log_file.read_text()
     assert "Epoch 1" in log and "loss term weights" in log
     effective = json.loads((fold / "lesionloss_config.json").read_text())
     assert effective["trainer"] == trainer and effective["trainer_settings"]["num_epochs"] == 2

@@ -120,6 +120,8 @@ def test_run_cv_script_prints_the_override_and_stops_when_it_does_not_fit(tmp_pa
     done = run_cv(["999", "3d_fullres", "nnUNetTrainerCATMIL", "--folds", "0"], env)
     assert done.returncode == 0, done.stderr
     assert '"terms.mil.weight": {' in done.stdout and trained_folds(tmp_path) == ["0"]
+    # --folds: the summary covers the folds trained, and says how to summarise all of them later
+    assert "the summary covers folds 0 only (--folds)" in done.stdout
 
 
 # --------------------------------------------------------------------------- the check before fold 0
