@@ -266,8 +266,8 @@ def build_cell_slots(
     ``cell_counts`` (optional, int [B, C, *spatial]): per pair, entry 0 = K_q and entry 2n + g the
     voxels of slot 2n + g (the loader's table, see ``losses.instance.cc_loss``); a pair with
     K_q = -1 makes the whole batch count its slots itself. Cost: with a table, two integer passes
-    over V (the comparison g and the slot); without, one max over V more; a lesion-free pair one
-    more pass over its own voxels. One host sync. Cell ids whose per-pair maxima add up to more
+    over V (the comparison g and the slot); without, one max over V more; with a lesion-free pair
+    one more pass over V (its g cleared). One host sync. Cell ids whose per-pair maxima add up to more
     than the batch's voxels (not a compact numbering) are renumbered jointly with the component
     ids first (:func:`compact_ids`; the table, indexed by the old ids, is then not used).
     """
@@ -285,33 +285,38 @@ def build_cell_slots(
             cells.amax(dim=2).reshape(pairs).long() if cells.shape[2] else cells.new_zeros(pairs, dtype=torch.long)
         )
     empty = largest == 0
-    total_ids, empty_pairs = torch.stack([largest.sum(), empty.sum()]).tolist()  # one host sync
+
+    def host_totals() -> tuple[int, int, int]:  # Σ K_q, lesion-free pairs, max K_q: one host sync
+        if not pairs:
+            return 0, 0, 0
+        return tuple(torch.stack([largest.sum(), empty.sum(), largest.max()]).tolist())
+
+    total_ids, empty_pairs, most_ids = host_totals()
     if total_ids > pairs * voxels:  # not a compact numbering: slots by id value would outgrow the voxels
         component_ids, voronoi_cells = compact_ids(component_ids, voronoi_cells)
         cells, table = voronoi_cells.flatten(2), None
         largest = cells.amax(dim=2).reshape(pairs)
         empty = largest == 0
-        total_ids, empty_pairs = torch.stack([largest.sum(), empty.sum()]).tolist()
+        total_ids, empty_pairs, most_ids = host_totals()
     slots_per_pair = 2 * (largest + 1)
     offsets = torch.cumsum(slots_per_pair, 0) - slots_per_pair
     discard = 2 * (total_ids + pairs)  # Σ slots_per_pair
     index_dtype = torch.int32 if discard < 2**31 - 1 else torch.long
     in_component = torch.eq(component_ids.flatten(2), cells)  # [B, C, V], contiguous
+    if empty_pairs:  # cell 0 and id 0 compare equal: a lesion-free pair is background (g = 0), slot offset_q
+        in_component &= ~empty.reshape(cells.shape[0], cells.shape[1], 1)
     voxel_slot = in_component.to(index_dtype)
     voxel_slot.add_(cells, alpha=2).add_(offsets.to(index_dtype).reshape(cells.shape[0], cells.shape[1], 1))
     voxel_slot, in_component = voxel_slot.reshape(pairs, -1), in_component.reshape(pairs, -1)
-    if empty_pairs:  # cell 0 and id 0 compare equal: a lesion-free pair is background (g = 0), slot offset_q
-        in_component[empty] = False
-        voxel_slot[empty] = offsets[empty].to(index_dtype)[:, None]
     if valid_voxels is not None:
         voxel_slot.masked_fill_(~valid_voxels, discard)
     pair_index = torch.arange(pairs, device=cells.device)
-    pair_of_cell = torch.repeat_interleave(pair_index, largest)
+    pair_of_cell = torch.repeat_interleave(pair_index, largest, output_size=total_ids)
     first_cell = torch.cumsum(largest, 0) - largest
     cell_id = torch.arange(pair_of_cell.numel(), device=cells.device) - first_cell[pair_of_cell] + 1
     slot_counts = None
     if table is not None:
-        columns = torch.arange(int(slots_per_pair.max()) if pairs else 0, device=cells.device)
+        columns = torch.arange(2 * (most_ids + 1) if pairs else 0, device=cells.device)
         table = table[:, :, : columns.numel()].reshape(pairs, -1)  # the tables' first entries only
         slot_counts = table[columns[None] < slots_per_pair[:, None]]
         slot_counts = torch.cat([slot_counts, slot_counts.new_zeros(1)])
@@ -320,7 +325,7 @@ def build_cell_slots(
         in_component=in_component.reshape(-1),
         cell_slot=offsets[pair_of_cell] + 2 * cell_id,
         pair_of_cell=pair_of_cell,
-        pair_of_slot=torch.repeat_interleave(pair_index, slots_per_pair),
+        pair_of_slot=torch.repeat_interleave(pair_index, slots_per_pair, output_size=discard),
         slot_counts=slot_counts,
         num_slots=discard + 1,
         num_pairs=pairs,
