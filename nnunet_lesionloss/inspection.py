@@ -478,7 +478,7 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
     from nnunet_lesionloss.config import load_config
     from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
     from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
-    from nnunet_lesionloss.training.trainer import resolve_setup
+    from nnunet_lesionloss.training.setup import resolve_setup
     from nnunet_lesionloss.training.variants import nnUNetTrainerSizePenaltyAuto
 
     planned = source.planned

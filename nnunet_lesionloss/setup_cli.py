@@ -224,7 +224,7 @@ def effective_config(
     trainer: str, environ=None, dataset: str | None = None, configuration: str | None = None, plans: str = "nnUNetPlans"
 ) -> dict:
     """The config ``trainer`` would train with, and which file changed what (``sources``), after the
-    checks the trainer runs at start (:func:`~nnunet_lesionloss.training.trainer.resolve_setup`): with
+    checks the trainer runs at start (:func:`~nnunet_lesionloss.training.setup.resolve_setup`): with
     ``dataset`` and ``configuration``, on that configuration's patch dimension, spacing and labels or
     regions; without them, on 3D patches at 1 mm and label-based data.
 
@@ -233,7 +233,8 @@ def effective_config(
     ``ConfigError`` for a config the trainer would refuse at start.
     """
     from nnunet_lesionloss.config import load_config_with_sources
-    from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss, resolve_setup
+    from nnunet_lesionloss.training.setup import resolve_setup
+    from nnunet_lesionloss.training.trainer import nnUNetTrainerLesionLoss
 
     cls = trainer_class(trainer)
     if not issubclass(cls, nnUNetTrainerLesionLoss):

@@ -63,7 +63,7 @@ from nnunet_lesionloss.losses.functional import (
     mil_loss,
     size_penalty_loss,
 )
-from nnunet_lesionloss.losses.instance_family import _predicted_components  # the labelling step, timed alone
+from nnunet_lesionloss.losses.predicted_components import predicted_components  # the labelling step, timed alone
 from nnunet_lesionloss.losses.terms import build_term
 from nnunet_lesionloss.synthetic import make_lesion_labels
 from nnunet_lesionloss.targets import TargetLayout, split_cell_counts, split_target
@@ -173,7 +173,7 @@ def make_steps(
         spatial = tuple(logits.shape[2:])
 
         def labelling():
-            _predicted_components(mask, spatial, 26, "cc3d", torch.float32, True)
+            predicted_components(mask, spatial, 26, "cc3d", torch.float32, True)
 
         steps[LABELLING] = labelling
     if check_cost:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from nnunet_lesionloss.components import label_components, voronoi_cells
-from nnunet_lesionloss.losses.instance import IWL_MAX_DEFAULT, iwl_weight
+from nnunet_lesionloss.losses.component_dice import IWL_MAX_DEFAULT, iwl_weight
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
 PATCH = (128, 128, 128)

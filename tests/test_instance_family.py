@@ -2,7 +2,7 @@
 
 The reference below is written from the paper's equations (2)-(10) with one boolean mask per
 instance, scipy's labelling for the predicted components and numpy float64; it shares no code
-with ``nnunet_lesionloss.losses.instance_family``. The differentiable forms it evaluates (the
+with ``nnunet_lesionloss.losses.instance_losses``. The differentiable forms it evaluates (the
 domain of eq. 2 including G_n, the empty-target Dice value 1, the soft prediction inside the
 union of the cube maps) are those stated in docs/formulas.md §3; their values equal
 the paper's whenever the prediction is binary.
@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from nnunet_lesionloss.config import ConfigError, load_config
 from nnunet_lesionloss.losses.functional import instance_losses
-from nnunet_lesionloss.losses.instance_family import (
+from nnunet_lesionloss.losses.instance_losses import (
     TERM_NAMES,
     label_prediction_components,
 )

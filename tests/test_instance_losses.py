@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from nnunet_lesionloss.components import cell_count_tables
+from nnunet_lesionloss.losses.component_dice import CE_PROB_CLAMP
 from nnunet_lesionloss.losses.functional import blob_loss, cc_loss, inverse_weighted_loss
-from nnunet_lesionloss.losses.instance import CE_PROB_CLAMP
 
 # ----------------------------------------------------------------------------------------------
 # Reference implementations of this package's definitions: loops over b, c and components.
@@ -512,7 +512,7 @@ def test_iwl_power_reading_by_hand():
 def test_iwl_weights_keep_their_size_dependence_in_a_128_cubed_patch():
     # blob domain of a 128³ patch: with clamp(r, 1, 100) every lesion below 1% of the patch weighs
     # 100, so lesions of 1 to 10,000 voxels are weighted alike; the power reading keeps them apart
-    from nnunet_lesionloss.losses.instance import iwl_weight
+    from nnunet_lesionloss.losses.component_dice import iwl_weight
 
     sizes = torch.tensor([1.0, 10.0, 100.0, 1000.0, 10000.0], dtype=torch.float64)
     domain = torch.full_like(sizes, 128.0**3)

@@ -264,7 +264,7 @@ def build_cell_slots(
     (``valid_voxel_mask``) or None.
 
     ``cell_counts`` (optional, int [B, C, *spatial]): per pair, entry 0 = K_q and entry 2n + g the
-    voxels of slot 2n + g (the loader's table, see ``losses.instance.cc_loss``); a pair with
+    voxels of slot 2n + g (the loader's table, see ``losses.cc.cc_loss``); a pair with
     K_q = -1 makes the whole batch count its slots itself. Cost: with a table, two integer passes
     over V (the comparison g and the slot); without, one max over V more; with a lesion-free pair
     one more pass over V (its g cleared). One host sync. Cell ids whose per-pair maxima add up to more

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 import torch
 
 from nnunet_lesionloss.config import ConfigError
+from nnunet_lesionloss.losses.blob import blob_loss
 from nnunet_lesionloss.losses.catmil import cat_loss, mil_loss
-from nnunet_lesionloss.losses.instance import blob_loss, cc_loss, inverse_weighted_loss
-from nnunet_lesionloss.losses.instance_family import TERM_NAMES as INSTANCE_SUBTERMS
-from nnunet_lesionloss.losses.instance_family import instance_losses
+from nnunet_lesionloss.losses.cc import cc_loss
+from nnunet_lesionloss.losses.instance_losses import TERM_NAMES as INSTANCE_SUBTERMS
+from nnunet_lesionloss.losses.instance_losses import instance_losses
+from nnunet_lesionloss.losses.inverse_weighting import inverse_weighted_loss
 from nnunet_lesionloss.losses.size_penalty import size_penalty_loss
-from nnunet_lesionloss.losses.tversky import (
+from nnunet_lesionloss.losses.voxel_losses import (
     binary_focal_loss,
     focal_tversky_loss,
     generalized_dice_loss,
