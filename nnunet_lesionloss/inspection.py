@@ -37,7 +37,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
+from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML
+from nnunet_lesionloss.evaluation.plotting import pyplot
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 __all__ = [
@@ -48,7 +50,6 @@ __all__ = [
     "inspect_labels",
     "inspect_dataset",
     "deep_supervision_erasure",
-    "register",
 ]
 
 #: the voxel counts of ``share_at_most_voxels`` (inspect.json) and of the histogram's marks
@@ -619,12 +620,6 @@ def decision_hints(report: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- outputs
-def _number(value, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    if float(value).is_integer():
-        return f"{int(value)}"
-    return f"{value:.{digits}f}"
 
 
 def markdown_table(report: dict) -> str:
@@ -639,7 +634,7 @@ def markdown_table(report: dict) -> str:
         q = entry[name]
         if q is None:
             return "–"
-        return " / ".join(_number(q[k], digits) for k in ("min", "q1", "median", "q3", "max"))
+        return " / ".join(format_number(q[k], digits, whole=True) for k in ("min", "q1", "median", "q3", "max"))
 
     lines = [
         f"# Lesions of {report['dataset']}",
@@ -661,8 +656,8 @@ def markdown_table(report: dict) -> str:
             [
                 "–"
                 if e["lesions_per_case"] is None
-                else f"{_number(e['lesions_per_case']['median'])} [{_number(e['lesions_per_case']['q1'])}–"
-                f"{_number(e['lesions_per_case']['q3'])}], {_number(e['lesions_per_case']['max'])}"
+                else f"{format_number(e['lesions_per_case']['median'], 1, whole=True)} [{format_number(e['lesions_per_case']['q1'], 1, whole=True)}–"
+                f"{format_number(e['lesions_per_case']['q3'], 1, whole=True)}], {format_number(e['lesions_per_case']['max'], 1, whole=True)}"
                 for e in entries
             ],
         ),
@@ -716,9 +711,8 @@ def plot_size_histogram(
 ) -> Path:
     """Log-scale histogram of lesion sizes (voxels) with the 10/50/100-voxel and small-lesion marks."""
     from nnunet_lesionloss.evaluation import io
-    from nnunet_lesionloss.evaluation.compare import _pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     if len(voxels):
         top = max(int(voxels.max()), 2)
@@ -797,59 +791,3 @@ def run_inspection(
         io.write_text(output / "inspect.md", text)
         io.write_json(output / "inspect.json", report, overwrite=True)
     return report, text
-
-
-# --------------------------------------------------------------------------- command line
-def _run(args) -> int:
-    try:
-        report, text = run_inspection(
-            args.dataset,
-            args.output,
-            plans=args.plans,
-            configuration=args.configuration,
-            connectivity=args.connectivity,
-            file_ending=args.file_ending,
-            dataset_json=args.dataset_json,
-            tau=not args.no_tau,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(text)
-    if args.output:
-        print(f"written: {Path(args.output) / 'inspect.json'}, inspect.md and the size histograms")
-    if report["n_failed"]:
-        print(f"{report['n_failed']} case(s) could not be inspected (listed above)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(subparsers) -> None:
-    from nnunet_lesionloss.components import ANY_CONNECTIVITY
-
-    p = subparsers.add_parser(
-        "inspect",
-        help="lesion counts, sizes and what nnU-Net's deep supervision erases, per label, before training",
-        description="Inspect the lesions of an nnU-Net dataset (id or name: its preprocessed segmentations at the "
-        "training spacing when planned, else nnUNet_raw/<dataset>/labelsTr) or of a folder of label images.",
-    )
-    p.add_argument(
-        "dataset", help="dataset id (501), name (Dataset501_X), raw dataset folder, or folder of label images"
-    )
-    p.add_argument("-o", "--output", help="write inspect.json, inspect.md and size_histogram_*.png here")
-    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    p.add_argument("-c", "--configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument(
-        "--connectivity",
-        type=int,
-        choices=ANY_CONNECTIVITY,
-        help="lesion connectivity (default: full, 26 in 3D, as the evaluation)",
-    )
-    p.add_argument("--file-ending", help="label image ending (default: dataset.json's, else every readable one)")
-    p.add_argument("--dataset-json", help="dataset.json for the labels and regions (default: found beside the labels)")
-    p.add_argument("--no-tau", action="store_true", help="skip the Size Penalty tau (draws training patches)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.set_defaults(func=_run)

@@ -99,7 +99,7 @@ def main(argv=None) -> None:
         from picai_eval.eval import evaluate_case
 
     from nnunet_lesionloss.evaluation.detection import (
-        DetectionSettings,
+        FrocSettings,
         detect_from_probability,
         detect_in_case,
         detection_map_candidates,
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
 
     shape = tuple(args.shape)
     reference, detection_map, probability = make_case(shape, args.lesions, args.candidates)
-    settings = DetectionSettings()
+    settings = FrocSettings()
 
     def ours_map():
         return detect_in_case(reference, detection_map_candidates(detection_map), settings)

@@ -36,7 +36,7 @@ ONE_MATCHING = {
 }
 RULES = {
     "one-to-one, DSC >= 0.1 (default)": EvaluationSettings(**ONE_MATCHING),
-    "any overlap (papers)": EvaluationSettings(detection="any_overlap", **ONE_MATCHING),
+    "any overlap (papers)": EvaluationSettings(lesion_rule="any_overlap", **ONE_MATCHING),
 }
 COUNTS = ("n_ref_lesions", "n_pred_lesions", "lesion_tp", "lesion_tp_pred", "TP", "n_ref", "n_pred")
 

@@ -18,7 +18,7 @@ DATASET_NAME = f"Dataset{DATASET_ID:03d}_SyntheticLesions"
 
 def nnunet_environment(root: Path) -> dict:
     """Environment for nnU-Net's CLI: private folders, our trainers, no spawn storms on 2 cores."""
-    from nnunet_lesionloss.setup_cli import trainer_folder
+    from nnunet_lesionloss.installation import trainer_folder
 
     env = dict(os.environ)
     env.update(

@@ -20,9 +20,9 @@ from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.detection import (
     Candidates,
-    CaseDetection,
-    DetectionPool,
-    DetectionSettings,
+    FrocCase,
+    FrocPool,
+    FrocSettings,
     average_precision,
     detect_in_case,
     detection_map_candidates,
@@ -32,7 +32,7 @@ from nnunet_lesionloss.evaluation.detection import (
     static_candidates,
 )
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.evaluation.metrics import OverlapTable
+from nnunet_lesionloss.evaluation.matching import OverlapTable
 from nnunet_lesionloss.evaluation.probabilities import ProbabilityChannels, check_geometry
 
 with contextlib.redirect_stdout(text_io.StringIO()):  # both print a banner on import
@@ -70,8 +70,8 @@ def picai_metrics(cases, **kwargs):
     return picai_evaluate([d for _, d in cases], [r.astype(np.int32) for r, _ in cases], num_parallel_calls=1, **kwargs)
 
 
-def ours(cases, settings: DetectionSettings) -> DetectionPool:
-    return DetectionPool([detect_in_case(r, detection_map_candidates(d), settings) for r, d in cases])
+def ours(cases, settings: FrocSettings) -> FrocPool:
+    return FrocPool([detect_in_case(r, detection_map_candidates(d), settings) for r, d in cases])
 
 
 @hyp_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -92,7 +92,7 @@ def test_ap_and_froc_equal_picai_eval(cases, overlap, allow_unmatched):
         min_overlap=min_overlap,
         allow_unmatched_candidates_with_minimal_overlap=allow_unmatched,
     )
-    settings = DetectionSettings(
+    settings = FrocSettings(
         matching=matching, min_overlap=min_overlap, allow_unmatched_candidates_with_minimal_overlap=allow_unmatched
     )
     pool = ours(cases, settings)
@@ -118,7 +118,7 @@ def test_ap_and_froc_equal_picai_eval(cases, overlap, allow_unmatched):
         assert close(float(metrics.lesion_TPR[-1]), float(curve.sensitivity[-3]), 1e-6)
 
 
-def _slow_match(reference: np.ndarray, candidates: Candidates, settings: DetectionSettings):
+def _slow_match(reference: np.ndarray, candidates: Candidates, settings: FrocSettings):
     """picai_eval's evaluate_case on candidate label maps, written from its definition: a full-volume mask per
     lesion and candidate, its overlap with the 1e-8 guard, pairs below min_overlap (exact) dropped."""
     from scipy.optimize import linear_sum_assignment
@@ -166,7 +166,7 @@ def test_touching_candidates_of_a_label_map_match_as_the_definition_says(
     labels, count = label_components(blobs, 6, return_count=True)  # 6-connected: 26-neighbours stay apart
     confidences = np.array([data.draw(st.sampled_from(CONFIDENCES)) for _ in range(count)])
     candidates = Candidates(labels, confidences)
-    settings = DetectionSettings(
+    settings = FrocSettings(
         matching=matching, min_overlap=0.2, allow_unmatched_candidates_with_minimal_overlap=allow_unmatched
     )
     lesions, n_ref = label_components(reference, 26, return_count=True)
@@ -178,14 +178,14 @@ def test_touching_candidates_of_a_label_map_match_as_the_definition_says(
 
 
 # ----------------------------------------------------------------------------- hand-computed cases
-def _case(lesions, false_positives) -> CaseDetection:
+def _case(lesions, false_positives) -> FrocCase:
     lesions = np.asarray(lesions, dtype=np.float64)
-    return CaseDetection("c", lesions, np.ones(len(lesions), dtype=np.int64), np.asarray(false_positives, float), 0)
+    return FrocCase("c", lesions, np.ones(len(lesions), dtype=np.int64), np.asarray(false_positives, float), 0)
 
 
 def test_hand_computed_froc_ap_and_cpm():
     # case 1: lesions found at 0.9 and 0.5, one missed; a false positive at 0.7. case 2: no lesion, FPs 0.9, 0.3
-    pool = DetectionPool([_case([0.9, 0.5, 0.0], [0.7]), _case([], [0.9, 0.3])])
+    pool = FrocPool([_case([0.9, 0.5, 0.0], [0.7]), _case([], [0.9, 0.3])])
     tp, fp, n = pool.counts()
     assert list(pool.thresholds) == [0.9, 0.7, 0.5, 0.3]
     assert list(tp) == [1, 1, 2, 2] and list(fp) == [1, 2, 2, 3] and n == 3
@@ -215,8 +215,8 @@ def test_bootstrap_weights_count_a_case_as_often_as_it_was_drawn(cases, data):
     """The bootstrap's weighted counts equal the counts of a pool in which each case appears that often."""
     detections = [_case(lesions, fps) for lesions, fps in cases]
     weights = np.array([data.draw(st.integers(0, 3)) for _ in detections], dtype=np.float64)
-    repeated = DetectionPool([d for d, w in zip(detections, weights) for _ in range(int(w))])
-    tp, fp, n = DetectionPool(detections).counts(weights)
+    repeated = FrocPool([d for d, w in zip(detections, weights) for _ in range(int(w))])
+    tp, fp, n = FrocPool(detections).counts(weights)
     expected_tp, expected_fp, expected_n = repeated.counts()
     assert n == expected_n
     rates = (0.125, 0.5, 1, 2, 8)
@@ -238,7 +238,7 @@ def test_every_lesion_found_keeps_the_lowest_operating_point_that_picai_eval_dro
         np.float32
     )
     metrics = picai_metrics([(reference, detection_map)])
-    pool = ours([(reference, detection_map)], DetectionSettings())
+    pool = ours([(reference, detection_map)], FrocSettings())
     tp, fp, n = pool.counts()
     assert metrics.lesion_TPR_at_FPR(8) == 0
     assert sensitivity_at_rates(tp, fp, n, 1, [0.5, 1, 8]).tolist() == [0, 1, 1]
@@ -253,26 +253,26 @@ def test_a_disjoint_candidate_is_never_a_match_whatever_the_minimum_overlap():
     assert metrics.AP == 1.0 and metrics.lesion_results[0][0][:2] == (1, pytest.approx(0.8))  # the trap
     for matching in ("iou", "any"):
         detection = detect_in_case(
-            reference, detection_map_candidates(disjoint), DetectionSettings(matching=matching, min_overlap=1e-12)
+            reference, detection_map_candidates(disjoint), FrocSettings(matching=matching, min_overlap=1e-12)
         )
         assert detection.lesion_confidence.tolist() == [0.0] and detection.false_positive_confidence.tolist() == [
             pytest.approx(0.8)
         ]
     touching = cube(SHAPE, (1, 1, 1), (4, 4, 4)).astype(np.float32) * 0.5  # one shared voxel: IoU 1/71
-    detection = detect_in_case(reference, detection_map_candidates(touching), DetectionSettings(matching="any"))
+    detection = detect_in_case(reference, detection_map_candidates(touching), FrocSettings(matching="any"))
     assert detection.lesion_confidence.tolist() == [0.5] and len(detection.false_positive_confidence) == 0
-    assert detect_in_case(reference, detection_map_candidates(touching), DetectionSettings()).lesion_confidence[0] == 0
+    assert detect_in_case(reference, detection_map_candidates(touching), FrocSettings()).lesion_confidence[0] == 0
 
 
 def test_a_second_candidate_on_a_lesion_is_ignored_or_a_false_positive():
     reference = cube(SHAPE, (1, 1, 1), (4, 4, 4)).astype(bool)
     labels = cube(SHAPE, (1, 1, 1), (4, 4, 2)) + 2 * cube(SHAPE, (1, 1, 4), (4, 4, 1))
     candidates = Candidates(labels.astype(np.int32), np.array([0.9, 0.5]))
-    ignored = detect_in_case(reference, candidates, DetectionSettings(matching="any"))
+    ignored = detect_in_case(reference, candidates, FrocSettings(matching="any"))
     counted = detect_in_case(
         reference,
         candidates,
-        DetectionSettings(matching="any", allow_unmatched_candidates_with_minimal_overlap=False),
+        FrocSettings(matching="any", allow_unmatched_candidates_with_minimal_overlap=False),
     )
     assert ignored.lesion_confidence.tolist() == [0.9] and ignored.n_ignored == 1
     assert len(ignored.false_positive_confidence) == 0
@@ -415,10 +415,10 @@ def test_detection_command_writes_the_documented_outputs_and_names_failed_cases(
             cases.append((reference > 0, foreground))
     (probs / "dataset.json").write_text(json.dumps(dataset))
     out = tmp_path / "out"
-    code = main(["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"])
+    code = main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"])
     assert code == 1
     assert "c2: no probabilities c2.npz" in capsys.readouterr().err
-    result = load_strict_json(out / "detection.json")
+    result = load_strict_json(out / "froc.json")
     entry = result["1"]
     for key in ("ap", "cpm", "sensitivity_at_fp", "froc", "n_cases", "n_lesions", "n_candidates", "settings"):
         assert key in entry
@@ -438,9 +438,9 @@ def test_detection_command_writes_the_documented_outputs_and_names_failed_cases(
     assert (out / "froc_1.png").is_file()
     rows = (out / "froc_1.csv").read_text().splitlines()
     assert rows[0] == "threshold,fp_per_case,sensitivity,true_positives,false_positives" and len(rows) == 4
-    assert "| – | c2 | no probabilities" in (out / "detection.md").read_text()
+    assert "| – | c2 | no probabilities" in (out / "froc.md").read_text()
     # nothing is overwritten without --overwrite
-    assert main(["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 2
+    assert main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 2
 
 
 def test_region_model_probabilities_are_analysed_per_region(tmp_path):
@@ -454,15 +454,13 @@ def test_region_model_probabilities_are_analysed_per_region(tmp_path):
         json.dumps({"labels": {"background": 0, "whole": [1, 2], "core": 2}, "file_ending": ".nii.gz"})
     )
     out = tmp_path / "out"
-    assert main(["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 0
-    result = load_strict_json(out / "detection.json")
+    assert main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 0
+    result = load_strict_json(out / "froc.json")
     assert set(result) == {"(1, 2)", "2"}
     assert result["(1, 2)"]["name"] == "whole" and result["(1, 2)"]["sensitivity_at_fp"]["1"] == 1.0
     assert result["2"]["n_lesions"] == 1 and result["2"]["ap"] == 1.0
     # label 1 alone is no region of this model: refused before any case is read
-    code = main(
-        ["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(tmp_path / "o2"), "--labels", "1"]
-    )
+    code = main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(tmp_path / "o2"), "--labels", "1"])
     assert code == 2
 
 
@@ -494,17 +492,16 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
     other, _ = _cv_run(tmp_path, "nnUNetTrainerCATMIL", True, scale=0.9)  # its c2.npz is missing
     plain, _ = _cv_run(tmp_path, "nnUNetTrainerBlob", False)
     result = cv_summary(base, gt_dir=gt, progress=False)
-    assert result["detection"]["1"]["n_cases"] == 3 and result["detection"]["1"]["n_failed"] == 0
-    assert (base / "lesion_evaluation" / "detection.json").is_file()
+    assert result["froc"]["1"]["n_cases"] == 3 and result["froc"]["1"]["n_failed"] == 0
+    assert (base / "lesion_evaluation" / "froc.json").is_file()
     assert "## Detection (FROC" in (base / "lesion_evaluation" / "cv_summary.md").read_text()
-    per_fold = load_strict_json(base / "lesion_evaluation" / "detection.json")["1"]["per_fold"]
+    per_fold = load_strict_json(base / "lesion_evaluation" / "froc.json")["1"]["per_fold"]
     assert per_fold["0"]["n_cases"] == 3
     assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--froc-bootstrap-resamples", "50"]) == 1
-    assert "detection, fold 0, case c2: no probabilities c2.npz" in capsys.readouterr().err
+    assert "FROC analysis, fold 0, case c2: no probabilities c2.npz" in capsys.readouterr().err
     assert main(["cv-summary", str(plain), "--gt", str(gt), "--quiet"]) == 0
     assert (
-        "no .npz probabilities"
-        in load_strict_json(plain / "lesion_evaluation" / "cv_summary.json")["detection"]["skipped"]
+        "no .npz probabilities" in load_strict_json(plain / "lesion_evaluation" / "cv_summary.json")["froc"]["skipped"]
     )
     out = tmp_path / "comparison"
     code = main(["compare", str(base), str(other), str(plain), "-o", str(out), "--bootstrap-resamples", "200"])
@@ -513,7 +510,7 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
     assert "nnUNetTrainerBlob has no detection analysis" in text
     assert "No detection analysis (no probabilities): nnUNetTrainerBlob" in text
     assert (out / "froc.png").is_file()
-    rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_detection.csv").read_text().splitlines()}
+    rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_froc.csv").read_text().splitlines()}
     header = rows["run"]
     catmil = dict(zip(header, rows["nnUNetTrainerCATMIL"]))
     # per case (c0, c1; c2 has no probabilities in CATMIL): each run's threshold for 1 FP/case finds lesion 1
@@ -569,11 +566,11 @@ def test_nnunet_training_with_npz_feeds_the_detection_section_of_cv_summary(
         gt_dir=gt,
         output_dir=tmp_path / "cv",
         progress=False,
-        detection=DetectionSettings(bootstrap_resamples=20),
+        froc=FrocSettings(bootstrap_resamples=20),
     )
-    section = result["detection"]["1"]
+    section = result["froc"]["1"]
     assert section["n_cases"] == 1 and section["n_failed"] == 0
     n_lesions = label_components(reference.array == 1, 26, return_count=True)[1]
     assert section["n_lesions"] == n_lesions
-    written = load_strict_json(tmp_path / "cv" / "detection.json")["1"]
+    written = load_strict_json(tmp_path / "cv" / "froc.json")["1"]
     assert written["settings"]["connectivity"] == "full" and (tmp_path / "cv" / "froc_1.png").is_file()

@@ -65,7 +65,7 @@ def test_a_prediction_that_merges_two_lesions_detects_one_of_them():
     assert (v["n_ref_lesions"], v["n_pred_lesions"]) == (2, 1)
     assert (v["lesion_tp"], v["lesion_tp_pred"], v["lesion_fn"], v["lesion_fp"]) == (1, 1, 1, 0)
     assert v["lesion_recall"] == 0.5 and v["lesion_precision"] == 1.0 and close(v["lesion_f1"], 2 / 3)
-    any_overlap = evaluate_binary(ref, pred, (1, 1, 1), EvaluationSettings(detection="any_overlap")).values
+    any_overlap = evaluate_binary(ref, pred, (1, 1, 1), EvaluationSettings(lesion_rule="any_overlap")).values
     assert any_overlap["lesion_recall"] == 1.0 and any_overlap["lesion_f1"] == 1.0
 
 
@@ -85,7 +85,7 @@ def test_the_dsc_threshold_is_inclusive_and_small_lesion_recall_follows_the_rule
     cube27 = cube(SHAPE, (4, 4, 4), (3, 3, 3)).astype(bool)
     assert evaluate_binary(ref, nine, (1, 1, 1)).values["small_lesion_recall"] == 1.0
     assert evaluate_binary(ref, cube27, (1, 1, 1)).values["small_lesion_recall"] == 0.0
-    at_02 = EvaluationSettings(detection_threshold=0.2)
+    at_02 = EvaluationSettings(lesion_rule_threshold=0.2)
     assert evaluate_binary(ref, nine, (1, 1, 1), at_02).values["lesion_tp"] == 1  # DSC 0.2 >= 0.2
 
 
@@ -137,13 +137,13 @@ def test_default_detection_is_the_one_to_one_matching_at_dsc_01(seed, density):
 
 
 def test_presets_say_how_they_match():
-    assert get_preset("default").settings.detection == "one_to_one_dsc"
-    assert get_preset("default").settings.detection_threshold == 0.1
-    assert get_preset("brats-mets").settings.detection == "one_to_one_dsc"
+    assert get_preset("default").settings.lesion_rule == "one_to_one_dsc"
+    assert get_preset("default").settings.lesion_rule_threshold == 0.1
+    assert get_preset("brats-mets").settings.lesion_rule == "one_to_one_dsc"
     catmil = get_preset("catmil").settings
-    assert (catmil.detection, catmil.connectivity, catmil.hd95) == ("any_overlap", "face", "pooled")
-    with pytest.raises(ValueError, match="detection_threshold"):
-        EvaluationSettings(detection="one_to_one_dsc", detection_threshold=0.0)
+    assert (catmil.lesion_rule, catmil.connectivity, catmil.hd95) == ("any_overlap", "face", "pooled")
+    with pytest.raises(ValueError, match="lesion_rule_threshold"):
+        EvaluationSettings(lesion_rule="one_to_one_dsc", lesion_rule_threshold=0.0)
 
 
 # --------------------------------------------------------------------------- training-time patch metric

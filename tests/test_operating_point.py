@@ -230,7 +230,7 @@ def test_nested_estimate_is_below_the_optimistic_one_when_the_folds_disagree(tmp
     # pooled sensitivity: fold 0's two lesions are missed at 0.6
     assert close(nested["pooled"]["sensitivity"], 4 / 6)
     assert record["folds"] == {"0": ["A0", "A1"], "1": ["B0", "B1"], "2": ["A2", "B2"]}
-    assert record["settings"]["detection"] == "one_to_one_dsc" and record["connectivity"] == "full"
+    assert record["settings"]["lesion_rule"] == "one_to_one_dsc" and record["connectivity"] == "full"
     assert record["n_failed"] == 0 and record["cases"] == sorted(c for cs in FOLDS.values() for c in cs)
 
 

@@ -63,7 +63,7 @@ def loop_trainer_names(text: str) -> list[str]:
 def test_every_trainer_the_docs_name_is_shipped():
     """A command copied from the README or a script must name a trainer nnU-Net can find: ours, or
     nnU-Net's own ``nnUNetTrainer``."""
-    from nnunet_lesionloss.setup_cli import shipped_trainer_names
+    from nnunet_lesionloss.installation import shipped_trainer_names
 
     known = set(shipped_trainer_names()) | {"nnUNetTrainer"}
     files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "scripts").glob("*.sh"))]

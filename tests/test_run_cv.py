@@ -50,7 +50,7 @@ FAKE_PLANS = {
 def fake_nnunet(tmp_path: Path) -> dict:
     """nnU-Net folders with a planned Dataset999 (references, splits, plans), a fake nnUNetv2_train and
     sbatch on PATH, the fake trainer on nnUNet_extTrainer; the environment to run run_cv.sh in."""
-    from nnunet_lesionloss.setup_cli import trainer_folder
+    from nnunet_lesionloss.installation import trainer_folder
 
     make_results_tree(tmp_path)
     preprocessed = tmp_path / "preprocessed" / DATASET

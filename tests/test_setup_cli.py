@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from conftest import REPO
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.setup_cli import doctor_report, export_line, shipped_trainer_names, trainer_folder
+from nnunet_lesionloss.installation import doctor_report, export_line, shipped_trainer_names, trainer_folder
 
 
 def test_env_prints_the_trainer_folder_and_keeps_other_paths(capsys):
@@ -58,7 +58,7 @@ def test_trainers_are_found_from_a_regular_install(tmp_path):
         timeout=600,
     )
     script = (
-        "import os, nnunet_lesionloss.setup_cli as s\n"
+        "import os, nnunet_lesionloss.installation as s\n"
         "folder = s.trainer_folder(); os.environ['nnUNet_extTrainer'] = folder\n"
         "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
         "import contextlib, io\n"
@@ -137,7 +137,7 @@ def test_synth_contrast_and_noise_set_how_far_lesions_stand_out(tmp_path):
 def test_doctor_checks_the_versions_the_package_metadata_declares():
     import tomllib
 
-    from nnunet_lesionloss.setup_cli import declared_requirements
+    from nnunet_lesionloss.installation import declared_requirements
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert sorted(str(r) for r in declared_requirements()) == sorted(

@@ -23,7 +23,6 @@ import json
 import math
 import re
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +32,15 @@ import numpy as np
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.detection import (
     cases_of,
-    load_detection,
+    load_froc,
     paired_sensitivity_difference,
     per_case_sensitivity,
     plot_froc,
 )
-from nnunet_lesionloss.evaluation.evaluate import format_value
+from nnunet_lesionloss.evaluation.formatting import format_number, format_p_value, format_with_interval
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, plot_detection_by_volume
+from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
+from nnunet_lesionloss.evaluation.statistics import BOOTSTRAP_RESAMPLES, bootstrap_ci, holm, wilcoxon_p
 
 # (metric key, display name, +1 if higher is better, -1 if lower is better)
 TABLE_METRICS = (
@@ -64,7 +65,6 @@ TABLE_METRICS = (
 )
 
 #: resamples of the paired bootstrap CI (the CLI default)
-BOOTSTRAP_RESAMPLES = 10_000
 TRAINER_FOLDER = re.compile(r"^(?P<trainer>[^_].*?)__(?P<plans>.+?)__(?P<configuration>.+)$")
 INCOMPLETE_MARK = "†"
 #: the figure of detection rate against reference lesion volume, drawn from the runs' lesions.csv
@@ -271,49 +271,6 @@ def best_indices(values: list, direction: int, eligible: Sequence[bool] | None =
 
 
 # --------------------------------------------------------------------------- paired statistics
-def bootstrap_ci(
-    differences: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = 0.95
-) -> tuple[float, float] | None:
-    """Percentile bootstrap CI of the mean of ``differences`` (cases resampled with replacement);
-    None for fewer than 2 cases. Seeded: the same inputs give the same interval."""
-    differences = np.asarray(differences, dtype=np.float64)
-    n = len(differences)
-    if n < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, min(resamples, 2_000_000 // n))  # bounded memory: chunk x n indices at a time
-    for start in range(0, resamples, chunk):
-        stop = min(start + chunk, resamples)
-        means[start:stop] = differences[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def wilcoxon_p(differences: np.ndarray) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value of the paired differences (scipy's defaults: zero
-    differences dropped, exact distribution for small samples without ties); None for fewer than 2 cases."""
-    from scipy.stats import wilcoxon
-
-    differences = np.asarray(differences, dtype=np.float64)
-    if len(differences) < 2:  # no test of one difference (scipy refuses a single zero difference)
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # all-zero differences: scipy warns and returns p = 1
-        return float(wilcoxon(differences).pvalue)
-
-
-def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down correction of the p-values of one family (None values are not in the family)."""
-    indexed = sorted((p, k) for k, p in enumerate(p_values) if p is not None)
-    m = len(indexed)
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, k) in enumerate(indexed):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[k] = running
-    return adjusted
 
 
 def paired_difference(
@@ -367,12 +324,6 @@ def comparison_table(
     return rows
 
 
-def _p_text(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def write_table(
     rows: list[dict],
     runs: list[Run],
@@ -402,7 +353,7 @@ def write_table(
     for row in rows:
         cells = []
         for k, value in enumerate(row["values"]):
-            text = format_value(value)
+            text = format_number(value)
             cells.append(f"**{text}**" if k in row["best"] else text)
         arrow = "↑" if row["direction"] > 0 else "↓"
         lines.append(f"| {row['display']} {arrow} | " + " | ".join(cells) + " |")
@@ -426,8 +377,10 @@ def write_table(
                 if not s["n"]:
                     cells.append("– (n = 0)")
                     continue
-                ci = "" if s["ci_low"] is None else f" [{format_value(s['ci_low'])}, {format_value(s['ci_high'])}]"
-                cells.append(f"{format_value(s['mean_difference'])}{ci}, p = {_p_text(s['p_holm'])} (n = {s['n']})")
+                ci = "" if s["ci_low"] is None else f" [{format_number(s['ci_low'])}, {format_number(s['ci_high'])}]"
+                cells.append(
+                    f"{format_number(s['mean_difference'])}{ci}, p = {format_p_value(s['p_holm'])} (n = {s['n']})"
+                )
             arrow = "↑" if row["direction"] > 0 else "↓"
             lines.append(f"| {row['display']} {arrow} | " + " | ".join(cells) + " |")
     for section in sections:
@@ -474,26 +427,8 @@ def _read_volumes(run: Run, label: str) -> tuple[list[float], list[float]]:
     return [refs[c] for c in cases], [preds[c] for c in cases]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display on training servers or CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _finish(fig, ax, title: str, path: Path) -> Path:
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    io.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, format="png"))
-    _pyplot().close(fig)
-    return path
-
-
 def plot_detection_by_size(runs: list[Run], label: str, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
 
     bins = [
         k[len("pooled_bin") : -len("_lesion_recall")]
@@ -512,23 +447,23 @@ def plot_detection_by_size(runs: list[Run], label: str, path: Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("lesion detection rate (recall)")
     ax.set_xlabel("reference lesion volume")
-    return _finish(fig, ax, f"Detection by lesion size, label {label}", path)
+    return save_figure(fig, ax, f"Detection by lesion size, label {label}", path)
 
 
 def plot_volume_agreement(runs: list[Run], label: str, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     largest = 0.0
     for run in runs:
         refs, preds = _read_volumes(run, label)
         ccc = run.pooled.get(label, {}).get("volume_ccc")
-        ax.scatter(refs, preds, s=14, alpha=0.7, label=f"{run.name} (CCC {format_value(ccc, 3)})")
+        ax.scatter(refs, preds, s=14, alpha=0.7, label=f"{run.name} (CCC {format_number(ccc, 3)})")
         largest = max([largest] + refs + preds)
     largest = largest or 1.0
     ax.plot([0, largest], [0, largest], "k--", linewidth=1, label="identity")
     ax.set_xlabel("reference volume (mL)")
     ax.set_ylabel("predicted volume (mL)")
-    return _finish(fig, ax, f"Volume agreement, label {label}", path)
+    return save_figure(fig, ax, f"Volume agreement, label {label}", path)
 
 
 def _reference_index(runs: list[Run], reference: str | int | None) -> int:
@@ -558,7 +493,7 @@ def compare_runs(
     fp_rate: float = 1.0,
 ) -> tuple[list[Path], list[str]]:
     """Write compare.md, compare.csv and the two figures (and, when the runs have a detection analysis,
-    froc.png and compare_detection.csv); returns (files written, warnings)."""
+    froc.png and compare_froc.csv); returns (files written, warnings)."""
     if names is not None and len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs")
     if names is not None and len(set(names)) != len(names):
@@ -574,11 +509,9 @@ def compare_runs(
     for run in evaluated:
         if label not in run.means:
             raise ValueError(f"label {label} not in {run.folder} (has {', '.join(run.means) or 'none'})")
-    detections = [load_detection(run.folder) for run in runs]
+    detections = [load_froc(run.folder) for run in runs]
     differences = (
-        settings_differences(runs)
-        + reference_differences(runs)
-        + detection_settings_differences(runs, detections, label)
+        settings_differences(runs) + reference_differences(runs) + froc_settings_differences(runs, detections, label)
     )
     if differences and not allow_different_settings:
         raise ValueError(
@@ -606,15 +539,15 @@ def compare_runs(
             + ", ".join(f"{name}: {len(s)}" for name, s in case_sets.items())
             + f"); {len(common)} are common to all, and the paired statistics use the cases each pair shares"
         )
-    with_detection = [k for k, d in enumerate(detections) if d is not None]
-    for k in with_detection:
+    with_froc = [k for k, d in enumerate(detections) if d is not None]
+    for k in with_froc:
         failed = detections[k][0].get(label, {}).get("n_failed", 0)
         if failed:
             notes.append(
                 f"{runs[k].name}'s detection analysis lacks {failed} case(s) (listed in its detection.json): its "
                 "curve is over the others"
             )
-    if with_detection:
+    if with_froc:
         notes += [
             f"{run.name} has no detection analysis (no detection.json in {run.folder}; cv-summary writes it when "
             "the folds were validated with nnUNetv2_train --npz): it is missing from the FROC comparison"
@@ -631,13 +564,13 @@ def compare_runs(
             f"version): {DETECTION_BY_VOLUME} is not drawn",
             file=sys.stderr,
         )
-    detection_targets = [output / "froc.png", output / "compare_detection.csv"] if with_detection else []
+    detection_targets = [output / "froc.png", output / "compare_froc.csv"] if with_froc else []
     names = [t.name for t in targets + detection_targets] + [DETECTION_BY_VOLUME]
     io.prepare_output_dir(output, names, overwrite)
     rows = comparison_table(runs, label, reference_index, bootstrap_resamples, seed)
-    sections, written_detection = [], []
-    if with_detection:
-        section, written_detection = compare_detection(
+    sections, written_froc = [], []
+    if with_froc:
+        section, written_froc = compare_froc(
             runs, detections, label, reference_index, output, fp_rate, bootstrap_resamples, seed
         )
         sections.append(section)
@@ -649,7 +582,7 @@ def compare_runs(
         csv_path,
         plot_detection_by_size(runs, label, targets[2]),
         plot_volume_agreement(runs, label, targets[3]),
-        *written_detection,
+        *written_froc,
     ]
     if not without_table:
         small = (runs[0].settings or {}).get("small_lesion_ml")
@@ -658,7 +591,7 @@ def compare_runs(
 
 
 # --------------------------------------------------------------------------- detection (FROC)
-def detection_settings_differences(runs: list[Run], detections: list, label: str) -> list[str]:
+def froc_settings_differences(runs: list[Run], detections: list, label: str) -> list[str]:
     """Differences between the detection settings of the runs that have a detection analysis of ``label``."""
     recorded = [
         (run.name, detection[0][label]["settings"])
@@ -678,7 +611,7 @@ def detection_settings_differences(runs: list[Run], detections: list, label: str
     return differences
 
 
-def compare_detection(
+def compare_froc(
     runs: list[Run],
     detections: list,
     label: str,
@@ -710,7 +643,9 @@ def compare_detection(
     rates = list(first["sensitivity_at_fp"])
 
     def cell(entry, name, interval):
-        return _ci_text(entry.get(name) if name in ("ap", "cpm") else entry["sensitivity_at_fp"].get(name), interval)
+        return format_with_interval(
+            entry.get(name) if name in ("ap", "cpm") else entry["sensitivity_at_fp"].get(name), interval, digits=4
+        )
 
     lines += [
         "Pooled over each run's cases; [95 % CI]: case bootstrap of the run's detection analysis. "
@@ -749,8 +684,8 @@ def compare_detection(
     ]
     if reference not in entries:
         lines += ["", f"No paired differences: the reference run {runs[reference].name} has no detection analysis.", ""]
-        io.write_csv(output / "compare_detection.csv", header, [row + [""] * 9 for row in table])
-        return "\n".join(lines), written + [output / "compare_detection.csv"]
+        io.write_csv(output / "compare_froc.csv", header, [row + [""] * 9 for row in table])
+        return "\n".join(lines), written + [output / "compare_froc.csv"]
     cases = {k: cases_of(detections[k][1], label) for k in entries}
     per_case = {k: per_case_sensitivity(cases[k], fp_rate) for k in entries}
     others = [k for k in entries if k != reference]
@@ -774,14 +709,14 @@ def compare_detection(
     ]
     for k in others:
         d, p = pooled[k], paired[k]
-        pooled_text = "–" if d["difference"] is None else _ci_text(d["difference"], _interval(d))
+        pooled_text = "–" if d["difference"] is None else format_with_interval(d["difference"], _interval(d), digits=4)
         case_text = (
             "– (n = 0)"
             if not p["n"]
-            else f"{_ci_text(p['mean_difference'], _interval(p))}, p = {_p_text(p['p_holm'])} (n = {p['n']})"
+            else f"{format_with_interval(p['mean_difference'], _interval(p), digits=4)}, p = {format_p_value(p['p_holm'])} (n = {p['n']})"
         )
-        lines.append(f"| {runs[k].name} | {format_value(per_case[k][1])} | {pooled_text} | {case_text} |")
-    lines.append(f"\n{base}'s threshold for {rate} FP/case: {format_value(per_case[reference][1])}.")
+        lines.append(f"| {runs[k].name} | {format_number(per_case[k][1])} | {pooled_text} | {case_text} |")
+    lines.append(f"\n{base}'s threshold for {rate} FP/case: {format_number(per_case[reference][1])}.")
     for row, (k, _) in zip(table, entries.items()):
         if k in pooled:
             d, p = pooled[k], paired[k]
@@ -789,14 +724,9 @@ def compare_detection(
             row += [p["ci_high"], p["p_wilcoxon"], p["p_holm"]]
         else:
             row += [""] * 9
-    io.write_csv(output / "compare_detection.csv", header, [["" if v is None else v for v in r] for r in table])
-    return "\n".join(lines), written + [output / "compare_detection.csv"]
+    io.write_csv(output / "compare_froc.csv", header, [["" if v is None else v for v in r] for r in table])
+    return "\n".join(lines), written + [output / "compare_froc.csv"]
 
 
 def _interval(statistics: dict) -> list[float] | None:
     return None if statistics.get("ci_low") is None else [statistics["ci_low"], statistics["ci_high"]]
-
-
-def _ci_text(value, interval) -> str:
-    text = format_value(value)
-    return text if not interval else f"{text} [{format_value(interval[0])}, {format_value(interval[1])}]"

@@ -39,10 +39,10 @@ from nnunet_lesionloss.evaluation.evaluate import (
     CaseResult,
     aggregate,
     cases_table,
-    format_value,
     headline_metrics,
     write_csv,
 )
+from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_lesion_tables
 from nnunet_lesionloss.evaluation.runner import evaluate_folders, resolve_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
@@ -391,11 +391,11 @@ def cv_summary(
     num_processes: int = 1,
     overwrite: bool = False,
     progress: bool = True,
-    detection=None,
+    froc=None,
 ) -> dict:
     """Evaluate (or reuse) every fold, summarise, write ``cases.csv``, ``cv_summary.md``, ``cv_summary.json``.
 
-    ``detection``: the DetectionSettings of the detection analysis of the folds' ``.npz`` probabilities
+    ``froc``: the FrocSettings of the FROC analysis of the folds' ``.npz`` probabilities
     (None: the defaults; False: none); its files go into the output folder before ``cv_summary.json``.
 
     Without ``overwrite``, an existing complete fold evaluation of the same files and settings in
@@ -433,10 +433,10 @@ def cv_summary(
     for fold in todo:
         evaluations[fold] = evaluate_fold(plan, fold, settings, preset, num_processes, progress)
     result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
-    if detection is not False:
-        from nnunet_lesionloss.evaluation.detection import cv_detection_section
+    if froc is not False:
+        from nnunet_lesionloss.evaluation.detection import cv_froc_section
 
-        result["detection"] = cv_detection_section(plan, label_spec, settings, detection, num_processes, progress)
+        result["froc"] = cv_froc_section(plan, label_spec, settings, froc, num_processes, progress)
     write_cv_outputs(plan, result, [evaluations[f] for f in plan.folds], settings)
     return result
 
@@ -596,9 +596,9 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
             std = result["std_of_fold_means"][label].get(metric)
             lines.append(
                 f"| {metric} | "
-                + " | ".join(format_value(v) for v in fold_values)
-                + f" | {format_value(means[metric])}"
-                + ("" if std is None else f" ± {format_value(std)}")
+                + " | ".join(format_number(v) for v in fold_values)
+                + f" | {format_number(means[metric])}"
+                + ("" if std is None else f" ± {format_number(std)}")
                 + " |"
             )
         lines.append("")
@@ -608,10 +608,10 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
             f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
         ]
         lines.append("")
-    if result.get("detection"):
-        from nnunet_lesionloss.evaluation.detection import cv_markdown_lines
+    if result.get("froc"):
+        from nnunet_lesionloss.evaluation.detection import froc_cv_markdown_lines
 
-        lines += cv_markdown_lines(result["detection"])
+        lines += froc_cv_markdown_lines(result["froc"])
     if result["not_evaluated"]:
         lines += [
             f"{len(result['not_evaluated'])} reference(s) were not evaluated: no evaluated fold predicted them and no "

@@ -36,11 +36,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import multiprocessing
-import os
 import re
 import sys
-import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,18 +46,16 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, check_connectivity, label_components
+from nnunet_lesionloss.components import check_connectivity, check_connectivity_value, label_components
 from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.formatting import format_number, format_with_interval
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.evaluation.metrics import (
-    MM3_PER_ML,
-    OverlapTable,
-    foreground_crop,
-    remove_small_components,
-    size_bin_labels,
-)
+from nnunet_lesionloss.evaluation.matching import OverlapTable
+from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, foreground_crop, remove_small_components, size_bin_labels
+from nnunet_lesionloss.evaluation.parallel import run_parallel, unexpected_error_reason
+from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
 from nnunet_lesionloss.evaluation.probabilities import ProbabilityChannels, read_case_probabilities
-from nnunet_lesionloss.evaluation.settings import NAMED_CONNECTIVITY
+from nnunet_lesionloss.evaluation.statistics import case_resample_counts, percentile_interval
 
 #: LUNA16's FP rates (Setio et al. 2017): the CPM is the mean sensitivity at these false positives per case
 DEFAULT_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -72,13 +67,13 @@ DYNAMIC_STOP_PROBABILITY = 0.01
 MATCHINGS = ("iou", "dsc", "any")
 CANDIDATE_METHODS = ("static", "dynamic")
 #: written last: its presence means the other detection files are complete
-DETECTION_MARKER = "detection.json"
-DETECTION_FILES = ("detection_cases.json", "detection_cases.csv", "detection.md", DETECTION_MARKER)
+FROC_MARKER = "froc.json"
+FROC_FILES = ("froc_cases.json", "froc_cases.csv", "froc.md", FROC_MARKER)
 
 
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class DetectionSettings:
+class FrocSettings:
     """How candidates are extracted and matched, and what is reported (docs/metrics.md, "Detection")."""
 
     candidates: str = "static"  # static | dynamic
@@ -103,10 +98,7 @@ class DetectionSettings:
     def __post_init__(self):
         if self.candidates not in CANDIDATE_METHODS:
             raise ValueError(f"candidates must be one of {', '.join(CANDIDATE_METHODS)}, got {self.candidates!r}")
-        if self.connectivity not in (*NAMED_CONNECTIVITY, *ANY_CONNECTIVITY) or isinstance(self.connectivity, bool):
-            raise ValueError(
-                f"connectivity must be 'full', 'face' or one of {ANY_CONNECTIVITY}, got {self.connectivity!r}"
-            )
+        check_connectivity_value(self.connectivity)
         if self.matching not in MATCHINGS:
             raise ValueError(f"matching must be one of {', '.join(MATCHINGS)}, got {self.matching!r}")
         if not 0 < self.threshold <= 1:
@@ -126,7 +118,7 @@ class DetectionSettings:
         if list(self.size_bins_ml) != sorted(self.size_bins_ml) or any(e <= 0 for e in self.size_bins_ml):
             raise ValueError(f"size bins must be increasing positive volumes in mL, got {self.size_bins_ml}")
 
-    def replace(self, **changes) -> DetectionSettings:
+    def replace(self, **changes) -> FrocSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -270,7 +262,7 @@ def detection_map_candidates(detection_map: np.ndarray, connectivity: int | str 
     return Candidates(labels, highest.astype(np.float64))
 
 
-def extract_candidates(probability: np.ndarray, settings: DetectionSettings) -> Candidates:
+def extract_candidates(probability: np.ndarray, settings: FrocSettings) -> Candidates:
     if settings.candidates == "static":
         return static_candidates(probability, settings.threshold, settings.connectivity, settings.min_candidate_voxels)
     return dynamic_candidates(
@@ -282,7 +274,7 @@ def extract_candidates(probability: np.ndarray, settings: DetectionSettings) -> 
     )
 
 
-def lowest_candidate_probability(settings: DetectionSettings) -> float:
+def lowest_candidate_probability(settings: FrocSettings) -> float:
     """No voxel below this probability can belong to a candidate (the crop of a case relies on it)."""
     if settings.candidates == "static":
         return settings.threshold
@@ -292,7 +284,7 @@ def lowest_candidate_probability(settings: DetectionSettings) -> float:
 
 # --------------------------------------------------------------------------- one case
 @dataclass
-class CaseDetection:
+class FrocCase:
     """One case and label: what its reference lesions and candidates contribute to the curves."""
 
     case: str
@@ -325,7 +317,7 @@ class CaseDetection:
         }
 
     @classmethod
-    def from_json(cls, case: str, data: dict) -> CaseDetection:
+    def from_json(cls, case: str, data: dict) -> FrocCase:
         return cls(
             case=case,
             lesion_confidence=np.asarray(data["lesion_confidence"], dtype=np.float64),
@@ -384,10 +376,10 @@ def match_candidates(
 def detect_in_case(
     reference_mask: np.ndarray,
     candidates: Candidates,
-    settings: DetectionSettings,
+    settings: FrocSettings,
     case: str = "",
     voxel_volume_mm3: float = 1.0,
-) -> CaseDetection:
+) -> FrocCase:
     """Label the reference lesions, build the overlap table with the candidates and match them."""
     reference_labels, n_ref = label_components(reference_mask, settings.connectivity, return_count=True)
     table = OverlapTable.build(reference_labels, n_ref, candidates.labels, candidates.n)
@@ -398,7 +390,7 @@ def detect_in_case(
         settings.min_overlap,
         settings.allow_unmatched_candidates_with_minimal_overlap,
     )
-    return CaseDetection(
+    return FrocCase(
         case=case,
         lesion_confidence=lesion_confidence,
         lesion_voxels=table.ref_sizes[1:].astype(np.int64),
@@ -411,10 +403,10 @@ def detect_in_case(
 def detect_from_probability(
     probability: np.ndarray,
     reference_mask: np.ndarray,
-    settings: DetectionSettings,
+    settings: FrocSettings,
     case: str = "",
     spacing: Sequence[float] | None = None,
-) -> CaseDetection:
+) -> FrocCase:
     """Candidates from one probability map and their matching with the reference's lesions.
 
     Both arrays are cropped first to the reference and the voxels that can belong to a candidate
@@ -474,11 +466,11 @@ class Froc:
 
 
 @dataclass
-class DetectionPool:
+class FrocPool:
     """The lesions and false positives of a set of cases, grouped by distinct confidence, so that every
     statistic (and every bootstrap resample, as case weights) is a few cumulative sums."""
 
-    cases: list[CaseDetection]
+    cases: list[FrocCase]
     thresholds: np.ndarray = field(init=False)  # distinct positive confidences, descending
     lesion_case: np.ndarray = field(init=False)
     lesion_group: np.ndarray = field(init=False)  # index into thresholds; len(thresholds) for a missed lesion
@@ -562,15 +554,6 @@ def operating_threshold(tp: np.ndarray, fp: np.ndarray, thresholds: np.ndarray, 
     return None if index < 0 else float(thresholds[index])
 
 
-def _percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return None
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return [float(low), float(high)]
-
-
 def froc_grid(max_fp_per_case: float, rates: Sequence[float]) -> np.ndarray:
     """FP rates at which the bootstrap band of the FROC curve is evaluated (log-spaced, the rates included)."""
     top = max(max(rates), max_fp_per_case if math.isfinite(max_fp_per_case) else 0.0)
@@ -578,15 +561,7 @@ def froc_grid(max_fp_per_case: float, rates: Sequence[float]) -> np.ndarray:
     return np.unique(np.concatenate([grid, np.asarray(rates, dtype=np.float64)]))
 
 
-def bootstrap_weights(n_cases: int, resamples: int, seed: int):
-    """For each resample of a case bootstrap (cases drawn with replacement, seeded), how often each case
-    was drawn (an array of n_cases), one resample at a time."""
-    rng = np.random.default_rng(seed)
-    for _ in range(resamples):
-        yield np.bincount(rng.integers(0, n_cases, size=n_cases), minlength=n_cases).astype(np.float64)
-
-
-def bootstrap_statistics(pool: DetectionPool, settings: DetectionSettings, grid: np.ndarray) -> dict:
+def bootstrap_statistics(pool: FrocPool, settings: FrocSettings, grid: np.ndarray) -> dict:
     """Case-bootstrap resamples of AP, CPM, the sensitivity at each FP rate and on ``grid``."""
     resamples = settings.bootstrap_resamples
     n = pool.n_cases
@@ -594,7 +569,7 @@ def bootstrap_statistics(pool: DetectionPool, settings: DetectionSettings, grid:
     at_rates = np.full((resamples, len(settings.fp_rates)), np.nan)
     on_grid = np.full((resamples, len(grid)), np.nan)
     if resamples and n:
-        for b, weights in enumerate(bootstrap_weights(n, resamples, settings.seed)):
+        for b, weights in enumerate(case_resample_counts(n, resamples, settings.seed)):
             tp, fp, n_lesions = pool.counts(weights)
             ap[b] = average_precision(tp, fp, n_lesions)
             at_rates[b] = sensitivity_at_rates(tp, fp, n_lesions, n, settings.fp_rates)
@@ -602,7 +577,7 @@ def bootstrap_statistics(pool: DetectionPool, settings: DetectionSettings, grid:
     return {"ap": ap, "sensitivity_at_fp": at_rates, "cpm": at_rates.mean(axis=1), "grid": on_grid}
 
 
-def case_sensitivity_at(case: CaseDetection, threshold: float | None) -> tuple[float | None, int]:
+def case_sensitivity_at(case: FrocCase, threshold: float | None) -> tuple[float | None, int]:
     """(sensitivity of the case's lesions, its false positives) at a global threshold (None: nothing detected)."""
     if threshold is None:
         hits, false_positives = 0, 0
@@ -612,9 +587,9 @@ def case_sensitivity_at(case: CaseDetection, threshold: float | None) -> tuple[f
     return (hits / case.n_lesions if case.n_lesions else None), false_positives
 
 
-def summarise(cases: list[CaseDetection], settings: DetectionSettings) -> tuple[dict, Froc]:
+def summarise(cases: list[FrocCase], settings: FrocSettings) -> tuple[dict, Froc]:
     """What detection.json holds for one label (without its name, failures and settings), and the curve."""
-    pool = DetectionPool(cases)
+    pool = FrocPool(cases)
     tp, fp, n_lesions = pool.counts()
     n = pool.n_cases
     curve = pool.froc()
@@ -642,7 +617,7 @@ def summarise(cases: list[CaseDetection], settings: DetectionSettings) -> tuple[
     mean_fp_at_threshold = None
     if threshold is not None and n:
         mean_fp_at_threshold = float(fp[np.searchsorted(-pool.thresholds, -threshold)] / n)
-    band = [_percentile_interval(boot["grid"][:, k]) for k in range(len(grid))]
+    band = [percentile_interval(boot["grid"][:, k]) for k in range(len(grid))]
     return {
         "ap": ap,
         "cpm": float(np.mean(at_rates)) if n_lesions else None,
@@ -666,10 +641,10 @@ def summarise(cases: list[CaseDetection], settings: DetectionSettings) -> tuple[
             "level": 0.95,
             "resamples": settings.bootstrap_resamples,
             "seed": settings.seed,
-            "ap": _percentile_interval(boot["ap"]),
-            "cpm": _percentile_interval(boot["cpm"]),
+            "ap": percentile_interval(boot["ap"]),
+            "cpm": percentile_interval(boot["cpm"]),
             "sensitivity_at_fp": {
-                rate_key(r): _percentile_interval(boot["sensitivity_at_fp"][:, k])
+                rate_key(r): percentile_interval(boot["sensitivity_at_fp"][:, k])
                 for k, r in enumerate(settings.fp_rates)
             },
         },
@@ -683,7 +658,7 @@ def summarise(cases: list[CaseDetection], settings: DetectionSettings) -> tuple[
 
 # --------------------------------------------------------------------------- files and folders
 @dataclass
-class DetectionJob:
+class FrocJob:
     """One case: its reference, its ``.npz`` (None when missing) and the fold it was validated in."""
 
     case: str
@@ -694,17 +669,17 @@ class DetectionJob:
 
 
 @dataclass
-class DetectionInputs:
+class FrocInputs:
     """What every case needs besides its files: the labels or regions, the channels and the settings."""
 
     groups: dict[str, tuple[int, ...]]
     names: dict[str, str]
     channels: ProbabilityChannels
-    settings: DetectionSettings
+    settings: FrocSettings
     ignore_label: int | None = None
 
 
-def detect_case_files(job: DetectionJob, inputs: DetectionInputs) -> tuple[dict[str, CaseDetection] | None, str | None]:
+def detect_case_files(job: FrocJob, inputs: FrocInputs) -> tuple[dict[str, FrocCase] | None, str | None]:
     """Per label or region, the case's detection; or (None, the reason it could not be analysed)."""
     try:
         if job.reference is None or job.probabilities is None:
@@ -729,32 +704,13 @@ def detect_case_files(job: DetectionJob, inputs: DetectionInputs) -> tuple[dict[
     except CaseError as error:
         return None, str(error)
     except Exception as error:  # keep the other cases going, but say where it broke
-        return None, f"{type(error).__name__}: {error} ({traceback.extract_tb(error.__traceback__)[-1].name})"
+        return None, unexpected_error_reason(error)
 
 
-def _detect_star(arguments):
-    return detect_case_files(*arguments)
-
-
-def run_jobs(jobs: list[DetectionJob], inputs: DetectionInputs, num_processes: int = 1, progress: bool = True):
+def run_jobs(jobs: list[FrocJob], inputs: FrocInputs, num_processes: int = 1, progress: bool = True):
     """[(job, detections or None, error or None)] in the order of ``jobs``; in parallel with ``num_processes``."""
-    from tqdm import tqdm
-
     arguments = [(job, inputs) for job in jobs]
-    if num_processes <= 1 or len(jobs) <= 1:
-        results = [detect_case_files(*a) for a in tqdm(arguments, desc="detection", disable=not progress, unit="case")]
-    else:
-        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with context.Pool(min(num_processes, len(jobs))) as pool:
-            results = list(
-                tqdm(
-                    pool.imap(_detect_star, arguments),
-                    total=len(jobs),
-                    desc="detection",
-                    disable=not progress,
-                    unit="case",
-                )
-            )
+    results = run_parallel(detect_case_files, arguments, num_processes, progress, desc="FROC analysis")
     return [(job, detections, error) for job, (detections, error) in zip(jobs, results)]
 
 
@@ -766,10 +722,10 @@ def label_slug(key: str) -> str:
 def output_names(keys: Sequence[str]) -> list[str]:
     """Every file the detection analysis writes for these labels, detection.json last."""
     per_label = [f"froc_{label_slug(k)}.{ending}" for k in keys for ending in ("csv", "png")]
-    return [*per_label, *DETECTION_FILES]
+    return [*per_label, *FROC_FILES]
 
 
-def analyse(results, inputs: DetectionInputs, per_fold: bool = False) -> dict:
+def analyse(results, inputs: FrocInputs, per_fold: bool = False) -> dict:
     """detection.json's content: per label key, the summary, its failed cases and the settings."""
     failures = [
         {"case": job.case, "fold": job.fold, "reason": error} for job, detections, error in results if error is not None
@@ -797,14 +753,14 @@ def analyse(results, inputs: DetectionInputs, per_fold: bool = False) -> dict:
     return out
 
 
-def write_detection_outputs(output_dir: Path, results, inputs: DetectionInputs, per_fold: bool = False) -> dict:
+def write_froc_outputs(output_dir: Path, results, inputs: FrocInputs, per_fold: bool = False) -> dict:
     """FROC CSV + PNG per label, detection_cases.json / .csv, detection.md, then detection.json."""
     output_dir = Path(output_dir)
-    (output_dir / DETECTION_MARKER).unlink(missing_ok=True)
+    (output_dir / FROC_MARKER).unlink(missing_ok=True)
     analysis = analyse(results, inputs, per_fold)
     evaluated = [(job, detections) for job, detections, error in results if error is None]
     for key, entry in analysis.items():
-        curve = DetectionPool([d[key] for _, d in evaluated]).froc()
+        curve = FrocPool([d[key] for _, d in evaluated]).froc()
         rows = [list(point) for point in curve.finite_points()]
         io.write_csv(
             output_dir / entry["files"]["froc_csv"],
@@ -818,15 +774,15 @@ def write_detection_outputs(output_dir: Path, results, inputs: DetectionInputs, 
         ],
         "labels": {key: {job.case: d[key].to_json() for job, d in evaluated} for key in inputs.groups},
     }
-    io.write_json(output_dir / "detection_cases.json", raw, overwrite=True)
+    io.write_json(output_dir / "froc_cases.json", raw, overwrite=True)
     header, rows = case_rows(results, inputs)
-    io.write_csv(output_dir / "detection_cases.csv", header, rows)
-    io.write_text(output_dir / "detection.md", detection_markdown(analysis))
-    io.write_json(output_dir / DETECTION_MARKER, analysis, overwrite=True)
+    io.write_csv(output_dir / "froc_cases.csv", header, rows)
+    io.write_text(output_dir / "froc.md", froc_markdown(analysis))
+    io.write_json(output_dir / FROC_MARKER, analysis, overwrite=True)
     return analysis
 
 
-def case_rows(results, inputs: DetectionInputs) -> tuple[list[str], list[list]]:
+def case_rows(results, inputs: FrocInputs) -> tuple[list[str], list[list]]:
     """One row per case and label: counts, and the case's sensitivity and false positives at the label's
     operating threshold (the lowest with <= ``size_fp_rate`` FP per case over all cases)."""
     rate = rate_key(inputs.settings.size_fp_rate)
@@ -844,7 +800,7 @@ def case_rows(results, inputs: DetectionInputs) -> tuple[list[str], list[list]]:
     rows = []
     evaluated = [d for _, d, error in results if error is None]
     for key in inputs.groups:
-        pool = DetectionPool([d[key] for d in evaluated])
+        pool = FrocPool([d[key] for d in evaluated])
         tp, fp, _ = pool.counts()
         threshold = (
             operating_threshold(tp, fp, pool.thresholds, pool.n_cases, inputs.settings.size_fp_rate)
@@ -874,16 +830,7 @@ def case_rows(results, inputs: DetectionInputs) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def _number(value, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
-
-
-def _with_ci(value, interval) -> str:
-    text = _number(value)
-    return text if not interval else f"{text} [{_number(interval[0])}, {_number(interval[1])}]"
-
-
-def detection_markdown(analysis: dict, heading: str = "#") -> str:
+def froc_markdown(analysis: dict, heading: str = "#") -> str:
     """A table per label: AP, CPM and the sensitivity at each FP rate with their bootstrap CIs, counts,
     the per-size-bin sensitivities and every failed case."""
     lines = [f"{heading} Detection (FROC)", ""]
@@ -906,23 +853,25 @@ def detection_markdown(analysis: dict, heading: str = "#") -> str:
             "",
             "| statistic | value [95 % CI] |",
             "|---|---|",
-            f"| AP | {_with_ci(entry['ap'], ci['ap'])} |",
+            f"| AP | {format_with_interval(entry['ap'], ci['ap'])} |",
             f"| CPM (mean sensitivity at {', '.join(entry['sensitivity_at_fp'])} FP/case) | "
-            f"{_with_ci(entry['cpm'], ci['cpm'])} |",
+            f"{format_with_interval(entry['cpm'], ci['cpm'])} |",
         ]
         for rate, value in entry["sensitivity_at_fp"].items():
-            lines.append(f"| sensitivity at {rate} FP/case | {_with_ci(value, ci['sensitivity_at_fp'][rate])} |")
+            lines.append(
+                f"| sensitivity at {rate} FP/case | {format_with_interval(value, ci['sensitivity_at_fp'][rate])} |"
+            )
         point = entry["operating_point"]
         lines += [
             "",
-            f"At {point['fp_per_case']:g} FP/case (threshold {_number(point['threshold'], 4)}, "
-            f"{_number(point['mean_fp_per_case'], 2)} FP/case), sensitivity by reference lesion volume:",
+            f"At {point['fp_per_case']:g} FP/case (threshold {format_number(point['threshold'], 4)}, "
+            f"{format_number(point['mean_fp_per_case'], 2)} FP/case), sensitivity by reference lesion volume:",
             "",
             "| lesion volume | lesions | sensitivity |",
             "|---|---|---|",
         ]
         lines += [
-            f"| {name} | {b['n_lesions']} | {_number(b['sensitivity'])} |"
+            f"| {name} | {b['n_lesions']} | {format_number(b['sensitivity'])} |"
             for name, b in entry["sensitivity_by_size"].items()
         ]
         lines.append("")
@@ -944,9 +893,8 @@ def detection_markdown(analysis: dict, heading: str = "#") -> str:
 def plot_froc(curves: list[tuple[str, dict]], path: Path, title: str) -> Path:
     """FROC curves (log FP axis, 1/8 to 8 FP per case as LUNA16 and PI-CAI plot them) with their
     bootstrap bands, from detection.json entries."""
-    from nnunet_lesionloss.evaluation.compare import _finish, _pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     largest = 8.0
     for k, (name, entry) in enumerate(curves):
@@ -962,7 +910,7 @@ def plot_froc(curves: list[tuple[str, dict]], path: Path, title: str) -> Path:
                 sensitivity + [sensitivity[-1]],
                 where="post",
                 color=color,
-                label=f"{name} (AP {_number(entry.get('ap'))}, CPM {_number(entry.get('cpm'))})",
+                label=f"{name} (AP {format_number(entry.get('ap'))}, CPM {format_number(entry.get('cpm'))})",
             )
         band = entry.get("froc_band") or {}
         low, high = band.get("low") or [], band.get("high") or []
@@ -978,14 +926,14 @@ def plot_froc(curves: list[tuple[str, dict]], path: Path, title: str) -> Path:
     ax.set_xlabel("false positives per case")
     ax.set_ylabel("lesion sensitivity")
     ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, ax, title, Path(path))
+    return save_figure(fig, ax, title, Path(path))
 
 
-def detection_folders(
+def froc_folders(
     prob_dir,
     gt_dir,
     output_dir,
-    settings: DetectionSettings | None = None,
+    settings: FrocSettings | None = None,
     dataset_json: str | None = None,
     labels: Sequence[int] | None = None,
     file_ending: str | None = None,
@@ -1002,7 +950,7 @@ def detection_folders(
     from nnunet_lesionloss.evaluation.runner import resolve_labels
     from nnunet_lesionloss.evaluation.settings import get_preset
 
-    settings = settings or DetectionSettings()
+    settings = settings or FrocSettings()
     prob_dir, gt_dir = Path(prob_dir), Path(gt_dir)
     for folder, what in ((prob_dir, "probability"), (gt_dir, "reference")):
         if not folder.is_dir():
@@ -1026,10 +974,10 @@ def detection_folders(
             f"no .npz probability files in {prob_dir} (nnUNetv2_predict --save_probabilities, nnUNetv2_train --npz)"
         )
     jobs = [
-        DetectionJob(case, path, available.get(case), missing_reason=f"no probabilities {case}.npz in {prob_dir}")
+        FrocJob(case, path, available.get(case), missing_reason=f"no probabilities {case}.npz in {prob_dir}")
         for case, path in references.items()
     ]
-    inputs = DetectionInputs(
+    inputs = FrocInputs(
         groups=dict(spec.groups),
         names=dict(spec.names),
         channels=ProbabilityChannels.from_dataset_json(dataset, dataset_json),
@@ -1037,9 +985,9 @@ def detection_folders(
         ignore_label=spec.ignore_label,
     )
     inputs.channels.check_groups(inputs.groups)
-    io.prepare_output_dir(output_dir, output_names(list(inputs.groups)), overwrite, marker=DETECTION_MARKER)
+    io.prepare_output_dir(output_dir, output_names(list(inputs.groups)), overwrite, marker=FROC_MARKER)
     results = run_jobs(jobs, inputs, num_processes, progress)
-    analysis = write_detection_outputs(Path(output_dir), results, inputs)
+    analysis = write_froc_outputs(Path(output_dir), results, inputs)
     ignored = sorted(set(available) - set(references))
     if ignored and progress:
         print(
@@ -1049,7 +997,7 @@ def detection_folders(
     return analysis
 
 
-def cv_detection(plan, label_spec, settings: DetectionSettings, num_processes: int = 1, progress: bool = True) -> dict:
+def cv_froc(plan, label_spec, settings: FrocSettings, num_processes: int = 1, progress: bool = True) -> dict:
     """The detection analysis of a cross-validation (``cv-summary``): every validation case of every fold,
     pooled, from the ``.npz`` files nnU-Net's final validation writes with ``--npz``.
 
@@ -1076,14 +1024,14 @@ def cv_detection(plan, label_spec, settings: DetectionSettings, num_processes: i
                 reason = f"no probabilities {case}.npz in {folders[fold]}" + (
                     "" if available[fold] else " (this fold was validated without --npz)"
                 )
-            jobs.append(DetectionJob(case, plan.references.get(case), available[fold].get(case), fold, reason))
+            jobs.append(FrocJob(case, plan.references.get(case), available[fold].get(case), fold, reason))
     if not plan.folds_given:  # as the evaluation: with --folds, the other folds' cases are not expected
         for case in plan.unassigned:
-            jobs.append(DetectionJob(case, plan.references[case], None, None, "no evaluated fold validated this case"))
+            jobs.append(FrocJob(case, plan.references[case], None, None, "no evaluated fold validated this case"))
     groups = label_spec.groups
     if groups is None:
         groups = {io.label_key(v): v for v in io.labels_from_dataset_json(dataset).values()}
-    inputs = DetectionInputs(
+    inputs = FrocInputs(
         groups=dict(groups),
         names=dict(label_spec.names),
         channels=ProbabilityChannels.from_dataset_json(dataset, plan.dataset_json),
@@ -1093,7 +1041,7 @@ def cv_detection(plan, label_spec, settings: DetectionSettings, num_processes: i
     inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(plan.output_dir, output_names(list(inputs.groups)), True)
     results = run_jobs(jobs, inputs, num_processes, progress)
-    return write_detection_outputs(plan.output_dir, results, inputs, per_fold=True)
+    return write_froc_outputs(plan.output_dir, results, inputs, per_fold=True)
 
 
 def headline(analysis: dict) -> dict:
@@ -1115,30 +1063,30 @@ def headline(analysis: dict) -> dict:
     return {key: {name: entry[name] for name in keep} for key, entry in analysis.items()}
 
 
-def load_detection(folder: Path) -> tuple[dict, dict] | None:
+def load_froc(folder: Path) -> tuple[dict, dict] | None:
     """(detection.json, detection_cases.json) of a run folder, or None when it has no detection analysis."""
     folder = Path(folder)
-    if not (folder / DETECTION_MARKER).is_file() or not (folder / "detection_cases.json").is_file():
+    if not (folder / FROC_MARKER).is_file() or not (folder / "froc_cases.json").is_file():
         return None
-    with open(folder / DETECTION_MARKER) as handle:
+    with open(folder / FROC_MARKER) as handle:
         analysis = json.load(handle)
-    with open(folder / "detection_cases.json") as handle:
+    with open(folder / "froc_cases.json") as handle:
         raw = json.load(handle)
     return analysis, raw
 
 
-def cv_detection_section(
+def cv_froc_section(
     plan,
     label_spec,
     evaluation_settings,
-    detection_settings: DetectionSettings | None = None,
+    detection_settings: FrocSettings | None = None,
     num_processes: int = 1,
     progress: bool = True,
 ) -> dict:
-    """What ``cv-summary`` records under ``detection``: the headline of :func:`cv_detection` (the lesion
+    """What ``cv-summary`` records under ``detection``: the headline of :func:`cv_froc` (the lesion
     definition of the evaluation: its connectivity, size bins and minimum lesion size), ``{"skipped": reason}``
     or ``{"error": reason}``; the full analysis is in the output folder's detection.json."""
-    base = detection_settings or DetectionSettings()
+    base = detection_settings or FrocSettings()
     settings = base.replace(
         connectivity=evaluation_settings.connectivity,
         size_bins_ml=tuple(evaluation_settings.size_bins_ml),
@@ -1146,26 +1094,26 @@ def cv_detection_section(
         min_lesion_volume_mm3=evaluation_settings.min_lesion_volume_mm3,
     )
     try:
-        return headline(cv_detection(plan, label_spec, settings, num_processes, progress))
+        return headline(cv_froc(plan, label_spec, settings, num_processes, progress))
     except (OSError, ValueError, CaseError) as error:
         return {"error": f"the detection analysis failed: {error}"}
 
 
-def detection_failures(section: dict | None) -> list[dict]:
+def froc_failures(section: dict | None) -> list[dict]:
     """The failed cases of a cv-summary detection section (the same for every label)."""
     if not section or "skipped" in section or "error" in section:
         return []
     return next(iter(section.values()), {}).get("failed_cases", [])
 
 
-def cv_markdown_lines(section: dict | None) -> list[str]:
+def froc_cv_markdown_lines(section: dict | None) -> list[str]:
     """The detection part of cv_summary.md."""
     if not section:
         return []
     lines = ["## Detection (FROC, pooled over the validation cases of all folds)", ""]
     if "skipped" in section or "error" in section:
         return lines + [f"Not analysed: {section.get('skipped') or section.get('error')}.", ""]
-    lines += ["Details, curves and per-case values: detection.json, froc_<label>.png, detection_cases.csv.", ""]
+    lines += ["Details, curves and per-case values: froc.json, froc_<label>.png, froc_cases.csv.", ""]
     for key, entry in section.items():
         ci = entry["ci"]
         rates = list(entry["sensitivity_at_fp"])
@@ -1175,8 +1123,8 @@ def cv_markdown_lines(section: dict | None) -> list[str]:
             "",
             "| AP | CPM | " + " | ".join(f"sens. at {r} FP/case" for r in rates) + " |",
             "|---|---|" + "---|" * len(rates),
-            f"| {_with_ci(entry['ap'], ci['ap'])} | {_with_ci(entry['cpm'], ci['cpm'])} | "
-            + " | ".join(_with_ci(entry["sensitivity_at_fp"][r], ci["sensitivity_at_fp"][r]) for r in rates)
+            f"| {format_with_interval(entry['ap'], ci['ap'])} | {format_with_interval(entry['cpm'], ci['cpm'])} | "
+            + " | ".join(format_with_interval(entry["sensitivity_at_fp"][r], ci["sensitivity_at_fp"][r]) for r in rates)
             + " |",
             "",
         ]
@@ -1185,15 +1133,15 @@ def cv_markdown_lines(section: dict | None) -> list[str]:
     return lines
 
 
-def cases_of(raw: dict, key: str) -> dict[str, CaseDetection]:
-    """Case -> CaseDetection of one label from a detection_cases.json."""
-    return {case: CaseDetection.from_json(case, data) for case, data in raw.get("labels", {}).get(key, {}).items()}
+def cases_of(raw: dict, key: str) -> dict[str, FrocCase]:
+    """Case -> FrocCase of one label from a detection_cases.json."""
+    return {case: FrocCase.from_json(case, data) for case, data in raw.get("labels", {}).get(key, {}).items()}
 
 
-def per_case_sensitivity(cases: dict[str, CaseDetection], rate: float) -> tuple[dict[str, float], float | None]:
+def per_case_sensitivity(cases: dict[str, FrocCase], rate: float) -> tuple[dict[str, float], float | None]:
     """Each case's sensitivity at the run's threshold for ``rate`` FP per case over all its cases (cases
     without reference lesions have none), and that threshold (None: no threshold gives so few)."""
-    pool = DetectionPool(list(cases.values()))
+    pool = FrocPool(list(cases.values()))
     tp, fp, _ = pool.counts()
     threshold = operating_threshold(tp, fp, pool.thresholds, pool.n_cases, rate) if pool.n_cases else None
     values = {}
@@ -1205,12 +1153,12 @@ def per_case_sensitivity(cases: dict[str, CaseDetection], rate: float) -> tuple[
 
 
 def paired_sensitivity_difference(
-    reference: dict[str, CaseDetection], other: dict[str, CaseDetection], rate: float, resamples: int, seed: int
+    reference: dict[str, FrocCase], other: dict[str, FrocCase], rate: float, resamples: int, seed: int
 ) -> dict:
     """Pooled sensitivity at ``rate`` FP per case of ``other`` − ``reference`` over the cases both analysed,
     with a paired case-bootstrap 95 % CI (the same resampled cases for both runs)."""
     common = sorted(set(reference) & set(other))
-    pools = [DetectionPool([runs[c] for c in common]) for runs in (reference, other)]
+    pools = [FrocPool([runs[c] for c in common]) for runs in (reference, other)]
     n = len(common)
 
     def difference(weights=None) -> float:
@@ -1223,8 +1171,8 @@ def paired_sensitivity_difference(
     if n == 0:
         return {"n": 0, "difference": None, "ci_low": None, "ci_high": None}
     point = difference()
-    samples = np.array([difference(w) for w in bootstrap_weights(n, resamples, seed)]) if resamples else np.zeros(0)
-    interval = _percentile_interval(samples)
+    samples = np.array([difference(w) for w in case_resample_counts(n, resamples, seed)]) if resamples else np.zeros(0)
+    interval = percentile_interval(samples)
     return {
         "n": n,
         "difference": None if not math.isfinite(point) else point,

@@ -10,9 +10,6 @@ reference and per predicted lesion, ``lesion_table``); ``summary.md``.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, lesion_rows, write_lesion_table
 from nnunet_lesionloss.evaluation.metrics import (
@@ -30,6 +28,7 @@ from nnunet_lesionloss.evaluation.metrics import (
     size_bin_labels,
     volume_weighted_dice,
 )
+from nnunet_lesionloss.evaluation.parallel import run_parallel, unexpected_error_reason
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 
@@ -221,12 +220,8 @@ def evaluate_case(
     except CaseError as error:
         result.error = str(error)
     except Exception as error:  # keep the other cases going, but say where it broke
-        result.error = f"{type(error).__name__}: {error} ({traceback.extract_tb(error.__traceback__)[-1].name})"
+        result.error = unexpected_error_reason(error)
     return result
-
-
-def _evaluate_case_star(arguments):
-    return evaluate_case(*arguments)
 
 
 def evaluate_pairs(
@@ -240,19 +235,10 @@ def evaluate_pairs(
     lesion_table: bool = False,
 ) -> list[CaseResult]:
     """Evaluate (case, reference, prediction) triples, in parallel when ``num_processes`` > 1."""
-    from tqdm import tqdm
-
     jobs = [
         (case, ref, pred, labels, settings, keep_lesions, check_panoptica, lesion_table) for case, ref, pred in pairs
     ]
-    if num_processes <= 1 or len(jobs) <= 1:
-        return [evaluate_case(*job) for job in tqdm(jobs, desc="cases", disable=not progress, unit="case")]
-    # fork keeps start-up cheap; each worker only reads files and returns plain dictionaries
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(min(num_processes, len(jobs))) as pool:
-        return list(
-            tqdm(pool.imap(_evaluate_case_star, jobs), total=len(jobs), desc="cases", disable=not progress, unit="case")
-        )
+    return run_parallel(evaluate_case, jobs, num_processes, progress)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -459,14 +445,6 @@ def write_cases_csv(path: Path, results: list[CaseResult]) -> None:
     write_csv(path, *cases_table(results))
 
 
-def format_value(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    return f"{value:.{digits}f}"
-
-
 def summary_markdown(summary: dict, settings: EvaluationSettings, title: str = "Lesion-wise evaluation") -> str:
     metrics = headline_metrics(settings)
     lines = [
@@ -482,13 +460,15 @@ def summary_markdown(summary: dict, settings: EvaluationSettings, title: str = "
         for metric in metrics:
             if metric in by_metric:
                 d = by_metric[metric]
-                std = "" if d["std"] is None else f" ± {format_value(d['std'])}"
-                lines.append(f"| {metric} | {format_value(d['mean'])}{std} | {format_value(d['median'])} | {d['n']} |")
+                std = "" if d["std"] is None else f" ± {format_number(d['std'])}"
+                lines.append(
+                    f"| {metric} | {format_number(d['mean'])}{std} | {format_number(d['median'])} | {d['n']} |"
+                )
         across = summary["across_cases"].get(key, {})
         lines += ["", "| across cases | value |", "|---|---|"]
         for metric, value in across.items():
             if not isinstance(value, dict) and not metric.startswith("pooled_bin"):
-                lines.append(f"| {metric} | {format_value(value)} |")
+                lines.append(f"| {metric} | {format_number(value)} |")
         lines += [""] + size_bin_markdown(by_metric, across, settings) + [""]
     if summary["errors"]:
         lines += (
@@ -512,11 +492,11 @@ def size_bin_markdown(by_metric: dict, across: dict, settings: EvaluationSetting
     for name in size_bin_labels(settings.size_bins_ml):
 
         def mean(metric: str, name: str = name) -> str:
-            return format_value(by_metric.get(f"bin{name}_{metric}", {}).get("mean"))
+            return format_number(by_metric.get(f"bin{name}_{metric}", {}).get("mean"))
 
         lines.append(
             f"| {name} | {across.get(f'pooled_bin{name}_n_ref_lesions', 0)} | "
-            f"{format_value(across.get(f'pooled_bin{name}_lesion_recall'))} | {mean('lesion_recall')} | "
+            f"{format_number(across.get(f'pooled_bin{name}_lesion_recall'))} | {mean('lesion_recall')} | "
             f"{mean('pq_dsc')} | {mean('sq_dsc')} | {mean('rq')} |"
         )
     by_case = across.get("by_case_reference_volume", {})
@@ -530,7 +510,9 @@ def size_bin_markdown(by_metric: dict, across: dict, settings: EvaluationSetting
             "|---|---|" + "---|" * len(columns),
         ]
         for name, entry in by_case.items():
-            lines.append(f"| {name} | {entry['n']} | " + " | ".join(format_value(entry.get(c)) for c in columns) + " |")
+            lines.append(
+                f"| {name} | {entry['n']} | " + " | ".join(format_number(entry.get(c)) for c in columns) + " |"
+            )
     return lines
 
 

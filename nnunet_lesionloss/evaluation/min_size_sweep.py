@@ -12,17 +12,16 @@ pooled lesion recall/precision/F1 and how many predicted components the removal 
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, aggregate, evaluate_arrays, format_value
+from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, aggregate, evaluate_arrays
+from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.parallel import run_parallel, unexpected_error_reason
+from nnunet_lesionloss.evaluation.plotting import pyplot
 from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY, remove_small_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
@@ -33,8 +32,6 @@ __all__ = [
     "sweep_case",
     "min_size_sweep",
     "write_sweep",
-    "add_sweep_arguments",
-    "run_sweep_command",
 ]
 
 #: minimum sizes (voxels) of the sweep: 0 and 1 keep everything (the reference point)
@@ -88,8 +85,7 @@ def sweep_case(
         results = [CaseResult(case, str(reference_file), str(prediction_file), error=str(error)) for _ in min_sizes]
         removed = [0] * len(min_sizes)
     except Exception as error:  # keep the other cases going, but say where it broke
-        where = traceback.extract_tb(error.__traceback__)[-1].name
-        message = f"{type(error).__name__}: {error} ({where})"
+        message = unexpected_error_reason(error)
         results = [CaseResult(case, str(reference_file), str(prediction_file), error=message) for _ in min_sizes]
         removed = [0] * len(min_sizes)
     return results, removed
@@ -103,10 +99,6 @@ def _component_count(labels: np.ndarray, connectivity: int | str) -> int:
         for value in np.unique(labels)
         if value != 0
     )
-
-
-def _sweep_case_star(arguments):
-    return sweep_case(*arguments)
 
 
 def min_size_sweep(
@@ -138,12 +130,7 @@ def min_size_sweep(
         file_ending = dataset.get("file_ending")
     plan = plan_pairs(gt_dir, pred_dir, file_ending, "brats" if preset.brats_outputs else "name")
     jobs = [(case, ref, pred, label_spec, settings, min_sizes, connectivity) for case, ref, pred in plan.pairs]
-    if num_processes <= 1 or len(jobs) <= 1:
-        outputs = [sweep_case(*job) for job in jobs]
-    else:  # as evaluate: fork keeps start-up cheap, each worker returns plain results
-        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with context.Pool(min(num_processes, len(jobs))) as pool:
-            outputs = pool.map(_sweep_case_star, jobs)
+    outputs = run_parallel(sweep_case, jobs, num_processes, progress=False)
     failed = {case: reason for case, reason in plan.failed.items()}
     for (case, _, _), (results, _) in zip(plan.pairs, outputs):
         if results and results[0].error:
@@ -199,7 +186,7 @@ def sweep_markdown(sweep: dict) -> str:
         )
         + f". Components below m voxels removed per label at {sweep['removal_connectivity']}-connectivity (as "
         f"remove-small --min-voxels m), then evaluated with preset {sweep['preset']} "
-        f"({sweep['settings']['connectivity']}-connected lesions, detection {sweep['settings']['detection']}). "
+        f"({sweep['settings']['connectivity']}-connected lesions, detection {sweep['settings']['lesion_rule']}). "
         "Means over cases as in evaluate's summary.json; pooled: over all lesions of all cases.",
         "",
     ]
@@ -215,8 +202,8 @@ def sweep_markdown(sweep: dict) -> str:
         for row in sweep["rows"]:
             means = row["mean"].get(key, {})
             pooled = row["pooled"].get(key, {})
-            cells = [format_value(means.get(m)) for m in SWEEP_METRICS]
-            cells += [format_value(pooled.get(m)) for m in ("lesion_recall", "lesion_precision", "lesion_f1")]
+            cells = [format_number(means.get(m)) for m in SWEEP_METRICS]
+            cells += [format_number(pooled.get(m)) for m in ("lesion_recall", "lesion_precision", "lesion_f1")]
             lines.append(f"| {row['min_voxels']} | " + " | ".join(cells) + f" | {row['removed_components']} |")
         lines.append("")
     if sweep["errors"]:
@@ -226,9 +213,8 @@ def sweep_markdown(sweep: dict) -> str:
 
 def plot_sweep(sweep: dict, path: Path) -> Path:
     """One panel per label: recall, precision, F1 and Dice (left axis) and the FP count (right) per size."""
-    from nnunet_lesionloss.evaluation.compare import _pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(sweep["rows"][0]["mean"])
     fig, axes = plt.subplots(1, len(labels), figsize=(7 * len(labels), 4.2), squeeze=False)
     sizes = [row["min_voxels"] for row in sweep["rows"]]
@@ -292,50 +278,3 @@ def write_sweep(output_dir, sweep: dict, overwrite: bool = False) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- command line (remove-small --sweep)
-def add_sweep_arguments(parser) -> None:
-    """The options ``remove-small`` takes with ``--sweep``."""
-    from nnunet_lesionloss.evaluation.settings import PRESETS
-
-    group = parser.add_argument_group(
-        "--sweep: evaluate INPUT against --gt at every minimum size, write the table and figure to OUTPUT"
-    )
-    group.add_argument(
-        "--sweep", action="store_true", help="do not write cleaned images: show what each minimum size costs"
-    )
-    group.add_argument("--gt", help="reference folder (required with --sweep)")
-    group.add_argument(
-        "--min-sizes",
-        type=int,
-        nargs="+",
-        default=list(DEFAULT_MIN_SIZES),
-        metavar="VOXELS",
-        help="minimum sizes to try (default 0 1 2 3 5 10 20)",
-    )
-    group.add_argument(
-        "--preset", choices=sorted(PRESETS), default="default", help="evaluation preset (lesions, detection)"
-    )
-    group.add_argument("--dataset-json", help="labels and file ending (default: GT/../dataset.json if present)")
-    group.add_argument("-np", "--num-processes", type=int, default=1, help="cases evaluated in parallel")
-
-
-def run_sweep_command(args) -> int:
-    """``remove-small INPUT OUTPUT --sweep --gt GT``: prints the table, writes it; returns the failed cases."""
-    if not args.gt:
-        raise ValueError("--sweep needs --gt (the reference folder the predictions are evaluated against)")
-    io.prepare_output_dir(args.output, SWEEP_FILES, args.overwrite, marker=SWEEP_FILES[-1])  # before the work
-    sweep = min_size_sweep(
-        args.input,
-        args.gt,
-        args.min_sizes,
-        args.connectivity,
-        preset=args.preset,
-        dataset_json=args.dataset_json,
-        file_ending=args.file_ending,
-        num_processes=max(1, args.num_processes),
-    )
-    write_sweep(args.output, sweep, overwrite=True)
-    print(sweep_markdown(sweep))
-    print(f"written: {', '.join(str(Path(args.output) / name) for name in SWEEP_FILES)}")
-    for case, error in sweep["errors"].items():
-        print(f"  {case}: {error}", file=sys.stderr)
-    return sweep["n_failed"]

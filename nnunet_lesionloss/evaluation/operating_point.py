@@ -10,7 +10,7 @@ over a grid of t and m, by one criterion:
 - ``sensitivity``: the lesion sensitivity (detected reference lesions / reference lesions, pooled over the
   cases as a FROC curve counts them) subject to at most N false-positive lesions per case.
 
-Lesions are counted as the evaluation counts them (:func:`metrics.lesion_detection` with the preset's
+Lesions are counted as the evaluation counts them (:func:`metrics.lesion_hits` with the preset's
 settings: connectivity, detection rule, minimum lesion size), so a chosen point's numbers are those
 ``evaluate`` reports on the post-processed masks. Because the choice is made on the same cases it is
 measured on, that number is optimistic; the nested estimate chooses on all folds but one and measures on the
@@ -24,26 +24,21 @@ arithmetic over those counts.
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, label_components
+from nnunet_lesionloss.components import NAMED_CONNECTIVITY, label_components
 from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.evaluation.metrics import (
-    OverlapTable,
-    foreground_crop,
-    lesion_detection,
-    remove_small_components,
-)
-from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY, _write_like, run_cases
+from nnunet_lesionloss.evaluation.matching import OverlapTable, lesion_f1, lesion_hits
+from nnunet_lesionloss.evaluation.metrics import foreground_crop, remove_small_components
+from nnunet_lesionloss.evaluation.parallel import run_parallel
+from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY, run_cases, write_labels_like
 from nnunet_lesionloss.evaluation.probabilities import (
     ProbabilityTarget,
     check_geometry,
@@ -53,7 +48,7 @@ from nnunet_lesionloss.evaluation.probabilities import (
     probability_targets,
     read_properties,
 )
-from nnunet_lesionloss.evaluation.settings import NAMED_CONNECTIVITY, EvaluationSettings
+from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 CRITERIA = ("dice", "lesion_f1", "sensitivity")
 #: Joshi 2026 §4.5: the threshold is chosen in {0.3, ..., 0.7} by aggregate validation Dice
@@ -111,7 +106,7 @@ def grid_counts(
     The prediction at (t, m) is {probability >= t} without components of fewer than m voxels; it is then
     evaluated as ``evaluate_binary`` does under ``settings``: both masks lose the components the settings
     remove (``min_lesion_voxels``, ``min_lesion_volume_mm3``), lesions are ``settings.connectivity``
-    components and are hit by :func:`lesion_detection`.
+    components and are hit by :func:`lesion_hits`.
     """
     connectivity = settings.connectivity
     voxel_volume = float(np.prod(spacing))
@@ -157,7 +152,7 @@ def grid_counts(
         evaluated[0] = False
         for mi, min_size in enumerate(min_sizes):
             kept = _keep_predicted(table, evaluated & (sizes >= min_size))
-            reference_hit, predicted_hit = lesion_detection(kept, settings)
+            reference_hit, predicted_hit = lesion_hits(kept, settings)
             counts[ti, mi] = (
                 n_reference,
                 int(reference_hit.sum()),
@@ -184,14 +179,13 @@ def per_case_lesion_f1(counts: np.ndarray, f1_both_empty: float | None = None) -
     2·precision·recall / (precision + recall); 0 when one side has lesions and the other none, or when
     precision + recall = 0; ``f1_both_empty`` (None: undefined) when neither has a lesion.
     """
-    n_reference, n_predicted = counts[..., REFERENCE_LESIONS], counts[..., PREDICTED_LESIONS]
-    precision = _ratio(counts[..., TRUE_PREDICTED], n_predicted)
-    recall = _ratio(counts[..., DETECTED], n_reference)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    f1 = np.where((n_reference == 0) | (n_predicted == 0), 0.0, f1)
-    both_empty = np.nan if f1_both_empty is None else float(f1_both_empty)
-    return np.where((n_reference == 0) & (n_predicted == 0), both_empty, f1)
+    return lesion_f1(
+        counts[..., DETECTED],
+        counts[..., TRUE_PREDICTED],
+        counts[..., REFERENCE_LESIONS],
+        counts[..., PREDICTED_LESIONS],
+        f1_both_empty,
+    )
 
 
 def measure(counts: np.ndarray, f1_both_empty: float | None = None) -> dict[str, np.ndarray]:
@@ -457,18 +451,6 @@ def _case_counts(job: tuple) -> tuple[str, dict[str, np.ndarray] | str]:
         return case, str(error)
 
 
-def _run_jobs(jobs: list[tuple], num_processes: int, progress: bool) -> list[tuple]:
-    from tqdm import tqdm
-
-    if num_processes <= 1 or len(jobs) <= 1:
-        return [_case_counts(job) for job in tqdm(jobs, desc="cases", disable=not progress, unit="case")]
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(min(num_processes, len(jobs))) as pool:
-        return list(
-            tqdm(pool.imap(_case_counts, jobs), total=len(jobs), desc="cases", disable=not progress, unit="case")
-        )
-
-
 # --------------------------------------------------------------------------- choose
 def _check_grid(thresholds: Sequence[float], min_sizes: Sequence[int]) -> tuple[tuple[float, ...], tuple[int, ...]]:
     thresholds = tuple(sorted({float(t) for t in thresholds}))
@@ -533,7 +515,7 @@ def choose_operating_point(
             f"no case has both probabilities in {inputs.source} and a reference in {inputs.gt_dir}"
             + "".join(f"\n  {f['case']}: {f['reason']}" for f in inputs.failures[:10])
         )
-    results = _run_jobs(jobs, num_processes, progress)
+    results = run_parallel(_case_counts, [(job,) for job in jobs], num_processes, progress)
     failures = list(inputs.failures)
     cases, per_target = [], {t.key: [] for t in targets}
     for case, result in results:
@@ -722,7 +704,7 @@ def apply_operating_point(
             template_shape = io.read_label_image(template).array.shape
             if template_shape != segmentation.shape:
                 raise CaseError(f"probabilities of shape {segmentation.shape} vs {template} of shape {template_shape}")
-            _write_like(segmentation, template, outputs[case], segmentation.dtype)
+            write_labels_like(segmentation, template, outputs[case], segmentation.dtype)
             written.append(outputs[case])
 
         return run
@@ -764,43 +746,6 @@ def _recorded_connectivity(value) -> int | str:
 
 
 # --------------------------------------------------------------------------- commands
-def _cmd_choose(args) -> int:
-    from nnunet_lesionloss.evaluation.cli import settings_from_args
-
-    if args.output:  # before the work: the output must be writable
-        io.prepare_output_dir(Path(args.output).parent, [Path(args.output).name], args.overwrite)
-    settings, preset = settings_from_args(args)
-    if args.connectivity is None and args.criterion == "dice":
-        settings = settings.replace(connectivity=DICE_CONNECTIVITY)
-    record = choose_operating_point(
-        args.probabilities,
-        args.gt,
-        criterion=args.criterion,
-        max_fp_per_case=args.max_fp_per_case,
-        thresholds=args.thresholds,
-        min_sizes=args.min_voxels,
-        settings=settings,
-        preset=preset.name,
-        label=args.label,
-        channel=args.channel,
-        dataset_json=args.dataset_json,
-        file_ending=args.file_ending,
-        nested_folds=args.nested_folds,
-        seed=args.seed,
-        num_processes=args.num_processes,
-        progress=not args.quiet,
-    )
-    if args.output:
-        io.write_json(args.output, record, overwrite=args.overwrite)
-    print(format_record(record))
-    for failure in record["failures"]:
-        fold = "" if failure["fold"] is None else f"fold {failure['fold']}, "
-        print(f"  {fold}{failure['case']}: {failure['reason']}", file=sys.stderr)
-    return record["n_failed"]
-
-
-def _format(value, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def format_record(record: dict) -> str:
@@ -812,14 +757,16 @@ def format_record(record: dict) -> str:
         lines.append(f"{target['name']} ({key}; {target['probability']}):")
         values = np.asarray(target["grid"][criterion], dtype=object)
         for ti, threshold in enumerate(record["thresholds"]):
-            cells = "  ".join(f"m={m}: {_format(values[ti][mi])}" for mi, m in enumerate(record["min_sizes_voxels"]))
+            cells = "  ".join(
+                f"m={m}: {format_number(values[ti][mi])}" for mi, m in enumerate(record["min_sizes_voxels"])
+            )
             lines.append(f"  threshold {threshold:g}: {name} {cells}")
         optimistic = target["optimistic"]
-        extra = f", {_format(optimistic['fp_per_case'], 2)} FP per case" if criterion != "dice" else ""
+        extra = f", {format_number(optimistic['fp_per_case'], 2)} FP per case" if criterion != "dice" else ""
         limit = f" (at most {record['max_fp_per_case']:g} FP per case)" if criterion == "sensitivity" else ""
         lines.append(
             f"  chosen{limit}: threshold {target['threshold']:g}, min size {target['min_size_voxels']} voxels; "
-            f"{name} {_format(optimistic[criterion])}{extra} when chosen and measured on all {record['n_cases']} cases "
+            f"{name} {format_number(optimistic[criterion])}{extra} when chosen and measured on all {record['n_cases']} cases "
             "(optimistic)"
         )
         if target.get("constraint_met") is False:
@@ -831,137 +778,18 @@ def format_record(record: dict) -> str:
             lines.append("  nested estimate: none (one fold)")
         else:
             pooled = nested["pooled"] or {}
-            extra = f", {_format(pooled.get('fp_per_case'), 2)} FP per case" if criterion != "dice" else ""
+            extra = f", {format_number(pooled.get('fp_per_case'), 2)} FP per case" if criterion != "dice" else ""
             lines.append(
                 f"  nested estimate (chosen on the other folds, measured on each fold): {name} "
-                f"{_format(pooled.get(criterion))}{extra} pooled, {_format(nested['mean_over_folds'])} mean over folds"
+                f"{format_number(pooled.get(criterion))}{extra} pooled, {format_number(nested['mean_over_folds'])} mean over folds"
             )
             for fold in nested["folds"]:
                 if "measured" in fold:
                     lines.append(
                         f"    fold {fold['fold']}: threshold {fold['threshold']:g}, min size {fold['min_size_voxels']} "
-                        f"-> {_format(fold['measured'][criterion])} on {fold['n_cases']} cases"
+                        f"-> {format_number(fold['measured'][criterion])} on {fold['n_cases']} cases"
                     )
                 else:
                     lines.append(f"    fold {fold['fold']}: {fold['reason']}")
     lines.append(f"{record['n_cases']} cases ({record['fold_source']}); {record['n_failed']} failed")
     return "\n".join(lines)
-
-
-def _cmd_apply(args) -> int:
-    probability_dir = Path(args.probabilities)
-    dataset_json = args.dataset_json or find_dataset_json([probability_dir / "dataset.json"])
-    dataset = io.read_dataset_json(dataset_json) if dataset_json else None
-    if args.threshold_json:
-        if args.threshold is not None or args.min_voxels is not None or args.connectivity is not None:
-            raise ValueError("--threshold-json fixes the threshold, minimum size and connectivity: give it alone")
-        with open(args.threshold_json) as handle:
-            try:
-                record = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{args.threshold_json} is not valid JSON: {error}") from None
-        mapping = record.get("probability_mapping", {})
-        if dataset is None and mapping.get("dataset_labels") is not None:
-            dataset = {"labels": mapping["dataset_labels"], "regions_class_order": mapping.get("regions_class_order")}
-        label = args.label if args.label is not None else mapping.get("label")
-        channel = args.channel if args.channel is not None else mapping.get("channel")
-        targets = probability_targets(dataset, label, channel)
-        points, connectivity = points_from_record(record, targets, args.threshold_json)
-    elif args.threshold is not None:
-        targets = probability_targets(dataset, args.label, args.channel)
-        point = OperatingPoint(args.threshold, args.min_voxels or 0)
-        points = {t.key: point for t in targets}
-        connectivity = args.connectivity  # None: REMOVAL_CONNECTIVITY of each image's dimension
-    else:
-        raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
-    for key, point in points.items():
-        if not 0 < point.threshold <= 1 or point.min_size_voxels < 0:
-            raise ValueError(f"threshold {point.threshold} must be in (0, 1] and the minimum size >= 0 ({key})")
-    file_ending = args.file_ending or (dataset or {}).get("file_ending") or ".nii.gz"
-    written, failed = apply_operating_point(
-        probability_dir, args.output, targets, points, connectivity, args.template_dir, file_ending, args.overwrite
-    )
-    described = "; ".join(
-        f"{t.name}: threshold {points[t.key].threshold:g}, min size {points[t.key].min_size_voxels}" for t in targets
-    )
-    shown = "18 (3D) / 8 (2D)" if connectivity is None else connectivity
-    print(f"{described} ({shown}-connectivity): {len(written)} cases -> {args.output}")
-    return failed
-
-
-def register(subparsers, runner) -> None:
-    """Add choose-threshold and apply-threshold; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
-    from nnunet_lesionloss.evaluation.cli import _positive_int, add_settings_arguments
-
-    label_help = (
-        "label or region to threshold: a label value, a label or region name of dataset.json, or a region's "
-        "labels (1,2). Default: labels (softmax) 1 - background against every foreground label; regions "
-        "(sigmoid) every region, each with its own channel and operating point"
-    )
-    channel_help = "probability channel (default: from dataset.json, see --label)"
-    p = subparsers.add_parser(
-        "choose-threshold",
-        help="choose the probability threshold and minimum component size on validation probabilities",
-        description="Choose an operating point (probability threshold, minimum component size) on nnU-Net's "
-        "validation probabilities: by aggregate Dice (Joshi 2026, default), lesion F1, or lesion sensitivity "
-        "at <= N false positives per case; reports the nested cross-validation estimate beside the optimistic one. "
-        "Lesions are counted as evaluate counts them under --preset and the lesion options below; the Dice "
-        "criterion removes small components at 18-connectivity (Joshi 2026) unless --connectivity is given.",
-    )
-    p.add_argument(
-        "--probabilities",
-        required=True,
-        help="a results folder (TRAINER__PLANS__CONFIG with fold_*/validation/*.npz from --npz) or a folder of .npz",
-    )
-    p.add_argument("--gt", help="reference folder (default for a results folder: as cv-summary finds it)")
-    p.add_argument("--criterion", choices=CRITERIA, default="dice", help="default dice (Joshi 2026 §4.5)")
-    p.add_argument("--max-fp-per-case", type=float, help="the false-positive limit of --criterion sensitivity")
-    p.add_argument(
-        "--thresholds",
-        type=float,
-        nargs="+",
-        help="default 0.3 ... 0.7 (dice, Joshi 2026), 0.1 ... 0.9 (lesion criteria)",
-    )
-    p.add_argument(
-        "--min-voxels",
-        type=int,
-        nargs="+",
-        help="minimum component sizes to try (voxels; 0 = none). Default 0 (dice), 0 3 5 10 20 50 (lesion criteria)",
-    )
-    p.add_argument("--label", help=label_help)
-    p.add_argument("--channel", type=int, help=channel_help)
-    p.add_argument("--dataset-json", help="default: in the probability folder, its results folder, or beside --gt")
-    p.add_argument("--file-ending", help="default: dataset.json's, else .nii.gz")
-    p.add_argument(
-        "--nested-folds",
-        type=int,
-        default=DEFAULT_NESTED_FOLDS,
-        help="folds of the nested estimate for a plain folder (a results folder has its own); default 5",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of those folds (default 0)")
-    p.add_argument("-np", "--num-processes", type=_positive_int, default=max(1, min(4, os.cpu_count() or 1)))
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("-o", "--output", help="write the choice as JSON (apply-threshold --threshold-json reads it)")
-    p.add_argument("--overwrite", action="store_true")
-    add_settings_arguments(p)
-    p.set_defaults(func=runner, postprocess=_cmd_choose)
-
-    p = subparsers.add_parser("apply-threshold", help="label maps from nnU-Net probabilities at an operating point")
-    p.add_argument("--probabilities", required=True, help="nnUNetv2_predict --save_probabilities output folder")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--threshold-json", help="output of choose-threshold (threshold and minimum size per label/region)")
-    p.add_argument("--threshold", type=float, help="one threshold for every label or region instead")
-    p.add_argument("--min-voxels", type=int, help="with --threshold: remove components below N voxels (default 0)")
-    p.add_argument(
-        "--connectivity",
-        type=int,
-        choices=ANY_CONNECTIVITY,
-        help="with --threshold: of that removal (default 18 in 3D, Joshi 2026; its restriction to the plane, 8, in 2D)",
-    )
-    p.add_argument("--template-dir", help="folder with images of the same geometry (default: the probability folder)")
-    p.add_argument("--label", help=label_help)
-    p.add_argument("--channel", type=int, help=channel_help)
-    p.add_argument("--dataset-json", help="default: the probability folder's (nnUNetv2_predict writes it)")
-    p.add_argument("--file-ending", help="default: dataset.json's, else .nii.gz")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=runner, postprocess=_cmd_apply)

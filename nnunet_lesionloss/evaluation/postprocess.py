@@ -28,7 +28,7 @@ from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
 
 
-def _write_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
+def write_labels_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
     """Write ``array`` as ``dtype`` with the geometry of the image at ``template_path``, atomically."""
     import SimpleITK as sitk
 
@@ -107,49 +107,63 @@ def merge_by_volume(
 
 
 # --------------------------------------------------------------------------- commands
-def _cmd_remove_small(args) -> int:
-    if args.sweep:
-        from nnunet_lesionloss.evaluation.min_size_sweep import run_sweep_command
-
-        return run_sweep_command(args)
-    listing = io.list_images(args.input, args.file_ending)
+def remove_small_folder(
+    input_dir,
+    output_dir,
+    min_voxels: int,
+    connectivity: int | str | None = None,
+    file_ending: str | None = None,
+    overwrite: bool = False,
+) -> tuple[int, int, int]:
+    """``remove-small``: every image of ``input_dir`` without its components below ``min_voxels`` voxels, per
+    label, written to ``output_dir`` with the same name, dtype and geometry. Returns (done, failed, images)."""
+    listing = io.list_images(input_dir, file_ending)
     # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
     images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
     if not images:
-        raise FileNotFoundError(f"no images in {args.input}")
-    output = Path(args.output)
-    io.prepare_output_dir(output, [path.name for path in images.values()], args.overwrite)
+        raise FileNotFoundError(f"no images in {input_dir}")
+    output = Path(output_dir)
+    io.prepare_output_dir(output, [path.name for path in images.values()], overwrite)
 
     def job(path: Path):
         def run():
             image = io.read_label_image(path)
-            cleaned = remove_small_labels(io.as_integer_labels(image), args.min_voxels, args.connectivity)
-            _write_like(cleaned, path, output / path.name, image.array.dtype)
+            cleaned = remove_small_labels(io.as_integer_labels(image), min_voxels, connectivity)
+            write_labels_like(cleaned, path, output / path.name, image.array.dtype)
 
         return run
 
     done, failed = run_cases((case, job(path)) for case, path in images.items())
-    print(f"{done} of {len(images)} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
-    return failed
+    return done, failed, len(images)
 
 
-def _cmd_merge_by_volume(args) -> int:
-    small_images = io.list_images(args.small_model, args.file_ending)
-    large_images = io.list_images(args.large_model, args.file_ending)
+def merge_by_volume_folders(
+    small_model,
+    large_model,
+    output_dir,
+    volume_ml: float = 0.05,
+    connectivity: int | str = "full",
+    file_ending: str | None = None,
+    overwrite: bool = False,
+) -> tuple[int, int, int]:
+    """``merge-by-volume``: per case, the lesions below ``volume_ml`` from ``small_model``'s image and the others
+    from ``large_model``'s (:func:`merge_by_volume`), written to ``output_dir``. Returns (done, failed, cases)."""
+    small_images = io.list_images(small_model, file_ending)
+    large_images = io.list_images(large_model, file_ending)
     ambiguous = {**large_images.ambiguous, **small_images.ambiguous}  # case -> its files in one folder
     cases = sorted(set(small_images) | set(large_images) | set(ambiguous))
     if not cases:
-        raise FileNotFoundError(f"no images in {args.small_model} or {args.large_model}")
-    output = Path(args.output)
+        raise FileNotFoundError(f"no images in {small_model} or {large_model}")
+    output = Path(output_dir)
     names = {case: (small_images.get(case) or large_images.get(case) or ambiguous[case][0]).name for case in cases}
-    io.prepare_output_dir(output, names.values(), args.overwrite)
+    io.prepare_output_dir(output, names.values(), overwrite)
 
     def job(case: str):
         def run():
             if case in ambiguous:
                 raise CaseError(io.ambiguity_reason(case, ambiguous[case], "image"))
             if case not in small_images or case not in large_images:
-                folder = args.large_model if case in small_images else args.small_model
+                folder = large_model if case in small_images else small_model
                 raise CaseError(f"no image of this case in {folder}")
             a, b = io.read_label_image(small_images[case]), io.read_label_image(large_images[case])
             io.check_same_geometry(a, b)
@@ -157,64 +171,13 @@ def _cmd_merge_by_volume(args) -> int:
                 io.as_integer_labels(a),
                 io.as_integer_labels(b),
                 float(np.prod(a.spacing)),
-                args.volume_ml,
-                args.connectivity,
+                volume_ml,
+                connectivity,
             )
             dtype = np.result_type(a.array.dtype, b.array.dtype)
-            _write_like(merged, small_images[case], output / names[case], dtype)
+            write_labels_like(merged, small_images[case], output / names[case], dtype)
 
         return run
 
     done, failed = run_cases((case, job(case)) for case in cases)
-    print(f"{done} of {len(cases)} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
-    return failed
-
-
-def register(subparsers, runner) -> None:
-    """Add the post-processing commands; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
-    from nnunet_lesionloss.evaluation.cli import _connectivity, _positive_float, _positive_int
-
-    p = subparsers.add_parser(
-        "remove-small",
-        help="remove connected components below N voxels (Joshi 2026); --sweep: what each minimum size costs",
-    )
-    p.add_argument("input", help="folder of label images")
-    p.add_argument("output", help="output folder (with --sweep: of the table and figure)")
-    p.add_argument(
-        "--min-voxels",
-        type=_positive_int,
-        default=5,
-        help="remove components of fewer voxels (default 5, Joshi 2026 §4.5)",
-    )
-    p.add_argument(
-        "--connectivity",
-        type=_connectivity,
-        metavar="{full,face,6,18,26,4,8}",
-        help="default 18 in 3D (Joshi 2026 §4.5), its restriction to the plane (8) in 2D",
-    )
-    p.add_argument("--file-ending", default=None)
-    p.add_argument("--overwrite", action="store_true")
-    from nnunet_lesionloss.evaluation.min_size_sweep import add_sweep_arguments
-
-    add_sweep_arguments(p)
-    p.set_defaults(func=runner, postprocess=_cmd_remove_small)
-
-    p = subparsers.add_parser(
-        "merge-by-volume", help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)"
-    )
-    p.add_argument("--small-model", required=True, help="predictions whose lesions below the volume are kept")
-    p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument(
-        "--volume-ml", type=_positive_float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)"
-    )
-    p.add_argument(
-        "--connectivity",
-        type=_connectivity,
-        default="full",
-        metavar="{full,face,6,18,26,4,8}",
-        help="lesion connectivity (default full: 26 in 3D, 8 in 2D)",
-    )
-    p.add_argument("--file-ending", default=None)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=runner, postprocess=_cmd_merge_by_volume)
+    return done, failed, len(cases)

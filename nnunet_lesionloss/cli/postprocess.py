@@ -1,0 +1,137 @@
+"""The post-processing commands: ``remove-small`` (with ``--sweep``: what each minimum size costs) and
+``merge-by-volume``; the work is in ``evaluation.postprocess`` and ``evaluation.min_size_sweep``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nnunet_lesionloss.cli.common import run_case_command
+from nnunet_lesionloss.cli.options import connectivity_option, positive_float, positive_int
+from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.min_size_sweep import (
+    DEFAULT_MIN_SIZES,
+    SWEEP_FILES,
+    min_size_sweep,
+    sweep_markdown,
+    write_sweep,
+)
+from nnunet_lesionloss.evaluation.postprocess import merge_by_volume_folders, remove_small_folder
+from nnunet_lesionloss.evaluation.settings import PRESETS
+
+__all__ = ["register"]
+
+
+def run_remove_small(args) -> int:
+    if args.sweep:
+        return run_sweep_command(args)
+    done, failed, total = remove_small_folder(
+        args.input, args.output, args.min_voxels, args.connectivity, args.file_ending, args.overwrite
+    )
+    print(f"{done} of {total} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
+    return failed
+
+
+def run_merge_by_volume(args) -> int:
+    done, failed, total = merge_by_volume_folders(
+        args.small_model,
+        args.large_model,
+        args.output,
+        args.volume_ml,
+        args.connectivity,
+        args.file_ending,
+        args.overwrite,
+    )
+    print(f"{done} of {total} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
+    return failed
+
+
+def add_sweep_arguments(parser) -> None:
+    """The options ``remove-small`` takes with ``--sweep``."""
+    group = parser.add_argument_group(
+        "--sweep: evaluate INPUT against --gt at every minimum size, write the table and figure to OUTPUT"
+    )
+    group.add_argument(
+        "--sweep", action="store_true", help="do not write cleaned images: show what each minimum size costs"
+    )
+    group.add_argument("--gt", help="reference folder (required with --sweep)")
+    group.add_argument(
+        "--min-sizes",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_MIN_SIZES),
+        metavar="VOXELS",
+        help="minimum sizes to try (default 0 1 2 3 5 10 20)",
+    )
+    group.add_argument(
+        "--preset", choices=sorted(PRESETS), default="default", help="evaluation preset (lesions, detection)"
+    )
+    group.add_argument("--dataset-json", help="labels and file ending (default: GT/../dataset.json if present)")
+    group.add_argument("-np", "--num-processes", type=int, default=1, help="cases evaluated in parallel")
+
+
+def run_sweep_command(args) -> int:
+    """``remove-small INPUT OUTPUT --sweep --gt GT``: prints the table, writes it; returns the failed cases."""
+    if not args.gt:
+        raise ValueError("--sweep needs --gt (the reference folder the predictions are evaluated against)")
+    io.prepare_output_dir(args.output, SWEEP_FILES, args.overwrite, marker=SWEEP_FILES[-1])  # before the work
+    sweep = min_size_sweep(
+        args.input,
+        args.gt,
+        args.min_sizes,
+        args.connectivity,
+        preset=args.preset,
+        dataset_json=args.dataset_json,
+        file_ending=args.file_ending,
+        num_processes=max(1, args.num_processes),
+    )
+    write_sweep(args.output, sweep, overwrite=True)
+    print(sweep_markdown(sweep))
+    print(f"written: {', '.join(str(Path(args.output) / name) for name in SWEEP_FILES)}")
+    for case, error in sweep["errors"].items():
+        print(f"  {case}: {error}", file=sys.stderr)
+    return sweep["n_failed"]
+
+
+def register(subparsers) -> None:
+    """Add ``remove-small`` (with ``--sweep``) and ``merge-by-volume``."""
+    p = subparsers.add_parser(
+        "remove-small",
+        help="remove connected components below N voxels (Joshi 2026); --sweep: what each minimum size costs",
+    )
+    p.add_argument("input", help="folder of label images")
+    p.add_argument("output", help="output folder (with --sweep: of the table and figure)")
+    p.add_argument(
+        "--min-voxels",
+        type=positive_int,
+        default=5,
+        help="remove components of fewer voxels (default 5, Joshi 2026 §4.5)",
+    )
+    p.add_argument(
+        "--connectivity",
+        type=connectivity_option,
+        metavar="{full,face,6,18,26,4,8}",
+        help="default 18 in 3D (Joshi 2026 §4.5), its restriction to the plane (8) in 2D",
+    )
+    p.add_argument("--file-ending", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    add_sweep_arguments(p)
+    p.set_defaults(func=run_case_command, postprocess=run_remove_small)
+
+    p = subparsers.add_parser(
+        "merge-by-volume", help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)"
+    )
+    p.add_argument("--small-model", required=True, help="predictions whose lesions below the volume are kept")
+    p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--volume-ml", type=positive_float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)")
+    p.add_argument(
+        "--connectivity",
+        type=connectivity_option,
+        default="full",
+        metavar="{full,face,6,18,26,4,8}",
+        help="lesion connectivity (default full: 26 in 3D, 8 in 2D)",
+    )
+    p.add_argument("--file-ending", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run_case_command, postprocess=run_merge_by_volume)

@@ -1,0 +1,153 @@
+"""Set-up sub-commands: ``env`` (the export line for nnUNet_extTrainer), ``doctor`` (checks the
+installation end to end), ``config`` (the config a trainer would train with, checked as the trainer
+checks it at start) and ``synth`` (writes the synthetic dataset). The checks live in
+``nnunet_lesionloss.installation``, the dataset writers in ``nnunet_lesionloss.synthetic``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from nnunet_lesionloss.installation import (
+    DISTRIBUTION,
+    NotALesionLossTrainer,
+    doctor_report,
+    effective_config,
+    export_line,
+)
+
+__all__ = ["register"]
+
+
+def _run_env(args) -> int:
+    print(export_line(os.environ.get("nnUNet_extTrainer")))
+    return 0
+
+
+def _run_doctor(args) -> int:
+    checks = doctor_report()
+    for ok, message in checks:
+        print(f"[{'ok' if ok else 'PROBLEM'}] {message}")
+    problems = sum(not ok for ok, _ in checks)
+    print(f"{problems} problem(s)" if problems else "all checks passed")
+    return 1 if problems else 0
+
+
+def _run_config(args) -> int:
+    from nnunet_lesionloss.config import CONFIG_ENV, ConfigError
+    from nnunet_lesionloss.evaluation.settings import PRESETS
+
+    override = os.environ.get(CONFIG_ENV)
+    print(f"{CONFIG_ENV}={override}" if override else f"{CONFIG_ENV} is not set: the trainer's defaults apply")
+    if (args.dataset is None) != (args.configuration is None):
+        print("error: give both DATASET and CONFIGURATION (or neither)", file=sys.stderr)
+        return 2
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            print(
+                f"error: unknown evaluation preset {args.preset!r}; choose from {', '.join(PRESETS)}", file=sys.stderr
+            )
+            return 2
+        print(f"evaluation preset: {args.preset}")
+    try:
+        config = effective_config(args.trainer, None, args.dataset, args.configuration, args.plans)
+    except NotALesionLossTrainer:
+        note = f"{args.trainer} is not a trainer of {DISTRIBUTION}: it reads no lesion-loss config"
+        if override:
+            note += f", so {CONFIG_ENV} (including its trainer: settings) does not apply to it"
+        print(f"note: {note}")
+        return 0
+    except (ConfigError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"checked as {args.trainer} checks it at start, for {config.pop('checked_for')}")
+    print(json.dumps(config, indent=2))
+    return 0
+
+
+def _run_synth(args) -> int:
+    from nnunet_lesionloss.synthetic import write_dataset_from_case, write_synthetic_dataset
+
+    raw = args.raw or os.environ.get("nnUNet_raw")
+    if not raw:
+        print("error: give --raw or set nnUNet_raw", file=sys.stderr)
+        return 2
+    if args.from_isles:
+        files = {name: os.path.join(args.from_isles, f"{name.lower()}.nii.gz") for name in ("DWI", "ADC")}
+        missing = [
+            path for path in [*files.values(), os.path.join(args.from_isles, "mask.nii.gz")] if not os.path.isfile(path)
+        ]
+        if missing:
+            print(
+                f"error: --from-isles needs dwi.nii.gz, adc.nii.gz and mask.nii.gz; missing {missing}", file=sys.stderr
+            )
+            return 2
+        folder = write_dataset_from_case(
+            raw,
+            args.dataset_id,
+            files,
+            os.path.join(args.from_isles, "mask.nii.gz"),
+            name="ISLES22Copies",
+            num_cases=min(args.cases, 8),
+        )
+        print(folder)
+        return 0
+    folder = write_synthetic_dataset(
+        raw,
+        args.dataset_id,
+        name=args.name,
+        num_cases=args.cases,
+        shape=tuple(args.shape),
+        lesions_per_case=tuple(args.lesions),
+        num_classes=args.classes,
+        two_channels=args.two_channels,
+        contrast=args.contrast,
+        noise=args.noise,
+        seed=args.seed,
+    )
+    print(folder)
+    return 0
+
+
+def register(subparsers) -> None:
+    env = subparsers.add_parser("env", help="print the export line that lets nnU-Net find this package's trainers")
+    env.set_defaults(func=_run_env)
+    doctor = subparsers.add_parser("doctor", help="check versions, nnU-Net paths and that nnU-Net finds every trainer")
+    doctor.set_defaults(func=_run_doctor)
+    config = subparsers.add_parser(
+        "config",
+        help="show the effective loss config of a trainer, with NNUNET_LESIONLOSS_CONFIG applied, and what set each key",
+    )
+    config.add_argument("trainer", help="trainer class name, e.g. nnUNetTrainerCATMIL (or a subclass of yours)")
+    config.add_argument(
+        "dataset", nargs="?", help="dataset id or name: check against its preprocessed plans (patch dimension, labels)"
+    )
+    config.add_argument("configuration", nargs="?", help="nnU-Net configuration of DATASET, e.g. 3d_fullres")
+    config.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    config.add_argument("--preset", help="also check that this evaluation preset exists (cv-summary --preset)")
+    config.set_defaults(func=_run_config)
+    synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
+    synth.add_argument("--dataset-id", type=int, default=901)
+    synth.add_argument("--name", default="SyntheticLesions")
+    synth.add_argument("--raw", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    synth.add_argument("--cases", type=int, default=8)
+    synth.add_argument("--shape", type=int, nargs=3, default=(48, 48, 48), metavar=("Z", "Y", "X"))
+    synth.add_argument("--lesions", type=int, nargs=2, default=(6, 20), metavar=("MIN", "MAX"), help="lesions per case")
+    synth.add_argument("--classes", type=int, default=1, help="number of lesion classes (labels 1..n)")
+    synth.add_argument("--two-channels", action="store_true", help="add a second (T1-like) channel")
+    synth.add_argument(
+        "--contrast",
+        type=float,
+        default=1.5,
+        help="brightness added to lesion voxels (plus 0.3 per label value); lower: harder small lesions",
+    )
+    synth.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian noise of the image")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--from-isles",
+        metavar="DIR",
+        help="instead of synthetic data: mirrored copies (up to 8) of one real ISLES 2022 case "
+        "(DIR with dwi.nii.gz, adc.nii.gz, mask.nii.gz, e.g. one case of the ISLES 2022 dataset)",
+    )
+    synth.set_defaults(func=_run_synth)

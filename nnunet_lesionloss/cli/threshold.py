@@ -1,0 +1,179 @@
+"""The operating-point commands: ``choose-threshold`` (a probability threshold and minimum component size chosen
+on validation probabilities, with its nested cross-validation estimate) and ``apply-threshold``; the work is in
+``evaluation.operating_point``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from nnunet_lesionloss.cli.common import run_case_command
+from nnunet_lesionloss.cli.options import add_settings_arguments, positive_int, settings_from_args
+from nnunet_lesionloss.components import ANY_CONNECTIVITY
+from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.operating_point import (
+    CRITERIA,
+    DEFAULT_NESTED_FOLDS,
+    DICE_CONNECTIVITY,
+    OperatingPoint,
+    apply_operating_point,
+    choose_operating_point,
+    find_dataset_json,
+    format_record,
+    points_from_record,
+)
+from nnunet_lesionloss.evaluation.probabilities import probability_targets
+
+__all__ = ["register"]
+
+
+def run_choose(args) -> int:
+    if args.output:  # before the work: the output must be writable
+        io.prepare_output_dir(Path(args.output).parent, [Path(args.output).name], args.overwrite)
+    settings, preset = settings_from_args(args)
+    if args.connectivity is None and args.criterion == "dice":
+        settings = settings.replace(connectivity=DICE_CONNECTIVITY)
+    record = choose_operating_point(
+        args.probabilities,
+        args.gt,
+        criterion=args.criterion,
+        max_fp_per_case=args.max_fp_per_case,
+        thresholds=args.thresholds,
+        min_sizes=args.min_voxels,
+        settings=settings,
+        preset=preset.name,
+        label=args.label,
+        channel=args.channel,
+        dataset_json=args.dataset_json,
+        file_ending=args.file_ending,
+        nested_folds=args.nested_folds,
+        seed=args.seed,
+        num_processes=args.num_processes,
+        progress=not args.quiet,
+    )
+    if args.output:
+        io.write_json(args.output, record, overwrite=args.overwrite)
+    print(format_record(record))
+    for failure in record["failures"]:
+        fold = "" if failure["fold"] is None else f"fold {failure['fold']}, "
+        print(f"  {fold}{failure['case']}: {failure['reason']}", file=sys.stderr)
+    return record["n_failed"]
+
+
+def run_apply(args) -> int:
+    probability_dir = Path(args.probabilities)
+    dataset_json = args.dataset_json or find_dataset_json([probability_dir / "dataset.json"])
+    dataset = io.read_dataset_json(dataset_json) if dataset_json else None
+    if args.threshold_json:
+        if args.threshold is not None or args.min_voxels is not None or args.connectivity is not None:
+            raise ValueError("--threshold-json fixes the threshold, minimum size and connectivity: give it alone")
+        with open(args.threshold_json) as handle:
+            try:
+                record = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{args.threshold_json} is not valid JSON: {error}") from None
+        mapping = record.get("probability_mapping", {})
+        if dataset is None and mapping.get("dataset_labels") is not None:
+            dataset = {"labels": mapping["dataset_labels"], "regions_class_order": mapping.get("regions_class_order")}
+        label = args.label if args.label is not None else mapping.get("label")
+        channel = args.channel if args.channel is not None else mapping.get("channel")
+        targets = probability_targets(dataset, label, channel)
+        points, connectivity = points_from_record(record, targets, args.threshold_json)
+    elif args.threshold is not None:
+        targets = probability_targets(dataset, args.label, args.channel)
+        point = OperatingPoint(args.threshold, args.min_voxels or 0)
+        points = {t.key: point for t in targets}
+        connectivity = args.connectivity  # None: REMOVAL_CONNECTIVITY of each image's dimension
+    else:
+        raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
+    for key, point in points.items():
+        if not 0 < point.threshold <= 1 or point.min_size_voxels < 0:
+            raise ValueError(f"threshold {point.threshold} must be in (0, 1] and the minimum size >= 0 ({key})")
+    file_ending = args.file_ending or (dataset or {}).get("file_ending") or ".nii.gz"
+    written, failed = apply_operating_point(
+        probability_dir, args.output, targets, points, connectivity, args.template_dir, file_ending, args.overwrite
+    )
+    described = "; ".join(
+        f"{t.name}: threshold {points[t.key].threshold:g}, min size {points[t.key].min_size_voxels}" for t in targets
+    )
+    shown = "18 (3D) / 8 (2D)" if connectivity is None else connectivity
+    print(f"{described} ({shown}-connectivity): {len(written)} cases -> {args.output}")
+    return failed
+
+
+def register(subparsers) -> None:
+    """Add ``choose-threshold`` and ``apply-threshold``."""
+    label_help = (
+        "label or region to threshold: a label value, a label or region name of dataset.json, or a region's "
+        "labels (1,2). Default: labels (softmax) 1 - background against every foreground label; regions "
+        "(sigmoid) every region, each with its own channel and operating point"
+    )
+    channel_help = "probability channel (default: from dataset.json, see --label)"
+    p = subparsers.add_parser(
+        "choose-threshold",
+        help="choose the probability threshold and minimum component size on validation probabilities",
+        description="Choose an operating point (probability threshold, minimum component size) on nnU-Net's "
+        "validation probabilities: by aggregate Dice (Joshi 2026, default), lesion F1, or lesion sensitivity "
+        "at <= N false positives per case; reports the nested cross-validation estimate beside the optimistic one. "
+        "Lesions are counted as evaluate counts them under --preset and the lesion options below; the Dice "
+        "criterion removes small components at 18-connectivity (Joshi 2026) unless --connectivity is given.",
+    )
+    p.add_argument(
+        "--probabilities",
+        required=True,
+        help="a results folder (TRAINER__PLANS__CONFIG with fold_*/validation/*.npz from --npz) or a folder of .npz",
+    )
+    p.add_argument("--gt", help="reference folder (default for a results folder: as cv-summary finds it)")
+    p.add_argument("--criterion", choices=CRITERIA, default="dice", help="default dice (Joshi 2026 §4.5)")
+    p.add_argument("--max-fp-per-case", type=float, help="the false-positive limit of --criterion sensitivity")
+    p.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        help="default 0.3 ... 0.7 (dice, Joshi 2026), 0.1 ... 0.9 (lesion criteria)",
+    )
+    p.add_argument(
+        "--min-voxels",
+        type=int,
+        nargs="+",
+        help="minimum component sizes to try (voxels; 0 = none). Default 0 (dice), 0 3 5 10 20 50 (lesion criteria)",
+    )
+    p.add_argument("--label", help=label_help)
+    p.add_argument("--channel", type=int, help=channel_help)
+    p.add_argument("--dataset-json", help="default: in the probability folder, its results folder, or beside --gt")
+    p.add_argument("--file-ending", help="default: dataset.json's, else .nii.gz")
+    p.add_argument(
+        "--nested-folds",
+        type=int,
+        default=DEFAULT_NESTED_FOLDS,
+        help="folds of the nested estimate for a plain folder (a results folder has its own); default 5",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of those folds (default 0)")
+    p.add_argument("-np", "--num-processes", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--output", help="write the choice as JSON (apply-threshold --threshold-json reads it)")
+    p.add_argument("--overwrite", action="store_true")
+    add_settings_arguments(p)
+    p.set_defaults(func=run_case_command, postprocess=run_choose)
+
+    p = subparsers.add_parser("apply-threshold", help="label maps from nnU-Net probabilities at an operating point")
+    p.add_argument("--probabilities", required=True, help="nnUNetv2_predict --save_probabilities output folder")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--threshold-json", help="output of choose-threshold (threshold and minimum size per label/region)")
+    p.add_argument("--threshold", type=float, help="one threshold for every label or region instead")
+    p.add_argument("--min-voxels", type=int, help="with --threshold: remove components below N voxels (default 0)")
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        choices=ANY_CONNECTIVITY,
+        help="with --threshold: of that removal (default 18 in 3D, Joshi 2026; its restriction to the plane, 8, in 2D)",
+    )
+    p.add_argument("--template-dir", help="folder with images of the same geometry (default: the probability folder)")
+    p.add_argument("--label", help=label_help)
+    p.add_argument("--channel", type=int, help=channel_help)
+    p.add_argument("--dataset-json", help="default: the probability folder's (nnUNetv2_predict writes it)")
+    p.add_argument("--file-ending", help="default: dataset.json's, else .nii.gz")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run_case_command, postprocess=run_apply)
