@@ -194,3 +194,57 @@ def test_the_measurement_script_prints_the_blob_rows():
         "| blob over 88 % of the image | any overlap (papers) | 10 | 1 | 0.003 | 1.000 | 1.000 | 1.000 |"
         in result.stdout
     )
+
+
+def test_settings_recorded_by_an_earlier_release_read_with_todays_names():
+    """summary.json of the release before the rename recorded the lesion rule as "detection"."""
+    from nnunet_lesionloss.evaluation.settings import current_settings_record
+
+    earlier = {"connectivity": "full", "detection": "any_overlap", "detection_threshold": 0.0, "detection_beta": 0.65}
+    assert current_settings_record(earlier) == {
+        "connectivity": "full",
+        "lesion_rule": "any_overlap",
+        "lesion_rule_threshold": 0.0,
+        "lesion_rule_beta": 0.65,
+    }
+    assert current_settings_record(EvaluationSettings().to_dict()) == EvaluationSettings().to_dict()
+
+
+def test_the_earlier_option_names_of_the_lesion_rule_are_answered_with_the_new_ones(tmp_path, capsys):
+    from nnunet_lesionloss.cli import main
+
+    for old, new in (("--detection", "--lesion-rule"), ("--detection-threshold", "--lesion-rule-threshold")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["evaluate", "--gt", str(tmp_path), "--pred", str(tmp_path), old, "any_overlap"])
+        assert stopped.value.code == 2
+        assert f"use {new}" in capsys.readouterr().err
+    assert main(["detection", "--probabilities", str(tmp_path)]) == 2
+    assert "use 'nnunet-lesionloss froc'" in capsys.readouterr().err
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    ref_density=st.sampled_from([0.0, 0.05, 0.15]),
+    pred_density=st.sampled_from([0.0, 0.05, 0.15]),
+)
+def test_evaluate_the_operating_point_and_training_counts_give_one_lesion_f1(seed, ref_density, pred_density):
+    """One lesion-F1 rule: the evaluation of a case, the operating point's counts of the same prediction and
+    the training-time patch counts agree on random cases (empty sides included)."""
+    from nnunet_lesionloss.evaluation.operating_point import grid_counts, per_case_lesion_f1
+
+    rng = np.random.default_rng(seed)
+    ref = ndimage.binary_opening(rng.random((12, 12, 12)) < ref_density * 3) | (
+        rng.random((12, 12, 12)) < ref_density / 5
+    )
+    pred = rng.random((12, 12, 12)) < pred_density
+    settings = EvaluationSettings()
+    evaluated = evaluate_binary(ref, pred, (1, 1, 1), settings).values["lesion_f1"]
+    counts = grid_counts(pred.astype(np.float32), ref, (1, 1, 1), settings, (0.5,), (0,))
+    chosen = per_case_lesion_f1(counts[None], settings.f1_both_empty)[0, 0, 0]
+    patch = lv.patch_lesion_counts(pred[None, None], ref_masks=ref[None, None], connectivity=26, small_lesion_voxels=50)
+    trained = lv.lesion_rates(patch)["lesion_f1"]
+    if evaluated is None:
+        assert np.isnan(chosen) and np.isnan(trained)
+    else:
+        assert chosen == pytest.approx(evaluated) and trained == pytest.approx(evaluated)

@@ -40,6 +40,7 @@ from nnunet_lesionloss.evaluation.detection import (
 from nnunet_lesionloss.evaluation.formatting import format_number, format_p_value, format_with_interval
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, plot_detection_by_volume
 from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
+from nnunet_lesionloss.evaluation.settings import current_settings_record
 from nnunet_lesionloss.evaluation.statistics import BOOTSTRAP_RESAMPLES, bootstrap_ci, holm, wilcoxon_p
 
 # (metric key, display name, +1 if higher is better, -1 if lower is better)
@@ -190,7 +191,7 @@ def _run_from(data: dict, kind: str, folder: Path, name: str | None) -> Run:
         cases_csv=folder / "cases.csv" if (folder / "cases.csv").is_file() else None,
         n_cases=int(data.get("n_cases", 0)),
         n_failed=int(data.get("n_failed", 0)),
-        settings=data.get("settings"),
+        settings=current_settings_record(data.get("settings")),
         preset=data.get("preset"),
         identity=identity,
         reference_folder=data.get("reference_folder"),

@@ -45,7 +45,7 @@ from nnunet_lesionloss.evaluation.evaluate import (
 from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_lesion_tables
 from nnunet_lesionloss.evaluation.runner import evaluate_folders, resolve_labels
-from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
+from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, current_settings_record, get_preset
 
 DATASET_FOLDER = re.compile(r"^Dataset\d{3}_.+")
 #: what cv-summary writes into its output folder; cv_summary.json last
@@ -274,7 +274,7 @@ def fold_summary_difference(
     if not isinstance(summary, dict):
         return None, "cannot be read (not a summary.json of nnunet-lesionloss evaluate)"
     differences = []
-    recorded, current = summary.get("settings") or {}, settings.to_dict()
+    recorded, current = current_settings_record(summary.get("settings")) or {}, settings.to_dict()
     changed = [key for key in {**recorded, **current} if recorded.get(key) != current.get(key)]
     if changed:
         differences.append(

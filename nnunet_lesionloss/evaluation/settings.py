@@ -146,6 +146,22 @@ class EvaluationSettings:
         return d
 
 
+#: keys of a recorded settings dictionary (summary.json, cv_summary.json) that earlier releases wrote under
+#: another name -> their name now: an earlier output stays readable (compare, cv-summary's reuse)
+RENAMED_SETTING_KEYS = {
+    "detection": "lesion_rule",
+    "detection_threshold": "lesion_rule_threshold",
+    "detection_beta": "lesion_rule_beta",
+}
+
+
+def current_settings_record(recorded: dict | None) -> dict | None:
+    """A recorded settings dictionary with the keys of earlier releases renamed to today's (a copy)."""
+    if recorded is None:
+        return None
+    return {RENAMED_SETTING_KEYS.get(key, key): value for key, value in recorded.items()}
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
