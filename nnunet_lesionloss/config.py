@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from nnunet_lesionloss.components import check_connectivity, check_connectivity_value
+from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity, check_connectivity_value
 
 __all__ = [
     "resolve_connectivity",
@@ -501,5 +501,8 @@ def resolve_connectivity(connectivity: str | int, spatial_dims: int) -> int:
     :func:`~nnunet_lesionloss.components.check_connectivity` resolves it; ConfigError when invalid there."""
     try:
         return check_connectivity(connectivity, spatial_dims)
-    except ValueError as error:
-        raise ConfigError(f"{error} ({spatial_dims}D patches)") from None
+    except ValueError:
+        raise ConfigError(
+            f"connectivity {connectivity} is not valid for {spatial_dims}D patches; choose one of "
+            f"{VALID_CONNECTIVITY[spatial_dims]}, 'face' or 'full'"
+        ) from None
