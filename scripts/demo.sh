@@ -29,7 +29,7 @@ nnunet-lesionloss doctor
 if [[ $MODE == compare ]]; then
     # nnU-Net's own DC+CE (nnUNetTrainerDiceCE) and CATMIL, trained with the same short budget on the
     # same split of a synthetic dataset, then nnU-Net's final validation of fold 0 (sliding window, with
-    # --npz: the probabilities too), the lesion-wise evaluation and the detection analysis (FROC) of each
+    # --npz: the probabilities too), the lesion-wise evaluation and the FROC analysis of each
     # fold, and the comparison table, the lesion-size figure and the FROC curves of both runs.
     DATASET_ID=903
     DATASET=Dataset${DATASET_ID}_SyntheticCompare

@@ -1,5 +1,5 @@
-"""Detection analysis: equal to picai_eval and report_guided_annotation on random maps, hand-computed cases,
-nnU-Net's probability files, the detection command, cv-summary and compare."""
+"""FROC analysis: equal to picai_eval and report_guided_annotation on random maps, hand-computed cases,
+nnU-Net's probability files, the froc command, cv-summary and compare; outputs of an earlier release readable."""
 
 from __future__ import annotations
 
@@ -18,19 +18,21 @@ from conftest_evaluation import close, cube, load_strict_json, write_image
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.detection import (
+from nnunet_lesionloss.evaluation.froc import (
     Candidates,
     FrocCase,
     FrocPool,
     FrocSettings,
     average_precision,
-    detect_in_case,
     detection_map_candidates,
     dynamic_candidates,
-    match_candidates,
+    load_froc,
+    match_case,
     sensitivity_at_rates,
     static_candidates,
 )
+from nnunet_lesionloss.evaluation.froc.cross_validation import froc_section, headline
+from nnunet_lesionloss.evaluation.froc.matching import match_candidates
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.matching import OverlapTable
 from nnunet_lesionloss.evaluation.probabilities import ProbabilityChannels, check_geometry
@@ -71,7 +73,7 @@ def picai_metrics(cases, **kwargs):
 
 
 def ours(cases, settings: FrocSettings) -> FrocPool:
-    return FrocPool([detect_in_case(r, detection_map_candidates(d), settings) for r, d in cases])
+    return FrocPool([match_case(r, detection_map_candidates(d), settings) for r, d in cases])
 
 
 @hyp_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -252,24 +254,24 @@ def test_a_disjoint_candidate_is_never_a_match_whatever_the_minimum_overlap():
     metrics = picai_metrics([(reference, disjoint)], min_overlap=1e-12)
     assert metrics.AP == 1.0 and metrics.lesion_results[0][0][:2] == (1, pytest.approx(0.8))  # the trap
     for matching in ("iou", "any"):
-        detection = detect_in_case(
+        detection = match_case(
             reference, detection_map_candidates(disjoint), FrocSettings(matching=matching, min_overlap=1e-12)
         )
         assert detection.lesion_confidence.tolist() == [0.0] and detection.false_positive_confidence.tolist() == [
             pytest.approx(0.8)
         ]
     touching = cube(SHAPE, (1, 1, 1), (4, 4, 4)).astype(np.float32) * 0.5  # one shared voxel: IoU 1/71
-    detection = detect_in_case(reference, detection_map_candidates(touching), FrocSettings(matching="any"))
+    detection = match_case(reference, detection_map_candidates(touching), FrocSettings(matching="any"))
     assert detection.lesion_confidence.tolist() == [0.5] and len(detection.false_positive_confidence) == 0
-    assert detect_in_case(reference, detection_map_candidates(touching), FrocSettings()).lesion_confidence[0] == 0
+    assert match_case(reference, detection_map_candidates(touching), FrocSettings()).lesion_confidence[0] == 0
 
 
 def test_a_second_candidate_on_a_lesion_is_ignored_or_a_false_positive():
     reference = cube(SHAPE, (1, 1, 1), (4, 4, 4)).astype(bool)
     labels = cube(SHAPE, (1, 1, 1), (4, 4, 2)) + 2 * cube(SHAPE, (1, 1, 4), (4, 4, 1))
     candidates = Candidates(labels.astype(np.int32), np.array([0.9, 0.5]))
-    ignored = detect_in_case(reference, candidates, FrocSettings(matching="any"))
-    counted = detect_in_case(
+    ignored = match_case(reference, candidates, FrocSettings(matching="any"))
+    counted = match_case(
         reference,
         candidates,
         FrocSettings(matching="any", allow_unmatched_candidates_with_minimal_overlap=False),
@@ -403,7 +405,7 @@ def _two_lesion_case(shift: int):
     return reference, foreground  # lesion 2 is missed
 
 
-def test_detection_command_writes_the_documented_outputs_and_names_failed_cases(tmp_path, capsys):
+def test_froc_command_writes_the_documented_outputs_and_names_failed_cases(tmp_path, capsys):
     gt, probs = tmp_path / "gt", tmp_path / "probs"
     dataset = {"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}
     cases = []
@@ -485,7 +487,7 @@ def _cv_run(tmp_path, name: str, with_npz: bool, scale: float = 1.0):
     return root, gt
 
 
-def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp_path, capsys):
+def test_cv_summary_adds_the_froc_section_and_compare_overlays_the_runs(tmp_path, capsys):
     from nnunet_lesionloss.evaluation.cv import cv_summary
 
     base, gt = _cv_run(tmp_path, "nnUNetTrainerDiceCE", True)
@@ -494,7 +496,7 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
     result = cv_summary(base, gt_dir=gt, progress=False)
     assert result["froc"]["1"]["n_cases"] == 3 and result["froc"]["1"]["n_failed"] == 0
     assert (base / "lesion_evaluation" / "froc.json").is_file()
-    assert "## Detection (FROC" in (base / "lesion_evaluation" / "cv_summary.md").read_text()
+    assert "## FROC analysis" in (base / "lesion_evaluation" / "cv_summary.md").read_text()
     per_fold = load_strict_json(base / "lesion_evaluation" / "froc.json")["1"]["per_fold"]
     assert per_fold["0"]["n_cases"] == 3
     assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--froc-bootstrap-resamples", "50"]) == 1
@@ -518,6 +520,40 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
     assert catmil["n_paired"] == "2" and float(catmil["mean_case_difference_at_1fp"]) == 0.0
 
 
+def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
+    """An earlier release wrote detection.json / detection_cases.json and cv_summary.json's section
+    "detection": load_froc, froc_section and compare read them as the current names, and a stale
+    detection.json beside a current froc.json is never read."""
+    from nnunet_lesionloss.evaluation.cv import cv_summary
+
+    quick = FrocSettings(bootstrap_resamples=20)
+    base, gt = _cv_run(tmp_path, "nnUNetTrainerDiceCE", True)
+    other, _ = _cv_run(tmp_path, "nnUNetTrainerCATMIL", True, scale=0.9)
+    for run in (base, other):
+        cv_summary(run, gt_dir=gt, progress=False, froc=quick)
+    base_out, old = base / "lesion_evaluation", other / "lesion_evaluation"
+    current = load_froc(old)
+    summary = load_strict_json(old / "cv_summary.json")
+    assert current is not None and froc_section(summary) == summary["froc"]
+    (old / "froc.json").rename(old / "detection.json")
+    (old / "froc_cases.json").rename(old / "detection_cases.json")
+    summary["detection"] = summary.pop("froc")
+    (old / "cv_summary.json").write_text(json.dumps(summary))
+    assert load_froc(old) == current
+    assert froc_section(load_strict_json(old / "cv_summary.json")) == headline(current[0])
+    assert froc_section({"failures": []}) is None
+    # both names: the current files decide (here an impossible AP left under the earlier name)
+    stale = {key: {**entry, "ap": -1.0} for key, entry in load_froc(base_out)[0].items()}
+    (base_out / "detection.json").write_text(json.dumps(stale))
+    (base_out / "detection_cases.json").write_text(json.dumps({"labels": {}}))
+    assert load_froc(base_out)[0]["1"]["ap"] >= 0
+    out = tmp_path / "comparison"
+    assert main(["compare", str(base), str(other), "-o", str(out), "--bootstrap-resamples", "50"]) == 1
+    rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_froc.csv").read_text().splitlines()}
+    catmil = dict(zip(rows["run"], rows["nnUNetTrainerCATMIL"]))
+    assert catmil["n_paired"] == "2" and float(catmil["ap"]) == pytest.approx(current[0]["1"]["ap"])
+
+
 def test_benchmark_script_checks_picai_eval_and_prints_its_table():
     """scripts/bench_detection.py at a tiny size (the README's numbers come from its default size)."""
     import subprocess
@@ -538,11 +574,11 @@ def test_benchmark_script_checks_picai_eval_and_prints_its_table():
 
 
 @pytest.mark.slow
-def test_nnunet_training_with_npz_feeds_the_detection_section_of_cv_summary(
+def test_nnunet_training_with_npz_feeds_the_froc_section_of_cv_summary(
     preprocessed_dataset, short_run_config, tmp_path
 ):
     """A short real nnUNetv2_train --npz: nnU-Net writes <case>.npz (softmax, in the reference's array shape)
-    and <case>.pkl into fold_0/validation, and cv-summary's detection section reads them without a failure."""
+    and <case>.pkl into fold_0/validation, and cv-summary's FROC section reads them without a failure."""
     from conftest import run_cli
     from nnunet_lesionloss.evaluation.cv import cv_summary
 

@@ -15,8 +15,8 @@ from nnunet_lesionloss.cli.options import (
     settings_from_args,
 )
 from nnunet_lesionloss.evaluation.cv import cv_summary, report_failures
-from nnunet_lesionloss.evaluation.detection import froc_failures
 from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.froc.cross_validation import froc_failures, froc_section
 from nnunet_lesionloss.evaluation.runner import evaluate_folders
 
 __all__ = ["register"]
@@ -80,7 +80,7 @@ def run_cv_summary(args) -> int:
         return fail(str(error))
     print(f"cross-validation summary of folds {result['folds']} -> {result['output_dir']}")
     report_failures(result)
-    section = result.get("froc") or {}
+    section = froc_section(result) or {}
     if "skipped" in section or "error" in section:
         print(f"FROC analysis: {section.get('skipped') or section.get('error')}", file=sys.stderr)
     for key, entry in section.items() if "skipped" not in section and "error" not in section else ():

@@ -1,6 +1,6 @@
 """The ``froc`` command: FROC, average precision and sensitivity at fixed false-positive rates from nnU-Net's
-probabilities (the work is in the FROC analysis of the evaluation). ``detection``, its name in earlier
-releases, is answered with the new name (``cli.RENAMED_COMMANDS``)."""
+probabilities (the work is in ``evaluation.froc``). ``detection``, its name in earlier releases, is answered
+with the new name (``cli.RENAMED_COMMANDS``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 from nnunet_lesionloss.cli.common import USAGE_ERRORS, exit_with, fail
 from nnunet_lesionloss.cli.options import add_froc_arguments, froc_settings_from_args, positive_int
-from nnunet_lesionloss.evaluation.detection import froc_folders
 from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.froc.analysis import froc_folders
 
 __all__ = ["register"]
 

@@ -7,7 +7,7 @@ import argparse
 import math
 
 from nnunet_lesionloss.components import check_connectivity_value
-from nnunet_lesionloss.evaluation.detection import CANDIDATE_METHODS, MATCHINGS, FrocSettings
+from nnunet_lesionloss.evaluation.froc.settings import CANDIDATE_METHODS, MATCHINGS, FrocSettings
 from nnunet_lesionloss.evaluation.settings import LESION_RULES, PRESETS, EvaluationSettings, MatchingSpec, get_preset
 
 

@@ -30,14 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.detection import (
-    cases_of,
-    load_froc,
-    paired_sensitivity_difference,
-    per_case_sensitivity,
-    plot_froc,
-)
 from nnunet_lesionloss.evaluation.formatting import format_number, format_p_value, format_with_interval
+from nnunet_lesionloss.evaluation.froc.cross_validation import load_froc
+from nnunet_lesionloss.evaluation.froc.paired import cases_of, paired_sensitivity_difference, per_case_sensitivity
+from nnunet_lesionloss.evaluation.froc.report import plot_froc
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, plot_detection_by_volume
 from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
 from nnunet_lesionloss.evaluation.settings import current_settings_record

@@ -43,6 +43,7 @@ from nnunet_lesionloss.evaluation.evaluate import (
     write_csv,
 )
 from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.froc.cross_validation import cv_froc_section, froc_cv_markdown_lines
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_lesion_tables
 from nnunet_lesionloss.evaluation.runner import evaluate_folders, resolve_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, current_settings_record, get_preset
@@ -434,8 +435,6 @@ def cv_summary(
         evaluations[fold] = evaluate_fold(plan, fold, settings, preset, num_processes, progress)
     result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
     if froc is not False:
-        from nnunet_lesionloss.evaluation.detection import cv_froc_section
-
         result["froc"] = cv_froc_section(plan, label_spec, settings, froc, num_processes, progress)
     write_cv_outputs(plan, result, [evaluations[f] for f in plan.folds], settings)
     return result
@@ -609,8 +608,6 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
         ]
         lines.append("")
     if result.get("froc"):
-        from nnunet_lesionloss.evaluation.detection import froc_cv_markdown_lines
-
         lines += froc_cv_markdown_lines(result["froc"])
     if result["not_evaluated"]:
         lines += [
