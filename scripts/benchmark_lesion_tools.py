@@ -82,7 +82,7 @@ def main() -> None:
     from nnunet_lesionloss.evaluation.io import as_integer_labels, read_label_image
     from nnunet_lesionloss.evaluation.lesion_table import lesion_rows, write_lesion_table
     from nnunet_lesionloss.evaluation.settings import EvaluationSettings
-    from nnunet_lesionloss.inspection import run_inspection
+    from nnunet_lesionloss.inspection_report import run_inspection
 
     run_inspection(str(args.folder), tau=False)  # warm-up: numba's cache, lazy imports
     inspect_seconds = timed(lambda: run_inspection(str(args.folder), tau=False), args.repeats)

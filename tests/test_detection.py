@@ -215,15 +215,15 @@ def test_hand_computed_froc_ap_and_cpm():
 )
 def test_bootstrap_weights_count_a_case_as_often_as_it_was_drawn(cases, data):
     """The bootstrap's weighted counts equal the counts of a pool in which each case appears that often."""
-    detections = [_case(lesions, fps) for lesions, fps in cases]
-    weights = np.array([data.draw(st.integers(0, 3)) for _ in detections], dtype=np.float64)
-    repeated = FrocPool([d for d, w in zip(detections, weights) for _ in range(int(w))])
-    tp, fp, n = FrocPool(detections).counts(weights)
+    frocs = [_case(lesions, fps) for lesions, fps in cases]
+    weights = np.array([data.draw(st.integers(0, 3)) for _ in frocs], dtype=np.float64)
+    repeated = FrocPool([d for d, w in zip(frocs, weights) for _ in range(int(w))])
+    tp, fp, n = FrocPool(frocs).counts(weights)
     expected_tp, expected_fp, expected_n = repeated.counts()
     assert n == expected_n
     rates = (0.125, 0.5, 1, 2, 8)
     if weights.sum() and expected_n:
-        size = len(detections)  # the resample has as many cases as the data
+        size = len(frocs)  # the resample has as many cases as the data
         assert close(average_precision(tp, fp, n), average_precision(expected_tp, expected_fp, expected_n))
         assert np.allclose(
             sensitivity_at_rates(tp, fp, n, size, rates),
@@ -509,8 +509,8 @@ def test_cv_summary_adds_the_froc_section_and_compare_overlays_the_runs(tmp_path
     code = main(["compare", str(base), str(other), str(plain), "-o", str(out), "--bootstrap-resamples", "200"])
     assert code == 1  # the run without probabilities is a warning, never dropped in silence
     text = (out / "compare.md").read_text()
-    assert "nnUNetTrainerBlob has no detection analysis" in text
-    assert "No detection analysis (no probabilities): nnUNetTrainerBlob" in text
+    assert "nnUNetTrainerBlob has no FROC analysis" in text
+    assert "No FROC analysis (no probabilities): nnUNetTrainerBlob" in text
     assert (out / "froc.png").is_file()
     rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_froc.csv").read_text().splitlines()}
     header = rows["run"]
@@ -521,9 +521,9 @@ def test_cv_summary_adds_the_froc_section_and_compare_overlays_the_runs(tmp_path
 
 
 def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
-    """An earlier release wrote detection.json / detection_cases.json and cv_summary.json's section
+    """An earlier release wrote froc.json / detection_cases.json and cv_summary.json's section
     "detection": load_froc, froc_section and compare read them as the current names, and a stale
-    detection.json beside a current froc.json is never read."""
+    froc.json beside a current froc.json is never read."""
     from nnunet_lesionloss.evaluation.cv import cv_summary
 
     quick = FrocSettings(bootstrap_resamples=20)
@@ -535,7 +535,7 @@ def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
     current = load_froc(old)
     summary = load_strict_json(old / "cv_summary.json")
     assert current is not None and froc_section(summary) == summary["froc"]
-    (old / "froc.json").rename(old / "detection.json")
+    (old / "froc.json").rename(old / "froc.json")
     (old / "froc_cases.json").rename(old / "detection_cases.json")
     summary["detection"] = summary.pop("froc")
     (old / "cv_summary.json").write_text(json.dumps(summary))
@@ -544,7 +544,7 @@ def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
     assert froc_section({"failures": []}) is None
     # both names: the current files decide (here an impossible AP left under the earlier name)
     stale = {key: {**entry, "ap": -1.0} for key, entry in load_froc(base_out)[0].items()}
-    (base_out / "detection.json").write_text(json.dumps(stale))
+    (base_out / "froc.json").write_text(json.dumps(stale))
     (base_out / "detection_cases.json").write_text(json.dumps({"labels": {}}))
     assert load_froc(base_out)[0]["1"]["ap"] >= 0
     out = tmp_path / "comparison"

@@ -14,12 +14,8 @@ from test_evaluation_cv_compare import PNG_MAGIC
 
 from conftest_evaluation import load_strict_json, shared_folder, write_image
 from nnunet_lesionloss.cli import main
-from nnunet_lesionloss.inspection import (
-    ASSUMED_POOL_KERNELS,
-    deep_supervision_scales,
-    inspect_labels,
-    run_inspection,
-)
+from nnunet_lesionloss.inspection import ASSUMED_POOL_KERNELS, deep_supervision_scales, inspect_labels
+from nnunet_lesionloss.inspection_report import run_inspection
 
 SHARED = shared_folder()
 MASKS = None if SHARED is None else SHARED / "golden" / "open_ms_data" / "masks"

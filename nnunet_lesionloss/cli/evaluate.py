@@ -1,5 +1,5 @@
 """The ``evaluate`` (one prediction folder) and ``cv-summary`` (the folds of an nnU-Net trainer) commands; the
-work is in ``evaluation.runner`` and ``evaluation.cv``."""
+work is in ``evaluation.runner`` and ``evaluation.cv`` (its files and messages: ``evaluation.cv_report``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from nnunet_lesionloss.cli.options import (
     positive_int,
     settings_from_args,
 )
-from nnunet_lesionloss.evaluation.cv import cv_summary, report_failures
+from nnunet_lesionloss.evaluation.cv import cv_summary
+from nnunet_lesionloss.evaluation.cv_report import report_failures
 from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.froc.cross_validation import froc_failures, froc_section
 from nnunet_lesionloss.evaluation.runner import evaluate_folders

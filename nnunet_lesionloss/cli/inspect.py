@@ -1,5 +1,5 @@
 """The ``inspect`` command: lesion counts, sizes and what nnU-Net's deep supervision erases, per label
-(the work: ``nnunet_lesionloss.inspection``)."""
+(the work: ``nnunet_lesionloss.inspection``; its report and files: ``nnunet_lesionloss.inspection_report``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from nnunet_lesionloss.components import ANY_CONNECTIVITY
-from nnunet_lesionloss.inspection import run_inspection
+from nnunet_lesionloss.inspection_report import run_inspection
 
 __all__ = ["register"]
 

@@ -14,8 +14,9 @@ case, reason) in ``cv_summary.json`` and on stderr.
 Work is done in steps, each its own function: :func:`plan_cv` (folds, references, expected cases,
 output files: everything that can be refused before any evaluation), then per fold either
 :func:`load_fold_evaluation` (an existing, complete evaluation of the same files with the same
-settings, e.g. of a run that was interrupted) or :func:`evaluate_fold`, then :func:`summarise_folds`
-and :func:`write_cv_outputs` (``cv_summary.json`` last: its presence means the others are complete).
+settings, e.g. of a run that was interrupted) or :func:`evaluate_fold`, then :func:`summarise_folds`;
+:func:`cv_summary` runs them and has cv_report.py write the outputs (``cv_summary.json`` last: its
+presence means the others are complete).
 The trainers of this package write such a folder after nnU-Net's final validation
 (``fold_X/validation/lesion_evaluation``, the ``lesion_validation.fold_evaluation`` preset): when
 :func:`load_fold_evaluation` accepts it, cv-summary copies it instead of evaluating the fold again.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,23 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.evaluate import (
-    SUMMARY_FILES,
-    CaseResult,
-    aggregate,
-    cases_table,
-    headline_metrics,
-    write_csv,
-)
-from nnunet_lesionloss.evaluation.formatting import format_number
-from nnunet_lesionloss.evaluation.froc.cross_validation import cv_froc_section, froc_cv_markdown_lines
-from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_lesion_tables
+from nnunet_lesionloss.evaluation.cv_report import CV_FILES, write_cv_outputs
+from nnunet_lesionloss.evaluation.evaluate import CaseResult, aggregate
+from nnunet_lesionloss.evaluation.froc.cross_validation import cv_froc_section
+from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE
 from nnunet_lesionloss.evaluation.runner import evaluate_folders, resolve_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, current_settings_record, get_preset
+from nnunet_lesionloss.evaluation.summary_report import SUMMARY_FILES
 
 DATASET_FOLDER = re.compile(r"^Dataset\d{3}_.+")
-#: what cv-summary writes into its output folder; cv_summary.json last
-CV_FILES = ("cases.csv", LESION_FILE, "cv_summary.md", "cv_summary.json")
 #: the source of a fold evaluation the trainer wrote after nnU-Net's final validation
 TRAINING_EVALUATION = "reused the trainer's evaluation"
 
@@ -340,8 +333,6 @@ def reuse_training_evaluation(
     """The evaluation the trainer wrote into ``fold_<f>/validation/lesion_evaluation`` after nnU-Net's
     final validation, copied into ``<output>/fold_<f>``, when :func:`load_fold_evaluation` accepts it
     (same settings, preset, labels and input files); else None."""
-    import shutil
-
     source = plan.results_dir / f"fold_{fold}" / "validation" / "lesion_evaluation"
     fingerprints = current_fingerprints(plan, fold)
     reused = load_fold_evaluation(
@@ -436,7 +427,7 @@ def cv_summary(
     result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
     if froc is not False:
         result["froc"] = cv_froc_section(plan, label_spec, settings, froc, num_processes, progress)
-    write_cv_outputs(plan, result, [evaluations[f] for f in plan.folds], settings)
+    write_cv_outputs(plan.output_dir, result, {f: evaluations[f].results for f in plan.folds}, settings)
     return result
 
 
@@ -524,116 +515,3 @@ def summarise_folds(
             for case, checksum in (summary.get("reference_checksums") or {}).items()
         },
     }
-
-
-def write_cv_outputs(
-    plan: CVPlan, result: dict, evaluations: list[FoldEvaluation], settings: EvaluationSettings
-) -> None:
-    """cases.csv (fold as first column; unassigned references with an empty fold), cv_summary.md,
-    then cv_summary.json; each atomically, the previous cv_summary.json removed first."""
-    output_dir = plan.output_dir
-    (output_dir / "cv_summary.json").unlink(missing_ok=True)
-    groups = [(str(e.fold), e.results) for e in evaluations]
-    unassigned = [f for f in result["failures"] if f["fold"] is None]
-    if unassigned:
-        groups.append(("", [CaseResult(f["case"], "", None, error=f["reason"]) for f in unassigned]))
-    _write_cases_with_fold(output_dir / "cases.csv", groups)
-    missing = merge_fold_lesion_tables(
-        output_dir / LESION_FILE, {e.fold: output_dir / f"fold_{e.fold}" for e in evaluations}
-    )
-    # an evaluation an older version wrote (no lesions.csv) is reused without its lesions: say so
-    result["folds_without_lesion_table"] = missing
-    io.write_text(output_dir / "cv_summary.md", cv_markdown(result, settings))
-    io.write_json(output_dir / "cv_summary.json", result, overwrite=True)
-
-
-def _write_cases_with_fold(path: Path, groups: list[tuple[str, list[CaseResult]]]) -> None:
-    """One cases.csv for all folds, the fold as first column; columns are the union over folds."""
-    header: list[str] = []
-    tables = []
-    for fold, results in groups:
-        fold_header, rows = cases_table(results, extra_columns={"fold": fold})
-        header += [name for name in fold_header if name not in header]
-        tables.append((fold_header, rows))
-    merged = []
-    for fold_header, rows in tables:
-        index = {name: k for k, name in enumerate(fold_header)}
-        merged += [[row[index[name]] if name in index else "" for name in header] for row in rows]
-    write_csv(path, header or ["fold", "case", "label", "error"], merged)
-
-
-def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
-    folds = result["folds"]
-    failed = result["n_failed"]
-    lines = [
-        f"# Cross-validation: {result['trainer']}",
-        "",
-        f"Folds {', '.join(map(str, folds))}; {result['n_cases']} validation cases, {result['n_evaluated']} "
-        f"evaluated, {failed} failed or missing. Per-fold means, then the mean ± std over folds (Luu et al. 2026 "
-        "report the mean of fold means).",
-        "",
-    ]
-    for missing in result.get("missing_folds", []):
-        lines += [f"**Fold {missing['fold']} is missing**: {missing['reason']}.", ""]
-    if failed:
-        lines += [
-            f"**{failed} case(s) failed or are missing: every mean below is over the evaluated cases only.**",
-            "",
-        ]
-    for label, means in result["mean_of_fold_means"].items():
-        name = result["label_names"].get(label, label)
-        lines += [
-            f"## Label {name} ({label})",
-            "",
-            "| metric | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± std |",
-            "|---|" + "---|" * (len(folds) + 1),
-        ]
-        for metric in headline_metrics(settings):
-            if metric not in means:
-                continue
-            fold_values = [result["per_fold_mean"][str(f)].get(label, {}).get(metric) for f in folds]
-            std = result["std_of_fold_means"][label].get(metric)
-            lines.append(
-                f"| {metric} | "
-                + " | ".join(format_number(v) for v in fold_values)
-                + f" | {format_number(means[metric])}"
-                + ("" if std is None else f" ± {format_number(std)}")
-                + " |"
-            )
-        lines.append("")
-    if result["failures"]:
-        lines += ["## Failed or missing cases", "", "| fold | case | reason |", "|---|---|---|"]
-        lines += [
-            f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
-        ]
-        lines.append("")
-    if result.get("froc"):
-        lines += froc_cv_markdown_lines(result["froc"])
-    if result["not_evaluated"]:
-        lines += [
-            f"{len(result['not_evaluated'])} reference(s) were not evaluated: no evaluated fold predicted them and no "
-            "splits_final.json says which fold they belong to (only some folds were asked for).",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def report_failures(result: dict, stream=None) -> None:
-    """Every failure on its own line: fold, case, reason (default: on stderr)."""
-    stream = stream or sys.stderr
-    for missing in result.get("missing_folds", []):
-        print(f"  fold {missing['fold']} missing: {missing['reason']}", file=stream)
-    for name in result.get("ignored_folders", []):
-        print(f"  note: {result['results_dir']}/{name} is no fold_<number> folder: not evaluated", file=stream)
-    for fold, names in result.get("ignored_predictions", {}).items():
-        print(
-            f"  note: fold {fold}: {len(names)} predictions without a reference are ignored: {', '.join(names[:5])}",
-            file=stream,
-        )
-    for failure in result["failures"]:
-        fold = "-" if failure["fold"] is None else failure["fold"]
-        print(f"  fold {fold}, case {failure['case']}: {failure['reason']}", file=stream)
-    for entry in result["not_evaluated"]:
-        print(f"  not evaluated: {entry['case']} ({entry['reason']})", file=stream)
-    for fold in result.get("folds_without_lesion_table", []):
-        print(f"  fold {fold}: no lesions.csv of this fold, so the merged lesions.csv lacks its lesions", file=stream)

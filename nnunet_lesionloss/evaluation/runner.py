@@ -15,15 +15,9 @@ from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.brats import brats_outputs, write_brats_summary_csv
-from nnunet_lesionloss.evaluation.evaluate import (
-    SUMMARY_FILES,
-    CaseResult,
-    LabelSpec,
-    build_summary,
-    evaluate_pairs,
-    write_outputs,
-)
+from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, build_summary, evaluate_pairs
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
+from nnunet_lesionloss.evaluation.summary_report import SUMMARY_FILES, write_outputs
 
 BRATS_FILES = ("brats_metrics.json", "brats_summary.csv")
 
