@@ -170,6 +170,33 @@ def test_softmax_label_channels_follow_dataset_json(tmp_path, capsys):
     assert "channel 0 is the softmax background" in capsys.readouterr().err
 
 
+def test_apply_threshold_refuses_conflicting_or_broken_operating_points_before_writing(tmp_path, capsys):
+    """The options and the JSON are read before any image: every refusal is a usage error (exit status 2)
+    that names what is wrong, and the output folder is not made."""
+    gt, probs, _ = region_case(tmp_path)
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[0.5]")
+    (tmp_path / "point.json").write_text(json.dumps({"best_threshold": 0.5, "min_voxels": 0, "connectivity": 18}))
+    out = tmp_path / "seg"
+    base = ["apply-threshold", "--probabilities", str(probs), "-o", str(out)]
+    refusals = {
+        "give --threshold or --threshold-json": [],
+        "give it alone": ["--threshold-json", str(tmp_path / "point.json"), "--min-voxels", "3"],
+        "is not valid JSON": ["--threshold-json", str(tmp_path / "broken.json")],
+        "not an output of choose-threshold": ["--threshold-json", str(tmp_path / "list.json")],
+        "must be in (0, 1]": ["--threshold", "1.5"],
+    }
+    for message, options in refusals.items():
+        assert main([*base, *options]) == 2, message
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    # the points applied are said on the screen: each region's, and the default removal connectivity
+    assert main([*base, "--threshold", "0.5", "--min-voxels", "2"]) == 0
+    assert "whole: threshold 0.5, min size 2; core: threshold 0.5, min size 2 (18 (3D) / 8 (2D)-connectivity)" in (
+        capsys.readouterr().out
+    )
+
+
 # --------------------------------------------------------------------------- lesion criteria, nested estimate
 BINARY_DATASET = {"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}
 LESION = ((2, 2, 2), (3, 3, 3))  # a 27-voxel reference lesion

@@ -1,5 +1,6 @@
 """The post-processing commands: ``remove-small`` (with ``--sweep``: what each minimum size costs) and
-``merge-by-volume``; the work is in ``evaluation.postprocess`` and ``evaluation.min_size_sweep``."""
+``merge-by-volume``; the work is in ``evaluation.postprocess`` and ``evaluation.min_size_sweep`` (its files:
+``evaluation.min_size_sweep_report``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ from pathlib import Path
 from nnunet_lesionloss.cli.common import run_case_command
 from nnunet_lesionloss.cli.options import connectivity_option, positive_float, positive_int
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.min_size_sweep import (
-    DEFAULT_MIN_SIZES,
-    SWEEP_FILES,
-    min_size_sweep,
-    sweep_markdown,
-    write_sweep,
-)
+from nnunet_lesionloss.evaluation.min_size_sweep import DEFAULT_MIN_SIZES, min_size_sweep
+from nnunet_lesionloss.evaluation.min_size_sweep_report import SWEEP_FILES, sweep_markdown, write_sweep
 from nnunet_lesionloss.evaluation.postprocess import merge_by_volume_folders, remove_small_folder
 from nnunet_lesionloss.evaluation.settings import PRESETS
 

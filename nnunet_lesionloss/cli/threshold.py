@@ -4,7 +4,6 @@ on validation probabilities, with its nested cross-validation estimate) and ``ap
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,14 +16,12 @@ from nnunet_lesionloss.evaluation.operating_point import (
     CRITERIA,
     DEFAULT_NESTED_FOLDS,
     DICE_CONNECTIVITY,
-    OperatingPoint,
     apply_operating_point,
     choose_operating_point,
-    find_dataset_json,
+    format_points,
     format_record,
-    points_from_record,
+    plan_apply,
 )
-from nnunet_lesionloss.evaluation.probabilities import probability_targets
 
 __all__ = ["register"]
 
@@ -63,43 +60,28 @@ def run_choose(args) -> int:
 
 
 def run_apply(args) -> int:
-    probability_dir = Path(args.probabilities)
-    dataset_json = args.dataset_json or find_dataset_json([probability_dir / "dataset.json"])
-    dataset = io.read_dataset_json(dataset_json) if dataset_json else None
-    if args.threshold_json:
-        if args.threshold is not None or args.min_voxels is not None or args.connectivity is not None:
-            raise ValueError("--threshold-json fixes the threshold, minimum size and connectivity: give it alone")
-        with open(args.threshold_json) as handle:
-            try:
-                record = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{args.threshold_json} is not valid JSON: {error}") from None
-        mapping = record.get("probability_mapping", {})
-        if dataset is None and mapping.get("dataset_labels") is not None:
-            dataset = {"labels": mapping["dataset_labels"], "regions_class_order": mapping.get("regions_class_order")}
-        label = args.label if args.label is not None else mapping.get("label")
-        channel = args.channel if args.channel is not None else mapping.get("channel")
-        targets = probability_targets(dataset, label, channel)
-        points, connectivity = points_from_record(record, targets, args.threshold_json)
-    elif args.threshold is not None:
-        targets = probability_targets(dataset, args.label, args.channel)
-        point = OperatingPoint(args.threshold, args.min_voxels or 0)
-        points = {t.key: point for t in targets}
-        connectivity = args.connectivity  # None: REMOVAL_CONNECTIVITY of each image's dimension
-    else:
-        raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
-    for key, point in points.items():
-        if not 0 < point.threshold <= 1 or point.min_size_voxels < 0:
-            raise ValueError(f"threshold {point.threshold} must be in (0, 1] and the minimum size >= 0 ({key})")
-    file_ending = args.file_ending or (dataset or {}).get("file_ending") or ".nii.gz"
+    plan = plan_apply(
+        args.probabilities,
+        threshold_json=args.threshold_json,
+        threshold=args.threshold,
+        min_voxels=args.min_voxels,
+        connectivity=args.connectivity,
+        label=args.label,
+        channel=args.channel,
+        dataset_json=args.dataset_json,
+        file_ending=args.file_ending,
+    )
     written, failed = apply_operating_point(
-        probability_dir, args.output, targets, points, connectivity, args.template_dir, file_ending, args.overwrite
+        args.probabilities,
+        args.output,
+        plan.targets,
+        plan.points,
+        plan.connectivity,
+        args.template_dir,
+        plan.file_ending,
+        args.overwrite,
     )
-    described = "; ".join(
-        f"{t.name}: threshold {points[t.key].threshold:g}, min size {points[t.key].min_size_voxels}" for t in targets
-    )
-    shown = "18 (3D) / 8 (2D)" if connectivity is None else connectivity
-    print(f"{described} ({shown}-connectivity): {len(written)} cases -> {args.output}")
+    print(f"{format_points(plan)}: {len(written)} cases -> {args.output}")
     return failed
 
 

@@ -8,6 +8,9 @@ same connectivity) and evaluated exactly as ``evaluate`` evaluates them
 once. The table gives, per m, the means over cases of lesion recall, precision, F1, FP count and
 Dice (the numbers ``summary.json`` of ``remove-small`` followed by ``evaluate`` would hold), the
 pooled lesion recall/precision/F1 and how many predicted components the removal deleted.
+
+This module computes the sweep and returns it as a dict (the record ``min_size_sweep.json`` holds); its
+table, figure and files are written by :mod:`nnunet_lesionloss.evaluation.min_size_sweep_report`.
 """
 
 from __future__ import annotations
@@ -17,21 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, aggregate, evaluate_arrays
-from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.parallel import run_parallel, unexpected_error_reason
-from nnunet_lesionloss.evaluation.plotting import pyplot
 from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY, remove_small_labels
+from nnunet_lesionloss.evaluation.runner import plan_pairs, resolve_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
 __all__ = [
     "DEFAULT_MIN_SIZES",
+    "REMOVAL_DEFAULT_TEXT",
     "SWEEP_METRICS",
-    "SWEEP_FILES",
-    "sweep_case",
     "min_size_sweep",
-    "write_sweep",
+    "sweep_case",
 ]
 
 #: minimum sizes (voxels) of the sweep: 0 and 1 keep everything (the reference point)
@@ -46,7 +48,6 @@ SWEEP_METRICS = {
 }
 #: how the outputs name remove-small's default connectivity
 REMOVAL_DEFAULT_TEXT = f"{REMOVAL_CONNECTIVITY[3]} (2D: {REMOVAL_CONNECTIVITY[2]})"
-SWEEP_FILES = ("min_size_sweep.csv", "min_size_sweep.md", "min_size_sweep.png", "min_size_sweep.json")
 
 
 def sweep_case(
@@ -60,7 +61,6 @@ def sweep_case(
 ) -> tuple[list[CaseResult], list[int]]:
     """One case at every minimum size: its results (as ``evaluate_case`` makes them) and, per size, the
     number of predicted foreground components the removal deleted."""
-
     results, removed = [], []
     try:
         reference = io.read_label_image(reference_file)
@@ -92,8 +92,7 @@ def sweep_case(
 
 
 def _component_count(labels: np.ndarray, connectivity: int | str) -> int:
-    from nnunet_lesionloss.components import label_components
-
+    """The connected components of every foreground label, counted label by label."""
     return sum(
         label_components(labels == value, connectivity, return_count=True)[1]
         for value in np.unique(labels)
@@ -114,8 +113,6 @@ def min_size_sweep(
     num_processes: int = 1,
 ) -> dict:
     """The sweep over a prediction folder: per minimum size, per label, the aggregate of ``evaluate``."""
-    from nnunet_lesionloss.evaluation.runner import plan_pairs, resolve_labels
-
     preset = get_preset(preset) if isinstance(preset, str) else preset
     settings = settings or preset.settings
     min_sizes = sorted({int(m) for m in min_sizes})
@@ -170,111 +167,3 @@ def min_size_sweep(
         "errors": failed,
         "rows": rows,
     }
-
-
-def sweep_markdown(sweep: dict) -> str:
-    labels = list(sweep["rows"][0]["mean"]) if sweep["rows"] else []
-    n_ok = sweep["n_cases"] - sweep["n_failed"]
-    lines = [
-        "# What minimum-size removal costs",
-        "",
-        f"Predictions {sweep['pred_dir']} against {sweep['gt_dir']}: {n_ok} cases evaluated"
-        + (
-            f", {sweep['n_failed']} failed or missing (listed below; the means are over the others)"
-            if sweep["n_failed"]
-            else ""
-        )
-        + f". Components below m voxels removed per label at {sweep['removal_connectivity']}-connectivity (as "
-        f"remove-small --min-voxels m), then evaluated with preset {sweep['preset']} "
-        f"({sweep['settings']['connectivity']}-connected lesions, detection {sweep['settings']['lesion_rule']}). "
-        "Means over cases as in evaluate's summary.json; pooled: over all lesions of all cases.",
-        "",
-    ]
-    for key in labels:
-        name = sweep["label_names"].get(key, key)
-        lines += [
-            f"## Label {name} ({key})" if name != key else f"## Label {key}",
-            "",
-            "| min voxels | " + " | ".join(SWEEP_METRICS.values()) + " | pooled recall | pooled precision | pooled F1 "
-            "| predicted components removed |",
-            "|---|" + "---|" * (len(SWEEP_METRICS) + 4),
-        ]
-        for row in sweep["rows"]:
-            means = row["mean"].get(key, {})
-            pooled = row["pooled"].get(key, {})
-            cells = [format_number(means.get(m)) for m in SWEEP_METRICS]
-            cells += [format_number(pooled.get(m)) for m in ("lesion_recall", "lesion_precision", "lesion_f1")]
-            lines.append(f"| {row['min_voxels']} | " + " | ".join(cells) + f" | {row['removed_components']} |")
-        lines.append("")
-    if sweep["errors"]:
-        lines += ["## Failed or missing cases", ""] + [f"- {c}: {e}" for c, e in sweep["errors"].items()] + [""]
-    return "\n".join(lines)
-
-
-def plot_sweep(sweep: dict, path: Path) -> Path:
-    """One panel per label: recall, precision, F1 and Dice (left axis) and the FP count (right) per size."""
-
-    plt = pyplot()
-    labels = list(sweep["rows"][0]["mean"])
-    fig, axes = plt.subplots(1, len(labels), figsize=(7 * len(labels), 4.2), squeeze=False)
-    sizes = [row["min_voxels"] for row in sweep["rows"]]
-    x = np.arange(len(sizes))
-    for ax, label in zip(axes[0], labels):
-        for metric in ("lesion_recall", "lesion_precision", "lesion_f1", "Dice"):
-            values = [row["mean"].get(label, {}).get(metric) for row in sweep["rows"]]
-            ax.plot(x, [np.nan if v is None else v for v in values], marker="o", label=SWEEP_METRICS[metric])
-        ax.set_ylim(0, 1.05)
-        ax.set_xticks(x, [str(s) for s in sizes])
-        ax.set_xlabel(f"minimum component size (voxels, {sweep['removal_connectivity']}-connectivity)")
-        ax.set_ylabel("mean over cases")
-        ax.legend(loc="lower left", fontsize=8)
-        fp_axis = ax.twinx()
-        fp = [row["mean"].get(label, {}).get("lesion_fp") for row in sweep["rows"]]
-        fp_axis.plot(x, [np.nan if v is None else v for v in fp], "k--", marker="s", label=SWEEP_METRICS["lesion_fp"])
-        fp_axis.set_ylabel("FP count per case")
-        fp_axis.set_ylim(bottom=0)
-        fp_axis.legend(loc="lower right", fontsize=8)
-        ax.set_title(f"Minimum-size removal, label {sweep['label_names'].get(label, label)}")
-    fig.tight_layout()
-    io.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, format="png"))
-    plt.close(fig)
-    return path
-
-
-def write_sweep(output_dir, sweep: dict, overwrite: bool = False) -> list[Path]:
-    """min_size_sweep.csv (one row per size and label), .md, .png (a panel per label) and .json (last)."""
-    output = io.prepare_output_dir(output_dir, SWEEP_FILES, overwrite, marker=SWEEP_FILES[-1])
-    header = (
-        ["min_voxels", "label"]
-        + list(SWEEP_METRICS)
-        + [
-            "pooled_lesion_recall",
-            "pooled_lesion_precision",
-            "pooled_lesion_f1",
-            "removed_components",
-            "n_cases",
-            "n_failed",
-        ]
-    )
-    table = []
-    for row in sweep["rows"]:
-        for key, means in row["mean"].items():
-            pooled = row["pooled"][key]
-            table.append(
-                [row["min_voxels"], key]
-                + ["" if means.get(m) is None else means[m] for m in SWEEP_METRICS]
-                + [
-                    "" if pooled.get(m) is None else pooled[m]
-                    for m in ("lesion_recall", "lesion_precision", "lesion_f1")
-                ]
-                + [row["removed_components"], sweep["n_cases"] - sweep["n_failed"], sweep["n_failed"]]
-            )
-    written = [io.write_csv(output / SWEEP_FILES[0], header, table)]
-    written.append(io.write_text(output / SWEEP_FILES[1], sweep_markdown(sweep)))
-    if sweep["rows"] and sweep["rows"][0]["mean"]:
-        written.append(plot_sweep(sweep, output / SWEEP_FILES[2]))
-    written.append(io.write_json(output / SWEEP_FILES[3], sweep, overwrite=True))
-    return written
-
-
-# --------------------------------------------------------------------------- command line (remove-small --sweep)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
 
-__all__ = ["pyplot", "save_figure"]
+__all__ = ["pyplot", "save_figure", "write_figure"]
 
 
 def pyplot():
@@ -25,6 +25,11 @@ def save_figure(fig, ax, title: str, path: Path) -> Path:
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return write_figure(fig, path)
+
+
+def write_figure(fig, path: Path) -> Path:
+    """``fig`` as it is laid out, written to ``path`` (PNG, 120 dpi, atomically) and closed."""
     io.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, format="png"))
     pyplot().close(fig)
     return path

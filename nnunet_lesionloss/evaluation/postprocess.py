@@ -1,17 +1,15 @@
-"""Post-processing from the papers, as commands.
+"""Post-processing of label maps from the papers: the arrays, and the folders of the commands that write them.
 
-- ``remove-small``: drop connected components below N voxels per label (Joshi 2026 §4.5: 5 voxels, 18-connectivity);
-- ``choose-threshold`` / ``apply-threshold`` (module ``operating_point``): the probability threshold and
-  minimum component size chosen on validation probabilities (Joshi 2026 §4.5: aggregate Dice; or lesion
-  criteria, with a nested cross-validation estimate), and applied to ``nnUNetv2_predict`` outputs; the
-  probability of each label or region is taken from nnU-Net's ``.npz`` as dataset.json lays it out
-  (:func:`nnunet_lesionloss.evaluation.probabilities.probability_targets`);
+- ``remove-small``: drop connected components below N voxels per label (Joshi 2026 §4.5: 5 voxels,
+  18-connectivity): :func:`remove_small_labels` on an array, :func:`remove_small_folder` on a folder;
 - ``merge-by-volume``: lesions smaller than V from model A, the others from model B (Rachmadi et al. 2024
-  §4.2, V = 0.05 mL).
+  §4.2, V = 0.05 mL): :func:`merge_by_volume`, :func:`merge_by_volume_folders`.
 
-The commands that write images check the output folder (and that no output exists, without
-``--overwrite``) before the first case, write each image atomically with the input's label dtype (a
-label of 70000 stays 70000), and go on past a case that fails, listing it and exiting with status 1.
+:func:`write_labels_like` is the one writer of a label image with a template's geometry (``apply-threshold``
+writes with it too, :mod:`nnunet_lesionloss.evaluation.operating_point`), and :func:`run_cases` the loop of
+the commands that write images case by case. Those commands check the output folder (and that no output
+exists, without ``--overwrite``) before the first case, write each image atomically with the input's label
+dtype (a label of 70000 stays 70000), and go on past a case that fails, listing it and exiting with status 1.
 """
 
 from __future__ import annotations
@@ -27,33 +25,15 @@ from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
 
-
-def write_labels_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
-    """Write ``array`` as ``dtype`` with the geometry of the image at ``template_path``, atomically."""
-    import SimpleITK as sitk
-
-    dtype = np.dtype(np.uint8 if np.dtype(dtype) == bool else dtype)
-    converted = array.astype(dtype)
-    if not np.array_equal(converted, array):
-        raise CaseError(f"labels of {output_path.name} do not fit the input's type {dtype}")
-    template = sitk.ReadImage(str(template_path))
-    image = sitk.GetImageFromArray(converted)
-    image.CopyInformation(template)
-    io.atomic_write(output_path, lambda temporary: sitk.WriteImage(image, str(temporary), True))
-
-
-def run_cases(items: Iterable[tuple[str, Callable[[], None]]]) -> tuple[int, int]:
-    """Run every (case, job); a failing case is reported on stderr and the others go on.
-    Returns (cases done, cases failed)."""
-    done = failed = 0
-    for case, job in items:
-        try:
-            job()
-            done += 1
-        except (CaseError, OSError, ValueError, RuntimeError) as error:
-            failed += 1
-            print(f"  {case}: {error}", file=sys.stderr)
-    return done, failed
+__all__ = [
+    "REMOVAL_CONNECTIVITY",
+    "merge_by_volume",
+    "merge_by_volume_folders",
+    "remove_small_folder",
+    "remove_small_labels",
+    "run_cases",
+    "write_labels_like",
+]
 
 
 #: remove-small's default: Joshi 2026 §4.5 removes components at 18-connectivity (3D); in a 2D image the
@@ -106,7 +86,35 @@ def merge_by_volume(
     return merged
 
 
-# --------------------------------------------------------------------------- commands
+# --------------------------------------------------------------------------- writing: images and folders
+def write_labels_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
+    """Write ``array`` as ``dtype`` with the geometry of the image at ``template_path``, atomically."""
+    import SimpleITK as sitk  # lazy, as in io: a heavy import the array functions above do not need
+
+    dtype = np.dtype(np.uint8 if np.dtype(dtype) == bool else dtype)
+    converted = array.astype(dtype)
+    if not np.array_equal(converted, array):
+        raise CaseError(f"labels of {output_path.name} do not fit the input's type {dtype}")
+    template = sitk.ReadImage(str(template_path))
+    image = sitk.GetImageFromArray(converted)
+    image.CopyInformation(template)
+    io.atomic_write(output_path, lambda temporary: sitk.WriteImage(image, str(temporary), True))
+
+
+def run_cases(items: Iterable[tuple[str, Callable[[], None]]]) -> tuple[int, int]:
+    """Run every (case, job); a failing case is reported on stderr and the others go on.
+    Returns (cases done, cases failed)."""
+    done = failed = 0
+    for case, job in items:
+        try:
+            job()
+            done += 1
+        except (CaseError, OSError, ValueError, RuntimeError) as error:
+            failed += 1
+            print(f"  {case}: {error}", file=sys.stderr)
+    return done, failed
+
+
 def remove_small_folder(
     input_dir,
     output_dir,
