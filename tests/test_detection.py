@@ -519,7 +519,7 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
 
 
 def test_benchmark_script_checks_picai_eval_and_prints_its_table():
-    """scripts/bench_detection.py at a tiny size (the README's numbers come from its default size)."""
+    """scripts/bench_detection.py at a tiny size (docs/benchmarks.md's numbers come from its default size)."""
     import subprocess
     import sys
 

@@ -12,7 +12,8 @@ import pytest
 import SimpleITK as sitk
 from test_evaluation_cv_compare import PNG_MAGIC
 
-from conftest_evaluation import load_strict_json, shared_folder, write_image
+from conftest import OPEN_MS_DATA
+from conftest_evaluation import load_strict_json, write_image
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.inspection import (
     ASSUMED_POOL_KERNELS,
@@ -21,11 +22,7 @@ from nnunet_lesionloss.inspection import (
     run_inspection,
 )
 
-SHARED = shared_folder()
-MASKS = None if SHARED is None else SHARED / "golden" / "open_ms_data" / "masks"
-needs_masks = pytest.mark.skipif(
-    MASKS is None or not MASKS.is_dir(), reason="shared/golden/open_ms_data not found (shared/ beside the repository)"
-)
+MASKS = OPEN_MS_DATA / "masks"  # the 30 consensus masks of Open MS Data, in the repository (CC BY 4.0)
 ISOTROPIC = deep_supervision_scales(ASSUMED_POOL_KERNELS)
 
 
@@ -66,14 +63,13 @@ def _independent(files) -> dict:
     }
 
 
-@needs_masks
 def test_real_masks_counts_sizes_and_shares_equal_an_independent_computation(real_report):
     report, _, _ = real_report
     entry = report["labels"]["1"]
     truth = _independent(sorted(MASKS.glob("*.nii.gz")))
     n = len(truth["sizes"])
     assert report["n_cases"] == entry["cases"] == 30 and report["n_failed"] == 0
-    assert entry["lesions"] == n == 3115  # shared/golden/README.md
+    assert entry["lesions"] == n == 3115  # tests/data/open_ms_data/README.md
     q = np.percentile(truth["sizes"], [25, 50, 75])
     assert entry["volume_voxels"] == pytest.approx(
         {
@@ -102,7 +98,6 @@ def test_real_masks_counts_sizes_and_shares_equal_an_independent_computation(rea
     assert entry["erased_at_scale"] == pytest.approx([0, *(e / n for e in erased)])
 
 
-@needs_masks
 def test_real_masks_outputs(real_report):
     report, text, out = real_report
     written = load_strict_json(out / "inspect.json")

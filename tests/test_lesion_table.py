@@ -289,7 +289,7 @@ def test_sweep_reports_a_missing_prediction_and_needs_gt(tmp_path):
 
 
 def test_benchmark_script_prints_both_tables(tmp_path):
-    """scripts/benchmark_lesion_tools.py at a tiny size (the README's timings come from it; no timing asserted)."""
+    """scripts/benchmark_lesion_tools.py at a tiny size (docs/benchmarks.md's timings come from it; no timing asserted)."""
     import subprocess
     import sys
 
