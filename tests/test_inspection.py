@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from test_evaluation_cv_compare import PNG_MAGIC
 
-from conftest import OPEN_MS_DATA
+from conftest import OPEN_MS_DATA, REPO
 from conftest_evaluation import load_strict_json, write_image
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.inspection import (
@@ -111,6 +111,15 @@ def test_real_masks_outputs(real_report):
     assert "| lesions | 3115 |" in text and "| share of lesions <= 10 voxels | 37.0 % |" in text
     assert "remove-small" in text and "deep-supervision targets erase" in text
     assert "needs a planned" in written["size_penalty_auto"]["skipped"]
+
+
+def test_the_output_docs_evaluation_md_quotes_is_what_inspect_prints_on_the_repository_masks(real_report):
+    """docs/evaluation.md shows `inspect tests/data/open_ms_data/masks`: every line it quotes, as printed today."""
+    _, text, _ = real_report
+    doc = (REPO / "docs" / "evaluation.md").read_text()
+    quoted = doc[doc.index("30 cases; lesions = 26-connected") : doc.index("A fifth of these lesions")]
+    lines = [line for line in quoted.splitlines() if line.strip()]
+    assert len(lines) > 20 and [line for line in lines if line not in text.splitlines()] == []
 
 
 # --------------------------------------------------------------------------- hand-built masks
