@@ -3,8 +3,9 @@
 
 Prints two Markdown tables:
 
-1. ``inspect`` on FOLDER (default: the 30 Open MS Data consensus masks of the project's data folder beside
-   the repository, Lesjak et al. 2017, CC-BY), in this process pinned to one CPU core with one thread, imports excluded;
+1. ``inspect`` on FOLDER (default: the 30 Open MS Data consensus masks in the repository,
+   tests/data/open_ms_data/masks, Lesjak et al. 2017, CC BY 4.0), in this process pinned to one CPU core with
+   one thread, imports excluded;
 2. ``evaluate`` of every mask of FOLDER against a perturbed copy (shifted one voxel, every sixth lesion
    dropped, specks added), with and without the per-lesion table: file reading included (what a user
    waits for), then the metrics alone (arrays in memory). Paired per case (the variants alternate which
@@ -33,7 +34,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "scripts"))
 from benchmark_evaluation import timed  # noqa: E402  (the median-of-repeats timer of the evaluation benchmark)
 
-DEFAULT_FOLDER = REPOSITORY.parent / "shared" / "golden" / "open_ms_data" / "masks"
+DEFAULT_FOLDER = REPOSITORY / "tests" / "data" / "open_ms_data" / "masks"
 
 
 def perturbed(reference: np.ndarray, seed: int) -> np.ndarray:

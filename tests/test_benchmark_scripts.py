@@ -1,4 +1,4 @@
-"""The benchmark scripts behind the README's tables run (at a tiny size, on the CPU) and print them.
+"""The benchmark scripts behind docs/benchmarks.md's tables run (at a tiny size, on the CPU) and print them.
 
 ``scripts/gpu_benchmarks.sh --smoke`` runs the same commands as the GPU run with tiny sizes, so the
 script handed to a GPU machine is exercised here. No timing is asserted: the numbers are the

@@ -555,7 +555,7 @@ def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
 
 
 def test_benchmark_script_checks_picai_eval_and_prints_its_table():
-    """scripts/bench_detection.py at a tiny size (the README's numbers come from its default size)."""
+    """scripts/bench_detection.py at a tiny size (docs/benchmarks.md's numbers come from its default size)."""
     import subprocess
     import sys
 
