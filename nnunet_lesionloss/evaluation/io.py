@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -441,10 +442,12 @@ def json_ready(value):
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(temporary path)`` and rename the result to ``path``: a reader (or a run killed
     half-way) sees the old file or the new one, never a half-written one. The temporary file is
-    hidden (``.partial-<pid>-<name>``, same folder, same ending, so writers that infer the format
+    hidden (``.partial-<pid>-<random><ending>``, same folder, same ending, so writers that infer the format
     from the name still work) and removed on failure."""
     path = Path(path)
-    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    # short and unique: a temporary name built from a long (legal) file name would exceed the 255 bytes of a name
+    ending = next((e for e in SUPPORTED_ENDINGS if path.name.endswith(e)), path.suffix)
+    temporary = path.with_name(f".partial-{os.getpid()}-{secrets.token_hex(6)}{ending}")
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -459,15 +462,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
+#: a text cell starting with one of these is read as a formula by spreadsheet programs (CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text_cell(value):
+    """A CSV cell as spreadsheets should read it: text that would start a formula (``=``, ``+``, ``-``, ``@``,
+    tab, carriage return: a case name such as ``=HYPERLINK(...)``) gets a leading apostrophe, OWASP's
+    mitigation of CSV injection, which spreadsheets show as text; numbers and other text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_csv(path: str | os.PathLike, header: list[str], rows: list[list]) -> Path:
-    """A CSV with one header row, written atomically (see :func:`atomic_write`)."""
+    """A CSV with one header row, written atomically (see :func:`atomic_write`); text cells that a spreadsheet
+    would run as a formula are escaped (:func:`csv_text_cell`)."""
     import csv
 
     def write(temporary: Path) -> None:
         with open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerow([csv_text_cell(cell) for cell in header])
+            writer.writerows([csv_text_cell(cell) for cell in row] for row in rows)
 
     return atomic_write(path, write)
 

@@ -22,6 +22,7 @@ no background channel. :class:`ProbabilityChannels` maps a label or region of th
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +48,28 @@ def list_probability_files(folder: Path) -> dict[str, Path]:
 
 
 def load_probabilities(path: Path) -> np.ndarray:
-    """The ``probabilities`` array of one of nnU-Net's ``.npz`` files; CaseError naming the file otherwise."""
+    """The ``probabilities`` array of one of nnU-Net's ``.npz`` files; CaseError naming the file otherwise.
+
+    Only a zip archive of plain arrays is read (numpy's ``allow_pickle`` stays off): a file that is not a zip,
+    or whose array holds Python objects, is refused as not nnU-Net's, never loaded some other way."""
+    if not zipfile.is_zipfile(path):
+        raise CaseError(
+            f"{path} is not an .npz archive (nnU-Net writes a zip of arrays with --save_probabilities / --npz): refused"
+        )
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             if "probabilities" not in data:
                 raise CaseError(f"{path} has no 'probabilities' array (keys: {list(data.keys())})")
-            return data["probabilities"]
-    except (OSError, ValueError) as error:
+            probabilities = data["probabilities"]
+    except CaseError:
+        raise
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise CaseError(f"{path} holds Python objects, not an array of probabilities: refused") from None
         raise CaseError(f"cannot read {path}: {error}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise CaseError(f"cannot read {path}: {type(error).__name__}: {error}") from None
+    return probabilities
 
 
 def _label_values(value) -> tuple[int, ...]:
@@ -177,17 +192,57 @@ class ProbabilityChannels:
         )
 
 
+#: the only globals a ``<case>.pkl`` may name: the builtins and numpy types nnU-Net's properties hold (numpy's
+#: array and scalar reconstructors under numpy 1 and 2 names). Anything else is refused before it is built, so
+#: a pickle in a folder under evaluation can never run code (pickle calls what a file names: a ``__reduce__``
+#: naming ``os.system`` would run a shell command under a plain ``pickle.load``).
+ALLOWED_PICKLE_GLOBALS = frozenset(
+    {
+        ("builtins", name)
+        for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes", "bool")
+    }
+    | {("collections", "OrderedDict"), ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype")}
+    | {(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")}
+    | {(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")}  # arrays under pickle protocol 5
+)
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle that names a global nnU-Net's properties never hold."""
+
+
+class _PropertiesUnpickler(pickle.Unpickler):
+    """Unpickles nnU-Net's image properties and nothing else (:data:`ALLOWED_PICKLE_GLOBALS`)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in ALLOWED_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise RefusedPickle(f"{module}.{name} is not a type nnU-Net's properties hold")
+
+
 def read_properties(npz_path: Path) -> dict | None:
-    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent or unreadable."""
+    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent.
+
+    Read by a restricted unpickler (:data:`ALLOWED_PICKLE_GLOBALS`): a file that names any other type or
+    function is refused with a CaseError, and nothing it names is called. A file that is not a pickle, or not a
+    dictionary, is a CaseError too (it cannot vouch for the geometry)."""
     path = Path(npz_path).with_suffix(".pkl")
     if not path.is_file():
         return None
     try:
         with open(path, "rb") as handle:
-            properties = pickle.load(handle)  # nnU-Net's own file; it loads it the same way
-    except Exception:
-        return None
-    return properties if isinstance(properties, dict) else None
+            properties = _PropertiesUnpickler(handle).load()
+    except RefusedPickle as error:
+        raise CaseError(
+            f"{path.name} was refused, not loaded: {error} (only nnU-Net's image properties are read)"
+        ) from None
+    except Exception as error:  # truncated or not a pickle at all
+        raise CaseError(
+            f"{path.name} cannot be read as nnU-Net's image properties ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(properties, dict):
+        raise CaseError(f"{path.name} holds a {type(properties).__name__}, not nnU-Net's image properties (a dict)")
+    return properties
 
 
 def check_geometry(
