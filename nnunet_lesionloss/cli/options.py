@@ -26,6 +26,42 @@ def positive_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """Any finite number (NaN and infinities refused)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def int_in_range(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+class IncreasingPair(argparse.Action):
+    """``MIN MAX`` with MIN <= MAX (each value already checked by the option's type)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values[0] > values[1]:
+            parser.error(f"argument {option_string}: MIN must be <= MAX, got {values[0]} {values[1]}")
+        setattr(namespace, self.dest, tuple(values))
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
