@@ -184,7 +184,14 @@ def settings_from_args(args) -> tuple[EvaluationSettings, object]:
             changes["size_bin_matching"] = names[-1]
         if preset.settings.reference_lesion_spec not in names:
             changes["reference_lesion_spec"] = names[-1]
-    return preset.settings.replace(**changes), preset
+    settings = preset.settings.replace(**changes)
+    if args.lesion_rule_threshold is not None and settings.lesion_rule == "any_overlap":
+        raise ValueError(
+            f"--lesion-rule-threshold has no effect on the any_overlap lesion rule (of --preset {preset.name} or "
+            "--lesion-rule): leave it out, or choose a rule with a threshold (one_to_one_dsc, one_to_one_iou, iou, "
+            "overlap_fraction)"
+        )
+    return settings, preset
 
 
 def add_froc_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
