@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import math
 import os
 import re
-import secrets
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -439,15 +439,21 @@ def json_ready(value):
     return value
 
 
+def temporary_tag(name: str) -> str:
+    """The part of a temporary file's name that stands for the file ``name`` it becomes: a digest of ``name``
+    and its ending, short whatever the length of ``name`` (a temporary name made of a long legal name would
+    exceed the 255 bytes of a file name), and the same on every run (a later run finds what a killed one left)."""
+    ending = next((e for e in SUPPORTED_ENDINGS if name.endswith(e)), Path(name).suffix)
+    return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:16] + ending
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(temporary path)`` and rename the result to ``path``: a reader (or a run killed
     half-way) sees the old file or the new one, never a half-written one. The temporary file is
-    hidden (``.partial-<pid>-<random><ending>``, same folder, same ending, so writers that infer the format
-    from the name still work) and removed on failure."""
+    hidden (``.partial-<pid>-<tag>``, :func:`temporary_tag`: same folder, same ending, so writers that infer
+    the format from the name still work) and removed on failure."""
     path = Path(path)
-    # short and unique: a temporary name built from a long (legal) file name would exceed the 255 bytes of a name
-    ending = next((e for e in SUPPORTED_ENDINGS if path.name.endswith(e)), path.suffix)
-    temporary = path.with_name(f".partial-{os.getpid()}-{secrets.token_hex(6)}{ending}")
+    temporary = path.with_name(f".partial-{os.getpid()}-{temporary_tag(path.name)}")
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -532,7 +538,7 @@ def prepare_output_dir(
     except OSError as error:
         raise OutputError(f"cannot write into the output folder {folder}: {error.strerror or error}") from None
     for name in names:  # temporary files a killed run left behind (never read: hidden)
-        for leftover in folder.glob(f".partial-*-{glob.escape(name)}"):
+        for leftover in folder.glob(f".partial-*-{glob.escape(temporary_tag(name))}"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
     return folder
