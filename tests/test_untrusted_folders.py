@@ -118,3 +118,24 @@ def test_a_long_legal_case_name_is_written_by_the_tools_that_write_images(tmp_pa
         == 0
     )
     assert (tmp_path / "m" / f"{case}.nii.gz").is_file()
+
+
+def test_a_users_own_file_with_an_output_name_is_never_replaced_without_overwrite(tmp_path, capsys):
+    """issue 26 item 14: a cases.csv of the user's own, beside no summary.json, was taken for the leftover of an
+    interrupted run and replaced. Only files beside this package's record of an interrupted run are."""
+    gt, pred, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    write_image(gt / "c0.nii.gz", cube(SHAPE, (1, 1, 1), (3, 3, 3)))
+    write_image(pred / "c0.nii.gz", cube(SHAPE, (1, 1, 1), (3, 3, 3)))
+    out.mkdir()
+    (out / "cases.csv").write_text("the user's own table\n")
+    arguments = ["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet"]
+    assert main(arguments) == 2
+    assert "cases.csv exists" in capsys.readouterr().err
+    assert (out / "cases.csv").read_text() == "the user's own table\n"
+    assert main([*arguments, "--overwrite"]) == 0
+
+
+def test_an_output_folder_that_is_an_input_folder_is_refused():
+    with pytest.raises(ValueError, match="is the folder of --probabilities"):
+        io.check_output_apart("/data/p/../p", {"--template-dir": None, "--probabilities": "/data/p"})
+    io.check_output_apart("/data/out", {"--probabilities": "/data/p"})

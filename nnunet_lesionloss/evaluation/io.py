@@ -511,21 +511,28 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
+#: the hidden file a command leaves in its output folder before it writes anything there: output-named files
+#: beside it and without the command's marker are what an interrupted run of the command left
+WRITING_RECORD = ".nnunet-lesionloss-writing"
+
+
 def prepare_output_dir(
     folder: str | os.PathLike, names: Iterable[str] = (), overwrite: bool = False, marker: str | None = None
 ) -> Path:
     """Create ``folder`` (with parents) and make sure a file can be written in it, and that none of
     ``names`` exists there unless ``overwrite``; before any work, so a bad output path costs nothing.
 
-    ``marker`` is the file a command writes last (its summary): when it is absent, the other ``names``
-    are what an interrupted run left and may be replaced. Raises :class:`OutputError` (folder) or
-    ``FileExistsError`` (a file), naming the path.
+    ``marker`` is the file a command writes last (its summary). Output-named files without the marker are what
+    an interrupted run left, and may be replaced, only when that run's record (:data:`WRITING_RECORD`, written
+    here before any output) is there too; the user's own files that merely have an output's name (a
+    ``cases.csv`` of their own, no record) are never replaced without ``overwrite``. Raises
+    :class:`OutputError` (folder) or ``FileExistsError`` (a file), naming the path.
     """
     folder = Path(folder)
     names = list(names)
-    complete = marker is None or (folder / marker).exists()
+    interrupted = marker is not None and not (folder / marker).exists() and (folder / WRITING_RECORD).is_file()
     for name in names:
-        if complete or name == marker:
+        if not interrupted or name == marker:
             check_writable(folder / name, overwrite)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -541,4 +548,19 @@ def prepare_output_dir(
         for leftover in folder.glob(f".partial-*-{glob.escape(temporary_tag(name))}"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+    if marker is not None:
+        write_text(folder / WRITING_RECORD, "\n".join(names) + "\n")
     return folder
+
+
+def check_output_apart(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """A command's output folder must not be one of its input folders (``inputs``: option -> folder): writing
+    there would replace what it reads (nnU-Net's segmentations, a model's predictions, the geometry template).
+    Raises ValueError naming both options."""
+    target = Path(output).resolve()
+    for option, folder in inputs.items():
+        if folder is not None and Path(folder).resolve() == target:
+            raise ValueError(
+                f"the output folder {output} is the folder of {option}: its files would be replaced by the output; "
+                "write to another folder"
+            )
