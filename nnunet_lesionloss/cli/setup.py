@@ -164,7 +164,7 @@ def register(subparsers) -> None:
         help="brightness added to lesion voxels (plus 0.3 per label value); lower: harder small lesions",
     )
     synth.add_argument("--noise", type=non_negative_float, default=0.5, help="std of the Gaussian noise of the image")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=non_negative_int, default=0)
     synth.add_argument(
         "--overwrite",
         action="store_true",
