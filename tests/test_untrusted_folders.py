@@ -139,3 +139,28 @@ def test_an_output_folder_that_is_an_input_folder_is_refused():
     with pytest.raises(ValueError, match="is the folder of --probabilities"):
         io.check_output_apart("/data/p/../p", {"--template-dir": None, "--probabilities": "/data/p"})
     io.check_output_apart("/data/out", {"--probabilities": "/data/p"})
+
+
+@pytest.mark.parametrize(
+    "corrupt, named",
+    [
+        (lambda p: p * 13 - 6, "logits instead of probabilities"),  # values in [-6, 7]
+        (lambda p: np.concatenate([np.where(p[:1] > 0.5, np.nan, p[:1]), p[1:]]), "NaN or infinite values"),
+        (lambda p: np.concatenate([p[:1], np.where(p[1:] < 0.5, -np.inf, p[1:])]), "NaN or infinite values"),
+        (lambda p: np.concatenate([p[:1] * 0.5, p[1:]]), "do not sum to 1"),
+    ],
+)
+@pytest.mark.parametrize("command", ["froc", "choose-threshold"])
+def test_what_is_not_a_probability_is_refused_by_every_command_that_reads_them(
+    tmp_path, command, corrupt, named, capsys
+):
+    """issue 26 item 1: froc took logits (AP 0.25, "every case analysed") where choose-threshold refused them."""
+    gt, probs = _probability_folder(tmp_path, {"spacing": [1.0, 1.0, 1.0]})
+    with np.load(probs / "c0.npz") as data:
+        good = data["probabilities"]
+    np.savez_compressed(probs / "c0.npz", probabilities=corrupt(good.astype(np.float32)).astype(np.float32))
+    arguments = ["--probabilities", str(probs), "--gt", str(gt), "--quiet"]
+    if command == "froc":
+        arguments += ["-o", str(tmp_path / "out")]
+    assert main([command, *arguments]) != 0
+    assert named in capsys.readouterr().err

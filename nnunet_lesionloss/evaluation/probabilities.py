@@ -133,7 +133,8 @@ class ProbabilityChannels:
         return f"softmax over the labels {list(self.labels)}"
 
     def check(self, probabilities: np.ndarray, path: str | Path = "") -> None:
-        """CaseError when the array is not (channels, *spatial) with this model's number of channels."""
+        """CaseError when the array is not (channels, *spatial) with this model's number of channels, or its
+        values are not this model's probabilities (:func:`check_probability_values`)."""
         where = f" in {path}" if path else ""
         if probabilities.ndim < 3:
             raise CaseError(f"probabilities of shape {probabilities.shape}{where}: expected (channels, *spatial)")
@@ -142,6 +143,7 @@ class ProbabilityChannels:
                 f"probabilities{where} have {probabilities.shape[0]} channels, but {self.source} describes "
                 f"{self.describe()} ({self.n_channels} channels)"
             )
+        check_probability_values(probabilities, softmax=not self.has_regions, where=where)
 
     def probability(self, probabilities: np.ndarray, values: Sequence[int]) -> np.ndarray:
         """Probability map of a label (or of the union of several labels) or of a region.
@@ -311,8 +313,6 @@ def read_case_probabilities(npz_path: Path, reference: io.LabelImage, channels: 
     npz_path = Path(npz_path)
     probabilities = load_probabilities(npz_path)
     channels.check(probabilities, npz_path)
-    if not np.issubdtype(probabilities.dtype, np.floating):
-        raise CaseError(f"probabilities in {npz_path} are of type {probabilities.dtype}, not floating point")
     return check_geometry(probabilities, reference, npz_path, read_properties(npz_path))
 
 
@@ -494,15 +494,40 @@ def foreground_probability(probabilities: np.ndarray, target: ProbabilityTarget)
         raise CaseError(f"{n_channels} probability channels, but dataset.json declares {target.n_channels} {kind}")
     if target.channel is not None and target.channel >= n_channels:
         raise CaseError(f"channel {target.channel} out of range for {n_channels} channels")
-    if target.kind == "softmax":  # declared by dataset.json, or assumed without one: refuse what is not a softmax
+    # declared by dataset.json, or assumed without one: a softmax must sum to 1
+    check_probability_values(probabilities, softmax=target.kind == "softmax")
+    return 1.0 - probabilities[0] if target.channel is None else probabilities[target.channel]
+
+
+#: how far a probability may lie outside [0, 1] (float32 rounding of nnU-Net's export)
+RANGE_TOLERANCE = 1e-6
+
+
+def check_probability_values(probabilities: np.ndarray, softmax: bool, where: str = "") -> None:
+    """CaseError unless every value is a finite probability in [0, 1] and, for a softmax model, the channels of
+    every voxel sum to 1 (within :data:`SOFTMAX_TOLERANCE`): the one check of the values of nnU-Net's ``.npz``
+    (the FROC analysis and choose-threshold alike). Logits, NaN in any channel (the background's too) and -inf
+    are refused, naming what was found."""
+    if not np.issubdtype(probabilities.dtype, np.floating):
+        raise CaseError(f"probabilities{where} are of type {probabilities.dtype}, not floating point")
+    finite = np.isfinite(probabilities)
+    if not finite.all():
+        channels = np.nonzero((~finite).reshape(finite.shape[0], -1).any(axis=1))[0].tolist()
+        raise CaseError(
+            f"probabilities{where} hold NaN or infinite values ({int((~finite).sum())} values, channel(s) "
+            f"{channels}): not nnU-Net's probabilities"
+        )
+    low, high = float(probabilities.min()), float(probabilities.max())
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise CaseError(
+            f"probabilities{where} outside [0, 1] (from {low:g} to {high:g}): logits instead of probabilities? "
+            "(nnUNetv2_predict --save_probabilities writes probabilities)"
+        )
+    if softmax:
         deviation = float(np.abs(probabilities.sum(axis=0, dtype=np.float64) - 1.0).max())
         if deviation > SOFTMAX_TOLERANCE:
             raise CaseError(
-                f"the {n_channels} probability channels do not sum to 1 (by up to {deviation:.3g}) as a softmax "
-                "does: sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) or --channel"
+                f"the {probabilities.shape[0]} probability channels{where} do not sum to 1 (by up to {deviation:.3g}) "
+                "as a softmax does: sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) "
+                "or --channel"
             )
-    probability = 1.0 - probabilities[0] if target.channel is None else probabilities[target.channel]
-    low, high = float(probability.min()), float(probability.max())
-    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1 + 1e-6:
-        raise CaseError(f"probabilities outside [0, 1] (from {low:g} to {high:g}): logits instead of probabilities?")
-    return probability
