@@ -94,16 +94,7 @@ def evaluate_arrays(
     reference, prediction = reference[crop], prediction[crop]
     present = {"reference": set(np.unique(reference).tolist()), "prediction": set(np.unique(prediction).tolist())}
     for name, values in present.items():
-        negative = sorted(v for v in values if v < 0)
-        if negative:  # without a dataset.json it would become a class of its own and enter foreground_mean
-            raise CaseError(f"negative label values {negative} in the {name}: a label map holds labels >= 0")
-    if labels.allowed is not None:
-        for name, values in present.items():
-            unexpected = sorted(values - labels.allowed)
-            if unexpected:
-                raise CaseError(
-                    f"unexpected label values {unexpected} in the {name} (allowed: {sorted(labels.allowed)})"
-                )
+        io.check_label_values(values, labels.allowed, name)
     groups = labels.groups
     if groups is None:
         found = sorted((present["reference"] | present["prediction"]) - {0})

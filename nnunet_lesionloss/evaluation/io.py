@@ -197,6 +197,23 @@ def as_integer_labels(image: LabelImage) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def check_label_values(values, allowed: set[int] | None, what: str) -> None:
+    """The one rule for label values in a reference or prediction: negative values, and (when ``allowed`` is
+    known, from dataset.json or a preset) values it does not list, make the case fail with a CaseError naming
+    them; they are never dropped, counted as misses or skipped in silence. ``values``: the values present."""
+    values = {int(v) for v in values}
+    negative = sorted(v for v in values if v < 0)
+    if negative:
+        raise CaseError(f"negative label values {negative} in the {what}: a label map holds labels >= 0")
+    if allowed is not None:
+        unexpected = sorted(values - set(allowed))
+        if unexpected:
+            raise CaseError(
+                f"unexpected label values {unexpected} in the {what}: no label of dataset.json or the preset has them "
+                f"(allowed: {sorted(allowed)})"
+            )
+
+
 def check_same_geometry(reference: LabelImage, prediction: LabelImage, tolerance: float = 1e-3) -> None:
     """Raise CaseError when shape, spacing, origin or orientation differ."""
     if reference.array.shape != prediction.array.shape:
