@@ -74,6 +74,7 @@ def write_synthetic_dataset(
     contrast: float = 1.5,
     noise: float = 0.5,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> str:
     """Write an MS-like synthetic dataset in nnU-Net's raw format and return its folder.
 
@@ -90,7 +91,15 @@ def write_synthetic_dataset(
 
     if num_cases < 2:
         raise ValueError("nnU-Net needs at least 2 training cases")
-    folder = _raw_dataset_folder(raw_root, dataset_id, name)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"shape must be 2 or 3 positive sizes, got {shape}")
+    if not 0 <= lesions_per_case[0] <= lesions_per_case[1]:
+        raise ValueError(f"lesions_per_case must be (MIN, MAX) with 0 <= MIN <= MAX, got {lesions_per_case}")
+    if num_classes < 1 or not np.isfinite(contrast) or not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(
+            f"num_classes must be >= 1, contrast finite and noise finite and >= 0, got {num_classes}, {contrast}, {noise}"
+        )
+    folder = _raw_dataset_folder(raw_root, dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     head = sum(g**2 for g in grids) <= 0.85**2
@@ -114,9 +123,7 @@ def write_synthetic_dataset(
     label_names = {"background": 0}
     label_names.update({"lesion": 1} if num_classes == 1 else {f"lesion_{c}": c for c in range(1, num_classes + 1)})
     channels = ["FLAIR", "T1"] if two_channels else ["FLAIR"]
-    _write_dataset_json(
-        folder, channels, label_names, num_cases, name, "synthetic MS-like lesions written by nnunet-lesionloss synth"
-    )
+    _write_dataset_json(folder, channels, label_names, num_cases, name, f"synthetic MS-like lesions {WRITTEN_BY}")
     return folder
 
 
@@ -128,6 +135,7 @@ def write_dataset_from_case(
     *,
     name: str = "RealCaseCopies",
     num_cases: int = 4,
+    overwrite: bool = False,
 ) -> str:
     """An nnU-Net raw dataset of ``num_cases`` mirrored copies of one real case (smoke runs on a real image).
 
@@ -146,7 +154,7 @@ def write_dataset_from_case(
         raise ValueError(f"num_cases must be in 1..8 (mirrorings of 3 axes), got {num_cases}")
     if not channel_images:
         raise ValueError("give at least one channel image")
-    folder = _raw_dataset_folder(raw_root, dataset_id, name)
+    folder = _raw_dataset_folder(raw_root, dataset_id, name, overwrite)
     reference = sitk.ReadImage(mask)
     labels = (sitk.GetArrayFromImage(reference) > 0).astype(np.uint8)
     channels = {}
@@ -176,18 +184,52 @@ def write_dataset_from_case(
         {"background": 0, "lesion": 1},
         num_cases,
         name,
-        f"{num_cases} mirrored copies of {source}",
+        f"{num_cases} mirrored copies of {source}, {WRITTEN_BY}",
     )
     return folder
 
 
-def _raw_dataset_folder(raw_root: str, dataset_id: int, name: str) -> str:
-    """``raw_root/DatasetXXX_name`` with its imagesTr and labelsTr folders."""
+#: the mark ``dataset.json`` carries when this module wrote the dataset: only such a dataset is ever replaced
+WRITTEN_BY = "written by nnunet-lesionloss synth"
+
+
+def _raw_dataset_folder(raw_root: str, dataset_id: int, name: str, overwrite: bool = False) -> str:
+    """``raw_root/DatasetXXX_name`` with empty imagesTr and labelsTr folders.
+
+    Never beside another dataset of the same id (nnU-Net refuses an id held by two folders), and never over an
+    existing dataset unless ``overwrite`` is given and the dataset is one this module wrote (its dataset.json
+    says so); then the old folder is removed whole, so no case of the earlier dataset is left behind."""
+    import json
     import os
+    import shutil
 
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}")
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"the dataset name may hold letters, digits, '_' and '-' only, got {name!r}")
     folder = os.path.join(raw_root, f"Dataset{dataset_id:03d}_{name}")
+    prefix = f"Dataset{dataset_id:03d}_"
+    others = (
+        sorted(e for e in os.listdir(raw_root) if e.startswith(prefix) and e != os.path.basename(folder))
+        if (os.path.isdir(raw_root))
+        else []
+    )
+    if others:
+        raise FileExistsError(
+            f"dataset id {dataset_id} is taken in {raw_root} by {', '.join(others)}: nnU-Net would refuse both; "
+            "choose another --dataset-id"
+        )
+    if os.path.exists(folder):
+        if not overwrite:
+            raise FileExistsError(f"{folder} exists; pass --overwrite to replace it")
+        try:
+            with open(os.path.join(folder, "dataset.json")) as handle:
+                description = json.load(handle).get("description", "")
+        except (OSError, ValueError, AttributeError):
+            description = ""
+        if WRITTEN_BY not in str(description):
+            raise FileExistsError(f"{folder} exists and was not written by synth: it is never replaced")
+        shutil.rmtree(folder)
     for sub in ("imagesTr", "labelsTr"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     return folder

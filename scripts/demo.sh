@@ -84,7 +84,7 @@ fi
 
 DATASET_ID=901
 DATASET=Dataset${DATASET_ID}_SyntheticLesions
-nnunet-lesionloss synth --dataset-id $DATASET_ID --cases 10 --shape 48 48 48
+nnunet-lesionloss synth --dataset-id $DATASET_ID --cases 10 --shape 48 48 48 --overwrite  # the demo owns its workspace
 nnUNetv2_plan_and_preprocess -d $DATASET_ID -c 3d_fullres -np 2 --verify_dataset_integrity
 # the lesions before training: counts, sizes, what deep supervision erases, the Size Penalty tau
 nnunet-lesionloss inspect $DATASET_ID -o "$WORK/demo_inspect" --overwrite --quiet

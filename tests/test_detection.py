@@ -499,7 +499,7 @@ def test_cv_summary_adds_the_froc_section_and_compare_overlays_the_runs(tmp_path
     assert "## FROC analysis" in (base / "lesion_evaluation" / "cv_summary.md").read_text()
     per_fold = load_strict_json(base / "lesion_evaluation" / "froc.json")["1"]["per_fold"]
     assert per_fold["0"]["n_cases"] == 3
-    assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--froc-bootstrap-resamples", "50"]) == 1
+    assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--froc-bootstrap-resamples", "100"]) == 1
     assert "FROC analysis, fold 0, case c2: no probabilities c2.npz" in capsys.readouterr().err
     assert main(["cv-summary", str(plain), "--gt", str(gt), "--quiet"]) == 0
     assert (

@@ -258,3 +258,27 @@ def test_default_output_folder_does_not_touch_nnunets_own_summary(tmp_path):
     assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--quiet", "-np", "1"]) == 0
     assert (pred / "summary.json").read_text() == "{}"
     assert load_strict_json(pred / "lesion_evaluation" / "summary.json")["mean"]["1"]["Dice"] == 1.0
+
+
+def test_without_dataset_json_every_label_found_is_evaluated_in_every_case(tmp_path):
+    """issue 26 item 7: one false positive of label 2 in one of three cases is 1/3 FP per case, not 1.0 (a label
+    averaged only over the cases where it appears); and an empty case adds no label nothing else has."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    lesion = cube(SHAPE, (2, 2, 2), (2, 2, 2))
+    for k in range(3):
+        write_image(gt / f"c{k}.nii.gz", lesion * 3)
+        predicted = lesion * 3
+        if k == 0:
+            predicted = predicted + cube(SHAPE, (7, 8, 9), (2, 2, 2)) * 2  # label 2: one false positive
+        write_image(pred / f"c{k}.nii.gz", predicted.astype(np.uint8))
+    write_image(gt / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
+    write_image(pred / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet", "-np", "1"]) == 0
+    summary = load_strict_json(out / "summary.json")
+    assert sorted(summary["mean"]) == ["2", "3"]
+    assert summary["mean"]["2"]["lesion_fp"] == pytest.approx(1 / 4)  # four cases, one false positive
+    assert summary["mean"]["3"]["lesion_fn"] == pytest.approx(0.0)
+    with open(out / "cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted({row["label"] for row in rows}) == ["2", "3"] and len(rows) == 8

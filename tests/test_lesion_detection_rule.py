@@ -248,3 +248,28 @@ def test_evaluate_the_operating_point_and_training_counts_give_one_lesion_f1(see
         assert np.isnan(chosen) and np.isnan(trained)
     else:
         assert chosen == pytest.approx(evaluated) and trained == pytest.approx(evaluated)
+
+
+@pytest.mark.parametrize("rule", ["iou", "overlap_fraction"])
+def test_a_lesion_no_prediction_touches_is_never_detected(rule):
+    """issue 26 item 2: at threshold 0 the touching-lesion rules counted an untouched lesion as detected (recall and
+    precision 1.0 for a case with one miss and one false positive), and a case with no overlapping pair at all
+    gave 0/0. A threshold must be above 0; and whatever it is, an untouched lesion is a miss."""
+    ref = cube(SHAPE, (1, 1, 1), (2, 2, 2)).astype(bool)
+    pred = cube(SHAPE, (6, 6, 6), (2, 2, 2)).astype(bool)
+    with pytest.raises(ValueError, match="lesion_rule_threshold"):
+        EvaluationSettings(lesion_rule=rule, lesion_rule_threshold=0.0)
+    values = evaluate_binary(
+        ref, pred, (1, 1, 1), EvaluationSettings(lesion_rule=rule, lesion_rule_threshold=1e-9)
+    ).values
+    assert (values["lesion_tp"], values["lesion_fp"], values["lesion_fn"]) == (0, 1, 1)
+    assert values["lesion_recall"] == 0.0 and values["lesion_precision"] == 0.0
+
+
+def test_an_option_the_lesion_rule_ignores_is_refused(tmp_path, capsys):
+    from nnunet_lesionloss.cli import main
+
+    arguments = ["evaluate", "--gt", str(tmp_path / "a"), "--pred", str(tmp_path / "b")]
+    assert main([*arguments, "--lesion-rule", "any_overlap", "--lesion-rule-threshold", "0.5"]) == 2
+    assert "--lesion-rule-threshold" in capsys.readouterr().err
+    assert main([*arguments, "--preset", "catmil", "--lesion-rule-threshold", "0.5"]) == 2

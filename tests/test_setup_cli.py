@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import REPO
@@ -190,3 +191,49 @@ def test_doctor_names_a_trainer_that_another_folder_shadows(tmp_path):
     environ["nnUNet_extTrainer"] = f"{shadow}{os.pathsep}{trainer_folder()}"
     problems = [message for ok, message in doctor_report(environ) if not ok]
     assert any("nnUNetTrainerBlob (nnU-Net would use old_trainers.nnUNetTrainerBlob instead)" in m for m in problems)
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--lesions", "5", "2"], "--lesions"),
+        (["--lesions", "-1", "2"], "--lesions"),
+        (["--shape", "0", "8", "8"], "--shape"),
+        (["--cases", "0"], "--cases"),
+        (["--cases", "1"], "--cases"),
+        (["--classes", "0"], "--classes"),
+        (["--noise", "-1"], "--noise"),
+        (["--noise", "nan"], "--noise"),
+        (["--contrast", "inf"], "--contrast"),
+        (["--dataset-id", "1000"], "--dataset-id"),
+    ],
+)
+def test_synth_options_are_checked_where_they_are_parsed(tmp_path, capsys, options, named):
+    with pytest.raises(SystemExit) as stopped:
+        main(["synth", "--raw", str(tmp_path), "--shape", "16", "16", "16", *options])
+    assert stopped.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing is written when an option is refused"
+
+
+def test_synth_never_replaces_a_dataset_silently(tmp_path, capsys):
+    common = ["synth", "--raw", str(tmp_path), "--dataset-id", "7", "--cases", "2", "--shape", "16", "16", "16"]
+    assert main(common) == 0
+    written = tmp_path / "Dataset007_SyntheticLesions"
+    before = (written / "labelsTr" / "case_000.nii.gz").stat().st_mtime_ns
+    assert main([*common, "--seed", "5"]) == 2
+    refusal = capsys.readouterr().err
+    assert "Dataset007_SyntheticLesions exists" in refusal and "--overwrite" in refusal
+    assert (written / "labelsTr" / "case_000.nii.gz").stat().st_mtime_ns == before
+    # a user's dataset with the same id under another name: nnU-Net would reject both, so never write beside it
+    users = tmp_path / "Dataset008_MyLesions"
+    (users / "labelsTr").mkdir(parents=True)
+    (users / "dataset.json").write_text('{"name": "MyLesions"}')
+    assert main([*common[:4], "8", *common[5:], "--overwrite"]) == 2
+    assert "Dataset008_MyLesions" in capsys.readouterr().err
+    assert not (tmp_path / "Dataset008_SyntheticLesions").exists()
+    # --overwrite replaces a dataset synth wrote, whole (no stale cases of the earlier one are left)
+    assert main([*common[:6], "3", *common[7:]]) == 2  # 3 cases into the existing 2-case dataset: refused
+    assert main([*common[:6], "3", *common[7:], "--overwrite"]) == 0
+    assert main([*common, "--overwrite"]) == 0
+    assert sorted(p.name for p in (written / "labelsTr").iterdir()) == ["case_000.nii.gz", "case_001.nii.gz"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from nnunet_lesionloss.cli.common import USAGE_ERRORS, exit_with, fail
-from nnunet_lesionloss.cli.options import positive_int
+from nnunet_lesionloss.cli.options import bootstrap_resamples, non_negative_int, positive_float
 from nnunet_lesionloss.evaluation.compare import compare_runs
 
 __all__ = ["register"]
@@ -61,14 +61,14 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--bootstrap-resamples",
-        type=positive_int,
+        type=bootstrap_resamples(),
         default=10000,
         help="resamples of the paired bootstrap CI (default 10000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument(
         "--fp-rate",
-        type=float,
+        type=positive_float,
         default=1.0,
         help="FP per case of the paired sensitivity difference of the FROC analysis (default 1)",
     )

@@ -8,9 +8,11 @@ import sys
 
 from nnunet_lesionloss.cli.common import USAGE_ERRORS, exit_with, fail, note_ignored_predictions
 from nnunet_lesionloss.cli.options import (
+    UniqueValues,
     add_froc_arguments,
     add_settings_arguments,
     froc_settings_from_args,
+    non_negative_int,
     positive_int,
     settings_from_args,
 )
@@ -134,7 +136,11 @@ def register(subparsers) -> None:
         help="nnU-Net dataset.json: labels, regions, file ending (default: GT/../dataset.json if present)",
     )
     p.add_argument(
-        "--labels", type=int, nargs="+", help="evaluate only these labels (default: dataset.json or all found)"
+        "--labels",
+        type=positive_int,
+        nargs="+",
+        action=UniqueValues,
+        help="evaluate only these labels (default: dataset.json or all found)",
     )
     p.add_argument("--file-ending", help="e.g. .nii.gz (default: dataset.json, else every readable ending)")
     p.add_argument("-np", "--num-processes", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)))
@@ -166,7 +172,13 @@ def register(subparsers) -> None:
         "else nnUNet_raw/DatasetXXX/labelsTr)",
     )
     p.add_argument("-o", "--output", help="output folder (default: RESULTS_DIR/lesion_evaluation)")
-    p.add_argument("--folds", type=int, nargs="+", help="default: every fold_* folder with a validation folder")
+    p.add_argument(
+        "--folds",
+        type=non_negative_int,
+        nargs="+",
+        action=UniqueValues,
+        help="default: every fold_* folder with a validation folder",
+    )
     p.add_argument("--dataset-json", help="default: RESULTS_DIR/dataset.json")
     p.add_argument("-np", "--num-processes", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--overwrite", action="store_true")

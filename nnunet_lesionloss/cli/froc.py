@@ -8,7 +8,7 @@ import os
 import sys
 
 from nnunet_lesionloss.cli.common import USAGE_ERRORS, exit_with, fail
-from nnunet_lesionloss.cli.options import add_froc_arguments, froc_settings_from_args, positive_int
+from nnunet_lesionloss.cli.options import UniqueValues, add_froc_arguments, froc_settings_from_args, positive_int
 from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.froc.analysis import froc_folders
 
@@ -68,7 +68,13 @@ def register(subparsers) -> None:
         help="nnU-Net dataset.json: labels or regions (which channel is which), file ending "
         "(default: PROBABILITIES/dataset.json, as nnUNetv2_predict writes it, else GT/../dataset.json)",
     )
-    p.add_argument("--labels", type=int, nargs="+", help="analyse only these labels (default: every label or region)")
+    p.add_argument(
+        "--labels",
+        type=positive_int,
+        nargs="+",
+        action=UniqueValues,
+        help="analyse only these labels (default: every label or region)",
+    )
     p.add_argument("--file-ending", help="of the references (default: dataset.json's)")
     p.add_argument("-np", "--num-processes", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--overwrite", action="store_true")

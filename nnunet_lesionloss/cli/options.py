@@ -26,6 +26,117 @@ def positive_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """Any finite number (NaN and infinities refused)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def int_in_range(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+#: fewer resamples than this give no 95 % percentile interval worth the name (B = 1 gives an "interval" that
+#: excludes its own estimate); Efron & Tibshirani (1993) recommend 1000 and more for percentile intervals
+MIN_BOOTSTRAP_RESAMPLES = 100
+
+
+def bootstrap_resamples(allow_none: bool = False):
+    """An argparse type: resamples of a bootstrap, >= :data:`MIN_BOOTSTRAP_RESAMPLES` (or 0 = no interval)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not (value >= MIN_BOOTSTRAP_RESAMPLES or (allow_none and value == 0)):
+            alternative = "0 (no interval) or " if allow_none else ""
+            raise argparse.ArgumentTypeError(
+                f"must be {alternative}>= {MIN_BOOTSTRAP_RESAMPLES} (a percentile interval of fewer resamples is "
+                f"noise; 1000 or more recommended), got {value}"
+            )
+        return value
+
+    return parse
+
+
+def number_in(low: float, high: float, *, low_open: bool = True, high_open: bool = False):
+    """An argparse type: a finite number in the interval from ``low`` to ``high`` (open or closed at each end)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+#: a probability threshold: p >= T with T in (0, 1]
+probability_threshold = number_in(0.0, 1.0)
+#: an overlap (IoU, DSC) a match needs: (0, 1]
+overlap_fraction = number_in(0.0, 1.0)
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+class UniqueValues(argparse.Action):
+    """A list option whose values must differ (each already checked by the option's type); kept in the given order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = [v for k, v in enumerate(values) if v in values[:k]]
+        if seen:
+            parser.error(f"argument {option_string}: {', '.join(map(str, dict.fromkeys(seen)))} listed twice")
+        setattr(namespace, self.dest, list(values))
+
+
+class IncreasingValues(argparse.Action):
+    """A list option whose values must be strictly increasing (bin edges)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if any(b <= a for a, b in zip(values, values[1:])):
+            parser.error(
+                f"argument {option_string}: values must be strictly increasing, got {' '.join(map(str, values))}"
+            )
+        setattr(namespace, self.dest, list(values))
+
+
+class IncreasingPair(argparse.Action):
+    """``MIN MAX`` with MIN <= MAX (each value already checked by the option's type)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values[0] > values[1]:
+            parser.error(f"argument {option_string}: MIN must be <= MAX, got {values[0]} {values[1]}")
+        setattr(namespace, self.dest, tuple(values))
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
@@ -37,6 +148,14 @@ def connectivity_option(text: str) -> int | str:
     """'full', 'face' or a number of ANY_CONNECTIVITY (:func:`~nnunet_lesionloss.components.check_connectivity_value`)."""
     try:
         return check_connectivity_value(int(text) if text.lstrip("+-").isdigit() else text, "the connectivity")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def matching_option(text: str) -> MatchingSpec:
+    """A one-to-one matching such as dsc0.5 or iou0.1 (metric and threshold in (0, 1])."""
+    try:
+        return MatchingSpec.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -91,12 +210,15 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--size-bins",
         type=positive_float,
         nargs="+",
+        action=IncreasingValues,
         metavar="ML",
         help="lesion volume bin edges in mL (default 1 5: <1, 1-5, >=5 mL, Joshi 2026)",
     )
     group.add_argument(
         "--matching",
         nargs="+",
+        type=matching_option,
+        action=UniqueValues,
         metavar="SPEC",
         help="one-to-one matchings for PQ/SQ/RQ, e.g. dsc0.1 dsc0.5 iou0.5 (default)",
     )
@@ -141,14 +263,21 @@ def settings_from_args(args) -> tuple[EvaluationSettings, object]:
     if args.size_bins is not None:
         changes["size_bins_ml"] = tuple(args.size_bins)
     if args.matching:
-        specs = tuple(MatchingSpec.parse(s) for s in args.matching)
+        specs = tuple(args.matching)
         changes["matchings"] = specs
         names = [s.name for s in specs]
         if preset.settings.size_bin_matching not in names:
             changes["size_bin_matching"] = names[-1]
         if preset.settings.reference_lesion_spec not in names:
             changes["reference_lesion_spec"] = names[-1]
-    return preset.settings.replace(**changes), preset
+    settings = preset.settings.replace(**changes)
+    if args.lesion_rule_threshold is not None and settings.lesion_rule == "any_overlap":
+        raise ValueError(
+            f"--lesion-rule-threshold has no effect on the any_overlap lesion rule (of --preset {preset.name} or "
+            "--lesion-rule): leave it out, or choose a rule with a threshold (one_to_one_dsc, one_to_one_iou, iou, "
+            "overlap_fraction)"
+        )
+    return settings, preset
 
 
 def add_froc_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -165,14 +294,24 @@ def add_froc_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
         "report_guided_annotation's "
         "peak-wise extraction, which splits touching lesions",
     )
-    group.add_argument(f"--{prefix}threshold", type=float, metavar="T", help="static candidates: p >= T (default 0.1)")
+    group.add_argument(
+        f"--{prefix}threshold",
+        type=probability_threshold,
+        metavar="T",
+        help="static candidates: p >= T, 0 < T <= 1 (default 0.1)",
+    )
     group.add_argument(
         f"--{prefix}matching",
         choices=MATCHINGS,
         help=f"a candidate matches a lesion at IoU >= --{prefix}min-overlap (default, picai_eval), DSC >= it, "
         "or on any shared voxel",
     )
-    group.add_argument(f"--{prefix}min-overlap", type=float, metavar="X", help="default 0.1 (picai_eval)")
+    group.add_argument(
+        f"--{prefix}min-overlap",
+        type=overlap_fraction,
+        metavar="X",
+        help=f"the IoU or DSC of --{prefix}matching iou/dsc, in (0, 1] (default 0.1, picai_eval); not with any",
+    )
     group.add_argument(
         f"--{prefix}unmatched-overlapping-candidates",
         choices=("ignore", "false-positive"),
@@ -181,7 +320,7 @@ def add_froc_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
     )
     group.add_argument(
         f"--{prefix}min-candidate-voxels",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="drop candidates of N voxels or fewer (default 0; report_guided_annotation: 10)",
     )
@@ -192,26 +331,30 @@ def add_froc_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
         help="dynamic: at most N per case (default: all; report_guided_annotation: 5)",
     )
     group.add_argument(
-        f"--{prefix}dynamic-threshold-factor", type=float, metavar="F", help="dynamic: p >= peak / F (default 2.5)"
+        f"--{prefix}dynamic-threshold-factor",
+        type=number_in(1.0, 1e6, low_open=False),
+        metavar="F",
+        help="dynamic: p >= peak / F, F >= 1 (default 2.5)",
     )
     group.add_argument(
         f"--{prefix}fp-rates",
-        type=float,
+        type=positive_float,
         nargs="+",
+        action=UniqueValues,
         metavar="F",
         help="FP per case at which the sensitivity is reported; their mean is the CPM (default LUNA16's 0.125 ... 8)",
     )
     group.add_argument(
         f"--{prefix}size-fp-rate",
-        type=float,
+        type=positive_float,
         metavar="F",
         help="FP per case of the per-size-bin and per-case sensitivities (default 1)",
     )
     group.add_argument(
         f"--{prefix}bootstrap-resamples",
-        type=int,
+        type=bootstrap_resamples(allow_none=True),
         metavar="B",
-        help="case-bootstrap resamples of the 95 %% CIs (default 1000, picai_eval's; 0: none)",
+        help="case-bootstrap resamples of the 95 %% CIs: 0 (none) or >= 100 (default 1000, picai_eval's)",
     )
     if not prefix:
         group.add_argument(
@@ -222,9 +365,14 @@ def add_froc_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
             "(6 / 4), or a number valid for the images' dimension",
         )
         group.add_argument(
-            "--size-bins", type=float, nargs="+", metavar="ML", help="lesion volume bin edges in mL (default 1 5)"
+            "--size-bins",
+            type=positive_float,
+            nargs="+",
+            action=IncreasingValues,
+            metavar="ML",
+            help="lesion volume bin edges in mL, increasing (default 1 5)",
         )
-        group.add_argument("--seed", type=int, help="seed of the bootstrap (default 0)")
+        group.add_argument("--seed", type=non_negative_int, help="seed of the bootstrap (default 0)")
 
 
 #: FROC option (without prefix, argparse form) -> FrocSettings field
@@ -261,7 +409,17 @@ def froc_settings_from_args(args, prefix: str = "", base=None):
     unmatched = getattr(args, dest + "unmatched_overlapping_candidates", None)
     if unmatched is not None:
         changes["allow_unmatched_candidates_with_minimal_overlap"] = unmatched == "ignore"
-    return (base or FrocSettings()).replace(**changes)
+    settings = (base or FrocSettings()).replace(**changes)
+    # an option the chosen analysis ignores is a mistake to say, not a setting to drop in silence
+    ignored = []
+    if getattr(args, dest + "min_overlap", None) is not None and settings.matching == "any":
+        ignored.append((f"--{prefix}min-overlap", f"--{prefix}matching any (a match on any shared voxel)"))
+    for option in ("max_candidates", "dynamic_threshold_factor"):
+        if getattr(args, dest + option, None) is not None and settings.candidates != "dynamic":
+            ignored.append((f"--{prefix}{option.replace('_', '-')}", f"--{prefix}candidates {settings.candidates}"))
+    if ignored:
+        raise ValueError("; ".join(f"{option} has no effect with {reason}: leave it out" for option, reason in ignored))
+    return settings
 
 
 class _RenamedOption(argparse.Action):

@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 
 from nnunet_lesionloss.cli.common import run_case_command
-from nnunet_lesionloss.cli.options import connectivity_option, positive_float, positive_int
+from nnunet_lesionloss.cli.options import (
+    UniqueValues,
+    connectivity_option,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.min_size_sweep import DEFAULT_MIN_SIZES, min_size_sweep
 from nnunet_lesionloss.evaluation.min_size_sweep_report import SWEEP_FILES, sweep_markdown, write_sweep
@@ -53,8 +59,9 @@ def add_sweep_arguments(parser) -> None:
     group.add_argument("--gt", help="reference folder (required with --sweep)")
     group.add_argument(
         "--min-sizes",
-        type=int,
+        type=non_negative_int,
         nargs="+",
+        action=UniqueValues,
         default=list(DEFAULT_MIN_SIZES),
         metavar="VOXELS",
         help="minimum sizes to try (default 0 1 2 3 5 10 20)",
@@ -63,7 +70,7 @@ def add_sweep_arguments(parser) -> None:
         "--preset", choices=sorted(PRESETS), default="default", help="evaluation preset (lesions, detection)"
     )
     group.add_argument("--dataset-json", help="labels and file ending (default: GT/../dataset.json if present)")
-    group.add_argument("-np", "--num-processes", type=int, default=1, help="cases evaluated in parallel")
+    group.add_argument("-np", "--num-processes", type=positive_int, default=1, help="cases evaluated in parallel")
 
 
 def run_sweep_command(args) -> int:

@@ -9,6 +9,14 @@ import json
 import os
 import sys
 
+from nnunet_lesionloss.cli.options import (
+    IncreasingPair,
+    finite_float,
+    int_in_range,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from nnunet_lesionloss.installation import (
     DISTRIBUTION,
     NotALesionLossTrainer,
@@ -16,6 +24,7 @@ from nnunet_lesionloss.installation import (
     effective_config,
     export_line,
 )
+from nnunet_lesionloss.synthetic import write_dataset_from_case, write_synthetic_dataset
 
 __all__ = ["register"]
 
@@ -67,33 +76,36 @@ def _run_config(args) -> int:
 
 
 def _run_synth(args) -> int:
-    from nnunet_lesionloss.synthetic import write_dataset_from_case, write_synthetic_dataset
+    try:
+        folder = _write_synth(args)
+    except (OSError, ValueError) as error:  # an existing dataset, an unwritable folder: nothing was replaced
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
 
+
+def _write_synth(args) -> str:
     raw = args.raw or os.environ.get("nnUNet_raw")
     if not raw:
-        print("error: give --raw or set nnUNet_raw", file=sys.stderr)
-        return 2
+        raise ValueError("give --raw or set nnUNet_raw")
     if args.from_isles:
         files = {name: os.path.join(args.from_isles, f"{name.lower()}.nii.gz") for name in ("DWI", "ADC")}
         missing = [
             path for path in [*files.values(), os.path.join(args.from_isles, "mask.nii.gz")] if not os.path.isfile(path)
         ]
         if missing:
-            print(
-                f"error: --from-isles needs dwi.nii.gz, adc.nii.gz and mask.nii.gz; missing {missing}", file=sys.stderr
-            )
-            return 2
-        folder = write_dataset_from_case(
+            raise FileNotFoundError(f"--from-isles needs dwi.nii.gz, adc.nii.gz and mask.nii.gz; missing {missing}")
+        return write_dataset_from_case(
             raw,
             args.dataset_id,
             files,
             os.path.join(args.from_isles, "mask.nii.gz"),
             name="ISLES22Copies",
             num_cases=min(args.cases, 8),
+            overwrite=args.overwrite,
         )
-        print(folder)
-        return 0
-    folder = write_synthetic_dataset(
+    return write_synthetic_dataset(
         raw,
         args.dataset_id,
         name=args.name,
@@ -105,9 +117,8 @@ def _run_synth(args) -> int:
         contrast=args.contrast,
         noise=args.noise,
         seed=args.seed,
+        overwrite=args.overwrite,
     )
-    print(folder)
-    return 0
 
 
 def register(subparsers) -> None:
@@ -128,22 +139,37 @@ def register(subparsers) -> None:
     config.add_argument("--preset", help="also check that this evaluation preset exists (cv-summary --preset)")
     config.set_defaults(func=_run_config)
     synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
-    synth.add_argument("--dataset-id", type=int, default=901)
+    synth.add_argument("--dataset-id", type=int_in_range(1, 999), default=901, help="nnU-Net dataset id, 1..999")
     synth.add_argument("--name", default="SyntheticLesions")
     synth.add_argument("--raw", help="nnU-Net raw folder (default: $nnUNet_raw)")
-    synth.add_argument("--cases", type=int, default=8)
-    synth.add_argument("--shape", type=int, nargs=3, default=(48, 48, 48), metavar=("Z", "Y", "X"))
-    synth.add_argument("--lesions", type=int, nargs=2, default=(6, 20), metavar=("MIN", "MAX"), help="lesions per case")
-    synth.add_argument("--classes", type=int, default=1, help="number of lesion classes (labels 1..n)")
+    synth.add_argument(
+        "--cases", type=int_in_range(2, 100_000), default=8, help="number of cases (>= 2, nnU-Net's minimum)"
+    )
+    synth.add_argument("--shape", type=positive_int, nargs=3, default=(48, 48, 48), metavar=("Z", "Y", "X"))
+    synth.add_argument(
+        "--lesions",
+        type=non_negative_int,
+        nargs=2,
+        action=IncreasingPair,
+        default=(6, 20),
+        metavar=("MIN", "MAX"),
+        help="lesions per case, drawn from MIN..MAX",
+    )
+    synth.add_argument("--classes", type=positive_int, default=1, help="number of lesion classes (labels 1..n)")
     synth.add_argument("--two-channels", action="store_true", help="add a second (T1-like) channel")
     synth.add_argument(
         "--contrast",
-        type=float,
+        type=finite_float,
         default=1.5,
         help="brightness added to lesion voxels (plus 0.3 per label value); lower: harder small lesions",
     )
-    synth.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian noise of the image")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--noise", type=non_negative_float, default=0.5, help="std of the Gaussian noise of the image")
+    synth.add_argument("--seed", type=non_negative_int, default=0)
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a dataset of this id that synth wrote earlier (a dataset synth did not write is never replaced)",
+    )
     synth.add_argument(
         "--from-isles",
         metavar="DIR",

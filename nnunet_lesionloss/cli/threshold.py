@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 
 from nnunet_lesionloss.cli.common import run_case_command
-from nnunet_lesionloss.cli.options import add_settings_arguments, positive_int, settings_from_args
+from nnunet_lesionloss.cli.options import (
+    UniqueValues,
+    add_settings_arguments,
+    int_at_least,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    probability_threshold,
+    settings_from_args,
+)
 from nnunet_lesionloss.components import ANY_CONNECTIVITY
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.operating_point import (
@@ -109,30 +118,36 @@ def register(subparsers) -> None:
     )
     p.add_argument("--gt", help="reference folder (default for a results folder: as cv-summary finds it)")
     p.add_argument("--criterion", choices=CRITERIA, default="dice", help="default dice (Joshi 2026 §4.5)")
-    p.add_argument("--max-fp-per-case", type=float, help="the false-positive limit of --criterion sensitivity")
+    p.add_argument(
+        "--max-fp-per-case",
+        type=non_negative_float,
+        help="the false-positive limit of --criterion sensitivity (a finite number >= 0)",
+    )
     p.add_argument(
         "--thresholds",
-        type=float,
+        type=probability_threshold,
         nargs="+",
-        help="default 0.3 ... 0.7 (dice, Joshi 2026), 0.1 ... 0.9 (lesion criteria)",
+        action=UniqueValues,
+        help="in (0, 1]; default 0.3 ... 0.7 (dice, Joshi 2026), 0.1 ... 0.9 (lesion criteria)",
     )
     p.add_argument(
         "--min-voxels",
-        type=int,
+        type=non_negative_int,
         nargs="+",
+        action=UniqueValues,
         help="minimum component sizes to try (voxels; 0 = none). Default 0 (dice), 0 3 5 10 20 50 (lesion criteria)",
     )
     p.add_argument("--label", help=label_help)
-    p.add_argument("--channel", type=int, help=channel_help)
+    p.add_argument("--channel", type=non_negative_int, help=channel_help)
     p.add_argument("--dataset-json", help="default: in the probability folder, its results folder, or beside --gt")
     p.add_argument("--file-ending", help="default: dataset.json's, else .nii.gz")
     p.add_argument(
         "--nested-folds",
-        type=int,
+        type=int_at_least(2),
         default=DEFAULT_NESTED_FOLDS,
-        help="folds of the nested estimate for a plain folder (a results folder has its own); default 5",
+        help="folds (>= 2) of the nested estimate for a plain folder (a results folder has its own); default 5",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of those folds (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of those folds (default 0)")
     p.add_argument("-np", "--num-processes", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", help="write the choice as JSON (apply-threshold --threshold-json reads it)")
@@ -144,8 +159,12 @@ def register(subparsers) -> None:
     p.add_argument("--probabilities", required=True, help="nnUNetv2_predict --save_probabilities output folder")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--threshold-json", help="output of choose-threshold (threshold and minimum size per label/region)")
-    p.add_argument("--threshold", type=float, help="one threshold for every label or region instead")
-    p.add_argument("--min-voxels", type=int, help="with --threshold: remove components below N voxels (default 0)")
+    p.add_argument(
+        "--threshold", type=probability_threshold, help="one threshold in (0, 1] for every label or region instead"
+    )
+    p.add_argument(
+        "--min-voxels", type=non_negative_int, help="with --threshold: remove components below N voxels (default 0)"
+    )
     p.add_argument(
         "--connectivity",
         type=int,
@@ -154,7 +173,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--template-dir", help="folder with images of the same geometry (default: the probability folder)")
     p.add_argument("--label", help=label_help)
-    p.add_argument("--channel", type=int, help=channel_help)
+    p.add_argument("--channel", type=non_negative_int, help=channel_help)
     p.add_argument("--dataset-json", help="default: the probability folder's (nnUNetv2_predict writes it)")
     p.add_argument("--file-ending", help="default: dataset.json's, else .nii.gz")
     p.add_argument("--overwrite", action="store_true")

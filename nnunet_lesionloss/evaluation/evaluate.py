@@ -73,6 +73,8 @@ class CaseResult:
     panoptica_check: dict[str, float | str] = field(default_factory=dict)  # label key -> max |ours - panoptica|
     error: str | None = None
     lesion_rows: list[list] = field(default_factory=list)  # lesions.csv rows (lesion_table.lesion_rows)
+    # evaluated without a list of labels: the label keys present in the images (empty: label 1 stood in)
+    found_labels: list[str] | None = None
 
 
 def evaluate_arrays(
@@ -96,16 +98,7 @@ def evaluate_arrays(
     reference, prediction = reference[crop], prediction[crop]
     present = {"reference": set(np.unique(reference).tolist()), "prediction": set(np.unique(prediction).tolist())}
     for name, values in present.items():
-        negative = sorted(v for v in values if v < 0)
-        if negative:  # without a dataset.json it would become a class of its own and enter foreground_mean
-            raise CaseError(f"negative label values {negative} in the {name}: a label map holds labels >= 0")
-    if labels.allowed is not None:
-        for name, values in present.items():
-            unexpected = sorted(values - labels.allowed)
-            if unexpected:
-                raise CaseError(
-                    f"unexpected label values {unexpected} in the {name} (allowed: {sorted(labels.allowed)})"
-                )
+        io.check_label_values(values, labels.allowed, name)
     groups = labels.groups
     if groups is None:
         found = sorted((present["reference"] | present["prediction"]) - {0})
@@ -192,9 +185,13 @@ def evaluate_case(
         reference = io.read_label_image(reference_file)
         prediction = io.read_label_image(prediction_file)
         io.check_same_geometry(reference, prediction)
+        reference_labels, predicted_labels = io.as_integer_labels(reference), io.as_integer_labels(prediction)
+        if labels.groups is None:
+            present = np.union1d(np.unique(reference_labels), np.unique(predicted_labels))
+            result.found_labels = [str(v) for v in present.tolist() if v > 0]
         evaluations = evaluate_arrays(
-            io.as_integer_labels(reference),
-            io.as_integer_labels(prediction),
+            reference_labels,
+            predicted_labels,
             reference.spacing,
             labels,
             settings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_number", "format_with_interval", "format_p_value"]
+__all__ = ["format_number", "format_with_interval", "format_p_value", "markdown_cell"]
 
 
 def format_number(value, digits: int = 4, whole: bool = False) -> str:
@@ -37,3 +37,9 @@ def format_p_value(p: float | None) -> str:
     if p is None:
         return "–"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def markdown_cell(text) -> str:
+    """Any text (a case name, a reason) as one cell of a Markdown table: ``|`` escaped and line breaks made
+    spaces, so a case named ``a|b`` stays one cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")

@@ -124,8 +124,11 @@ def apply_lesion_rule(
             )
         else:
             raise ValueError(
-                f"unknown detection rule {rule!r}; use one_to_one_dsc, one_to_one_iou, any_overlap, iou or overlap_fraction"
+                f"unknown lesion rule {rule!r}; use one_to_one_dsc, one_to_one_iou, any_overlap, iou or overlap_fraction"
             )
+    # a lesion that no lesion of the other mask touches is never detected, whatever the threshold
+    ref_hit &= ref_covered > 0
+    pred_hit &= pred_covered > 0
     ref_hit[0] = False
     pred_hit[0] = False
     return ref_hit, pred_hit

@@ -89,15 +89,20 @@ class EvaluationSettings:
             raise ValueError(f"hd95 must be 'max_directed' or 'pooled', got {self.hd95!r}")
         if self.lesion_rule not in LESION_RULES:
             raise ValueError(f"lesion_rule must be one of {', '.join(LESION_RULES)}, got {self.lesion_rule!r}")
-        if self.lesion_rule.startswith("one_to_one") and not 0 < self.lesion_rule_threshold <= 1:
+        if not 0 <= self.lesion_rule_beta <= 1:
+            raise ValueError(f"lesion_rule_beta must be in [0, 1], got {self.lesion_rule_beta}")
+        if self.lesion_rule != "any_overlap" and not (
+            isinstance(self.lesion_rule_threshold, (int, float)) and 0 < self.lesion_rule_threshold <= 1
+        ):
+            measure = {
+                "one_to_one_dsc": "the pair's DSC",
+                "one_to_one_iou": "the pair's IoU",
+                "iou": "the IoU with the touching lesions",
+                "overlap_fraction": "the covered fraction",
+            }[self.lesion_rule]
             raise ValueError(
-                f"lesion_rule_threshold of {self.lesion_rule} is the pair's "
-                f"{'DSC' if self.lesion_rule.endswith('dsc') else 'IoU'} and must be in (0, 1], got {self.lesion_rule_threshold}"
-            )
-        if not 0 <= self.lesion_rule_threshold <= 1 or not 0 <= self.lesion_rule_beta <= 1:
-            raise ValueError(
-                f"lesion_rule_threshold and lesion_rule_beta must be in [0, 1], got {self.lesion_rule_threshold}, "
-                f"{self.lesion_rule_beta}"
+                f"lesion_rule_threshold of {self.lesion_rule} is {measure} and must be in (0, 1] (at 0 a lesion nothing "
+                f"touches would count as detected), got {self.lesion_rule_threshold}"
             )
         if self.nsd_tolerance_mm is not None and not (
             math.isfinite(self.nsd_tolerance_mm) and self.nsd_tolerance_mm > 0
