@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny synthetic nnU-Net dataset, planned and preprocessed once per session; the real data
 the tests read: Open MS Data in the repository (``tests/data``), and the optional data that may not be
-redistributed, found only where ``pytest --data DIR`` points."""
+redistributed, found only where ``pytest --data=DIR`` points."""
 
 from __future__ import annotations
 
@@ -44,11 +44,11 @@ def pytest_configure(config):
 
 
 def optional_data(config, name: str) -> Path:
-    """``DIR/name`` of ``pytest --data DIR``; skips the test, naming the option, when it is not there."""
+    """``DIR/name`` of ``pytest --data=DIR``; skips the test, naming the option, when it is not there."""
     folder = config.getoption("data")
     if folder is None:
         pytest.skip(
-            f"needs {OPTIONAL_DATA[name]}, which may not be redistributed: run pytest --data <folder with {name}/>"
+            f"needs {OPTIONAL_DATA[name]}, which may not be redistributed: run pytest --data=<folder with {name}/>"
         )
     if not (folder / name).is_dir():
         pytest.skip(f"--data {folder} has no {name}/ ({OPTIONAL_DATA[name]})")

@@ -134,7 +134,7 @@ def _same(a, b, path=""):
 
 
 def test_brats_mets_preset_reproduces_the_official_evaluator(tmp_path, brats_mets_sample):
-    """The evaluator's sample may not be redistributed: ``pytest --data DIR`` with DIR/brats_mets/."""
+    """The evaluator's sample may not be redistributed: ``pytest --data=DIR`` with DIR/brats_mets/."""
     golden = brats_mets_sample
     out = tmp_path / "brats"
     code = main(

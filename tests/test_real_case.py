@@ -1,5 +1,5 @@
 """One real ISLES 2022 case (Hernandez Petzsche et al. 2022): known lesion counts, and a dataset made of its
-copies. The case may not be redistributed: ``pytest --data DIR`` with DIR/isles22_case0009/ (dwi, adc, mask);
+copies. The case may not be redistributed: ``pytest --data=DIR`` with DIR/isles22_case0009/ (dwi, adc, mask);
 without it these tests are skipped."""
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def test_the_lesion_matching_table_of_the_docs_is_what_the_script_prints_on_the_
 
 
 def test_the_brats_rows_of_the_lesion_matching_table(brats_mets_sample):
-    """The rows of the BraTS 2025 evaluator's sample (``pytest --data DIR``, DIR/brats_mets)."""
+    """The rows of the BraTS 2025 evaluator's sample (``pytest --data=DIR``, DIR/brats_mets)."""
     documented, printed = _lesion_matching_rows("--data", str(brats_mets_sample.parent))
     rows = {region: [r for r in printed if f"BraTS-METS sample, {region} " in r] for region in ("wt", "tc", "et")}
     assert all(len(r) == 2 for r in rows.values())
