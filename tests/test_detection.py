@@ -521,9 +521,9 @@ def test_cv_summary_adds_the_froc_section_and_compare_overlays_the_runs(tmp_path
 
 
 def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
-    """An earlier release wrote froc.json / detection_cases.json and cv_summary.json's section
+    """An earlier release wrote detection.json / detection_cases.json and cv_summary.json's section
     "detection": load_froc, froc_section and compare read them as the current names, and a stale
-    froc.json beside a current froc.json is never read."""
+    detection.json beside a current froc.json is never read."""
     from nnunet_lesionloss.evaluation.cv import cv_summary
 
     quick = FrocSettings(bootstrap_resamples=20)
@@ -535,7 +535,7 @@ def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
     current = load_froc(old)
     summary = load_strict_json(old / "cv_summary.json")
     assert current is not None and froc_section(summary) == summary["froc"]
-    (old / "froc.json").rename(old / "froc.json")
+    (old / "froc.json").rename(old / "detection.json")
     (old / "froc_cases.json").rename(old / "detection_cases.json")
     summary["detection"] = summary.pop("froc")
     (old / "cv_summary.json").write_text(json.dumps(summary))
@@ -544,11 +544,11 @@ def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
     assert froc_section({"failures": []}) is None
     # both names: the current files decide (here an impossible AP left under the earlier name)
     stale = {key: {**entry, "ap": -1.0} for key, entry in load_froc(base_out)[0].items()}
-    (base_out / "froc.json").write_text(json.dumps(stale))
+    (base_out / "detection.json").write_text(json.dumps(stale))
     (base_out / "detection_cases.json").write_text(json.dumps({"labels": {}}))
     assert load_froc(base_out)[0]["1"]["ap"] >= 0
     out = tmp_path / "comparison"
-    assert main(["compare", str(base), str(other), "-o", str(out), "--bootstrap-resamples", "50"]) == 1
+    assert main(["compare", str(base), str(other), "-o", str(out), "--bootstrap-resamples", "100"]) == 1
     rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_froc.csv").read_text().splitlines()}
     catmil = dict(zip(rows["run"], rows["nnUNetTrainerCATMIL"]))
     assert catmil["n_paired"] == "2" and float(catmil["ap"]) == pytest.approx(current[0]["1"]["ap"])

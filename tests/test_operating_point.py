@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -184,12 +185,15 @@ def test_apply_threshold_refuses_conflicting_or_broken_operating_points_before_w
         "give it alone": ["--threshold-json", str(tmp_path / "point.json"), "--min-voxels", "3"],
         "is not valid JSON": ["--threshold-json", str(tmp_path / "broken.json")],
         "not an output of choose-threshold": ["--threshold-json", str(tmp_path / "list.json")],
-        "must be in (0, 1]": ["--threshold", "1.5"],
     }
     for message, options in refusals.items():
         assert main([*base, *options]) == 2, message
         assert message in capsys.readouterr().err
         assert not out.exists()
+    with pytest.raises(SystemExit) as refused:  # a threshold out of range is refused where it is parsed
+        main([*base, "--threshold", "1.5"])
+    assert refused.value.code == 2 and "must be a number in (0, 1]" in capsys.readouterr().err
+    assert not out.exists()
     # the points applied are said on the screen: each region's, and the default removal connectivity
     assert main([*base, "--threshold", "0.5", "--min-voxels", "2"]) == 0
     assert "whole: threshold 0.5, min size 2; core: threshold 0.5, min size 2 (18 (3D) / 8 (2D)-connectivity)" in (

@@ -105,6 +105,9 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(tmp_path, name):
     assert rows[1][0] == "'" + name  # the OWASP mitigation: a leading apostrophe makes it text
     assert rows[1][1] == "-0.5"  # numbers stay numbers
     assert rows[2][0] == "plain"
+    numbers_as_text = io.write_csv(tmp_path / "n.csv", ["x"], [["-13.75"], ["+1e-3"], ["-inf"]])
+    with open(numbers_as_text, newline="") as handle:
+        assert [row[0] for row in csv.reader(handle)][1:] == ["-13.75", "+1e-3", "-inf"]
 
 
 def test_a_long_legal_case_name_is_written_by_the_tools_that_write_images(tmp_path):

@@ -492,10 +492,20 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def csv_text_cell(value):
     """A CSV cell as spreadsheets should read it: text that would start a formula (``=``, ``+``, ``-``, ``@``,
     tab, carriage return: a case name such as ``=HYPERLINK(...)``) gets a leading apostrophe, OWASP's
-    mitigation of CSV injection, which spreadsheets show as text; numbers and other text are unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    mitigation of CSV injection, which spreadsheets show as text; numbers (also written as text, "-13.75") and
+    other text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
         return "'" + value
     return value
+
+
+def _is_number(text: str) -> bool:
+    """A number written as text ("-13.75", "+1e-3"): a spreadsheet reads it as that number, never as a formula."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip() == text
 
 
 def write_csv(path: str | os.PathLike, header: list[str], rows: list[list]) -> Path:
