@@ -8,12 +8,17 @@ import json
 import os
 import shlex
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import Requirement
 
 __all__ = [
     "DISTRIBUTION",
+    "NNUNET_DEFAULT_FOLDS",
     "NotALesionLossTrainer",
+    "check_folds",
+    "cross_validation_folds",
+    "dataset_configuration",
     "declared_requirements",
     "doctor_report",
     "effective_config",
@@ -25,6 +30,9 @@ __all__ = [
 
 #: the distribution whose declared requirements doctor checks the installation against
 DISTRIBUTION = "nnunet-lesionloss"
+#: the folds of the split nnU-Net writes to splits_final.json at a dataset's first training, when there is
+#: none (nnUNetTrainer.do_split: a seeded 5-fold split)
+NNUNET_DEFAULT_FOLDS = 5
 
 
 def trainer_folder() -> str:
@@ -213,6 +221,41 @@ def dataset_configuration(dataset: str, configuration: str, plans: str = "nnUNet
     except RuntimeError as error:
         raise RuntimeError(f"{name} ({plans}): {error}") from None
     return name, configuration_manager, manager.get_label_manager(labels)
+
+
+def cross_validation_folds(dataset_name: str) -> tuple[int, str]:
+    """The number of cross-validation folds of a preprocessed dataset, and what says so: the splits of
+    ``nnUNet_preprocessed/<dataset>/splits_final.json``, or nnU-Net's 5 when that file does not exist yet (the
+    first training writes it). RuntimeError for a file that is not a list of splits."""
+    from nnunet_lesionloss.evaluation.cv import read_splits  # the evaluation is heavy to import: only here
+
+    folder = os.environ.get("nnUNet_preprocessed")
+    if not folder:
+        raise RuntimeError("nnUNet_preprocessed is not set: cannot find the dataset's splits_final.json")
+    splits_file = Path(folder) / dataset_name / "splits_final.json"
+    if not splits_file.is_file():
+        return NNUNET_DEFAULT_FOLDS, (
+            f"it has no splits_final.json yet; nnU-Net writes a {NNUNET_DEFAULT_FOLDS}-fold one at the first training"
+        )
+    try:
+        count = len(read_splits(splits_file))
+    except (OSError, ValueError) as error:
+        raise RuntimeError(str(error)) from None
+    return count, f"{splits_file} has {count} folds"
+
+
+def check_folds(dataset_name: str, folds: list[int]) -> str:
+    """Refuses (RuntimeError) a fold that is not a fold of the dataset's cross-validation (nnU-Net would
+    train a random 80:20 split for it, which no cross-validation summary counts); the sentence saying why
+    the folds fit."""
+    count, source = cross_validation_folds(dataset_name)
+    outside = [fold for fold in folds if fold < 0 or fold >= count]
+    if outside:
+        raise RuntimeError(
+            f"fold(s) {' '.join(map(str, outside))} of --folds are not folds of {dataset_name}: {source} "
+            f"(folds 0-{count - 1})"
+        )
+    return f"folds {' '.join(map(str, folds))} of {dataset_name}: {source}"
 
 
 def effective_config(

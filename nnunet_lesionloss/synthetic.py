@@ -1,4 +1,5 @@
-"""Synthetic lesion data: label maps with many small blobs, and a tiny nnU-Net raw dataset.
+"""Synthetic lesion data: label maps with many small blobs, and a tiny nnU-Net raw dataset; and simulated
+metric values of two runs trained several times, with known variance components.
 
 Used by the tests, the benchmarks and the demo, so that everything runs without downloading data.
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_lesion_labels", "make_lesion_image"]
+from nnunet_lesionloss.evaluation.repeat_statistics import RepeatComparison, compare_repeats, resample_case_means
+from nnunet_lesionloss.evaluation.statistics import case_resample_weights
+
+__all__ = ["make_lesion_labels", "make_lesion_image", "simulate_repeat_studies", "compare_simulated_studies"]
 
 
 def make_lesion_labels(
@@ -252,3 +256,51 @@ def _write_dataset_json(
     }
     with open(os.path.join(folder, "dataset.json"), "w") as file:
         json.dump(dataset_json, file, indent=2)
+
+
+def simulate_repeat_studies(
+    rng: np.random.Generator,
+    *,
+    studies: int,
+    repeats: int,
+    cases: int,
+    difference: float = 0.0,
+    sd_case: float = 0.1,
+    sd_paired: float = 0.0,
+    sd_retraining: float = 0.0,
+    sd_interaction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case values of a run and a reference run, each trained ``repeats`` times on the same ``cases``,
+    for ``studies`` independent studies: arrays ``[studies, repeats, cases]`` from the two-way model
+    y_ri = mu + c_i + p_i + t_r + e_ri with a case effect c_i shared by both runs (``sd_case``), a run-specific
+    case effect p_i (the paired differences p_i(run) - p_i(reference) have standard deviation ``sd_paired``),
+    a retraining's shift t_r (``sd_retraining``) and a retraining-by-case term e_ri (``sd_interaction``), each
+    run's own; the run's mean is the reference's + ``difference``. The variance of the difference of the
+    means over repeats and cases is sd_paired^2 / cases + 2 (sd_retraining^2 + sd_interaction^2 / cases) / repeats."""
+    shape = (studies, repeats, cases)
+    shared = rng.normal(0.0, sd_case, (studies, 1, cases))
+
+    def run(mean: float) -> np.ndarray:
+        paired = rng.normal(0.0, sd_paired / np.sqrt(2.0), (studies, 1, cases))
+        shift = rng.normal(0.0, sd_retraining, (studies, repeats, 1))
+        return mean + shared + paired + shift + rng.normal(0.0, sd_interaction, shape)
+
+    return run(difference), run(0.0)
+
+
+def compare_simulated_studies(
+    run: np.ndarray, reference: np.ndarray, *, resamples: int = 1000, one_level: bool = False, **options
+) -> list[RepeatComparison]:
+    """``compare_repeats`` (its ``options``) of the run against the reference in every study of
+    :func:`simulate_repeat_studies`, on the mean over cases, with the case bootstrap seeded by the study's
+    index. ``one_level``: each run's repeats averaged into one value per case first, so that only the cases
+    are resampled (retraining ignored, as compare with one training per run)."""
+    results = []
+    for study in range(run.shape[0]):
+        weights = case_resample_weights(run.shape[2], resamples, study)
+        values = (run[study], reference[study])
+        if one_level:
+            values = tuple(v.mean(axis=0, keepdims=True) for v in values)
+        runs = [resample_case_means(v, weights) for v in values]
+        results.append(compare_repeats(*runs, **{"higher_is_better": True, "seed": study, **options}))
+    return results

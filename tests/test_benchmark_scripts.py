@@ -53,3 +53,17 @@ def test_gradient_ratio_script_prints_its_table_with_lesion_free_patches():
     assert len(rows) >= 2, result.stdout
     for row in rows:  # "term (L_seg)" in each of the four states
         assert all(re.fullmatch(r" \S+ \(\S+\) ", cell) for cell in row.split("|")[2:6]), row
+
+
+def test_repeat_coverage_script_prints_its_tables():
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "scripts" / "repeat_coverage.py")]
+        + ["--studies", "4", "--repeats", "2", "3", "--resamples", "100"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| two-level, Student-t | two-level, resample | cases only |" in result.stdout
+    assert "| retraining dominates (0.01 / 0.03 / 0.02) | 3 |" in result.stdout
+    assert "| scenario | repeats | separable difference | called better |" in result.stdout

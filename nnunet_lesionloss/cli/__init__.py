@@ -3,7 +3,7 @@
 Each module parses and checks its options (``cli.options``), calls the library and prints; it is the only
 place that knows the command line. Nothing below this layer imports from it.
 
-- ``setup``: env, doctor, config, synth
+- ``setup``: env, doctor, config, record-repeats, synth
 - ``inspect``: inspect
 - ``evaluate``: evaluate, cv-summary
 - ``compare``: compare

@@ -1,7 +1,9 @@
 """Set-up sub-commands: ``env`` (the export line for nnUNet_extTrainer), ``doctor`` (checks the
 installation end to end), ``config`` (the config a trainer would train with, checked as the trainer
-checks it at start) and ``synth`` (writes the synthetic dataset). The checks live in
-``nnunet_lesionloss.installation``, the dataset writers in ``nnunet_lesionloss.synthetic``."""
+checks it at start, and the folds a cross-validation would train), ``record-repeats`` (the manifest of a run
+trained several times, written by scripts/run_cv.sh --repeats) and ``synth`` (writes the synthetic dataset).
+The checks live in ``nnunet_lesionloss.installation``, the repeats' layout in
+``nnunet_lesionloss.repeats_layout``, the dataset writers in ``nnunet_lesionloss.synthetic``."""
 
 from __future__ import annotations
 
@@ -20,10 +22,13 @@ from nnunet_lesionloss.cli.options import (
 from nnunet_lesionloss.installation import (
     DISTRIBUTION,
     NotALesionLossTrainer,
+    check_folds,
+    dataset_configuration,
     doctor_report,
     effective_config,
     export_line,
 )
+from nnunet_lesionloss.repeats_layout import ManifestError, record_repeats
 from nnunet_lesionloss.synthetic import write_dataset_from_case, write_synthetic_dataset
 
 __all__ = ["register"]
@@ -59,7 +64,14 @@ def _run_config(args) -> int:
             )
             return 2
         print(f"evaluation preset: {args.preset}")
+    if args.folds is not None and args.dataset is None:
+        print("error: --folds needs DATASET and CONFIGURATION (the folds of its split)", file=sys.stderr)
+        return 2
     try:
+        if args.dataset is not None:  # for every trainer, nnU-Net's own too: planned, and the folds of its split
+            name, _, _ = dataset_configuration(args.dataset, args.configuration, args.plans)
+            if args.folds is not None:
+                print(check_folds(name, args.folds))
         config = effective_config(args.trainer, None, args.dataset, args.configuration, args.plans)
     except NotALesionLossTrainer:
         note = f"{args.trainer} is not a trainer of {DISTRIBUTION}: it reads no lesion-loss config"
@@ -72,6 +84,26 @@ def _run_config(args) -> int:
         return 2
     print(f"checked as {args.trainer} checks it at start, for {config.pop('checked_for')}")
     print(json.dumps(config, indent=2))
+    return 0
+
+
+def _run_record_repeats(args) -> int:
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        print("error: nnUNet_results is not set (the repeats are kept under it)", file=sys.stderr)
+        return 2
+    try:
+        path, manifest, notes = record_repeats(
+            results, args.dataset, args.trainer, args.plans, args.configuration, args.repeats, args.folds
+        )
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    folds = "every fold of the split" if manifest.folds is None else "folds " + " ".join(map(str, manifest.folds))
+    print(
+        f"repeats of this run: {path} ({manifest.repeats} repeats, {folds})"
+        + (f"; {', '.join(notes)}" if notes else "")
+    )
     return 0
 
 
@@ -137,7 +169,26 @@ def register(subparsers) -> None:
     config.add_argument("configuration", nargs="?", help="nnU-Net configuration of DATASET, e.g. 3d_fullres")
     config.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     config.add_argument("--preset", help="also check that this evaluation preset exists (cv-summary --preset)")
+    config.add_argument(
+        "--folds",
+        type=int,
+        nargs="+",
+        metavar="FOLD",
+        help="also check that these are folds of DATASET's cross-validation (its splits_final.json, else nnU-Net's 5)",
+    )
     config.set_defaults(func=_run_config)
+    repeats = subparsers.add_parser(
+        "record-repeats",
+        help="write the manifest of a run trained several times ($nnUNet_results/repeats/DATASET/TRAINER__PLANS__CONFIG"
+        "/repeats.json; scripts/run_cv.sh --repeats calls it)",
+    )
+    repeats.add_argument("dataset", help="dataset name as nnU-Net names its folder, e.g. Dataset501_MSLesSeg")
+    repeats.add_argument("configuration", help="nnU-Net configuration, e.g. 3d_fullres")
+    repeats.add_argument("trainer", help="trainer class name")
+    repeats.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    repeats.add_argument("--repeats", type=int, required=True, help="the run's number of repeats (1, 2, ...)")
+    repeats.add_argument("--folds", type=int, nargs="+", metavar="FOLD", help="the folds trained (default: every fold)")
+    repeats.set_defaults(func=_run_record_repeats)
     synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
     synth.add_argument("--dataset-id", type=int_in_range(1, 999), default=901, help="nnU-Net dataset id, 1..999")
     synth.add_argument("--name", default="SyntheticLesions")

@@ -14,6 +14,7 @@ __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "percentile_interval",
     "case_resample_counts",
+    "case_resample_weights",
     "bootstrap_ci",
     "wilcoxon_p",
     "holm",
@@ -35,12 +36,32 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float] 
     return [float(low), float(high)]
 
 
+def _case_resample_chunks(n_cases: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """The case bootstrap's resample counts, a block of resamples at a time ([rows, n_cases], bounded memory).
+    numpy's generator draws a block of rows as the same numbers as the rows one after the other, so the
+    resamples do not depend on the block size."""
+    rng = np.random.default_rng(seed)
+    block = max(1, min(resamples, 2_000_000 // max(n_cases, 1)))
+    for start in range(0, resamples, block):
+        rows = min(block, resamples - start)
+        draws = rng.integers(0, n_cases, size=(rows, n_cases))
+        offsets = (np.arange(rows) * n_cases)[:, None]  # one bincount for the block: row r counts in its own range
+        counts = np.bincount((draws + offsets).ravel(), minlength=rows * n_cases)
+        yield counts.reshape(rows, n_cases).astype(np.float64)
+
+
 def case_resample_counts(n_cases: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
     """For each resample of a case bootstrap (cases drawn with replacement, seeded), how often each case
     was drawn (a float array of n_cases), one resample at a time."""
-    rng = np.random.default_rng(seed)
-    for _ in range(resamples):
-        yield np.bincount(rng.integers(0, n_cases, size=n_cases), minlength=n_cases).astype(np.float64)
+    for block in _case_resample_chunks(n_cases, resamples, seed):
+        yield from block
+
+
+def case_resample_weights(n_cases: int, resamples: int, seed: int) -> np.ndarray:
+    """The resamples of :func:`case_resample_counts` (same seed, same resamples) as one array
+    ``[resamples, n_cases]``, for statistics computed on all resamples at once."""
+    blocks = list(_case_resample_chunks(n_cases, resamples, seed))
+    return np.concatenate(blocks) if blocks else np.zeros((0, n_cases))
 
 
 def bootstrap_ci(
