@@ -13,6 +13,7 @@ import sys
 
 from nnunet_lesionloss.cli.options import (
     IncreasingPair,
+    UniqueValues,
     finite_float,
     int_in_range,
     non_negative_float,
@@ -171,8 +172,9 @@ def register(subparsers) -> None:
     config.add_argument("--preset", help="also check that this evaluation preset exists (cv-summary --preset)")
     config.add_argument(
         "--folds",
-        type=int,
+        type=non_negative_int,
         nargs="+",
+        action=UniqueValues,
         metavar="FOLD",
         help="also check that these are folds of DATASET's cross-validation (its splits_final.json, else nnU-Net's 5)",
     )
@@ -186,8 +188,15 @@ def register(subparsers) -> None:
     repeats.add_argument("configuration", help="nnU-Net configuration, e.g. 3d_fullres")
     repeats.add_argument("trainer", help="trainer class name")
     repeats.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    repeats.add_argument("--repeats", type=int, required=True, help="the run's number of repeats (1, 2, ...)")
-    repeats.add_argument("--folds", type=int, nargs="+", metavar="FOLD", help="the folds trained (default: every fold)")
+    repeats.add_argument("--repeats", type=positive_int, required=True, help="the run's number of repeats (1, 2, ...)")
+    repeats.add_argument(
+        "--folds",
+        type=non_negative_int,
+        nargs="+",
+        action=UniqueValues,
+        metavar="FOLD",
+        help="the folds trained (default: every fold)",
+    )
     repeats.set_defaults(func=_run_record_repeats)
     synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
     synth.add_argument("--dataset-id", type=int_in_range(1, 999), default=901, help="nnU-Net dataset id, 1..999")
