@@ -365,8 +365,7 @@ def froc_markdown(comparison: FrocComparison, groups: list[RepeatedRun]) -> str:
             if spread is None
             else (spread.get(name) if name in ("ap", "cpm") else spread["sensitivity_at_fp"].get(name))
         )
-        text = format_with_interval(value, interval, digits=4)
-        return text if sd is None else text.replace(" [", f" ± {format_number(sd, 4)} [", 1)
+        return format_with_interval(value, interval, digits=4, spread=sd)
 
     repeats = any(e.get("n_repeats", 1) > 1 for e in comparison.entries.values())
     lines += [
