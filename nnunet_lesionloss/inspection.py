@@ -84,6 +84,10 @@ class InspectionSource:
     ds_source: str = ""
     loss_weights: list[float] = field(default_factory=list)
     planned: SimpleNamespace | None = None  # plans_manager, configuration_manager, folder, dataset_json
+    #: the values a label map may hold (dataset.json's labels and ignore label; None: no dataset.json): a case
+    #: with another value fails, named, as in ``evaluate`` (``io.check_label_values``)
+    allowed: set[int] | None = None
+    folder: Path | None = None  # the folder the label maps are read from
 
 
 def deep_supervision_scales(pool_op_kernel_sizes: Sequence[Sequence[int]]) -> list[tuple[float, ...]]:
@@ -140,6 +144,8 @@ def _folder_source(folder: Path, dataset_json: Path | None, file_ending: str | N
         ds_scales=deep_supervision_scales(pools),
         ds_source="assumed: nnU-Net's 3d_fullres scales for an isotropic 128³ patch (no plans)",
         loss_weights=deep_supervision_loss_weights(len(pools) - 1),
+        allowed=None if dataset is None else io.allowed_label_values(dataset),
+        folder=folder,
     )
 
 
@@ -169,8 +175,9 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
     spacing = tuple(float(s) for s in configuration_manager.spacing)
 
     def read(case: str) -> tuple[np.ndarray, tuple[float, ...]]:
-        segmentation = np.asarray(dataset.load_case(case)[1][:])[0]
-        return segmentation, spacing  # -1 (outside nnU-Net's nonzero crop) is background
+        segmentation = np.array(dataset.load_case(case)[1][:])[0]
+        segmentation[segmentation == -1] = 0  # nnU-Net's mark of the background outside its nonzero crop
+        return segmentation, spacing
 
     pools = configuration_manager.pool_op_kernel_sizes
     scales = deep_supervision_scales(pools)
@@ -195,6 +202,8 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
             dataset_json=dataset_json,
             dataset_class=dataset_class,
         ),
+        allowed=io.allowed_label_values(dataset_json),
+        folder=folder,
     )
 
 
@@ -422,6 +431,7 @@ def inspect_dataset(
             print(f"\r{k + 1}/{len(source.cases)} {case}", end="", file=sys.stderr, flush=True)
         try:
             labels, spacing = source.read(case)
+            io.check_label_values(io.present_values(labels), source.allowed, "label image")
             ndim = labels.ndim
             groups = source.groups
             if groups is None:

@@ -115,7 +115,7 @@ def markdown_table(report: dict) -> str:
         f"# Lesions of {report['dataset']}",
         "",
         f"{report['n_cases']} cases"
-        + (f", {report['n_failed']} could not be read (listed below)" if report["n_failed"] else "")
+        + (f", {report['n_failed']} could not be inspected (listed below)" if report["n_failed"] else "")
         + f"; lesions = {report['connectivity']}-connected components; spacing: {report['spacing']['source']} ("
         + ", ".join("×".join(f"{s:g}" for s in spacing) for spacing in report["spacing"]["mm"])
         + " mm); deep-supervision scales: "

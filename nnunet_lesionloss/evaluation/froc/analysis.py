@@ -45,6 +45,8 @@ class FrocInputs:
     channels: ProbabilityChannels
     settings: FrocSettings
     ignore_label: int | None = None
+    #: the values a reference may hold (dataset.json's labels, the ignore label; :func:`io.check_label_values`)
+    allowed: set[int] | None = None
 
 
 def analyse_case_files(job: FrocJob, inputs: FrocInputs) -> tuple[dict[str, FrocCase] | None, str | None]:
@@ -54,6 +56,8 @@ def analyse_case_files(job: FrocJob, inputs: FrocInputs) -> tuple[dict[str, Froc
             raise CaseError(job.missing_reason or f"missing input for case {job.case}")
         reference = io.read_label_image(job.reference)
         labels = io.as_integer_labels(reference)
+        # the one rule: a value dataset.json does not list fails the case (its lesions are never dropped)
+        io.check_label_values(io.present_values(labels), inputs.allowed, "reference")
         probabilities = read_case_probabilities(job.probabilities, reference, inputs.channels)
         valid = None if inputs.ignore_label is None else labels != inputs.ignore_label
         out = {}
@@ -172,6 +176,7 @@ def froc_folders(
         channels=ProbabilityChannels.from_dataset_json(dataset, dataset_json),
         settings=settings,
         ignore_label=spec.ignore_label,
+        allowed=spec.allowed,
     )
     inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(output_dir, output_names(list(inputs.groups)), overwrite, marker=FROC_MARKER)

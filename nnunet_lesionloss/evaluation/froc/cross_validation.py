@@ -65,6 +65,7 @@ def cv_froc(plan, label_spec, settings: FrocSettings, num_processes: int = 1, pr
         channels=ProbabilityChannels.from_dataset_json(dataset, plan.dataset_json),
         settings=settings,
         ignore_label=label_spec.ignore_label,
+        allowed=io.allowed_label_values(dataset) if label_spec.allowed is None else label_spec.allowed,
     )
     inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(plan.output_dir, output_names(list(inputs.groups)), True)

@@ -83,12 +83,23 @@ def choose_operating_point(
     inputs = plan_inputs(probabilities, gt_dir, dataset_json, file_ending)
     targets = probability_targets(inputs.dataset, label, channel)
     ignore = (inputs.dataset or {}).get("labels", {}).get("ignore")
+    allowed = None if inputs.dataset is None else io.allowed_label_values(inputs.dataset)
     if joshi_connectivity and inputs.references:
         first_reference = inputs.references[min(inputs.references)]
         ndim = io.read_label_image(first_reference).array.ndim
         settings = settings.replace(connectivity=REMOVAL_CONNECTIVITY.get(ndim, "full"))
     jobs = [
-        (case, inputs.probabilities[case], inputs.references[case], targets, ignore, settings, thresholds, min_sizes)
+        (
+            case,
+            inputs.probabilities[case],
+            inputs.references[case],
+            targets,
+            ignore,
+            allowed,
+            settings,
+            thresholds,
+            min_sizes,
+        )
         for case in sorted(inputs.references)
     ]
     if not jobs:

@@ -156,12 +156,15 @@ def read_target_probabilities(
 def case_counts(job: tuple) -> tuple[str, dict[str, np.ndarray] | str]:
     """Counts of one case for every target, or the reason it failed: (case, {target key: grid counts} or reason).
 
-    ``job``: (case, .npz, reference file, targets, ignore label, settings, thresholds, minimum sizes), one
-    tuple so that :func:`~nnunet_lesionloss.evaluation.parallel.run_parallel` can send it to a process."""
-    case, npz, reference_file, targets, ignore_label, settings, thresholds, min_sizes = job
+    ``job``: (case, .npz, reference file, targets, ignore label, allowed label values, settings, thresholds,
+    minimum sizes), one tuple so that :func:`~nnunet_lesionloss.evaluation.parallel.run_parallel` can send it to
+    a process. A reference value outside ``allowed`` (dataset.json's) fails the case (:func:`io.check_label_values`),
+    as it fails it in ``evaluate``: its lesions are never counted as missed."""
+    case, npz, reference_file, targets, ignore_label, allowed, settings, thresholds, min_sizes = job
     try:
         reference = io.read_label_image(reference_file)
         labels = io.as_integer_labels(reference)
+        io.check_label_values(io.present_values(labels), allowed, "reference")
         _, maps = read_target_probabilities(npz, targets, reference)
         valid = None if ignore_label is None else labels != ignore_label
         out = {}
