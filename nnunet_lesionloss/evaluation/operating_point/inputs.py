@@ -143,13 +143,17 @@ def assign_folds(cases: Sequence[str], n_folds: int, seed: int) -> dict[str, int
 
 
 def read_target_probabilities(
-    path: Path, targets: Sequence[ProbabilityTarget], reference: io.LabelImage | None = None
+    path: Path,
+    targets: Sequence[ProbabilityTarget],
+    reference: io.LabelImage | None = None,
+    what: str = "the reference",
 ) -> tuple[np.ndarray, dict]:
-    """(all channels, {target key: probability map}) of one ``.npz``; with the ``reference``, its geometry is
-    checked first (shape, and the spacing, origin and direction of nnU-Net's ``.pkl``: ``check_geometry``)."""
+    """(all channels, {target key: probability map}) of one ``.npz``; with the ``reference`` (or the template of
+    apply-threshold: ``what`` names it), its geometry is checked first (shape, and the spacing, origin and
+    direction of nnU-Net's ``.pkl``: ``check_geometry``)."""
     probabilities = load_probabilities(path)
     if reference is not None:
-        probabilities = check_geometry(probabilities, reference, Path(path), read_properties(Path(path)))
+        probabilities = check_geometry(probabilities, reference, Path(path), read_properties(Path(path)), what)
     return probabilities, {target.key: foreground_probability(probabilities, target) for target in targets}
 
 
