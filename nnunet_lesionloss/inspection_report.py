@@ -231,7 +231,8 @@ def run_inspection(
     """Inspect, write ``inspect.json``, ``inspect.md`` and the histograms to ``output_dir`` (if given);
     returns the report and its Markdown."""
     source = resolve_source(source_text, plans, configuration, file_ending, dataset_json)
-    if output_dir is not None:  # before the work: the output must be writable
+    if output_dir is not None:  # before the work: the output must be writable, and not where the labels are
+        io.check_output_apart(output_dir, {"DATASET": source.folder})
         io.prepare_output_dir(output_dir, ["inspect.md", "inspect.json"], overwrite, marker="inspect.json")
     report, sizes = inspect_dataset(source, connectivity, progress=progress)
     report["terms_by_scales"] = terms_by_scales()

@@ -77,6 +77,7 @@ def run_sweep_command(args) -> int:
     """``remove-small INPUT OUTPUT --sweep --gt GT``: prints the table, writes it; returns the failed cases."""
     if not args.gt:
         raise ValueError("--sweep needs --gt (the reference folder the predictions are evaluated against)")
+    io.check_output_apart(args.output, {"INPUT": args.input, "--gt": args.gt})
     io.prepare_output_dir(args.output, SWEEP_FILES, args.overwrite, marker=SWEEP_FILES[-1])  # before the work
     sweep = min_size_sweep(
         args.input,

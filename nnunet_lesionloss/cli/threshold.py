@@ -58,6 +58,7 @@ def run_choose(args) -> int:
         seed=args.seed,
         num_processes=args.num_processes,
         progress=not args.quiet,
+        output=args.output,
     )
     if args.output:
         io.write_json(args.output, record, overwrite=args.overwrite)

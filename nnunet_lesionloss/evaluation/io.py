@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+# where an output may go (never where its command reads): its own module, named here too as the other writers are
+from nnunet_lesionloss.evaluation.output_places import check_output_apart, check_output_file_apart  # noqa: F401
+
 # the file endings nnU-Net's SimpleITK / NIfTI readers accept, longest first
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".tif", ".tiff", ".png", ".bmp")
 
@@ -598,16 +601,3 @@ def prepare_output_dir(
     if marker is not None:
         write_text(folder / WRITING_RECORD, "\n".join(names) + "\n")
     return folder
-
-
-def check_output_apart(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
-    """A command's output folder must not be one of its input folders (``inputs``: option -> folder): writing
-    there would replace what it reads (nnU-Net's segmentations, a model's predictions, the geometry template).
-    Raises ValueError naming both options."""
-    target = Path(output).resolve()
-    for option, folder in inputs.items():
-        if folder is not None and Path(folder).resolve() == target:
-            raise ValueError(
-                f"the output folder {output} is the folder of {option}: its files would be replaced by the output; "
-                "write to another folder"
-            )

@@ -125,6 +125,7 @@ def remove_small_folder(
 ) -> tuple[int, int, int]:
     """``remove-small``: every image of ``input_dir`` without its components below ``min_voxels`` voxels, per
     label, written to ``output_dir`` with the same name, dtype and geometry. Returns (done, failed, images)."""
+    io.check_output_apart(output_dir, {"INPUT": input_dir})
     listing = io.list_images(input_dir, file_ending)
     # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
     images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
@@ -156,6 +157,7 @@ def merge_by_volume_folders(
 ) -> tuple[int, int, int]:
     """``merge-by-volume``: per case, the lesions below ``volume_ml`` from ``small_model``'s image and the others
     from ``large_model``'s (:func:`merge_by_volume`), written to ``output_dir``. Returns (done, failed, cases)."""
+    io.check_output_apart(output_dir, {"--small-model": small_model, "--large-model": large_model})
     small_images = io.list_images(small_model, file_ending)
     large_images = io.list_images(large_model, file_ending)
     ambiguous = {**large_images.ambiguous, **small_images.ambiguous}  # case -> its files in one folder

@@ -148,6 +148,7 @@ def froc_folders(
     for folder, what in ((prob_dir, "probability"), (gt_dir, "reference")):
         if not folder.is_dir():
             raise FileNotFoundError(f"{what} folder not found: {folder}")
+    io.check_output_apart(output_dir, {"--probabilities": prob_dir, "--gt": gt_dir})
     if dataset_json is None:
         for candidate in (prob_dir / "dataset.json", gt_dir.parent / "dataset.json"):
             if candidate.is_file():

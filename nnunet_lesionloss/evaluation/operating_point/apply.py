@@ -243,6 +243,7 @@ def apply_operating_point(
     image's dimension. Returns (files written, cases failed)."""
     check_operating_points(points)
     probability_dir = Path(probability_dir)
+    io.check_output_apart(output_dir, {"--probabilities": probability_dir, "--template-dir": template_dir})
     template_dir = Path(template_dir or probability_dir)
     missing = [t.name for t in targets if t.output_label is None and (len(targets) > 1 or t.kind == "sigmoid")]
     if missing:

@@ -22,7 +22,12 @@ from nnunet_lesionloss.evaluation.operating_point.grid import (
     LESION_THRESHOLDS,
     check_grid,
 )
-from nnunet_lesionloss.evaluation.operating_point.inputs import assign_folds, case_counts, plan_inputs
+from nnunet_lesionloss.evaluation.operating_point.inputs import (
+    assign_folds,
+    case_counts,
+    check_choice_output,
+    plan_inputs,
+)
 from nnunet_lesionloss.evaluation.operating_point.selection import (
     CRITERIA,
     DEFINITIONS,
@@ -59,9 +64,12 @@ def choose_operating_point(
     seed: int = 0,
     num_processes: int = 1,
     progress: bool = False,
+    output: str | os.PathLike | None = None,
 ) -> dict:
     """Choose (threshold, minimum size) per label or region by ``criterion`` (see the package docstring);
-    returns the JSON record: per target the point, its optimistic and nested estimates and the whole grid."""
+    returns the JSON record: per target the point, its optimistic and nested estimates and the whole grid.
+    ``output``: the file the caller writes the record to, checked before any case is read
+    (:func:`~.inputs.check_choice_output`: never a file the choice reads)."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     if criterion == "sensitivity":
@@ -81,6 +89,8 @@ def choose_operating_point(
     thresholds, min_sizes = check_grid(thresholds, min_sizes)
 
     inputs = plan_inputs(probabilities, gt_dir, dataset_json, file_ending)
+    if output is not None:
+        check_choice_output(output, inputs)
     targets = probability_targets(inputs.dataset, label, channel)
     ignore = (inputs.dataset or {}).get("labels", {}).get("ignore")
     allowed = None if inputs.dataset is None else io.allowed_label_values(inputs.dataset)

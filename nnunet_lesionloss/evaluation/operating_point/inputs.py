@@ -30,6 +30,8 @@ __all__ = [
     "ChoiceInputs",
     "assign_folds",
     "case_counts",
+    "check_choice_output",
+    "dataset_json_places",
     "find_dataset_json",
     "plan_inputs",
     "read_target_probabilities",
@@ -51,11 +53,40 @@ class ChoiceInputs:
     dataset: dict | None = None
     dataset_json: str | None = None
     file_ending: str = ".nii.gz"
+    splits_file: Path | None = None  # cross-validation layout: the splits_final.json that names each fold's cases
 
 
 def find_dataset_json(candidates: Sequence[Path]) -> str | None:
     """The first of ``candidates`` that is a file (None: none is)."""
     return next((str(c) for c in candidates if c.is_file()), None)
+
+
+def dataset_json_places(source: Path, gt_dir: Path) -> list[Path]:
+    """Where choose-threshold looks for dataset.json, first found first: the probability folder, its results
+    folder (for one fold's validation folder), the reference folder's parent."""
+    places = [source / "dataset.json", gt_dir.parent / "dataset.json"]
+    if source.name == "validation" and source.parent.name.startswith("fold_"):  # one fold of a results folder
+        places.insert(1, source.parent.parent / "dataset.json")
+    return places
+
+
+def check_choice_output(output: str | os.PathLike, inputs: ChoiceInputs) -> None:
+    """The file choose-threshold writes (``-o``) is none of the files it reads, now or on its next run: not a
+    dataset.json or splits_final.json it reads or would find, not a ``.npz``, ``.pkl`` or image in a folder it
+    lists (the probability folder or RESULTS/fold_*/validation, the reference folder). ValueError otherwise."""
+    probability_files = (".npz", ".pkl", *io.SUPPORTED_ENDINGS)
+    files: dict[str, Path | str | None] = {
+        f"dataset.json ({place})": place for place in dataset_json_places(inputs.source, inputs.gt_dir)
+    }
+    files["--dataset-json"] = inputs.dataset_json
+    files["splits_final.json"] = inputs.splits_file
+    folders = {"--gt": (inputs.gt_dir, io.SUPPORTED_ENDINGS)}
+    if inputs.layout == "cross-validation":
+        found_below = {"--probabilities": (inputs.source, [cv.FOLDS_READ], probability_files)}
+        io.check_output_file_apart(output, files, folders, found_below)
+    else:
+        folders["--probabilities"] = (inputs.source, probability_files)
+        io.check_output_file_apart(output, files, folders)
 
 
 def plan_inputs(
@@ -79,10 +110,7 @@ def plan_inputs(
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"reference folder not found: {gt_dir}")
     if dataset_json is None:
-        candidates = [source / "dataset.json", gt_dir.parent / "dataset.json"]
-        if source.name == "validation" and source.parent.name.startswith("fold_"):  # one fold of a results folder
-            candidates.insert(1, source.parent.parent / "dataset.json")
-        dataset_json = find_dataset_json(candidates)
+        dataset_json = find_dataset_json(dataset_json_places(source, gt_dir))
     dataset = io.read_dataset_json(dataset_json) if dataset_json else None
     file_ending = file_ending or (dataset or {}).get("file_ending") or ".nii.gz"
     references = io.list_images(gt_dir, file_ending)
@@ -99,7 +127,7 @@ def plan_inputs(
         file_ending=file_ending,
     )
     if is_cv:
-        splits_file = cv.find_splits_file(gt_dir, source)
+        splits_file = inputs.splits_file = cv.find_splits_file(gt_dir, source)
         for fold in cv.find_folds(source, None):
             validation = source / f"fold_{fold}" / "validation"
             npz = {p.name[:-4]: p for p in sorted(validation.glob("*.npz")) if not p.name.startswith(".")}
