@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nnunet_lesionloss.cli.common import run_case_command
+from nnunet_lesionloss.cli.common import note_ignored_predictions, run_case_command
 from nnunet_lesionloss.cli.options import (
     UniqueValues,
     connectivity_option,
@@ -92,6 +92,7 @@ def run_sweep_command(args) -> int:
     write_sweep(args.output, sweep, overwrite=True)
     print(sweep_markdown(sweep))
     print(f"written: {', '.join(str(Path(args.output) / name) for name in SWEEP_FILES)}")
+    note_ignored_predictions(sweep["ignored_predictions"], args.input)
     for case, error in sweep["errors"].items():
         print(f"  {case}: {error}", file=sys.stderr)
     return sweep["n_failed"]

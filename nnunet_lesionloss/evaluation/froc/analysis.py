@@ -6,7 +6,6 @@ command's analysis of a probability folder against a reference folder.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +84,9 @@ def run_jobs(jobs: list[FrocJob], inputs: FrocInputs, num_processes: int = 1, pr
     return [(job, by_key, error) for job, (by_key, error) in zip(jobs, results)]
 
 
-def analyse(results, inputs: FrocInputs, per_fold: bool = False) -> dict:
-    """froc.json's content: per label key, the summary, its failed cases and the settings."""
+def analyse(results, inputs: FrocInputs, per_fold: bool = False, ignored: Sequence[str] = ()) -> dict:
+    """froc.json's content: per label key, the summary, its failed cases, the probabilities no reference claims
+    (``ignored``: listed, as evaluate lists its ``ignored_predictions``) and the settings."""
     failures = [{"case": job.case, "fold": job.fold, "reason": error} for job, _, error in results if error is not None]
     settings = inputs.settings
     out = {}
@@ -105,6 +105,7 @@ def analyse(results, inputs: FrocInputs, per_fold: bool = False) -> dict:
                 }
         entry["n_failed"] = len(failures)
         entry["failed_cases"] = failures
+        entry["ignored_predictions"] = list(ignored)
         entry["settings"] = settings.to_dict()
         entry["files"] = label_files(key)
         out[key] = entry
@@ -118,11 +119,12 @@ def analyse_and_write(
     num_processes: int = 1,
     progress: bool = True,
     per_fold: bool = False,
+    ignored: Sequence[str] = (),
 ) -> dict:
     """Run the jobs, summarise them (:func:`analyse`) and write every file (froc.json last); returns froc.json's
-    content."""
+    content. ``ignored``: the probability files no reference claims (recorded, never analysed)."""
     results = run_jobs(jobs, inputs, num_processes, progress)
-    return write_froc_outputs(output_dir, results, analyse(results, inputs, per_fold), inputs.settings)
+    return write_froc_outputs(output_dir, results, analyse(results, inputs, per_fold, ignored), inputs.settings)
 
 
 def froc_folders(
@@ -141,7 +143,8 @@ def froc_folders(
 
     dataset.json (labels or regions, file ending) is ``dataset_json``, else the one nnU-Net writes into
     prediction folders (``prob_dir/dataset.json``), else ``gt_dir/../dataset.json``. A reference without
-    probabilities, or one that cannot be read or does not match, is a failed case, listed by name.
+    probabilities, or one that cannot be read or does not match, is a failed case, listed by name; probabilities
+    without a reference are listed under ``ignored_predictions`` of every label (the command notes them too).
     """
     settings = settings or FrocSettings()
     prob_dir, gt_dir = Path(prob_dir), Path(gt_dir)
@@ -181,11 +184,5 @@ def froc_folders(
     )
     inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(output_dir, output_names(list(inputs.groups)), overwrite, marker=FROC_MARKER)
-    analysis = analyse_and_write(jobs, inputs, Path(output_dir), num_processes, progress)
     ignored = sorted(set(available) - set(references))
-    if ignored and progress:
-        print(
-            f"note: {len(ignored)} probability files without a reference are ignored: {', '.join(ignored[:5])}",
-            file=sys.stderr,
-        )
-    return analysis
+    return analyse_and_write(jobs, inputs, Path(output_dir), num_processes, progress, ignored=ignored)
