@@ -55,7 +55,8 @@ def sweep_markdown(sweep: dict) -> str:
             lines.append(f"| {row['min_voxels']} | " + " | ".join(cells) + f" | {row['removed_components']} |")
         lines.append("")
     if sweep["errors"]:
-        lines += ["## Failed or missing cases", ""] + [f"- {c}: {e}" for c, e in sweep["errors"].items()] + [""]
+        lines += ["## Failed or missing cases", "", "| case | reason |", "|---|---|"]
+        lines += [f"| {markdown_cell(c)} | {markdown_cell(e)} |" for c, e in sweep["errors"].items()] + [""]
     ignored = sweep.get("ignored_predictions") or []
     if ignored:
         lines += [

@@ -98,11 +98,15 @@ def froc_markdown(analysis: dict, heading: str = "#") -> str:
         s = entry["settings"]
         ci = entry["ci"]
         method = (
-            f"static candidates (p >= {s['threshold']:g})"
+            f"static candidates (p >= {format_number(s['threshold'], None)})"
             if s["candidates"] == "static"
-            else f"dynamic candidates (peak / {s['dynamic_threshold_factor']:g})"
+            else f"dynamic candidates (peak / {format_number(s['dynamic_threshold_factor'], None)})"
         )
-        rule = "any overlap" if s["matching"] == "any" else f"{s['matching'].upper()} >= {s['min_overlap']:g}"
+        rule = (
+            "any overlap"
+            if s["matching"] == "any"
+            else f"{s['matching'].upper()} >= {format_number(s['min_overlap'], None)}"
+        )
         lines += [
             f"{heading}# {entry['name']} ({key})",
             "",
@@ -124,14 +128,14 @@ def froc_markdown(analysis: dict, heading: str = "#") -> str:
         point = entry["operating_point"]
         lines += [
             "",
-            f"At {point['fp_per_case']:g} FP/case (threshold {format_number(point['threshold'], 4)}, "
+            f"At {format_number(point['fp_per_case'], None)} FP/case (threshold {format_number(point['threshold'], 4)}, "
             f"{format_number(point['mean_fp_per_case'], 2)} FP/case), sensitivity by reference lesion volume:",
             "",
             "| lesion volume | lesions | sensitivity |",
             "|---|---|---|",
         ]
         lines += [
-            f"| {name} | {b['n_lesions']} | {format_number(b['sensitivity'])} |"
+            f"| {markdown_cell(name)} | {b['n_lesions']} | {format_number(b['sensitivity'])} |"
             for name, b in entry["sensitivity_by_size"].items()
         ]
         lines.append("")
@@ -143,7 +147,8 @@ def froc_markdown(analysis: dict, heading: str = "#") -> str:
                 "|---|---|---|",
             ]
             lines += [
-                f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |"
+                f"| {'–' if f['fold'] is None else f['fold']} | {markdown_cell(f['case'])} | "
+                f"{markdown_cell(f['reason'])} |"
                 for f in entry["failed_cases"]
             ]
             lines.append("")
