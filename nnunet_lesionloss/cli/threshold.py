@@ -24,7 +24,6 @@ from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.operating_point import (
     CRITERIA,
     DEFAULT_NESTED_FOLDS,
-    DICE_CONNECTIVITY,
     apply_operating_point,
     choose_operating_point,
     format_points,
@@ -39,8 +38,6 @@ def run_choose(args) -> int:
     if args.output:  # before the work: the output must be writable
         io.prepare_output_dir(Path(args.output).parent, [Path(args.output).name], args.overwrite)
     settings, preset = settings_from_args(args)
-    if args.connectivity is None and args.criterion == "dice":
-        settings = settings.replace(connectivity=DICE_CONNECTIVITY)
     record = choose_operating_point(
         args.probabilities,
         args.gt,
@@ -59,6 +56,7 @@ def run_choose(args) -> int:
         num_processes=args.num_processes,
         progress=not args.quiet,
         output=args.output,
+        removal_connectivity=args.connectivity,  # None: Joshi's 18 for the Dice criterion, else the lesions'
     )
     if args.output:
         io.write_json(args.output, record, overwrite=args.overwrite)

@@ -16,7 +16,6 @@ import numpy as np
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.operating_point.grid import (
-    DICE_CONNECTIVITY,
     DICE_THRESHOLDS,
     LESION_MIN_SIZES,
     LESION_THRESHOLDS,
@@ -65,11 +64,18 @@ def choose_operating_point(
     num_processes: int = 1,
     progress: bool = False,
     output: str | os.PathLike | None = None,
+    removal_connectivity: int | str | None = None,
 ) -> dict:
     """Choose (threshold, minimum size) per label or region by ``criterion`` (see the package docstring);
     returns the JSON record: per target the point, its optimistic and nested estimates and the whole grid.
     ``output``: the file the caller writes the record to, checked before any case is read
-    (:func:`~.inputs.check_choice_output`: never a file the choice reads)."""
+    (:func:`~.inputs.check_choice_output`: never a file the choice reads).
+
+    Lesions are counted as ``evaluate`` counts them under ``settings`` (default: the default preset's); the
+    minimum-size removal is at ``removal_connectivity``, by default Joshi's 18 (its plane restriction in 2D) for
+    the Dice criterion and the settings' connectivity for the lesion criteria. The record holds both: its
+    ``settings`` (evaluate's, to count the lesions of the masks apply-threshold writes) and its ``connectivity``
+    (of the removal, which apply-threshold repeats)."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     if criterion == "sensitivity":
@@ -79,9 +85,10 @@ def choose_operating_point(
         raise ValueError("--max-fp-per-case belongs to --criterion sensitivity")
     if nested_folds < 2:
         raise ValueError(f"--nested-folds must be >= 2, got {nested_folds}")
-    # Joshi's 18-connectivity is the dice criterion's default in 3D; a 2D dataset gets its plane restriction
-    joshi_connectivity = criterion == "dice" and (settings is None or settings.connectivity == DICE_CONNECTIVITY)
-    settings = settings or EvaluationSettings(connectivity=DICE_CONNECTIVITY if criterion == "dice" else "full")
+    settings = settings or EvaluationSettings()
+    # Joshi's 18-connectivity is the dice criterion's default removal in 3D; a 2D dataset gets its plane restriction
+    joshi_connectivity = criterion == "dice" and removal_connectivity is None
+    removal = settings.connectivity if removal_connectivity is None else removal_connectivity
     if thresholds is None:
         thresholds = DICE_THRESHOLDS if criterion == "dice" else LESION_THRESHOLDS
     if min_sizes is None:
@@ -97,7 +104,7 @@ def choose_operating_point(
     if joshi_connectivity and inputs.references:
         first_reference = inputs.references[min(inputs.references)]
         ndim = io.read_label_image(first_reference).array.ndim
-        settings = settings.replace(connectivity=REMOVAL_CONNECTIVITY.get(ndim, "full"))
+        removal = REMOVAL_CONNECTIVITY.get(ndim, "full")
     jobs = [
         (
             case,
@@ -107,6 +114,7 @@ def choose_operating_point(
             ignore,
             allowed,
             settings,
+            removal,
             thresholds,
             min_sizes,
         )
@@ -158,7 +166,7 @@ def choose_operating_point(
         "(lesion criteria), then to the lowest threshold, then to the smallest minimum size",
         "thresholds": list(thresholds),
         "min_sizes_voxels": list(min_sizes),
-        "connectivity": settings.connectivity,
+        "connectivity": removal,  # of the minimum-size removal (apply-threshold repeats it)
         "preset": preset,
         "settings": settings.to_dict(),
         "probability_mapping": {

@@ -188,11 +188,11 @@ def read_target_probabilities(
 def case_counts(job: tuple) -> tuple[str, dict[str, np.ndarray] | str]:
     """Counts of one case for every target, or the reason it failed: (case, {target key: grid counts} or reason).
 
-    ``job``: (case, .npz, reference file, targets, ignore label, allowed label values, settings, thresholds,
-    minimum sizes), one tuple so that :func:`~nnunet_lesionloss.evaluation.parallel.run_parallel` can send it to
+    ``job``: (case, .npz, reference file, targets, ignore label, allowed label values, settings, removal
+    connectivity, thresholds, minimum sizes), one tuple so that :func:`~nnunet_lesionloss.evaluation.parallel.run_parallel` can send it to
     a process. A reference value outside ``allowed`` (dataset.json's) fails the case (:func:`io.check_label_values`),
     as it fails it in ``evaluate``: its lesions are never counted as missed."""
-    case, npz, reference_file, targets, ignore_label, allowed, settings, thresholds, min_sizes = job
+    case, npz, reference_file, targets, ignore_label, allowed, settings, removal, thresholds, min_sizes = job
     try:
         reference = io.read_label_image(reference_file)
         labels = io.as_integer_labels(reference)
@@ -210,7 +210,9 @@ def case_counts(job: tuple) -> tuple[str, dict[str, np.ndarray] | str]:
             if valid is not None:  # nnU-Net's ignore label: those voxels count for nothing
                 truth &= valid
                 probability = np.where(valid, probability, 0)
-            out[target.key] = grid_counts(probability, truth, reference.spacing, settings, thresholds, min_sizes)
+            out[target.key] = grid_counts(
+                probability, truth, reference.spacing, settings, thresholds, min_sizes, removal
+            )
         return case, out
     except (CaseError, OSError, ValueError) as error:
         return case, str(error)
