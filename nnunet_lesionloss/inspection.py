@@ -45,6 +45,7 @@ import numpy as np
 from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
 from nnunet_lesionloss.config import load_config, loss_terms
 from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.postprocess import DEFAULT_MIN_VOXELS
 from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
 
 __all__ = [
@@ -207,19 +208,35 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
     )
 
 
+#: the plans and configuration a dataset id or name is inspected with unless others are given
+DEFAULT_PLANS, DEFAULT_CONFIGURATION = "nnUNetPlans", "3d_fullres"
+
+
 def resolve_source(
     source: str,
-    plans: str = "nnUNetPlans",
-    configuration: str = "3d_fullres",
+    plans: str | None = None,
+    configuration: str | None = None,
     file_ending: str | None = None,
     dataset_json: str | None = None,
 ) -> InspectionSource:
     """A folder of label images, a raw dataset folder (with ``labelsTr``), or an nnU-Net dataset id or name.
 
     A dataset id or name is inspected in its preprocessed form when ``nnUNet_preprocessed`` holds the
-    configuration's data, else from ``nnUNet_raw/<dataset>/labelsTr``.
+    configuration's data (``plans`` and ``configuration``, default nnUNetPlans 3d_fullres), else from
+    ``nnUNet_raw/<dataset>/labelsTr``; plans or a configuration given explicitly are never replaced by the raw
+    labels in silence (an error when their data is missing), and given for a folder they are an error too.
     """
     path = Path(source)
+    chosen = [name for name, value in (("--plans", plans), ("--configuration", configuration)) if value is not None]
+    if path.is_dir() and chosen:
+        raise ValueError(
+            "; ".join(
+                f"{option} has no effect on a folder of label images (only a dataset id or name is read as nnU-Net "
+                "preprocessed it): leave it out"
+                for option in chosen
+            )
+        )
+    plans, configuration = plans or DEFAULT_PLANS, configuration or DEFAULT_CONFIGURATION
     if path.is_dir():
         if (path / "labelsTr").is_dir():
             return _folder_source(
@@ -242,6 +259,11 @@ def resolve_source(
         planned = _preprocessed_source(name, Path(preprocessed) / name, plans, configuration)
         if planned is not None:
             return planned
+    if chosen:
+        raise FileNotFoundError(
+            f"{name}: no preprocessed {configuration} data ({plans}) in nnUNet_preprocessed, which "
+            f"{' and '.join(chosen)} ask for (without them, nnUNet_raw/{name}/labelsTr is inspected)"
+        )
     raw = os.environ.get("nnUNet_raw")
     if not raw or not (Path(raw) / name / "labelsTr").is_dir():
         raise FileNotFoundError(
@@ -388,7 +410,7 @@ def _quartiles(values: np.ndarray) -> dict | None:
 
 
 #: remove-small's default minimum size (Joshi 2026 §4.5), for the hint of what it would delete
-REMOVE_SMALL_DEFAULT_VOXELS = 5
+REMOVE_SMALL_DEFAULT_VOXELS = DEFAULT_MIN_VOXELS
 
 
 def summarise_label(per_case: list[CaseLesions], scales: Sequence[Sequence[float]]) -> dict:

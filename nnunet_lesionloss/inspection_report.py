@@ -228,8 +228,8 @@ def histogram_name(key: str, name: str) -> str:
 def run_inspection(
     source_text: str,
     output_dir: str | None = None,
-    plans: str = "nnUNetPlans",
-    configuration: str = "3d_fullres",
+    plans: str | None = None,
+    configuration: str | None = None,
     connectivity: int | None = None,
     file_ending: str | None = None,
     dataset_json: str | None = None,

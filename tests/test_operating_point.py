@@ -182,7 +182,12 @@ def test_apply_threshold_refuses_conflicting_or_broken_operating_points_before_w
     base = ["apply-threshold", "--probabilities", str(probs), "-o", str(out)]
     refusals = {
         "give --threshold or --threshold-json": [],
-        "give it alone": ["--threshold-json", str(tmp_path / "point.json"), "--min-voxels", "3"],
+        "--min-voxels has no effect with --threshold-json": [
+            "--threshold-json",
+            str(tmp_path / "point.json"),
+            "--min-voxels",
+            "3",
+        ],
         "is not valid JSON": ["--threshold-json", str(tmp_path / "broken.json")],
         "not an output of choose-threshold": ["--threshold-json", str(tmp_path / "list.json")],
     }

@@ -26,6 +26,7 @@ from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
 
 __all__ = [
+    "DEFAULT_MIN_VOXELS",
     "REMOVAL_CONNECTIVITY",
     "merge_by_volume",
     "merge_by_volume_folders",
@@ -39,6 +40,8 @@ __all__ = [
 #: remove-small's default: Joshi 2026 §4.5 removes components at 18-connectivity (3D); in a 2D image the
 #: 18-neighbourhood restricted to the plane is the full 8-neighbourhood
 REMOVAL_CONNECTIVITY = {3: 18, 2: "full"}
+#: remove-small's default minimum size: Joshi 2026 §4.5 removes components below 5 voxels
+DEFAULT_MIN_VOXELS = 5
 
 
 def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int | str | None = None) -> np.ndarray:

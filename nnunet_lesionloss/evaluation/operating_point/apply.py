@@ -190,15 +190,32 @@ def plan_apply(
     folder; the file ending: ``file_ending``, else dataset.json's, else .nii.gz."""
     dataset_json = dataset_json or find_dataset_json([Path(probability_dir) / "dataset.json"])
     dataset = io.read_dataset_json(dataset_json) if dataset_json else None
+    given = {"--threshold": threshold, "--min-voxels": min_voxels, "--connectivity": connectivity}
     if threshold_json is not None:
-        if threshold is not None or min_voxels is not None or connectivity is not None:
-            raise ValueError("--threshold-json fixes the threshold, minimum size and connectivity: give it alone")
+        ignored = [option for option, value in given.items() if value is not None]
+        if ignored:  # the record holds all three
+            raise ValueError(
+                "; ".join(
+                    f"{option} has no effect with --threshold-json, which fixes the threshold, minimum size and "
+                    "connectivity: leave it out"
+                    for option in ignored
+                )
+            )
         targets, points, connectivity = read_operating_points(threshold_json, dataset, label, channel)
     elif threshold is not None:
         targets = probability_targets(dataset, label, channel)
         point = OperatingPoint(threshold, min_voxels or 0)
         points = {target.key: point for target in targets}
     else:
+        ignored = [option for option, value in given.items() if value is not None]
+        if ignored:
+            raise ValueError(
+                "; ".join(
+                    f"{option} has no effect without --threshold (it removes after that threshold)"
+                    for option in ignored
+                )
+                + ": give --threshold, or --threshold-json alone"
+            )
         raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
     check_operating_points(points)
     file_ending = file_ending or (dataset or {}).get("file_ending") or ".nii.gz"

@@ -32,6 +32,7 @@ __all__ = [
     "case_counts",
     "check_choice_output",
     "dataset_json_places",
+    "is_results_folder",
     "find_dataset_json",
     "plan_inputs",
     "read_target_probabilities",
@@ -59,6 +60,11 @@ class ChoiceInputs:
 def find_dataset_json(candidates: Sequence[Path]) -> str | None:
     """The first of ``candidates`` that is a file (None: none is)."""
     return next((str(c) for c in candidates if c.is_file()), None)
+
+
+def is_results_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is an nnU-Net results folder (it has fold_*/validation), not a folder of ``.npz``."""
+    return any(p.is_dir() for p in Path(folder).glob(cv.FOLDS_READ))
 
 
 def dataset_json_places(source: Path, gt_dir: Path) -> list[Path]:
@@ -101,7 +107,7 @@ def plan_inputs(
     source = Path(probabilities)
     if not source.is_dir():
         raise FileNotFoundError(f"folder not found: {source}")
-    is_cv = any(p.is_dir() for p in source.glob("fold_*/validation"))
+    is_cv = is_results_folder(source)
     if gt_dir is None:
         if not is_cv:
             raise ValueError("--gt is required for a folder of probabilities (it is found for a results folder)")
