@@ -29,6 +29,7 @@ turns it into the hints, ``inspect.md`` and the histograms, and writes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +47,7 @@ from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity,
 from nnunet_lesionloss.config import load_config, loss_terms
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.postprocess import DEFAULT_MIN_VOXELS
+from nnunet_lesionloss.evaluation.probabilities import load_properties
 from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
 
 __all__ = [
@@ -176,7 +178,8 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
     spacing = tuple(float(s) for s in configuration_manager.spacing)
 
     def read(case: str) -> tuple[np.ndarray, tuple[float, ...]]:
-        segmentation = np.array(dataset.load_case(case)[1][:])[0]
+        with properties_read_restricted():
+            segmentation = np.array(dataset.load_case(case)[1][:])[0]
         segmentation[segmentation == -1] = 0  # nnU-Net's mark of the background outside its nonzero crop
         return segmentation, spacing
 
@@ -272,6 +275,23 @@ def resolve_source(
         )
     folder = Path(raw) / name
     return _folder_source(folder / "labelsTr", Path(dataset_json or folder / "dataset.json"), file_ending, name)
+
+
+@contextlib.contextmanager
+def properties_read_restricted():
+    """Within this block nnU-Net's dataset classes read each case's ``.pkl`` (its preprocessed properties) with
+    the restricted unpickler of :func:`~nnunet_lesionloss.evaluation.probabilities.load_properties` instead of
+    their plain ``pickle.load`` (``load_pickle``), which would call whatever a file names: inspecting a dataset
+    never runs code from its folder."""
+    # lazy: nnunetv2's loader imports torch (the command line imports this module)
+    from nnunetv2.training.dataloading import nnunet_dataset
+
+    original = nnunet_dataset.load_pickle
+    nnunet_dataset.load_pickle = load_properties
+    try:
+        yield
+    finally:
+        nnunet_dataset.load_pickle = original
 
 
 # --------------------------------------------------------------------------- one case
@@ -543,15 +563,16 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
         print_to_log_file=lambda *args, **kwargs: None,
     )
     initial_patch_size = nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(view)[2]
-    patches = draw_training_patches(
-        planned.dataset_class(str(planned.folder), train_cases),
-        label_manager,
-        batch_size=planned.configuration_manager.batch_size,
-        initial_patch_size=initial_patch_size,
-        patch_size=planned.configuration_manager.patch_size,
-        oversample_foreground_percent=NNUNET_OVERSAMPLE_FOREGROUND,
-        num_patches=settings["patches"],
-    )
+    with properties_read_restricted():  # the loader reads each case's properties (its class locations)
+        patches = draw_training_patches(
+            planned.dataset_class(str(planned.folder), train_cases),
+            label_manager,
+            batch_size=planned.configuration_manager.batch_size,
+            initial_patch_size=initial_patch_size,
+            patch_size=planned.configuration_manager.patch_size,
+            oversample_foreground_percent=NNUNET_OVERSAMPLE_FOREGROUND,
+            num_patches=settings["patches"],
+        )
     volumes = patch_foreground_volumes(patches, lambda label_map: trainer._loss_channel_masks(view, label_map))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

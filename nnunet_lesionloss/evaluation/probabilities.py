@@ -223,14 +223,20 @@ class _PropertiesUnpickler(pickle.Unpickler):
 
 
 def read_properties(npz_path: Path) -> dict | None:
-    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent.
-
-    Read by a restricted unpickler (:data:`ALLOWED_PICKLE_GLOBALS`): a file that names any other type or
-    function is refused with a CaseError, and nothing it names is called. A file that is not a pickle, or not a
-    dictionary, is a CaseError too (it cannot vouch for the geometry)."""
+    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent; read by
+    :func:`load_properties`."""
     path = Path(npz_path).with_suffix(".pkl")
     if not path.is_file():
         return None
+    return load_properties(path)
+
+
+def load_properties(path: str | Path) -> dict:
+    """nnU-Net's image properties from a ``.pkl`` (beside its ``.npz`` probabilities, or in its preprocessed
+    folder), read by a restricted unpickler (:data:`ALLOWED_PICKLE_GLOBALS`): a file that names any other type
+    or function is refused with a CaseError, and nothing it names is called. A file that is not a pickle, or not
+    a dictionary, is a CaseError too (it cannot vouch for the geometry)."""
+    path = Path(path)
     try:
         with open(path, "rb") as handle:
             properties = _PropertiesUnpickler(handle).load()
