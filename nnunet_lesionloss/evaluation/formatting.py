@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_number", "format_with_interval", "format_p_value", "markdown_cell"]
+__all__ = ["format_number", "format_with_interval", "format_p_value", "ignored_predictions_lines", "markdown_cell"]
 
 
 def format_number(value, digits: int | None = 4, whole: bool = False) -> str:
@@ -47,3 +47,10 @@ def markdown_cell(text) -> str:
     """Any text (a case name, a reason) as one cell of a Markdown table: ``|`` escaped and line breaks made
     spaces, so a case named ``a|b`` stays one cell."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def ignored_predictions_lines(names) -> list[str]:
+    """The lines of a Markdown report that name the predictions no reference claims (none: no line)."""
+    if not names:
+        return []
+    return [f"{len(names)} prediction(s) without a reference, left out: " + ", ".join(map(markdown_cell, names)), ""]

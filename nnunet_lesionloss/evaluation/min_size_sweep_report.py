@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.formatting import format_number, markdown_cell
+from nnunet_lesionloss.evaluation.formatting import format_number, ignored_predictions_lines, markdown_cell
 from nnunet_lesionloss.evaluation.min_size_sweep import SWEEP_METRICS
 from nnunet_lesionloss.evaluation.plotting import pyplot, write_figure
 
@@ -57,13 +57,7 @@ def sweep_markdown(sweep: dict) -> str:
     if sweep["errors"]:
         lines += ["## Failed or missing cases", "", "| case | reason |", "|---|---|"]
         lines += [f"| {markdown_cell(c)} | {markdown_cell(e)} |" for c, e in sweep["errors"].items()] + [""]
-    ignored = sweep.get("ignored_predictions") or []
-    if ignored:
-        lines += [
-            f"{len(ignored)} prediction(s) without a reference, not evaluated: "
-            + ", ".join(markdown_cell(name) for name in ignored),
-            "",
-        ]
+    lines += ignored_predictions_lines(sweep.get("ignored_predictions"))
     return "\n".join(lines)
 
 

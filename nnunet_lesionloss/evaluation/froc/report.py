@@ -10,7 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.formatting import format_number, format_with_interval, markdown_cell
+from nnunet_lesionloss.evaluation.formatting import (
+    format_number,
+    format_with_interval,
+    ignored_predictions_lines,
+    markdown_cell,
+)
 from nnunet_lesionloss.evaluation.froc.curves import FrocPool, case_sensitivity_at, operating_threshold
 from nnunet_lesionloss.evaluation.froc.settings import FROC_CASES, FROC_MARKER, FrocSettings, rate_key
 from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
@@ -152,13 +157,7 @@ def froc_markdown(analysis: dict, heading: str = "#") -> str:
                 for f in entry["failed_cases"]
             ]
             lines.append("")
-        ignored = entry.get("ignored_predictions") or []
-        if ignored:
-            lines += [
-                f"{len(ignored)} probability file(s) without a reference, not analysed: "
-                + ", ".join(markdown_cell(name) for name in ignored),
-                "",
-            ]
+        lines += ignored_predictions_lines(entry.get("ignored_predictions"))
     return "\n".join(lines)
 
 
