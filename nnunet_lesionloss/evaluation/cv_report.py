@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.evaluate import CaseResult
-from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.formatting import format_number, markdown_cell
 from nnunet_lesionloss.evaluation.froc.cross_validation import froc_cv_markdown_lines
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_lesion_tables
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
@@ -102,7 +102,8 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
     if result["failures"]:
         lines += ["## Failed or missing cases", "", "| fold | case | reason |", "|---|---|---|"]
         lines += [
-            f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
+            f"| {'–' if f['fold'] is None else f['fold']} | {markdown_cell(f['case'])} | {markdown_cell(f['reason'])} |"
+            for f in result["failures"]
         ]
         lines.append("")
     if result.get("froc"):
