@@ -29,6 +29,7 @@ turns it into the hints, ``inspect.md`` and the histograms, and writes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -45,6 +46,8 @@ import numpy as np
 from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
 from nnunet_lesionloss.config import load_config, loss_terms
 from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.postprocess import DEFAULT_MIN_VOXELS
+from nnunet_lesionloss.evaluation.probabilities import load_properties
 from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
 
 __all__ = [
@@ -84,6 +87,10 @@ class InspectionSource:
     ds_source: str = ""
     loss_weights: list[float] = field(default_factory=list)
     planned: SimpleNamespace | None = None  # plans_manager, configuration_manager, folder, dataset_json
+    #: the values a label map may hold (dataset.json's labels and ignore label; None: no dataset.json): a case
+    #: with another value fails, named, as in ``evaluate`` (``io.check_label_values``)
+    allowed: set[int] | None = None
+    folder: Path | None = None  # the folder the label maps are read from
 
 
 def deep_supervision_scales(pool_op_kernel_sizes: Sequence[Sequence[int]]) -> list[tuple[float, ...]]:
@@ -140,6 +147,8 @@ def _folder_source(folder: Path, dataset_json: Path | None, file_ending: str | N
         ds_scales=deep_supervision_scales(pools),
         ds_source="assumed: nnU-Net's 3d_fullres scales for an isotropic 128³ patch (no plans)",
         loss_weights=deep_supervision_loss_weights(len(pools) - 1),
+        allowed=None if dataset is None else io.allowed_label_values(dataset),
+        folder=folder,
     )
 
 
@@ -169,8 +178,10 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
     spacing = tuple(float(s) for s in configuration_manager.spacing)
 
     def read(case: str) -> tuple[np.ndarray, tuple[float, ...]]:
-        segmentation = np.asarray(dataset.load_case(case)[1][:])[0]
-        return segmentation, spacing  # -1 (outside nnU-Net's nonzero crop) is background
+        with properties_read_restricted():
+            segmentation = np.array(dataset.load_case(case)[1][:])[0]
+        segmentation[segmentation == -1] = 0  # nnU-Net's mark of the background outside its nonzero crop
+        return segmentation, spacing
 
     pools = configuration_manager.pool_op_kernel_sizes
     scales = deep_supervision_scales(pools)
@@ -195,22 +206,40 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
             dataset_json=dataset_json,
             dataset_class=dataset_class,
         ),
+        allowed=io.allowed_label_values(dataset_json),
+        folder=folder,
     )
+
+
+#: the plans and configuration a dataset id or name is inspected with unless others are given
+DEFAULT_PLANS, DEFAULT_CONFIGURATION = "nnUNetPlans", "3d_fullres"
 
 
 def resolve_source(
     source: str,
-    plans: str = "nnUNetPlans",
-    configuration: str = "3d_fullres",
+    plans: str | None = None,
+    configuration: str | None = None,
     file_ending: str | None = None,
     dataset_json: str | None = None,
 ) -> InspectionSource:
     """A folder of label images, a raw dataset folder (with ``labelsTr``), or an nnU-Net dataset id or name.
 
     A dataset id or name is inspected in its preprocessed form when ``nnUNet_preprocessed`` holds the
-    configuration's data, else from ``nnUNet_raw/<dataset>/labelsTr``.
+    configuration's data (``plans`` and ``configuration``, default nnUNetPlans 3d_fullres), else from
+    ``nnUNet_raw/<dataset>/labelsTr``; plans or a configuration given explicitly are never replaced by the raw
+    labels in silence (an error when their data is missing), and given for a folder they are an error too.
     """
     path = Path(source)
+    chosen = [name for name, value in (("--plans", plans), ("--configuration", configuration)) if value is not None]
+    if path.is_dir() and chosen:
+        raise ValueError(
+            "; ".join(
+                f"{option} has no effect on a folder of label images (only a dataset id or name is read as nnU-Net "
+                "preprocessed it): leave it out"
+                for option in chosen
+            )
+        )
+    plans, configuration = plans or DEFAULT_PLANS, configuration or DEFAULT_CONFIGURATION
     if path.is_dir():
         if (path / "labelsTr").is_dir():
             return _folder_source(
@@ -233,6 +262,11 @@ def resolve_source(
         planned = _preprocessed_source(name, Path(preprocessed) / name, plans, configuration)
         if planned is not None:
             return planned
+    if chosen:
+        raise FileNotFoundError(
+            f"{name}: no preprocessed {configuration} data ({plans}) in nnUNet_preprocessed, which "
+            f"{' and '.join(chosen)} ask for (without them, nnUNet_raw/{name}/labelsTr is inspected)"
+        )
     raw = os.environ.get("nnUNet_raw")
     if not raw or not (Path(raw) / name / "labelsTr").is_dir():
         raise FileNotFoundError(
@@ -241,6 +275,23 @@ def resolve_source(
         )
     folder = Path(raw) / name
     return _folder_source(folder / "labelsTr", Path(dataset_json or folder / "dataset.json"), file_ending, name)
+
+
+@contextlib.contextmanager
+def properties_read_restricted():
+    """Within this block nnU-Net's dataset classes read each case's ``.pkl`` (its preprocessed properties) with
+    the restricted unpickler of :func:`~nnunet_lesionloss.evaluation.probabilities.load_properties` instead of
+    their plain ``pickle.load`` (``load_pickle``), which would call whatever a file names: inspecting a dataset
+    never runs code from its folder."""
+    # lazy: nnunetv2's loader imports torch (the command line imports this module)
+    from nnunetv2.training.dataloading import nnunet_dataset
+
+    original = nnunet_dataset.load_pickle
+    nnunet_dataset.load_pickle = load_properties
+    try:
+        yield
+    finally:
+        nnunet_dataset.load_pickle = original
 
 
 # --------------------------------------------------------------------------- one case
@@ -379,7 +430,7 @@ def _quartiles(values: np.ndarray) -> dict | None:
 
 
 #: remove-small's default minimum size (Joshi 2026 §4.5), for the hint of what it would delete
-REMOVE_SMALL_DEFAULT_VOXELS = 5
+REMOVE_SMALL_DEFAULT_VOXELS = DEFAULT_MIN_VOXELS
 
 
 def summarise_label(per_case: list[CaseLesions], scales: Sequence[Sequence[float]]) -> dict:
@@ -422,6 +473,7 @@ def inspect_dataset(
             print(f"\r{k + 1}/{len(source.cases)} {case}", end="", file=sys.stderr, flush=True)
         try:
             labels, spacing = source.read(case)
+            io.check_label_values(io.present_values(labels), source.allowed, "label image")
             ndim = labels.ndim
             groups = source.groups
             if groups is None:
@@ -511,15 +563,16 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
         print_to_log_file=lambda *args, **kwargs: None,
     )
     initial_patch_size = nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(view)[2]
-    patches = draw_training_patches(
-        planned.dataset_class(str(planned.folder), train_cases),
-        label_manager,
-        batch_size=planned.configuration_manager.batch_size,
-        initial_patch_size=initial_patch_size,
-        patch_size=planned.configuration_manager.patch_size,
-        oversample_foreground_percent=NNUNET_OVERSAMPLE_FOREGROUND,
-        num_patches=settings["patches"],
-    )
+    with properties_read_restricted():  # the loader reads each case's properties (its class locations)
+        patches = draw_training_patches(
+            planned.dataset_class(str(planned.folder), train_cases),
+            label_manager,
+            batch_size=planned.configuration_manager.batch_size,
+            initial_patch_size=initial_patch_size,
+            patch_size=planned.configuration_manager.patch_size,
+            oversample_foreground_percent=NNUNET_OVERSAMPLE_FOREGROUND,
+            num_patches=settings["patches"],
+        )
     volumes = patch_foreground_volumes(patches, lambda label_map: trainer._loss_channel_masks(view, label_map))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.formatting import format_number, markdown_cell
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML
 from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
 from nnunet_lesionloss.evaluation.settings import PRESETS, EvaluationSettings
@@ -54,7 +54,8 @@ def decision_hints(report: dict) -> list[str]:
         if len(voxel_volumes) == 1:
             small_voxels = small_lesion_ml * MM3_PER_ML / voxel_volumes[0]
             hints.append(
-                f"{name}: the evaluation's small lesion (<= {small_lesion_ml:g} mL) is <= {small_voxels:g} voxels at this "
+                f"{name}: the evaluation's small lesion (<= {format_number(small_lesion_ml, None)} mL) is <= "
+                f"{format_number(small_voxels, 1, whole=True)} voxels at this "
                 f"spacing; remove-small's default deletes components below {REMOVE_SMALL_DEFAULT_VOXELS} voxels (Joshi 2026), "
                 f"and {_percent(entry[f'share_below_{REMOVE_SMALL_DEFAULT_VOXELS}_voxels'])} of the lesions here are that "
                 "small: check with remove-small --sweep before using it"
@@ -63,9 +64,9 @@ def decision_hints(report: dict) -> list[str]:
         if lost:
             worst_k, worst = max(lost, key=lambda x: x[1])
             line = (
-                f"{name}: nnU-Net's deep-supervision targets erase {', '.join(f'{100 * s:.1f} %' for s in entry['erased_at_scale'])} "
+                f"{name}: nnU-Net's deep-supervision targets erase {', '.join(_percent(s) for s in entry['erased_at_scale'])} "
                 f"of the lesions at scales {', '.join(_scale_text(s) for s in scales)} (loss weights "
-                f"{', '.join(f'{w:.3g}' for w in weights)}); {100 * worst:.1f} % at {_scale_text(scales[worst_k])}"
+                f"{', '.join(_weight(w) for w in weights)}); {_percent(worst)} at {_scale_text(scales[worst_k])}"
             )
             if terms:
                 line += (
@@ -87,7 +88,8 @@ def decision_hints(report: dict) -> list[str]:
     tau = report.get("size_penalty_auto")
     if tau and "tau" in tau:
         hints.append(
-            f"nnUNetTrainerSizePenaltyAuto would use tau = {tau['tau']:.4g} voxels (quantile {tau['quantile']:g} of "
+            f"nnUNetTrainerSizePenaltyAuto would use tau = {format_number(tau['tau'], 1, whole=True)} voxels "
+            f"(quantile {format_number(tau['quantile'], None)} of "
             f"{tau['lesion_positive_volumes']} lesion-positive patch volumes V_g of {tau['patches']} patches of fold "
             f"{tau['fold']}'s training cases; the paper's tau is 600)"
         )
@@ -115,14 +117,14 @@ def markdown_table(report: dict) -> str:
         f"# Lesions of {report['dataset']}",
         "",
         f"{report['n_cases']} cases"
-        + (f", {report['n_failed']} could not be read (listed below)" if report["n_failed"] else "")
+        + (f", {report['n_failed']} could not be inspected (listed below)" if report["n_failed"] else "")
         + f"; lesions = {report['connectivity']}-connected components; spacing: {report['spacing']['source']} ("
-        + ", ".join("×".join(f"{s:g}" for s in spacing) for spacing in report["spacing"]["mm"])
+        + ", ".join("×".join(format_number(s, None) for s in spacing) for spacing in report["spacing"]["mm"])
         + " mm); deep-supervision scales: "
         + ", ".join(_scale_text(s) for s in scales)
         + f" ({report['deep_supervision_source']}).",
         "",
-        row("", [f"{e['name']} ({k})" if e["name"] != k else k for k, e in zip(keys, entries)]),
+        row("", [markdown_cell(f"{e['name']} ({k})" if e["name"] != k else k) for k, e in zip(keys, entries)]),
         "|---|" + "---|" * len(keys),
         row("cases", [str(e["cases"]) for e in entries]),
         row("lesions", [str(e["lesions"]) for e in entries]),
@@ -157,7 +159,7 @@ def markdown_table(report: dict) -> str:
         weight = report["deep_supervision_loss_weights"][k]
         lines.append(
             row(
-                f"erased by the DS target at {_scale_text(scale)} (loss weight {weight:.3g})",
+                f"erased by the DS target at {_scale_text(scale)} (loss weight {_weight(weight)})",
                 [
                     f"{_percent(e['erased_at_scale'][k])} ({e['erased_count_at_scale'][k]})" if e["lesions"] else "–"
                     for e in entries
@@ -168,12 +170,18 @@ def markdown_table(report: dict) -> str:
     if hints:
         lines += ["", "What it means for training and post-processing:", ""] + [f"- {h}" for h in hints]
     if report["errors"]:
-        lines += ["", "Cases that could not be inspected:", ""] + [f"- {c}: {e}" for c, e in report["errors"].items()]
+        lines += ["", "Cases that could not be inspected:", "", "| case | reason |", "|---|---|"]
+        lines += [f"| {markdown_cell(c)} | {markdown_cell(e)} |" for c, e in report["errors"].items()]
     return "\n".join(lines) + "\n"
 
 
 def _percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f} %"
+    return "–" if value is None else f"{format_number(100 * value, 1)} %"
+
+
+def _weight(value: float) -> str:
+    """A deep-supervision loss weight (8/15 ... 1/15, 0)."""
+    return format_number(value, 4, whole=True)
 
 
 def plot_size_histogram(
@@ -203,7 +211,8 @@ def plot_size_histogram(
             color="black",
             linestyle=":",
             linewidth=1,
-            label=f"small lesion (<= {small_lesion_ml:g} mL = {small_lesion_voxels:g} voxels)",
+            label=f"small lesion (<= {format_number(small_lesion_ml, None)} mL = "
+            f"{format_number(small_lesion_voxels, 1, whole=True)} voxels)",
         )
     ax.set_xlabel("lesion size (voxels, log scale)")
     ax.set_ylabel("lesions")
@@ -219,8 +228,8 @@ def histogram_name(key: str, name: str) -> str:
 def run_inspection(
     source_text: str,
     output_dir: str | None = None,
-    plans: str = "nnUNetPlans",
-    configuration: str = "3d_fullres",
+    plans: str | None = None,
+    configuration: str | None = None,
     connectivity: int | None = None,
     file_ending: str | None = None,
     dataset_json: str | None = None,
@@ -231,7 +240,8 @@ def run_inspection(
     """Inspect, write ``inspect.json``, ``inspect.md`` and the histograms to ``output_dir`` (if given);
     returns the report and its Markdown."""
     source = resolve_source(source_text, plans, configuration, file_ending, dataset_json)
-    if output_dir is not None:  # before the work: the output must be writable
+    if output_dir is not None:  # before the work: the output must be writable, and not where the labels are
+        io.check_output_apart(output_dir, {"DATASET": source.folder})
         io.prepare_output_dir(output_dir, ["inspect.md", "inspect.json"], overwrite, marker="inspect.json")
     report, sizes = inspect_dataset(source, connectivity, progress=progress)
     report["terms_by_scales"] = terms_by_scales()

@@ -15,6 +15,7 @@ from test_evaluation_cv_compare import PNG_MAGIC
 from conftest import OPEN_MS_DATA, REPO
 from conftest_evaluation import load_strict_json, write_image
 from nnunet_lesionloss.cli import main
+from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.inspection import ASSUMED_POOL_KERNELS, deep_supervision_scales, inspect_labels
 from nnunet_lesionloss.inspection_report import run_inspection
 
@@ -219,4 +220,4 @@ def test_planned_dataset_uses_the_training_spacing_and_the_plans_scales(preproce
     assert report["labels"]["1"]["lesions"] == sum(counts) and report["labels"]["1"]["cases"] == len(counts)
     tau = report["size_penalty_auto"]
     assert tau["patches"] == 12 and tau["tau"] > 0 and tau["fold"] == 0
-    assert f"tau = {tau['tau']:.4g} voxels" in text
+    assert f"tau = {format_number(tau['tau'], 1, whole=True)} voxels" in text

@@ -182,7 +182,12 @@ def test_apply_threshold_refuses_conflicting_or_broken_operating_points_before_w
     base = ["apply-threshold", "--probabilities", str(probs), "-o", str(out)]
     refusals = {
         "give --threshold or --threshold-json": [],
-        "give it alone": ["--threshold-json", str(tmp_path / "point.json"), "--min-voxels", "3"],
+        "--min-voxels has no effect with --threshold-json": [
+            "--threshold-json",
+            str(tmp_path / "point.json"),
+            "--min-voxels",
+            "3",
+        ],
         "is not valid JSON": ["--threshold-json", str(tmp_path / "broken.json")],
         "not an output of choose-threshold": ["--threshold-json", str(tmp_path / "list.json")],
     }
@@ -370,6 +375,12 @@ def random_case(seed: int, shape=(9, 11, 10)) -> tuple[np.ndarray, np.ndarray]:
     return probability, reference
 
 
+def evaluation_counts(values: dict) -> tuple:
+    """The grid's counts (in the order of operating_point.grid's count axis) from evaluate_binary's values."""
+    names = ("n_ref_lesions", "lesion_tp", "n_pred_lesions", "lesion_tp_pred", "TP", "n_pred", "n_ref")
+    return tuple(values[name] for name in names)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), name=st.sampled_from(sorted(COUNT_SETTINGS)))
 def test_grid_counts_equal_the_evaluation_of_each_thresholded_and_cleaned_mask(seed, name):
@@ -386,16 +397,7 @@ def test_grid_counts_equal_the_evaluation_of_each_thresholded_and_cleaned_mask(s
                 probability >= threshold, evaluation.connectivity, spacing, min_voxels=min_size
             )
             values = evaluate_binary(reference, mask, spacing, evaluation).values
-            expected = (
-                values["n_ref_lesions"],
-                values["lesion_tp"],
-                values["n_pred_lesions"],
-                values["lesion_tp_pred"],
-                values["TP"],
-                values["n_pred"],
-                values["n_ref"],
-            )
-            assert tuple(counts[ti, mi]) == expected, (threshold, min_size)
+            assert tuple(counts[ti, mi]) == evaluation_counts(values), (threshold, min_size)
             assert close(None if np.isnan(f1[ti, mi]) else float(f1[ti, mi]), values["lesion_f1"])
             assert counts[ti, mi, 2] - counts[ti, mi, 3] == values["lesion_fp"]
 

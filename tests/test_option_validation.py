@@ -92,3 +92,47 @@ def test_an_option_the_froc_analysis_ignores_is_refused(tmp_path, options, named
     arguments = ["froc", "--probabilities", str(tmp_path), "--gt", str(tmp_path), "-o", str(tmp_path / "o")]
     assert main([*arguments, *options]) == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, options, named",
+    [
+        (
+            ["choose-threshold"],
+            ["--criterion", "dice", "--max-fp-per-case", "1"],
+            "--max-fp-per-case has no effect with --criterion dice",
+        ),
+        (["choose-threshold"], ["--criterion", "sensitivity"], "--criterion sensitivity needs --max-fp-per-case"),
+        (["choose-threshold", "results"], ["--nested-folds", "3"], "--nested-folds has no effect on a results folder"),
+        (["choose-threshold", "results"], ["--seed", "3"], "--seed has no effect on a results folder"),
+        (["apply-threshold"], ["--min-voxels", "3"], "--min-voxels has no effect without --threshold"),
+        (["apply-threshold"], ["--connectivity", "6"], "--connectivity has no effect without --threshold"),
+        (["apply-threshold", "json"], ["--connectivity", "6"], "--connectivity has no effect with --threshold-json"),
+        (["apply-threshold", "json"], ["--threshold", "0.5"], "--threshold has no effect with --threshold-json"),
+        (["remove-small"], ["--gt", "{gt}"], "--gt has no effect without --sweep"),
+        (["remove-small"], ["--min-sizes", "1", "2"], "--min-sizes has no effect without --sweep"),
+        (["remove-small"], ["--preset", "msseg"], "--preset has no effect without --sweep"),
+        (["remove-small"], ["-np", "2"], "--num-processes has no effect without --sweep"),
+        (["remove-small", "sweep"], ["--min-voxels", "3"], "--min-voxels has no effect with --sweep"),
+        (["inspect"], ["-c", "2d"], "--configuration has no effect on a folder of label images"),
+        (["inspect"], ["-p", "nnUNetResEncUNetMPlans"], "--plans has no effect on a folder of label images"),
+    ],
+)
+def test_an_option_another_option_makes_meaningless_is_refused(tmp_path, command, options, named, capsys):
+    """Cross-option rules: an option the chosen mode ignores is an error naming both, before anything is written."""
+    gt, probs, results = tmp_path / "gt", tmp_path / "probs", tmp_path / "results"
+    for folder in (gt, probs, results / "fold_0" / "validation"):
+        folder.mkdir(parents=True)
+    (tmp_path / "point.json").write_text('{"best_threshold": 0.5, "connectivity": 18}')
+    out = tmp_path / "out"
+    name, *mode = command
+    arguments = {
+        "choose-threshold": ["--probabilities", str(results if mode else probs), "--gt", str(gt), "-o", str(out / "c")],
+        "apply-threshold": ["--probabilities", str(probs), "-o", str(out)]
+        + (["--threshold-json", str(tmp_path / "point.json")] if mode else []),
+        "remove-small": [str(probs), str(out)] + (["--sweep", "--gt", str(gt)] if mode else []),
+        "inspect": [str(gt), "-o", str(out)],
+    }[name]
+    assert main([name, *arguments, *[o.format(gt=gt) for o in options]]) == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists()

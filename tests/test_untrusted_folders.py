@@ -167,3 +167,29 @@ def test_what_is_not_a_probability_is_refused_by_every_command_that_reads_them(
         arguments += ["-o", str(tmp_path / "out")]
     assert main([command, *arguments]) != 0
     assert named in capsys.readouterr().err
+
+
+def test_inspecting_a_planned_dataset_never_runs_a_pickle_of_its_preprocessed_folder(
+    preprocessed_dataset, tmp_path, monkeypatch
+):
+    """nnU-Net's dataset classes read each case's .pkl with a plain pickle.load; inspect makes them use the
+    restricted unpickler, for the lesion statistics and for the patches of the Size Penalty tau alike."""
+    import shutil
+    from pathlib import Path
+
+    env = preprocessed_dataset["env"]
+    copy = tmp_path / "preprocessed" / preprocessed_dataset["dataset"]
+    shutil.copytree(Path(env["nnUNet_preprocessed"]) / preprocessed_dataset["dataset"], copy)
+    monkeypatch.setenv("nnUNet_raw", env["nnUNet_raw"])
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    monkeypatch.setenv("NNUNET_LESIONLOSS_CONFIG", str(tmp_path / "tau.yaml"))
+    (tmp_path / "tau.yaml").write_text("auto_tau: {patches: 12}\n")
+    marker = tmp_path / "pwned"
+    hostile = {"spacing": [1.0, 1.0, 1.0], "class_locations": _RunsAShellCommand(marker)}
+    (copy / "nnUNetPlans_3d_fullres" / "case_000.pkl").write_bytes(pickle.dumps(hostile))
+    out = tmp_path / "out"
+    assert main(["inspect", str(preprocessed_dataset["dataset_id"]), "-o", str(out), "--quiet"]) == 1
+    assert not marker.exists()
+    report = json.loads((out / "inspect.json").read_text())
+    assert list(report["errors"]) == ["case_000"] and "case_000.pkl was refused" in report["errors"]["case_000"]
+    assert "refused" in report["size_penalty_auto"]["skipped"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nnunet_lesionloss.cli.common import USAGE_ERRORS, exit_with, fail
+from nnunet_lesionloss.cli.common import USAGE_ERRORS, exit_with, fail, note_ignored_predictions
 from nnunet_lesionloss.cli.options import UniqueValues, add_froc_arguments, froc_settings_from_args, positive_int
 from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.froc.analysis import froc_folders
@@ -33,6 +33,9 @@ def run_froc(args) -> int:
     except USAGE_ERRORS as error:
         return fail(str(error))
     failures = next(iter(analysis.values()))["failed_cases"] if analysis else []
+    note_ignored_predictions(
+        next(iter(analysis.values()))["ignored_predictions"] if analysis else [], args.probabilities
+    )
     for key, entry in analysis.items():
         rates = ", ".join(f"{r}: {format_number(v, 3)}" for r, v in entry["sensitivity_at_fp"].items())
         print(

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
         "dataset", help="dataset id (501), name (Dataset501_X), raw dataset folder, or folder of label images"
     )
     p.add_argument("-o", "--output", help="write inspect.json, inspect.md and size_histogram_*.png here")
-    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    p.add_argument("-c", "--configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", "--plans", help="plans identifier of a dataset id or name (default nnUNetPlans)")
+    p.add_argument("-c", "--configuration", help="configuration of a dataset id or name (default 3d_fullres)")
     p.add_argument(
         "--connectivity",
         type=int,

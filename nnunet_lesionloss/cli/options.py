@@ -391,6 +391,13 @@ FROC_OPTIONS = {
 }
 
 
+def refuse_ignored(ignored: list[tuple[str, str]]) -> None:
+    """An option the chosen mode ignores is a mistake to say, not a setting to drop in silence: a ValueError
+    (exit status 2, before any work) naming each (option, what makes it meaningless, e.g. 'with --sweep')."""
+    if ignored:
+        raise ValueError("; ".join(f"{option} has no effect {reason}: leave it out" for option, reason in ignored))
+
+
 def froc_settings_from_args(args, prefix: str = "", base=None):
     """FrocSettings from the options given (``prefix`` as in :func:`add_froc_arguments`)."""
 
@@ -413,12 +420,13 @@ def froc_settings_from_args(args, prefix: str = "", base=None):
     # an option the chosen analysis ignores is a mistake to say, not a setting to drop in silence
     ignored = []
     if getattr(args, dest + "min_overlap", None) is not None and settings.matching == "any":
-        ignored.append((f"--{prefix}min-overlap", f"--{prefix}matching any (a match on any shared voxel)"))
+        ignored.append((f"--{prefix}min-overlap", f"with --{prefix}matching any (a match on any shared voxel)"))
     for option in ("max_candidates", "dynamic_threshold_factor"):
         if getattr(args, dest + option, None) is not None and settings.candidates != "dynamic":
-            ignored.append((f"--{prefix}{option.replace('_', '-')}", f"--{prefix}candidates {settings.candidates}"))
-    if ignored:
-        raise ValueError("; ".join(f"{option} has no effect with {reason}: leave it out" for option, reason in ignored))
+            ignored.append(
+                (f"--{prefix}{option.replace('_', '-')}", f"with --{prefix}candidates {settings.candidates}")
+            )
+    refuse_ignored(ignored)
     return settings
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from nnunet_lesionloss.cli.common import run_case_command
 from nnunet_lesionloss.cli.options import (
@@ -24,7 +23,6 @@ from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.operating_point import (
     CRITERIA,
     DEFAULT_NESTED_FOLDS,
-    DICE_CONNECTIVITY,
     apply_operating_point,
     choose_operating_point,
     format_points,
@@ -36,11 +34,7 @@ __all__ = ["register"]
 
 
 def run_choose(args) -> int:
-    if args.output:  # before the work: the output must be writable
-        io.prepare_output_dir(Path(args.output).parent, [Path(args.output).name], args.overwrite)
     settings, preset = settings_from_args(args)
-    if args.connectivity is None and args.criterion == "dice":
-        settings = settings.replace(connectivity=DICE_CONNECTIVITY)
     record = choose_operating_point(
         args.probabilities,
         args.gt,
@@ -58,6 +52,9 @@ def run_choose(args) -> int:
         seed=args.seed,
         num_processes=args.num_processes,
         progress=not args.quiet,
+        output=args.output,  # checked and made writable before any case is read
+        removal_connectivity=args.connectivity,  # None: Joshi's 18 for the Dice criterion, else the lesions'
+        overwrite=args.overwrite,
     )
     if args.output:
         io.write_json(args.output, record, overwrite=args.overwrite)
@@ -144,10 +141,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--nested-folds",
         type=int_at_least(2),
-        default=DEFAULT_NESTED_FOLDS,
-        help="folds (>= 2) of the nested estimate for a plain folder (a results folder has its own); default 5",
+        help=f"folds (>= 2) of the nested estimate for a plain folder (a results folder has its own); "
+        f"default {DEFAULT_NESTED_FOLDS}",
     )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of those folds (default 0)")
+    p.add_argument("--seed", type=non_negative_int, help="seed of those folds (default 0; a plain folder only)")
     p.add_argument("-np", "--num-processes", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", help="write the choice as JSON (apply-threshold --threshold-json reads it)")

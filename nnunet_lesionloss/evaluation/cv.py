@@ -70,6 +70,8 @@ def default_gt_dir(results_dir: Path) -> Path:
     raise FileNotFoundError(f"cannot find the references of {results_dir}; tried {tried}")
 
 
+#: the folders below a results folder that cv-summary (and choose-threshold) read: an output there would be read back
+FOLDS_READ = "fold_*/validation"
 #: nnU-Net's fold folders: fold_<int> exactly (a copy such as fold_4_old is not fold 4)
 FOLD_FOLDER = re.compile(r"^fold_(\d+)$")
 
@@ -203,6 +205,7 @@ def plan_cv(
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"reference folder not found: {gt_dir}")
     output_dir = Path(output_dir) if output_dir else results_dir / "lesion_evaluation"
+    io.check_output_apart(output_dir, {"RESULTS_DIR": results_dir, "--gt": gt_dir}, {"RESULTS_DIR": [FOLDS_READ]})
     if dataset_json is None and (results_dir / "dataset.json").is_file():
         dataset_json = str(results_dir / "dataset.json")
     file_ending = io.read_dataset_json(dataset_json).get("file_ending") if dataset_json else None

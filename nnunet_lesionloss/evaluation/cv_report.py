@@ -115,7 +115,8 @@ def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
     if result["failures"]:
         lines += ["## Failed or missing cases", "", "| fold | case | reason |", "|---|---|---|"]
         lines += [
-            f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
+            f"| {'–' if f['fold'] is None else f['fold']} | {markdown_cell(f['case'])} | {markdown_cell(f['reason'])} |"
+            for f in result["failures"]
         ]
         lines.append("")
     if result.get("froc"):

@@ -48,11 +48,8 @@ class LabelSpec:
     @classmethod
     def from_dataset_json(cls, dataset: dict) -> LabelSpec:
         groups = io.labels_from_dataset_json(dataset)
-        labels = dataset["labels"]
-        ignore = labels.get("ignore")
-        allowed = {0} | {v for values in groups.values() for v in values}
-        if ignore is not None:
-            allowed.add(int(ignore))
+        ignore = dataset["labels"].get("ignore")
+        allowed = io.allowed_label_values(dataset)
         keyed = {io.label_key(values): values for values in groups.values()}
         names = {io.label_key(values): name for name, values in groups.items()}
         return cls(groups=keyed, allowed=allowed, ignore_label=None if ignore is None else int(ignore), names=names)

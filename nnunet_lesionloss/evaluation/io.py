@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+# where an output may go (never where its command reads): its own module, named here too as the other writers are
+from nnunet_lesionloss.evaluation.output_places import check_output_apart, check_output_file_apart  # noqa: F401
+
 # the file endings nnU-Net's SimpleITK / NIfTI readers accept, longest first
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".tif", ".tiff", ".png", ".bmp")
 
@@ -212,6 +215,26 @@ def check_label_values(values, allowed: set[int] | None, what: str) -> None:
                 f"unexpected label values {unexpected} in the {what}: no label of dataset.json or the preset has them "
                 f"(allowed: {sorted(allowed)})"
             )
+
+
+def present_values(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer label array, sorted (counted per value when they are non-negative and
+    few: a 512×512×176 map in a fraction of the time of a sort)."""
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if int(labels.min()) >= 0 and int(labels.max()) < 1 << 20:
+        return np.flatnonzero(np.bincount(labels.ravel()))
+    return np.unique(labels)
+
+
+def allowed_label_values(dataset: dict) -> set[int]:
+    """The values a label map of this dataset.json may hold: the background, every label and region value,
+    and nnU-Net's ignore label (what :func:`check_label_values` is given)."""
+    allowed = {0} | {v for values in labels_from_dataset_json(dataset).values() for v in values}
+    ignore = dataset["labels"].get("ignore")
+    if ignore is not None:
+        allowed.add(int(ignore))
+    return allowed
 
 
 def check_same_geometry(reference: LabelImage, prediction: LabelImage, tolerance: float = 1e-3) -> None:
@@ -578,16 +601,3 @@ def prepare_output_dir(
     if marker is not None:
         write_text(folder / WRITING_RECORD, "\n".join(names) + "\n")
     return folder
-
-
-def check_output_apart(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
-    """A command's output folder must not be one of its input folders (``inputs``: option -> folder): writing
-    there would replace what it reads (nnU-Net's segmentations, a model's predictions, the geometry template).
-    Raises ValueError naming both options."""
-    target = Path(output).resolve()
-    for option, folder in inputs.items():
-        if folder is not None and Path(folder).resolve() == target:
-            raise ValueError(
-                f"the output folder {output} is the folder of {option}: its files would be replaced by the output; "
-                "write to another folder"
-            )

@@ -165,5 +165,6 @@ def min_size_sweep(
         "n_cases": len(plan.pairs) + len(plan.failed),
         "n_failed": len(failed),
         "errors": failed,
+        "ignored_predictions": plan.ignored_predictions,  # no reference claims them (as in evaluate's summary.json)
         "rows": rows,
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.formatting import format_number, ignored_predictions_lines, markdown_cell
 from nnunet_lesionloss.evaluation.min_size_sweep import SWEEP_METRICS
 from nnunet_lesionloss.evaluation.plotting import pyplot, write_figure
 
@@ -55,7 +55,9 @@ def sweep_markdown(sweep: dict) -> str:
             lines.append(f"| {row['min_voxels']} | " + " | ".join(cells) + f" | {row['removed_components']} |")
         lines.append("")
     if sweep["errors"]:
-        lines += ["## Failed or missing cases", ""] + [f"- {c}: {e}" for c, e in sweep["errors"].items()] + [""]
+        lines += ["## Failed or missing cases", "", "| case | reason |", "|---|---|"]
+        lines += [f"| {markdown_cell(c)} | {markdown_cell(e)} |" for c, e in sweep["errors"].items()] + [""]
+    lines += ignored_predictions_lines(sweep.get("ignored_predictions"))
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
 
 __all__ = [
+    "DEFAULT_MIN_VOXELS",
     "REMOVAL_CONNECTIVITY",
     "merge_by_volume",
     "merge_by_volume_folders",
@@ -39,6 +40,8 @@ __all__ = [
 #: remove-small's default: Joshi 2026 §4.5 removes components at 18-connectivity (3D); in a 2D image the
 #: 18-neighbourhood restricted to the plane is the full 8-neighbourhood
 REMOVAL_CONNECTIVITY = {3: 18, 2: "full"}
+#: remove-small's default minimum size: Joshi 2026 §4.5 removes components below 5 voxels
+DEFAULT_MIN_VOXELS = 5
 
 
 def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int | str | None = None) -> np.ndarray:
@@ -125,6 +128,7 @@ def remove_small_folder(
 ) -> tuple[int, int, int]:
     """``remove-small``: every image of ``input_dir`` without its components below ``min_voxels`` voxels, per
     label, written to ``output_dir`` with the same name, dtype and geometry. Returns (done, failed, images)."""
+    io.check_output_apart(output_dir, {"INPUT": input_dir})
     listing = io.list_images(input_dir, file_ending)
     # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
     images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
@@ -156,6 +160,7 @@ def merge_by_volume_folders(
 ) -> tuple[int, int, int]:
     """``merge-by-volume``: per case, the lesions below ``volume_ml`` from ``small_model``'s image and the others
     from ``large_model``'s (:func:`merge_by_volume`), written to ``output_dir``. Returns (done, failed, cases)."""
+    io.check_output_apart(output_dir, {"--small-model": small_model, "--large-model": large_model})
     small_images = io.list_images(small_model, file_ending)
     large_images = io.list_images(large_model, file_ending)
     ambiguous = {**large_images.ambiguous, **small_images.ambiguous}  # case -> its files in one folder

@@ -223,14 +223,20 @@ class _PropertiesUnpickler(pickle.Unpickler):
 
 
 def read_properties(npz_path: Path) -> dict | None:
-    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent.
-
-    Read by a restricted unpickler (:data:`ALLOWED_PICKLE_GLOBALS`): a file that names any other type or
-    function is refused with a CaseError, and nothing it names is called. A file that is not a pickle, or not a
-    dictionary, is a CaseError too (it cannot vouch for the geometry)."""
+    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent; read by
+    :func:`load_properties`."""
     path = Path(npz_path).with_suffix(".pkl")
     if not path.is_file():
         return None
+    return load_properties(path)
+
+
+def load_properties(path: str | Path) -> dict:
+    """nnU-Net's image properties from a ``.pkl`` (beside its ``.npz`` probabilities, or in its preprocessed
+    folder), read by a restricted unpickler (:data:`ALLOWED_PICKLE_GLOBALS`): a file that names any other type
+    or function is refused with a CaseError, and nothing it names is called. A file that is not a pickle, or not
+    a dictionary, is a CaseError too (it cannot vouch for the geometry)."""
+    path = Path(path)
     try:
         with open(path, "rb") as handle:
             properties = _PropertiesUnpickler(handle).load()
@@ -248,13 +254,19 @@ def read_properties(npz_path: Path) -> dict | None:
 
 
 def check_geometry(
-    probabilities: np.ndarray, reference: io.LabelImage, npz_path: Path, properties: dict | None = None
+    probabilities: np.ndarray,
+    reference: io.LabelImage,
+    npz_path: Path,
+    properties: dict | None = None,
+    what: str = "the reference",
 ) -> np.ndarray:
-    """The probabilities with the reference's array shape, or CaseError saying what does not match.
+    """The probabilities with the shape of ``reference`` (the reference they are compared with, or the template
+    whose geometry a written label map gets: ``what`` names it in the messages), or CaseError saying what does
+    not match.
 
-    Checked: the spatial shape (a 2D reference of shape (y, x) accepts nnU-Net's (C, 1, y, x)); and,
-    when nnU-Net's ``.pkl`` is there, the spacing (array order) and the SimpleITK origin and direction
-    it recorded for the image the probabilities were exported to.
+    Checked: the spatial shape (a 2D image of shape (y, x) accepts nnU-Net's (C, 1, y, x)); and, when nnU-Net's
+    ``.pkl`` is there, the spacing (array order) and the SimpleITK origin and direction it recorded for the image
+    the probabilities were exported to.
     """
     shape = tuple(reference.array.shape)
     spatial = tuple(probabilities.shape[1:])
@@ -270,32 +282,34 @@ def check_geometry(
         ):
             hint = " (the shape of nnU-Net's cropped image: not exported back to the original geometry)"
         raise CaseError(
-            f"probabilities {npz_path.name} have the spatial shape {spatial}, the reference "
+            f"probabilities {npz_path.name} have the spatial shape {spatial}, {what} "
             f"{Path(reference.path).name} {shape}{hint}"
         )
     if properties is None:
         return probabilities
+    recorded = f"nnU-Net's {npz_path.with_suffix('.pkl').name}"
+    other = f"{what} {Path(reference.path).name}"
     spacing = properties.get("spacing")
     if spacing is not None and len(spacing) == len(shape) + 1:
         spacing = spacing[1:]
     if spacing is not None and not np.allclose(spacing, reference.spacing, rtol=1e-3, atol=1e-3):
         raise CaseError(
             f"probabilities {npz_path.name} were exported at the spacing {tuple(float(s) for s in spacing)} "
-            f"(nnU-Net's {npz_path.with_suffix('.pkl').name}), the reference has {reference.spacing}"
+            f"({recorded}), {other} has {reference.spacing}"
         )
     sitk_stuff = properties.get("sitk_stuff") or {}
     if "direction" in sitk_stuff and len(sitk_stuff["direction"]) == len(reference.direction):
         if not np.allclose(sitk_stuff["direction"], reference.direction, atol=1e-3):
             reoriented = " (nnU-Net's reader reoriented the image)" if "original_orientation" in sitk_stuff else ""
             raise CaseError(
-                f"probabilities {npz_path.name} are in the orientation {tuple(sitk_stuff['direction'])}{reoriented}, "
-                f"the reference in {reference.direction}"
+                f"probabilities {npz_path.name} are in the orientation {tuple(sitk_stuff['direction'])}{reoriented} "
+                f"({recorded}), {other} in {reference.direction}"
             )
     if "origin" in sitk_stuff and len(sitk_stuff["origin"]) == len(reference.origin):
         if not np.allclose(sitk_stuff["origin"], reference.origin, atol=max(1e-3, 1e-2 * min(reference.spacing))):
             raise CaseError(
-                f"probabilities {npz_path.name} have the origin {tuple(sitk_stuff['origin'])}, the reference "
-                f"{reference.origin}"
+                f"probabilities {npz_path.name} have the origin {tuple(sitk_stuff['origin'])} ({recorded}), "
+                f"{other} {reference.origin}"
             )
     nibabel_stuff = properties.get("nibabel_stuff") or {}
     if "reoriented_affine" in nibabel_stuff and not np.allclose(
@@ -303,7 +317,7 @@ def check_geometry(
     ):
         raise CaseError(
             f"probabilities {npz_path.name} are in the frame nnU-Net's NibabelIOWithReorient reoriented the image "
-            "to, not in the reference's"
+            f"to ({recorded}), not in the frame of {other}"
         )
     return probabilities
 

@@ -201,6 +201,8 @@ def evaluate_folders(
         raise ValueError(f"--gt and --pred are the same folder ({gt_dir}): a folder evaluated against itself")
     # nnU-Net writes its own summary.json into validation folders: never share a folder with it by default
     output_dir = Path(output_dir) if output_dir else pred_dir / "lesion_evaluation"
+    if write:
+        io.check_output_apart(output_dir, {"--gt": gt_dir, "--pred": pred_dir})
     label_spec, dataset, dataset_path = resolve_labels(preset, dataset_json, gt_dir, labels)
     ending_source = "--file-ending"
     if file_ending is None and dataset is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, build_summary, label_keys, metric_names
-from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.formatting import format_number, ignored_predictions_lines, markdown_cell
 from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, write_lesion_table
 from nnunet_lesionloss.evaluation.metrics import size_bin_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
@@ -107,9 +107,10 @@ def summary_markdown(summary: dict, settings: EvaluationSettings, title: str = "
                 lines.append(f"| {metric} | {format_number(value)} |")
         lines += [""] + size_bin_markdown(by_metric, across, settings) + [""]
     if summary["errors"]:
-        lines += (
-            ["## Cases with errors", ""] + [f"- {case}: {error}" for case, error in summary["errors"].items()] + [""]
-        )
+        lines += ["## Cases with errors", "", "| case | reason |", "|---|---|"]
+        lines += [f"| {markdown_cell(case)} | {markdown_cell(error)} |" for case, error in summary["errors"].items()]
+        lines.append("")
+    lines += ignored_predictions_lines(summary.get("ignored_predictions"))
     return "\n".join(lines)
 
 

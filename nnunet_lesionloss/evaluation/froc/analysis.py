@@ -6,7 +6,6 @@ command's analysis of a probability folder against a reference folder.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,8 @@ class FrocInputs:
     channels: ProbabilityChannels
     settings: FrocSettings
     ignore_label: int | None = None
+    #: the values a reference may hold (dataset.json's labels, the ignore label; :func:`io.check_label_values`)
+    allowed: set[int] | None = None
 
 
 def analyse_case_files(job: FrocJob, inputs: FrocInputs) -> tuple[dict[str, FrocCase] | None, str | None]:
@@ -54,6 +55,8 @@ def analyse_case_files(job: FrocJob, inputs: FrocInputs) -> tuple[dict[str, Froc
             raise CaseError(job.missing_reason or f"missing input for case {job.case}")
         reference = io.read_label_image(job.reference)
         labels = io.as_integer_labels(reference)
+        # the one rule: a value dataset.json does not list fails the case (its lesions are never dropped)
+        io.check_label_values(io.present_values(labels), inputs.allowed, "reference")
         probabilities = read_case_probabilities(job.probabilities, reference, inputs.channels)
         valid = None if inputs.ignore_label is None else labels != inputs.ignore_label
         out = {}
@@ -81,8 +84,9 @@ def run_jobs(jobs: list[FrocJob], inputs: FrocInputs, num_processes: int = 1, pr
     return [(job, by_key, error) for job, (by_key, error) in zip(jobs, results)]
 
 
-def analyse(results, inputs: FrocInputs, per_fold: bool = False) -> dict:
-    """froc.json's content: per label key, the summary, its failed cases and the settings."""
+def analyse(results, inputs: FrocInputs, per_fold: bool = False, ignored: Sequence[str] = ()) -> dict:
+    """froc.json's content: per label key, the summary, its failed cases, the probabilities no reference claims
+    (``ignored``: listed, as evaluate lists its ``ignored_predictions``) and the settings."""
     failures = [{"case": job.case, "fold": job.fold, "reason": error} for job, _, error in results if error is not None]
     settings = inputs.settings
     out = {}
@@ -101,6 +105,7 @@ def analyse(results, inputs: FrocInputs, per_fold: bool = False) -> dict:
                 }
         entry["n_failed"] = len(failures)
         entry["failed_cases"] = failures
+        entry["ignored_predictions"] = list(ignored)
         entry["settings"] = settings.to_dict()
         entry["files"] = label_files(key)
         out[key] = entry
@@ -114,11 +119,12 @@ def analyse_and_write(
     num_processes: int = 1,
     progress: bool = True,
     per_fold: bool = False,
+    ignored: Sequence[str] = (),
 ) -> dict:
     """Run the jobs, summarise them (:func:`analyse`) and write every file (froc.json last); returns froc.json's
-    content."""
+    content. ``ignored``: the probability files no reference claims (recorded, never analysed)."""
     results = run_jobs(jobs, inputs, num_processes, progress)
-    return write_froc_outputs(output_dir, results, analyse(results, inputs, per_fold), inputs.settings)
+    return write_froc_outputs(output_dir, results, analyse(results, inputs, per_fold, ignored), inputs.settings)
 
 
 def froc_folders(
@@ -137,13 +143,15 @@ def froc_folders(
 
     dataset.json (labels or regions, file ending) is ``dataset_json``, else the one nnU-Net writes into
     prediction folders (``prob_dir/dataset.json``), else ``gt_dir/../dataset.json``. A reference without
-    probabilities, or one that cannot be read or does not match, is a failed case, listed by name.
+    probabilities, or one that cannot be read or does not match, is a failed case, listed by name; probabilities
+    without a reference are listed under ``ignored_predictions`` of every label (the command notes them too).
     """
     settings = settings or FrocSettings()
     prob_dir, gt_dir = Path(prob_dir), Path(gt_dir)
     for folder, what in ((prob_dir, "probability"), (gt_dir, "reference")):
         if not folder.is_dir():
             raise FileNotFoundError(f"{what} folder not found: {folder}")
+    io.check_output_apart(output_dir, {"--probabilities": prob_dir, "--gt": gt_dir})
     if dataset_json is None:
         for candidate in (prob_dir / "dataset.json", gt_dir.parent / "dataset.json"):
             if candidate.is_file():
@@ -172,14 +180,9 @@ def froc_folders(
         channels=ProbabilityChannels.from_dataset_json(dataset, dataset_json),
         settings=settings,
         ignore_label=spec.ignore_label,
+        allowed=spec.allowed,
     )
     inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(output_dir, output_names(list(inputs.groups)), overwrite, marker=FROC_MARKER)
-    analysis = analyse_and_write(jobs, inputs, Path(output_dir), num_processes, progress)
     ignored = sorted(set(available) - set(references))
-    if ignored and progress:
-        print(
-            f"note: {len(ignored)} probability files without a reference are ignored: {', '.join(ignored[:5])}",
-            file=sys.stderr,
-        )
-    return analysis
+    return analyse_and_write(jobs, inputs, Path(output_dir), num_processes, progress, ignored=ignored)

@@ -94,9 +94,14 @@ def dynamic_candidates(
     with more than ``min_voxels`` voxels, each with its max p; the one with the highest max (ties: the
     first in raster order) is the candidate, unless it touches an earlier candidate (then it is only
     removed); its voxels are set to 0. When every component is too small, the voxels > p_max / factor
-    are set to 0 instead. Candidates are numbered in the order they are found.
+    are set to 0 instead, and with them the voxels at p_max: at factor 1 none is above p_max / 1, and
+    report_guided_annotation loops for ever there (for a factor above 1 the peak voxels are among those
+    above the threshold, so nothing changes). Every step thus sets at least one voxel >= 0.01 / factor to 0,
+    and the loop ends. Candidates are numbered in the order they are found.
     """
     working = np.array(probability, copy=True)
+    if not np.isfinite(working).all():  # NaN is no peak and below no threshold: the loop could not end
+        raise ValueError("the probability map holds NaN or infinite values")
     labels = np.zeros(working.shape, dtype=np.int32)
     grown = np.zeros(working.shape, dtype=bool)  # the candidates and their neighbours
     structure = ndimage.generate_binary_structure(
@@ -114,7 +119,7 @@ def dynamic_candidates(
         sizes = np.bincount(blobs.ravel(), minlength=count + 1)[1:]
         large = sizes > min_voxels
         if not large.any():
-            working[working > threshold] = 0
+            working[(working > threshold) | (working >= peak)] = 0
             continue
         best = blob_max[large].max()
         chosen = int(np.flatnonzero(large & (blob_max == best))[0]) + 1

@@ -56,6 +56,10 @@ def cv_froc(plan, label_spec, settings: FrocSettings, num_processes: int = 1, pr
     if not plan.folds_given:  # as the evaluation: with --folds, the other folds' cases are not expected
         for case in plan.unassigned:
             jobs.append(FrocJob(case, plan.references[case], None, None, "no evaluated fold validated this case"))
+    analysed = {(job.fold, job.case) for job in jobs}
+    ignored = sorted(
+        f"fold {fold}: {case}" for fold, found in available.items() for case in found if (fold, case) not in analysed
+    )
     groups = label_spec.groups
     if groups is None:
         groups = {io.label_key(v): v for v in io.labels_from_dataset_json(dataset).values()}
@@ -65,10 +69,11 @@ def cv_froc(plan, label_spec, settings: FrocSettings, num_processes: int = 1, pr
         channels=ProbabilityChannels.from_dataset_json(dataset, plan.dataset_json),
         settings=settings,
         ignore_label=label_spec.ignore_label,
+        allowed=io.allowed_label_values(dataset) if label_spec.allowed is None else label_spec.allowed,
     )
     inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(plan.output_dir, output_names(list(inputs.groups)), True)
-    return analyse_and_write(jobs, inputs, plan.output_dir, num_processes, progress, per_fold=True)
+    return analyse_and_write(jobs, inputs, plan.output_dir, num_processes, progress, per_fold=True, ignored=ignored)
 
 
 def headline(analysis: dict) -> dict:

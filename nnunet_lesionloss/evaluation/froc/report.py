@@ -10,7 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.formatting import format_number, format_with_interval
+from nnunet_lesionloss.evaluation.formatting import (
+    format_number,
+    format_with_interval,
+    ignored_predictions_lines,
+    markdown_cell,
+)
 from nnunet_lesionloss.evaluation.froc.curves import FrocPool, case_sensitivity_at, operating_threshold
 from nnunet_lesionloss.evaluation.froc.settings import FROC_CASES, FROC_MARKER, FrocSettings, rate_key
 from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
@@ -98,11 +103,15 @@ def froc_markdown(analysis: dict, heading: str = "#") -> str:
         s = entry["settings"]
         ci = entry["ci"]
         method = (
-            f"static candidates (p >= {s['threshold']:g})"
+            f"static candidates (p >= {format_number(s['threshold'], None)})"
             if s["candidates"] == "static"
-            else f"dynamic candidates (peak / {s['dynamic_threshold_factor']:g})"
+            else f"dynamic candidates (peak / {format_number(s['dynamic_threshold_factor'], None)})"
         )
-        rule = "any overlap" if s["matching"] == "any" else f"{s['matching'].upper()} >= {s['min_overlap']:g}"
+        rule = (
+            "any overlap"
+            if s["matching"] == "any"
+            else f"{s['matching'].upper()} >= {format_number(s['min_overlap'], None)}"
+        )
         lines += [
             f"{heading}# {entry['name']} ({key})",
             "",
@@ -124,14 +133,14 @@ def froc_markdown(analysis: dict, heading: str = "#") -> str:
         point = entry["operating_point"]
         lines += [
             "",
-            f"At {point['fp_per_case']:g} FP/case (threshold {format_number(point['threshold'], 4)}, "
+            f"At {format_number(point['fp_per_case'], None)} FP/case (threshold {format_number(point['threshold'], 4)}, "
             f"{format_number(point['mean_fp_per_case'], 2)} FP/case), sensitivity by reference lesion volume:",
             "",
             "| lesion volume | lesions | sensitivity |",
             "|---|---|---|",
         ]
         lines += [
-            f"| {name} | {b['n_lesions']} | {format_number(b['sensitivity'])} |"
+            f"| {markdown_cell(name)} | {b['n_lesions']} | {format_number(b['sensitivity'])} |"
             for name, b in entry["sensitivity_by_size"].items()
         ]
         lines.append("")
@@ -143,10 +152,12 @@ def froc_markdown(analysis: dict, heading: str = "#") -> str:
                 "|---|---|---|",
             ]
             lines += [
-                f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |"
+                f"| {'–' if f['fold'] is None else f['fold']} | {markdown_cell(f['case'])} | "
+                f"{markdown_cell(f['reason'])} |"
                 for f in entry["failed_cases"]
             ]
             lines.append("")
+        lines += ignored_predictions_lines(entry.get("ignored_predictions"))
     return "\n".join(lines)
 
 

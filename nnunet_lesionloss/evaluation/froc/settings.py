@@ -5,9 +5,13 @@ files it writes (froc.json last)."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from nnunet_lesionloss.components import check_connectivity_value
 
@@ -46,27 +50,32 @@ class FrocSettings:
     seed: int = 0
 
     def __post_init__(self):
+        """Every field checked, for library callers as the command line checks its options: a NaN, an
+        infinity, a fraction where a count belongs or a factor below 1 is a ValueError naming the field (a
+        NaN factor made the dynamic extraction loop for ever)."""
         if self.candidates not in CANDIDATE_METHODS:
             raise ValueError(f"candidates must be one of {', '.join(CANDIDATE_METHODS)}, got {self.candidates!r}")
         check_connectivity_value(self.connectivity)
         if self.matching not in MATCHINGS:
             raise ValueError(f"matching must be one of {', '.join(MATCHINGS)}, got {self.matching!r}")
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"the candidate threshold must be in (0, 1], got {self.threshold}")
-        if self.matching != "any" and not 0 < self.min_overlap <= 1:
-            raise ValueError(f"min_overlap must be in (0, 1] for {self.matching} matching, got {self.min_overlap}")
-        if self.dynamic_threshold_factor < 1:
-            raise ValueError(f"dynamic_threshold_factor must be >= 1, got {self.dynamic_threshold_factor}")
-        if self.min_candidate_voxels < 0 or self.min_lesion_voxels < 0 or self.min_lesion_volume_mm3 < 0:
-            raise ValueError("min_candidate_voxels, min_lesion_voxels and min_lesion_volume_mm3 must be >= 0")
-        if self.max_candidates is not None and self.max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1 (or None), got {self.max_candidates}")
-        if not self.fp_rates or any(r <= 0 for r in self.fp_rates) or self.size_fp_rate <= 0:
-            raise ValueError("FP rates must be positive")
-        if self.bootstrap_resamples < 0:
-            raise ValueError(f"bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}")
-        if list(self.size_bins_ml) != sorted(self.size_bins_ml) or any(e <= 0 for e in self.size_bins_ml):
-            raise ValueError(f"size bins must be increasing positive volumes in mL, got {self.size_bins_ml}")
+        if not isinstance(self.allow_unmatched_candidates_with_minimal_overlap, (bool, np.bool_)):
+            raise ValueError(
+                "allow_unmatched_candidates_with_minimal_overlap must be True or False, got "
+                f"{self.allow_unmatched_candidates_with_minimal_overlap!r}"
+            )
+        _check_number("threshold", self.threshold, 0, 1, low_open=True)
+        _check_number("min_overlap", self.min_overlap, 0, 1, low_open=True)
+        _check_number("dynamic_threshold_factor", self.dynamic_threshold_factor, 1, math.inf)
+        _check_count("min_candidate_voxels", self.min_candidate_voxels, 0)
+        if self.max_candidates is not None:
+            _check_count("max_candidates", self.max_candidates, 1, "(or None: no limit)")
+        _check_count("min_lesion_voxels", self.min_lesion_voxels, 0)
+        _check_number("min_lesion_volume_mm3", self.min_lesion_volume_mm3, 0, math.inf)
+        _check_increasing("fp_rates", self.fp_rates, unique_only=True)
+        _check_number("size_fp_rate", self.size_fp_rate, 0, math.inf, low_open=True)
+        _check_increasing("size_bins_ml", self.size_bins_ml, allow_empty=True)
+        _check_count("bootstrap_resamples", self.bootstrap_resamples, 0)
+        _check_count("seed", self.seed, 0)
 
     def replace(self, **changes) -> FrocSettings:
         return dataclasses.replace(self, **changes)
@@ -83,6 +92,38 @@ class FrocSettings:
         else:
             out["threshold"] = None
         return out
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_number(name: str, value, low: float, high: float, low_open: bool = False) -> None:
+    """A finite real number in [low, high] (low excluded with ``low_open``); ``high`` inf: no upper bound."""
+    real = isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_))
+    inside = real and math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not inside:
+        interval = f"{'(' if low_open else '['}{low:g}, " + ("inf)" if math.isinf(high) else f"{high:g}]")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _check_count(name: str, value, low: int, note: str = "") -> None:
+    """An integer >= ``low`` (a fraction is not silently truncated)."""
+    if not _is_integer(value) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{' ' + note if note else ''}, got {value!r}")
+
+
+def _check_increasing(name: str, values, unique_only: bool = False, allow_empty: bool = False) -> None:
+    """Finite positive numbers, strictly increasing (``unique_only``: in any order, none twice)."""
+    values = tuple(values)
+    if not values and not allow_empty:
+        raise ValueError(f"{name} must hold at least one number > 0")
+    for value in values:
+        _check_number(name, value, 0, math.inf, low_open=True)
+    ordered = sorted(values) if unique_only else list(values)
+    if any(b <= a for a, b in zip(ordered, ordered[1:])):
+        what = "no value twice" if unique_only else "strictly increasing"
+        raise ValueError(f"{name} must be finite numbers > 0, {what}, got {list(values)}")
 
 
 def rate_key(rate: float) -> str:

@@ -12,12 +12,14 @@ over a grid of t and m, by one criterion:
 
 Lesions are counted as the evaluation counts them (:func:`~nnunet_lesionloss.evaluation.matching.lesion_hits`
 with the preset's settings: connectivity, lesion rule, minimum lesion size), so a chosen point's numbers are
-those ``evaluate`` reports on the post-processed masks. Because the choice is made on the same cases it is
+those ``evaluate`` reports on the post-processed masks; the minimum-size removal has its own connectivity (the
+Dice criterion's default: Joshi's 18), recorded beside the settings. Because the choice is made on the same cases it is
 measured on, that number is optimistic; the nested estimate chooses on all folds but one and measures on the
 one left out, for each fold, and pools the left-out cases.
 
 Speed: per case and threshold the components are labelled once (cc3d) and one overlap table is built;
-every minimum size is a selection of that table's components (no re-labelling). The counts of every case,
+every minimum size is a selection of that table's components (no re-labelling), unless the removal's
+connectivity differs from the lesions' (then each minimum size above 1 labels what it keeps again). The counts of every case,
 threshold and size are kept in memory, so the optimistic choice, the nested one and every criterion are
 arithmetic over those counts.
 

@@ -3,12 +3,14 @@
 label or region (:func:`plan_apply` resolves either, with dataset.json's channel mapping), and the label maps
 written from nnU-Net's ``.npz`` probabilities at those points (:func:`apply_operating_point`), as nnU-Net
 writes a segmentation (:func:`segmentation_from_masks`), with the geometry of the image beside the ``.npz``
-(:func:`~nnunet_lesionloss.evaluation.postprocess.write_labels_like`).
+(:func:`~nnunet_lesionloss.evaluation.postprocess.write_labels_like`) once it matches nnU-Net's ``.pkl``. A record
+may have been edited by hand: every field is checked (:func:`points_from_record`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.components import NAMED_CONNECTIVITY
+from nnunet_lesionloss.components import check_connectivity_value
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import remove_small_components
@@ -45,15 +47,27 @@ class OperatingPoint:
     min_size_voxels: int
 
 
-def points_from_record(record: dict, targets: Sequence[ProbabilityTarget], source: str) -> tuple[dict, int]:
+def points_from_record(record: dict, targets: Sequence[ProbabilityTarget], source: str) -> tuple[dict, int | str]:
     """({target key: OperatingPoint}, connectivity) from a choose-threshold JSON (this version or the
-    single-threshold one, which holds ``best_threshold``)."""
+    single-threshold one, which holds ``best_threshold``). Every field is checked (a record may be edited by
+    hand): a missing or wrong one is a ValueError naming its key and the values it may take."""
     if "targets" not in record:
         if "best_threshold" not in record:
             raise ValueError(f"{source} is not an output of choose-threshold (no 'targets', no 'best_threshold')")
-        point = OperatingPoint(float(record["best_threshold"]), int(record.get("min_voxels") or 0))
-        return {t.key: point for t in targets}, _recorded_connectivity(record.get("connectivity", DICE_CONNECTIVITY))
+        minimum = record.get("min_voxels")
+        point = OperatingPoint(
+            _threshold_field(record["best_threshold"], "'best_threshold'", source),
+            0 if minimum is None else _size_field(minimum, "'min_voxels'", source),
+        )
+        connectivity = _connectivity_field(record.get("connectivity", DICE_CONNECTIVITY), source)
+        return {t.key: point for t in targets}, connectivity
     chosen = record["targets"]
+    if not isinstance(chosen, dict) or not all(isinstance(entry, dict) for entry in chosen.values()):
+        raise ValueError(
+            f"{source}: 'targets' must map each label or region key to its operating point "
+            "({'threshold': ..., 'min_size_voxels': ..., 'channel': ...}), got "
+            f"{type(chosen).__name__ if not isinstance(chosen, dict) else 'a value that is no such object'}"
+        )
     absent = [t.key for t in targets if t.key not in chosen]
     if absent:
         raise ValueError(
@@ -66,15 +80,45 @@ def points_from_record(record: dict, targets: Sequence[ProbabilityTarget], sourc
                 f"{source} was chosen on channel {chosen[target.key].get('channel')} for {target.name}; "
                 f"these probabilities have it in channel {target.channel}"
             )
-    points = {
-        t.key: OperatingPoint(float(chosen[t.key]["threshold"]), int(chosen[t.key]["min_size_voxels"])) for t in targets
-    }
-    return points, _recorded_connectivity(record["connectivity"])
+    points = {}
+    for target in targets:
+        entry, where = chosen[target.key], f"{source}, target {target.key}"
+        for key in ("threshold", "min_size_voxels"):
+            if key not in entry:
+                raise ValueError(f"{where}: no '{key}' (a choose-threshold record holds it for every target)")
+        points[target.key] = OperatingPoint(
+            _threshold_field(entry["threshold"], "'threshold'", where),
+            _size_field(entry["min_size_voxels"], "'min_size_voxels'", where),
+        )
+    if "connectivity" not in record:
+        raise ValueError(f"{source}: no 'connectivity' (of the minimum-size removal; choose-threshold records it)")
+    return points, _connectivity_field(record["connectivity"], source)
 
 
-def _recorded_connectivity(value) -> int | str:
+def _threshold_field(value, key: str, where: str) -> float:
+    """A threshold as the JSON holds it: a finite number in (0, 1]."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and 0 < value <= 1):
+        raise ValueError(f"{where}: {key} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _size_field(value, key: str, where: str) -> int:
+    """A minimum size as the JSON holds it: a whole number of voxels >= 0 (2.7 is refused, never truncated)."""
+    whole = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer()
+    )
+    if not whole or value < 0:
+        raise ValueError(f"{where}: {key} must be a whole number of voxels >= 0, got {value!r}")
+    return int(value)
+
+
+def _connectivity_field(value, where: str) -> int | str:
     """A connectivity as the JSON holds it: 'full' / 'face' (EvaluationSettings' names) or a number."""
-    return value if value in NAMED_CONNECTIVITY else int(value)
+    try:
+        return check_connectivity_value(value, "'connectivity'")
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def check_operating_points(points: dict[str, OperatingPoint]) -> None:
@@ -99,11 +143,19 @@ def read_operating_points(
             raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path} is not an output of choose-threshold (not a JSON object)")
-    mapping = record.get("probability_mapping", {})
+    mapping = record.get("probability_mapping") or {}
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{path}: 'probability_mapping' must be an object (label, channel, dataset_labels)")
     if dataset is None and mapping.get("dataset_labels") is not None:
+        if not isinstance(mapping["dataset_labels"], dict):
+            raise ValueError(f"{path}: 'probability_mapping'.'dataset_labels' must be dataset.json's 'labels' object")
         dataset = {"labels": mapping["dataset_labels"], "regions_class_order": mapping.get("regions_class_order")}
     label = label if label is not None else mapping.get("label")
     channel = channel if channel is not None else mapping.get("channel")
+    if not (channel is None or (isinstance(channel, int) and not isinstance(channel, bool) and channel >= 0)):
+        raise ValueError(f"{path}: 'probability_mapping'.'channel' must be a channel number >= 0 or null")
+    if not (label is None or isinstance(label, (str, int))):
+        raise ValueError(f"{path}: 'probability_mapping'.'label' must be a label, a name or null")
     targets = probability_targets(dataset, label, channel)
     points, connectivity = points_from_record(record, targets, str(path))
     return targets, points, connectivity
@@ -138,15 +190,32 @@ def plan_apply(
     folder; the file ending: ``file_ending``, else dataset.json's, else .nii.gz."""
     dataset_json = dataset_json or find_dataset_json([Path(probability_dir) / "dataset.json"])
     dataset = io.read_dataset_json(dataset_json) if dataset_json else None
+    given = {"--threshold": threshold, "--min-voxels": min_voxels, "--connectivity": connectivity}
     if threshold_json is not None:
-        if threshold is not None or min_voxels is not None or connectivity is not None:
-            raise ValueError("--threshold-json fixes the threshold, minimum size and connectivity: give it alone")
+        ignored = [option for option, value in given.items() if value is not None]
+        if ignored:  # the record holds all three
+            raise ValueError(
+                "; ".join(
+                    f"{option} has no effect with --threshold-json, which fixes the threshold, minimum size and "
+                    "connectivity: leave it out"
+                    for option in ignored
+                )
+            )
         targets, points, connectivity = read_operating_points(threshold_json, dataset, label, channel)
     elif threshold is not None:
         targets = probability_targets(dataset, label, channel)
         point = OperatingPoint(threshold, min_voxels or 0)
         points = {target.key: point for target in targets}
     else:
+        ignored = [option for option, value in given.items() if value is not None]
+        if ignored:
+            raise ValueError(
+                "; ".join(
+                    f"{option} has no effect without --threshold (it removes after that threshold)"
+                    for option in ignored
+                )
+                + ": give --threshold, or --threshold-json alone"
+            )
         raise ValueError("give --threshold or --threshold-json (the output of choose-threshold)")
     check_operating_points(points)
     file_ending = file_ending or (dataset or {}).get("file_ending") or ".nii.gz"
@@ -184,11 +253,14 @@ def apply_operating_point(
     overwrite: bool = False,
 ) -> tuple[list[Path], int]:
     """Label maps from nnU-Net's ``.npz`` probabilities at each target's operating point; the geometry is
-    copied from the segmentation nnU-Net wrote beside them (or from ``template_dir``'s image of each case).
+    copied from the segmentation nnU-Net wrote beside them (or from ``template_dir``'s image of each case), after
+    checking it against the shape and the spacing, origin and direction nnU-Net's ``.pkl`` records (a case
+    whose template differs fails, named).
     ``connectivity`` None: :data:`~nnunet_lesionloss.evaluation.postprocess.REMOVAL_CONNECTIVITY` of each
     image's dimension. Returns (files written, cases failed)."""
     check_operating_points(points)
     probability_dir = Path(probability_dir)
+    io.check_output_apart(output_dir, {"--probabilities": probability_dir, "--template-dir": template_dir})
     template_dir = Path(template_dir or probability_dir)
     missing = [t.name for t in targets if t.output_label is None and (len(targets) > 1 or t.kind == "sigmoid")]
     if missing:
@@ -205,7 +277,11 @@ def apply_operating_point(
             template = template_dir / f"{case}{file_ending}"
             if not template.is_file():
                 raise CaseError(f"no image to copy the geometry from: {template}")
-            probabilities, maps = read_target_probabilities(path, targets)
+            # the geometry written is the template's: it must be the one nnU-Net's .pkl records for the
+            # probabilities (shape, spacing, origin, direction), or the mask lands in the wrong place
+            probabilities, maps = read_target_probabilities(
+                path, targets, io.read_label_image(template), what="the template"
+            )
             masks = {}
             for target in targets:
                 point = points[target.key]
@@ -217,9 +293,6 @@ def apply_operating_point(
                     min_voxels=point.min_size_voxels,
                 )
             segmentation = segmentation_from_masks(probabilities, targets, masks)
-            template_shape = io.read_label_image(template).array.shape
-            if template_shape != segmentation.shape:
-                raise CaseError(f"probabilities of shape {segmentation.shape} vs {template} of shape {template_shape}")
             write_labels_like(segmentation, template, outputs[case], segmentation.dtype)
             written.append(outputs[case])
 

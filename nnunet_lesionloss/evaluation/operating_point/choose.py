@@ -16,13 +16,18 @@ import numpy as np
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.operating_point.grid import (
-    DICE_CONNECTIVITY,
     DICE_THRESHOLDS,
     LESION_MIN_SIZES,
     LESION_THRESHOLDS,
     check_grid,
 )
-from nnunet_lesionloss.evaluation.operating_point.inputs import assign_folds, case_counts, plan_inputs
+from nnunet_lesionloss.evaluation.operating_point.inputs import (
+    assign_folds,
+    case_counts,
+    check_choice_output,
+    is_results_folder,
+    plan_inputs,
+)
 from nnunet_lesionloss.evaluation.operating_point.selection import (
     CRITERIA,
     DEFINITIONS,
@@ -36,7 +41,7 @@ from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY
 from nnunet_lesionloss.evaluation.probabilities import ProbabilityTarget, probability_targets
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
-__all__ = ["DEFAULT_NESTED_FOLDS", "FORMAT", "choose_operating_point"]
+__all__ = ["DEFAULT_NESTED_FOLDS", "FORMAT", "check_criterion", "choose_operating_point"]
 
 DEFAULT_NESTED_FOLDS = 5
 FORMAT = "nnunet-lesionloss operating point 1"
@@ -55,40 +60,77 @@ def choose_operating_point(
     channel: int | None = None,
     dataset_json: str | None = None,
     file_ending: str | None = None,
-    nested_folds: int = DEFAULT_NESTED_FOLDS,
-    seed: int = 0,
+    nested_folds: int | None = None,
+    seed: int | None = None,
     num_processes: int = 1,
     progress: bool = False,
+    output: str | os.PathLike | None = None,
+    removal_connectivity: int | str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Choose (threshold, minimum size) per label or region by ``criterion`` (see the package docstring);
-    returns the JSON record: per target the point, its optimistic and nested estimates and the whole grid."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
-    if criterion == "sensitivity":
-        if max_fp_per_case is None or max_fp_per_case < 0:
-            raise ValueError("the sensitivity criterion needs --max-fp-per-case N (N >= 0)")
-    elif max_fp_per_case is not None:
-        raise ValueError("--max-fp-per-case belongs to --criterion sensitivity")
-    if nested_folds < 2:
+    returns the JSON record: per target the point, its optimistic and nested estimates and the whole grid.
+    ``output``: the file the caller writes the record to; before any case is read it is checked to be none of
+    the files the choice reads (:func:`~.inputs.check_choice_output`) and its folder made and checked writable
+    (an existing file only with ``overwrite``). ``nested_folds`` (default 5) and ``seed`` (default 0) deal a
+    plain folder into folds; a results folder has nnU-Net's folds, and either given with one is refused.
+
+    Lesions are counted as ``evaluate`` counts them under ``settings`` (default: the default preset's); the
+    minimum-size removal is at ``removal_connectivity``, by default Joshi's 18 (its plane restriction in 2D) for
+    the Dice criterion and the settings' connectivity for the lesion criteria. The record holds both: its
+    ``settings`` (evaluate's, to count the lesions of the masks apply-threshold writes) and its ``connectivity``
+    (of the removal, which apply-threshold repeats)."""
+    check_criterion(criterion, max_fp_per_case)
+    if nested_folds is not None and nested_folds < 2:
         raise ValueError(f"--nested-folds must be >= 2, got {nested_folds}")
-    # Joshi's 18-connectivity is the dice criterion's default in 3D; a 2D dataset gets its plane restriction
-    joshi_connectivity = criterion == "dice" and (settings is None or settings.connectivity == DICE_CONNECTIVITY)
-    settings = settings or EvaluationSettings(connectivity=DICE_CONNECTIVITY if criterion == "dice" else "full")
+    settings = settings or EvaluationSettings()
+    # Joshi's 18-connectivity is the dice criterion's default removal in 3D; a 2D dataset gets its plane restriction
+    joshi_connectivity = criterion == "dice" and removal_connectivity is None
+    removal = settings.connectivity if removal_connectivity is None else removal_connectivity
     if thresholds is None:
         thresholds = DICE_THRESHOLDS if criterion == "dice" else LESION_THRESHOLDS
     if min_sizes is None:
         min_sizes = (0,) if criterion == "dice" else LESION_MIN_SIZES
     thresholds, min_sizes = check_grid(thresholds, min_sizes)
 
+    if is_results_folder(probabilities):
+        ignored = [
+            option for option, value in (("--nested-folds", nested_folds), ("--seed", seed)) if value is not None
+        ]
+        if ignored:
+            raise ValueError(
+                "; ".join(
+                    f"{option} has no effect on a results folder (its folds are nnU-Net's fold_*/validation): "
+                    "leave it out"
+                    for option in ignored
+                )
+            )
+    nested_folds = DEFAULT_NESTED_FOLDS if nested_folds is None else nested_folds
+    seed = 0 if seed is None else seed
     inputs = plan_inputs(probabilities, gt_dir, dataset_json, file_ending)
+    if output is not None:
+        check_choice_output(output, inputs)
+        io.prepare_output_dir(Path(output).parent, [Path(output).name], overwrite)
     targets = probability_targets(inputs.dataset, label, channel)
     ignore = (inputs.dataset or {}).get("labels", {}).get("ignore")
+    allowed = None if inputs.dataset is None else io.allowed_label_values(inputs.dataset)
     if joshi_connectivity and inputs.references:
         first_reference = inputs.references[min(inputs.references)]
         ndim = io.read_label_image(first_reference).array.ndim
-        settings = settings.replace(connectivity=REMOVAL_CONNECTIVITY.get(ndim, "full"))
+        removal = REMOVAL_CONNECTIVITY.get(ndim, "full")
     jobs = [
-        (case, inputs.probabilities[case], inputs.references[case], targets, ignore, settings, thresholds, min_sizes)
+        (
+            case,
+            inputs.probabilities[case],
+            inputs.references[case],
+            targets,
+            ignore,
+            allowed,
+            settings,
+            removal,
+            thresholds,
+            min_sizes,
+        )
         for case in sorted(inputs.references)
     ]
     if not jobs:
@@ -137,7 +179,7 @@ def choose_operating_point(
         "(lesion criteria), then to the lowest threshold, then to the smallest minimum size",
         "thresholds": list(thresholds),
         "min_sizes_voxels": list(min_sizes),
-        "connectivity": settings.connectivity,
+        "connectivity": removal,  # of the minimum-size removal (apply-threshold repeats it)
         "preset": preset,
         "settings": settings.to_dict(),
         "probability_mapping": {
@@ -167,6 +209,21 @@ def choose_operating_point(
         record["best_threshold"] = only["threshold"]
         record["min_voxels"] = only["min_size_voxels"]
     return record
+
+
+def check_criterion(criterion: str, max_fp_per_case: float | None) -> None:
+    """The criterion is one of :data:`CRITERIA`; the false-positive limit is given with the sensitivity
+    criterion (a finite number >= 0) and only with it. ValueError naming the options otherwise."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+    if criterion == "sensitivity":
+        if max_fp_per_case is None or not max_fp_per_case >= 0 or max_fp_per_case == float("inf"):
+            raise ValueError("--criterion sensitivity needs --max-fp-per-case N (a finite number N >= 0)")
+    elif max_fp_per_case is not None:
+        raise ValueError(
+            f"--max-fp-per-case has no effect with --criterion {criterion} (it limits the sensitivity criterion): "
+            "leave it out"
+        )
 
 
 def _target_record(

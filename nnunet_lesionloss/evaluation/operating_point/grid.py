@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnunet_lesionloss.components import label_components
+from nnunet_lesionloss.components import check_connectivity, label_components
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.matching import OverlapTable, lesion_hits
 from nnunet_lesionloss.evaluation.metrics import foreground_crop, remove_small_components
@@ -84,16 +84,21 @@ def grid_counts(
     settings: EvaluationSettings,
     thresholds: Sequence[float],
     min_sizes: Sequence[int],
+    removal_connectivity: int | str | None = None,
 ) -> np.ndarray:
     """Lesion and voxel counts of one case at every (threshold, minimum size): int64 (T, M, 7).
 
-    The prediction at (t, m) is {probability >= t} without components of fewer than m voxels; it is then
-    evaluated as ``evaluate_binary`` does under ``settings``: both masks lose the components the settings
-    remove (``min_lesion_voxels``, ``min_lesion_volume_mm3``), lesions are ``settings.connectivity``
-    components and are hit by :func:`lesion_hits`.
+    The prediction at (t, m) is {probability >= t} without its components of fewer than m voxels at
+    ``removal_connectivity`` (None: the settings' connectivity); it is then evaluated as ``evaluate_binary``
+    does under ``settings``: both masks lose the components the settings remove (``min_lesion_voxels``,
+    ``min_lesion_volume_mm3``), lesions are ``settings.connectivity`` components and are hit by
+    :func:`lesion_hits`. With one connectivity for both, every minimum size is a selection of one labelling's
+    components; with another removal connectivity (the Dice criterion removes at Joshi's 18, the evaluation
+    counts at its own) each minimum size above 1 labels what the removal keeps again.
     """
     connectivity = settings.connectivity
-    voxel_volume = float(np.prod(spacing))
+    removal = connectivity if removal_connectivity is None else removal_connectivity
+    one_labelling = check_connectivity(removal, probability.ndim) == check_connectivity(connectivity, probability.ndim)
     reference = np.asarray(reference, dtype=bool)
     if probability.shape != reference.shape:
         raise CaseError(f"probabilities of shape {probability.shape} vs reference {reference.shape}")
@@ -111,9 +116,10 @@ def grid_counts(
     reference_sizes = np.bincount(reference_values, minlength=n_reference + 1)
     reference_sizes[0] = reference_ids.size - len(reference_index)
     reference_voxels = len(reference_index)
-    counts = np.zeros((len(thresholds), len(min_sizes), N_COUNTS), dtype=np.int64)
-    for ti, threshold in enumerate(thresholds):
-        predicted = probability >= threshold
+
+    def evaluated_table(predicted: np.ndarray) -> tuple[OverlapTable, np.ndarray]:
+        """The overlap table of a predicted mask (lesions at the evaluation's connectivity) and which of its
+        components the evaluation itself keeps (``min_lesion_voxels``, ``min_lesion_volume_mm3``)."""
         predicted_ids, n_predicted = label_components(predicted, connectivity, return_count=True)
         sizes = np.bincount(predicted_ids[predicted], minlength=n_predicted + 1)
         sizes[0] = predicted.size - int(sizes.sum())
@@ -129,13 +135,22 @@ def grid_counts(
             pair_pred=pairs % (n_predicted + 1),
             pair_intersection=intersections.astype(np.int64),
         )
-        # the components the evaluation itself would remove from the prediction
         evaluated = (sizes >= max(settings.min_lesion_voxels, 1)) & (
-            sizes * voxel_volume > settings.min_lesion_volume_mm3
+            sizes * float(np.prod(spacing)) > settings.min_lesion_volume_mm3
         )
         evaluated[0] = False
+        return table, evaluated
+
+    counts = np.zeros((len(thresholds), len(min_sizes), N_COUNTS), dtype=np.int64)
+    for ti, threshold in enumerate(thresholds):
+        predicted = probability >= threshold
+        table, evaluated = evaluated_table(predicted)
         for mi, min_size in enumerate(min_sizes):
-            kept = _keep_predicted(table, evaluated & (sizes >= min_size))
+            if one_labelling or min_size <= 1:  # a selection of this labelling's components
+                kept = _keep_predicted(table, evaluated & (table.pred_sizes >= min_size))
+            else:
+                cleaned = remove_small_components(predicted, removal, spacing, min_voxels=min_size)
+                kept = _keep_predicted(*evaluated_table(cleaned))
             reference_hit, predicted_hit = lesion_hits(kept, settings)
             counts[ti, mi] = (
                 n_reference,

@@ -30,6 +30,9 @@ __all__ = [
     "ChoiceInputs",
     "assign_folds",
     "case_counts",
+    "check_choice_output",
+    "dataset_json_places",
+    "is_results_folder",
     "find_dataset_json",
     "plan_inputs",
     "read_target_probabilities",
@@ -51,11 +54,45 @@ class ChoiceInputs:
     dataset: dict | None = None
     dataset_json: str | None = None
     file_ending: str = ".nii.gz"
+    splits_file: Path | None = None  # cross-validation layout: the splits_final.json that names each fold's cases
 
 
 def find_dataset_json(candidates: Sequence[Path]) -> str | None:
     """The first of ``candidates`` that is a file (None: none is)."""
     return next((str(c) for c in candidates if c.is_file()), None)
+
+
+def is_results_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is an nnU-Net results folder (it has fold_*/validation), not a folder of ``.npz``."""
+    return any(p.is_dir() for p in Path(folder).glob(cv.FOLDS_READ))
+
+
+def dataset_json_places(source: Path, gt_dir: Path) -> list[Path]:
+    """Where choose-threshold looks for dataset.json, first found first: the probability folder, its results
+    folder (for one fold's validation folder), the reference folder's parent."""
+    places = [source / "dataset.json", gt_dir.parent / "dataset.json"]
+    if source.name == "validation" and source.parent.name.startswith("fold_"):  # one fold of a results folder
+        places.insert(1, source.parent.parent / "dataset.json")
+    return places
+
+
+def check_choice_output(output: str | os.PathLike, inputs: ChoiceInputs) -> None:
+    """The file choose-threshold writes (``-o``) is none of the files it reads, now or on its next run: not a
+    dataset.json or splits_final.json it reads or would find, not a ``.npz``, ``.pkl`` or image in a folder it
+    lists (the probability folder or RESULTS/fold_*/validation, the reference folder). ValueError otherwise."""
+    probability_files = (".npz", ".pkl", *io.SUPPORTED_ENDINGS)
+    files: dict[str, Path | str | None] = {
+        f"dataset.json ({place})": place for place in dataset_json_places(inputs.source, inputs.gt_dir)
+    }
+    files["--dataset-json"] = inputs.dataset_json
+    files["splits_final.json"] = inputs.splits_file
+    folders = {"--gt": (inputs.gt_dir, io.SUPPORTED_ENDINGS)}
+    if inputs.layout == "cross-validation":
+        found_below = {"--probabilities": (inputs.source, [cv.FOLDS_READ], probability_files)}
+        io.check_output_file_apart(output, files, folders, found_below)
+    else:
+        folders["--probabilities"] = (inputs.source, probability_files)
+        io.check_output_file_apart(output, files, folders)
 
 
 def plan_inputs(
@@ -70,7 +107,7 @@ def plan_inputs(
     source = Path(probabilities)
     if not source.is_dir():
         raise FileNotFoundError(f"folder not found: {source}")
-    is_cv = any(p.is_dir() for p in source.glob("fold_*/validation"))
+    is_cv = is_results_folder(source)
     if gt_dir is None:
         if not is_cv:
             raise ValueError("--gt is required for a folder of probabilities (it is found for a results folder)")
@@ -79,10 +116,7 @@ def plan_inputs(
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"reference folder not found: {gt_dir}")
     if dataset_json is None:
-        candidates = [source / "dataset.json", gt_dir.parent / "dataset.json"]
-        if source.name == "validation" and source.parent.name.startswith("fold_"):  # one fold of a results folder
-            candidates.insert(1, source.parent.parent / "dataset.json")
-        dataset_json = find_dataset_json(candidates)
+        dataset_json = find_dataset_json(dataset_json_places(source, gt_dir))
     dataset = io.read_dataset_json(dataset_json) if dataset_json else None
     file_ending = file_ending or (dataset or {}).get("file_ending") or ".nii.gz"
     references = io.list_images(gt_dir, file_ending)
@@ -99,7 +133,7 @@ def plan_inputs(
         file_ending=file_ending,
     )
     if is_cv:
-        splits_file = cv.find_splits_file(gt_dir, source)
+        splits_file = inputs.splits_file = cv.find_splits_file(gt_dir, source)
         for fold in cv.find_folds(source, None):
             validation = source / f"fold_{fold}" / "validation"
             npz = {p.name[:-4]: p for p in sorted(validation.glob("*.npz")) if not p.name.startswith(".")}
@@ -143,25 +177,32 @@ def assign_folds(cases: Sequence[str], n_folds: int, seed: int) -> dict[str, int
 
 
 def read_target_probabilities(
-    path: Path, targets: Sequence[ProbabilityTarget], reference: io.LabelImage | None = None
+    path: Path,
+    targets: Sequence[ProbabilityTarget],
+    reference: io.LabelImage | None = None,
+    what: str = "the reference",
 ) -> tuple[np.ndarray, dict]:
-    """(all channels, {target key: probability map}) of one ``.npz``; with the ``reference``, its geometry is
-    checked first (shape, and the spacing, origin and direction of nnU-Net's ``.pkl``: ``check_geometry``)."""
+    """(all channels, {target key: probability map}) of one ``.npz``; with the ``reference`` (or the template of
+    apply-threshold: ``what`` names it), its geometry is checked first (shape, and the spacing, origin and
+    direction of nnU-Net's ``.pkl``: ``check_geometry``)."""
     probabilities = load_probabilities(path)
     if reference is not None:
-        probabilities = check_geometry(probabilities, reference, Path(path), read_properties(Path(path)))
+        probabilities = check_geometry(probabilities, reference, Path(path), read_properties(Path(path)), what)
     return probabilities, {target.key: foreground_probability(probabilities, target) for target in targets}
 
 
 def case_counts(job: tuple) -> tuple[str, dict[str, np.ndarray] | str]:
     """Counts of one case for every target, or the reason it failed: (case, {target key: grid counts} or reason).
 
-    ``job``: (case, .npz, reference file, targets, ignore label, settings, thresholds, minimum sizes), one
-    tuple so that :func:`~nnunet_lesionloss.evaluation.parallel.run_parallel` can send it to a process."""
-    case, npz, reference_file, targets, ignore_label, settings, thresholds, min_sizes = job
+    ``job``: (case, .npz, reference file, targets, ignore label, allowed label values, settings, removal
+    connectivity, thresholds, minimum sizes), one tuple so that :func:`~nnunet_lesionloss.evaluation.parallel.run_parallel` can send it to
+    a process. A reference value outside ``allowed`` (dataset.json's) fails the case (:func:`io.check_label_values`),
+    as it fails it in ``evaluate``: its lesions are never counted as missed."""
+    case, npz, reference_file, targets, ignore_label, allowed, settings, removal, thresholds, min_sizes = job
     try:
         reference = io.read_label_image(reference_file)
         labels = io.as_integer_labels(reference)
+        io.check_label_values(io.present_values(labels), allowed, "reference")
         _, maps = read_target_probabilities(npz, targets, reference)
         valid = None if ignore_label is None else labels != ignore_label
         out = {}
@@ -175,7 +216,9 @@ def case_counts(job: tuple) -> tuple[str, dict[str, np.ndarray] | str]:
             if valid is not None:  # nnU-Net's ignore label: those voxels count for nothing
                 truth &= valid
                 probability = np.where(valid, probability, 0)
-            out[target.key] = grid_counts(probability, truth, reference.spacing, settings, thresholds, min_sizes)
+            out[target.key] = grid_counts(
+                probability, truth, reference.spacing, settings, thresholds, min_sizes, removal
+            )
         return case, out
     except (CaseError, OSError, ValueError) as error:
         return case, str(error)

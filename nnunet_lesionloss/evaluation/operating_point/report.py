@@ -24,18 +24,23 @@ def format_record(record: dict) -> str:
             cells = "  ".join(
                 f"m={m}: {format_number(values[ti][mi])}" for mi, m in enumerate(record["min_sizes_voxels"])
             )
-            lines.append(f"  threshold {threshold:g}: {name} {cells}")
+            lines.append(f"  threshold {format_number(threshold, None)}: {name} {cells}")
         optimistic = target["optimistic"]
         extra = f", {format_number(optimistic['fp_per_case'], 2)} FP per case" if criterion != "dice" else ""
-        limit = f" (at most {record['max_fp_per_case']:g} FP per case)" if criterion == "sensitivity" else ""
+        limit = (
+            f" (at most {format_number(record['max_fp_per_case'], None)} FP per case)"
+            if criterion == "sensitivity"
+            else ""
+        )
         lines.append(
-            f"  chosen{limit}: threshold {target['threshold']:g}, min size {target['min_size_voxels']} voxels; "
+            f"  chosen{limit}: threshold {format_number(target['threshold'], None)}, min size {target['min_size_voxels']} voxels; "
             f"{name} {format_number(optimistic[criterion])}{extra} when chosen and measured on all {record['n_cases']} cases "
             "(optimistic)"
         )
         if target.get("constraint_met") is False:
             lines.append(
-                f"  no grid point has at most {record['max_fp_per_case']:g} FP per case: the fewest were taken"
+                f"  no grid point has at most {format_number(record['max_fp_per_case'], None)} FP per case: "
+                "the fewest were taken"
             )
         nested = target["nested"]
         if nested is None:
@@ -50,7 +55,7 @@ def format_record(record: dict) -> str:
             for fold in nested["folds"]:
                 if "measured" in fold:
                     lines.append(
-                        f"    fold {fold['fold']}: threshold {fold['threshold']:g}, min size {fold['min_size_voxels']} "
+                        f"    fold {fold['fold']}: threshold {format_number(fold['threshold'], None)}, min size {fold['min_size_voxels']} "
                         f"-> {format_number(fold['measured'][criterion])} on {fold['n_cases']} cases"
                     )
                 else:
@@ -62,7 +67,7 @@ def format_record(record: dict) -> str:
 def format_points(plan: ApplyPlan) -> str:
     """Each label's or region's threshold and minimum size, and the connectivity of the removal."""
     described = "; ".join(
-        f"{t.name}: threshold {plan.points[t.key].threshold:g}, min size {plan.points[t.key].min_size_voxels}"
+        f"{t.name}: threshold {format_number(plan.points[t.key].threshold, None)}, min size {plan.points[t.key].min_size_voxels}"
         for t in plan.targets
     )
     # None: REMOVAL_CONNECTIVITY of each image's dimension (the plane's restriction of 18 is 8)
