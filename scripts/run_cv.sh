@@ -435,5 +435,7 @@ for RUN_DIR in "${SUMMARY_RUNS[@]}"; do
 done
 if [[ ${#REPEAT_LIST[@]} -gt 0 ]]; then
     echo "the repeats of this run: $REPEATS_ROOT/$DATASET_NAME/$IDENTIFIER/repeats.json"
+    echo "summarise them together (per repeat, mean and sd between repeats; what compare reads):" \
+        "nnunet-lesionloss cv-summary $(printf '%q' "$REPEATS_ROOT/$DATASET_NAME/$IDENTIFIER") --preset $(printf '%q' "$PRESET")"
 fi
 exit "$SUMMARY_STATUS"

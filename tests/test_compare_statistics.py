@@ -177,7 +177,11 @@ def test_runs_are_named_by_trainer_not_by_their_shared_folder_name(tmp_path):
     assert main(["compare", str(folders[0]), str(other / "lesion_evaluation"), "-o", str(out), "--overwrite"]) == 0
     table = (out / "compare.md").read_text()
     assert "| metric | nnUNetTrainer__nnUNetPlans__3d_fullres | nnUNetTrainer__nnUNetPlans__2d |" in table
-    assert main(["compare", str(folders[0]), str(folders[1]), "--names", "X", "X", "-o", str(out), "--overwrite"]) == 2
+    # one display name for two folders: the two repeats of one run X (docs/repeats.md)
+    assert main(["compare", str(folders[0]), str(folders[1]), "--names", "X", "X", "-o", str(out), "--overwrite"]) == 0
+    table = (out / "compare.md").read_text()
+    assert "| metric | X |" in table and "| repeats | 2 |" in table
+    assert load_strict_json(out / "compare.json")["runs"]["X"]["n_repeats"] == 2
     summary = load_strict_json(folders[0] / "summary.json")
     assert summary["pred_dir"].endswith("validation")
 

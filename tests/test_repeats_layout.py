@@ -106,7 +106,7 @@ def test_record_repeats_command_writes_and_refuses(tmp_path, monkeypatch, capsys
     assert main([*args, "3", "--folds", "0", "1"]) == 0
     assert "(3 repeats, folds 0 1)" in capsys.readouterr().out
     assert main([*args, "2"]) == 2 and "records 3 repeats" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as refused:  # refused where it is parsed
+    with pytest.raises(SystemExit) as refused:  # checked where it is parsed (cli/options.py)
         main([*args, "0"])
     assert refused.value.code == 2 and "argument --repeats: must be >= 1, got 0" in capsys.readouterr().err
     monkeypatch.delenv("nnUNet_results")

@@ -15,7 +15,7 @@ import pytest
 
 from conftest_evaluation import cube, load_strict_json, write_image
 from nnunet_lesionloss.cli import main
-from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.evaluation.formatting import format_number, format_with_interval
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 SHAPE = (8, 8, 8)
@@ -50,6 +50,14 @@ def test_format_number_writes_what_the_json_holds():
     assert format_number(0.1, None) == "0.1" and format_number(1e-12, None) == "1e-12"
     assert format_number(2.5, None) == "2.5" and format_number(1.0, None) == "1"
     assert format_number(np.float32(0.25), None) == "0.25" and format_number(float("nan"), None) == "–"
+
+
+def test_a_spread_is_shown_with_or_without_an_interval():
+    # compare's FROC cell of a run with repeats: mean ± sd between repeats [95 % CI]; a run whose interval could
+    # not be drawn still shows its spread
+    assert format_with_interval(0.5, (0.25, 0.75), 2, spread=0.125) == "0.50 ± 0.12 [0.25, 0.75]"
+    assert format_with_interval(0.5, None, 2, spread=0.125) == "0.50 ± 0.12"
+    assert format_with_interval(0.5, (0.25, 0.75), 2) == "0.50 [0.25, 0.75]"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""The ``compare`` command: several runs side by side, with paired differences against a reference run (the
-work is in ``evaluation.compare``)."""
+"""The ``compare`` command: several runs (each of one or more training repeats) side by side, with paired
+differences against a reference run, their two-level intervals, P(better) and verdicts (the work is in
+``evaluation.compare``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from nnunet_lesionloss.cli.common import USAGE_ERRORS, exit_with, fail
 from nnunet_lesionloss.cli.options import bootstrap_resamples, non_negative_int, positive_float
 from nnunet_lesionloss.evaluation.compare import compare_runs
+from nnunet_lesionloss.evaluation.repeat_statistics import RETRAINING_LEVELS
 
 __all__ = ["register"]
 
@@ -25,6 +27,7 @@ def run_compare(args) -> int:
             bootstrap_resamples=args.bootstrap_resamples,
             seed=args.seed,
             fp_rate=args.fp_rate,
+            retraining_level=args.retraining_level,
         )
     except USAGE_ERRORS as error:
         return fail(str(error))
@@ -42,16 +45,31 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "compare",
         help="side-by-side table and figures of several runs",
-        description="Compare runs (cv-summary or evaluate output folders, or trainer folders).",
+        description="Compare runs (cv-summary or evaluate output folders, or trainer folders). A run trained "
+        "several times is one run of its repeats: a cv-summary of a run with repeats (or the run's folder, holding "
+        "repeats.json and that summary), or folders given the same display name in --names "
+        "(compare A1 A2 B1 B2 --names A A B B). Paired differences get a two-level bootstrap (cases paired, "
+        "retrainings per run), P(better) and a verdict (docs/metrics.md, docs/repeats.md).",
     )
-    p.add_argument("runs", nargs="+", help="folders with cv_summary.json or summary.json (or a trainer folder)")
-    p.add_argument("-o", "--output", required=True, help="output folder for compare.md, compare.csv and PNGs")
-    p.add_argument("--names", nargs="+", help="display names, one per run (default: trainer names)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="folders with cv_summary.json or summary.json (or a trainer folder, or a run folder with repeats.json)",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="output folder for compare.md, compare.csv, compare.json and PNGs"
+    )
+    p.add_argument(
+        "--names",
+        nargs="+",
+        help="display names, one per folder (default: trainer names); folders given the same name are the "
+        "repeats of one run",
+    )
     p.add_argument("--label", help="label key to compare (default: the first label)")
     p.add_argument(
         "--reference",
-        help="run the paired differences are taken against: a display name or a 1-based position "
-        "(default: the first run, e.g. nnU-Net's baseline)",
+        help="run the paired differences are taken against: a display name or a 1-based position among the runs "
+        "(runs with repeats count once; default: the first run, e.g. nnU-Net's baseline)",
     )
     p.add_argument(
         "--allow-different-settings",
@@ -71,6 +89,14 @@ def register(subparsers) -> None:
         type=positive_float,
         default=1.0,
         help="FP per case of the paired sensitivity difference of the FROC analysis (default 1)",
+    )
+    p.add_argument(
+        "--retraining-level",
+        choices=RETRAINING_LEVELS,
+        default="student-t",
+        help="how the bootstrap draws a run's retrainings: student-t (default; a Student-t scale mixture with the "
+        "between-repeat variance, which covers 92-97 %% from 2 repeats on) or resample (the repeats resampled "
+        "with replacement, which covers 70-88 %% with 2-5 repeats; docs/metrics.md)",
     )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_compare)

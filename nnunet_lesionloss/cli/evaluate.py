@@ -1,5 +1,6 @@
-"""The ``evaluate`` (one prediction folder) and ``cv-summary`` (the folds of an nnU-Net trainer) commands; the
-work is in ``evaluation.runner`` and ``evaluation.cv`` (its files and messages: ``evaluation.cv_report``)."""
+"""The ``evaluate`` (one prediction folder) and ``cv-summary`` (the folds of an nnU-Net trainer, or of every
+training repeat of a run) commands; the work is in ``evaluation.runner``, ``evaluation.cv`` and
+``evaluation.cv_repeats`` (their files and messages: ``evaluation.cv_report``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from nnunet_lesionloss.cli.options import (
     settings_from_args,
 )
 from nnunet_lesionloss.evaluation.cv import cv_summary
-from nnunet_lesionloss.evaluation.cv_report import report_failures
+from nnunet_lesionloss.evaluation.cv_repeats import cv_summary_repeats, find_repeats
+from nnunet_lesionloss.evaluation.cv_report import report_failures, report_repeat_failures
 from nnunet_lesionloss.evaluation.formatting import format_number
 from nnunet_lesionloss.evaluation.froc.cross_validation import froc_failures, froc_section
 from nnunet_lesionloss.evaluation.runner import evaluate_folders
@@ -62,22 +64,62 @@ def run_evaluate(args) -> int:
     return exit_with(0, f"all {summary['n_cases']} cases evaluated")
 
 
+def run_cv_summary_of_repeats(args, plan, options: dict) -> int:
+    """cv-summary of a run with training repeats: each repeat, then the repeats together."""
+    try:
+        result = cv_summary_repeats(plan, overwrite=args.overwrite, **options)
+    except USAGE_ERRORS as error:
+        return fail(str(error))
+    print(
+        f"cross-validation summary of {result['n_repeats_summarised']} of {result['n_repeats']} training repeats "
+        f"-> {result['output_dir']}"
+    )
+    report_repeat_failures(result)
+    for label, entry in result["froc"].items():
+        ap, cpm = entry["ap"], entry["cpm"]
+        print(
+            f"FROC ({label}), mean ± sd between repeats: AP {format_number(ap['mean'], 3)} ± "
+            f"{format_number(ap['sd_between_repeats'], 3)}, CPM {format_number(cpm['mean'], 3)} ± "
+            f"{format_number(cpm['sd_between_repeats'], 3)}"
+        )
+    problems = []
+    if result["missing_repeats"]:
+        named = ", ".join(m["repeat"] for m in result["missing_repeats"])
+        problems.append(f"repeat(s) {named} missing or not summarised (listed above): the values are over the others")
+    if result["n_failed"]:
+        problems.append(
+            f"{result['n_failed']} case evaluation(s) of the repeats failed or are missing (listed above and under "
+            "'failures' in cv_summary.json)"
+        )
+    froc_failed = sum(sum(entry["n_failed"].values()) for entry in result["froc"].values())
+    if result["froc_missing"] or froc_failed:
+        problems.append("the FROC analysis lacks repeats or cases (listed above and in each repeat's froc.json)")
+    if problems:
+        return exit_with(1, "; ".join(problems))
+    return exit_with(0, f"all {result['n_repeats']} repeats summarised, every validation case evaluated")
+
+
 def run_cv_summary(args) -> int:
     try:
         settings, preset = settings_from_args(args)
         froc = False if args.no_froc else froc_settings_from_args(args, "froc-")
+        plan = find_repeats(args.results_dir, args.output, args.folds)
+    except USAGE_ERRORS as error:
+        return fail(str(error))
+    options = dict(
+        gt_dir=args.gt,
+        settings=settings,
+        preset=preset,
+        dataset_json=args.dataset_json,
+        num_processes=args.num_processes,
+        progress=not args.quiet,
+        froc=froc,
+    )
+    if plan is not None:
+        return run_cv_summary_of_repeats(args, plan, options)
+    try:
         result = cv_summary(
-            args.results_dir,
-            gt_dir=args.gt,
-            output_dir=args.output,
-            folds=args.folds,
-            settings=settings,
-            preset=preset,
-            dataset_json=args.dataset_json,
-            num_processes=args.num_processes,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            froc=froc,
+            args.results_dir[0], output_dir=args.output, folds=args.folds, overwrite=args.overwrite, **options
         )
     except USAGE_ERRORS as error:
         return fail(str(error))
@@ -162,22 +204,37 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "cv-summary",
-        help="evaluate the 5 folds of an nnU-Net trainer and summarise",
-        description="Evaluate RESULTS_DIR/fold_*/validation and report per fold and the mean of fold means.",
+        help="evaluate the 5 folds of an nnU-Net trainer (or of each training repeat of a run) and summarise",
+        description="Evaluate RESULTS_DIR/fold_*/validation and report per fold and the mean of fold means. "
+        "A run trained with repeats (a folder holding repeats.json, written by scripts/run_cv.sh --repeats), or "
+        "several trainer folders given together (-o required), is summarised per repeat (into OUTPUT/repeat_<r>) "
+        "and over the repeats: each repeat's mean over its validation cases, the mean over repeats and the "
+        "standard deviation between repeats, per case the mean over repeats (docs/repeats.md).",
     )
-    p.add_argument("results_dir", help="nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG")
+    p.add_argument(
+        "results_dir",
+        nargs="+",
+        help="nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG; or the folder of a run with repeats "
+        "(nnUNet_results/repeats/DatasetXXX/TRAINER__PLANS__CONFIG, with repeats.json); or several trainer "
+        "folders, the repeats of one run",
+    )
     p.add_argument(
         "--gt",
         help="reference folder (default: nnUNet_preprocessed/DatasetXXX/gt_segmentations, "
         "else nnUNet_raw/DatasetXXX/labelsTr)",
     )
-    p.add_argument("-o", "--output", help="output folder (default: RESULTS_DIR/lesion_evaluation)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="output folder (default: RESULTS_DIR/lesion_evaluation; required with several results folders)",
+    )
     p.add_argument(
         "--folds",
         type=non_negative_int,
         nargs="+",
         action=UniqueValues,
-        help="default: every fold_* folder with a validation folder",
+        help="default: every fold_* folder with a validation folder (a run with repeats: the folds of its "
+        "repeats.json)",
     )
     p.add_argument("--dataset-json", help="default: RESULTS_DIR/dataset.json")
     p.add_argument("-np", "--num-processes", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)))

@@ -331,26 +331,41 @@ def load_fold_evaluation(
 
 
 def reuse_training_evaluation(
-    plan: CVPlan, fold: int, settings: EvaluationSettings, preset: Preset, label_groups: dict | None, overwrite: bool
+    plan: CVPlan,
+    fold: int,
+    settings: EvaluationSettings,
+    preset: Preset,
+    label_groups: dict | None,
+    overwrite: bool,
+    reuse_from: Sequence[Path] = (),
 ) -> FoldEvaluation | None:
     """The evaluation the trainer wrote into ``fold_<f>/validation/lesion_evaluation`` after nnU-Net's
-    final validation, copied into ``<output>/fold_<f>``, when :func:`load_fold_evaluation` accepts it
-    (same settings, preset, labels and input files); else None."""
-    source = plan.results_dir / f"fold_{fold}" / "validation" / "lesion_evaluation"
-    fingerprints = current_fingerprints(plan, fold)
-    reused = load_fold_evaluation(
-        source, fold, settings=settings, preset=preset, label_groups=label_groups, fingerprints=fingerprints
-    )
-    if reused is None:
-        return None
+    final validation (else ``<folder>/fold_<f>`` of an earlier cv-summary output in ``reuse_from``), copied
+    into ``<output>/fold_<f>``, when :func:`load_fold_evaluation` accepts it (same settings, preset, labels and
+    input files); else None."""
     target = plan.output_dir / f"fold_{fold}"
+    training = plan.results_dir / f"fold_{fold}" / "validation" / "lesion_evaluation"
+    fingerprints = current_fingerprints(plan, fold)
+    candidates = [(training, TRAINING_EVALUATION)] + [
+        (Path(folder) / f"fold_{fold}", "reused") for folder in reuse_from
+    ]
+    found = None
+    for candidate, how in candidates:
+        if found is None and candidate.resolve() != target.resolve():
+            evaluation = load_fold_evaluation(
+                candidate, fold, settings=settings, preset=preset, label_groups=label_groups, fingerprints=fingerprints
+            )
+            found = None if evaluation is None else (candidate, how, evaluation)
+    if found is None:
+        return None
+    source, how, reused = found
     files = [name for name in SUMMARY_FILES if (source / name).is_file()]
     for name in files:
         io.check_writable(target / name, overwrite)
     target.mkdir(parents=True, exist_ok=True)
     for name in files:  # atomically, summary.json last, as evaluate_folders writes them
         io.atomic_write(target / name, lambda temporary, name=name: shutil.copyfile(source / name, temporary))
-    return FoldEvaluation(fold, reused.summary, reused.results, f"{TRAINING_EVALUATION} {source}")
+    return FoldEvaluation(fold, reused.summary, reused.results, f"{how} {source}")
 
 
 def evaluate_fold(
@@ -387,6 +402,8 @@ def cv_summary(
     overwrite: bool = False,
     progress: bool = True,
     froc=None,
+    reuse_from: Sequence[Path] = (),
+    case_results: dict | None = None,
 ) -> dict:
     """Evaluate (or reuse) every fold, summarise, write ``cases.csv``, ``cv_summary.md``, ``cv_summary.json``.
 
@@ -396,6 +413,9 @@ def cv_summary(
     Without ``overwrite``, an existing complete fold evaluation of the same files and settings in
     ``<output>/fold_<f>`` is reused (a run that was interrupted continues where it stopped); one of
     other files or settings is refused before any work. With ``overwrite`` every fold is evaluated again.
+    ``reuse_from``: earlier cv-summary outputs of the same folder whose fold evaluations are copied when they
+    match (a training repeat's own ``lesion_evaluation``, which ``scripts/run_cv.sh --repeats`` writes).
+    ``case_results``: a dict that receives fold -> its case results (the summary over repeats reads them).
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     settings = settings or preset.settings
@@ -420,7 +440,7 @@ def cv_summary(
                     f"{folder / 'summary.json'} {difference}; pass --overwrite to evaluate every fold again"
                 )
         if reused is None:
-            reused = reuse_training_evaluation(plan, fold, settings, preset, label_groups, overwrite)
+            reused = reuse_training_evaluation(plan, fold, settings, preset, label_groups, overwrite, reuse_from)
         if reused is not None:
             evaluations[fold] = reused
         else:
@@ -430,7 +450,10 @@ def cv_summary(
     result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
     if froc is not False:
         result["froc"] = cv_froc_section(plan, label_spec, settings, froc, num_processes, progress)
-    write_cv_outputs(plan.output_dir, result, {f: evaluations[f].results for f in plan.folds}, settings)
+    fold_results = {f: evaluations[f].results for f in plan.folds}
+    write_cv_outputs(plan.output_dir, result, fold_results, settings)
+    if case_results is not None:
+        case_results.update(fold_results)
     return result
 
 

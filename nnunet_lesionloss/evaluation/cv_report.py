@@ -1,7 +1,9 @@
 """The files and messages of ``cv-summary`` (what cv.py computed, written): ``cases.csv`` of all folds (the fold
 as first column), the merged ``lesions.csv``, ``cv_summary.md`` (per label the fold means and their mean ± std,
 every failed or missing case by name, the FROC section) and ``cv_summary.json`` last (its presence means the
-others are complete), and the list of failures on stderr."""
+others are complete), and the list of failures on stderr. For a run with training repeats (cv_repeats.py):
+its ``cases.csv`` (per case the mean over repeats), ``cv_summary.md`` (per repeat, mean ± sd between repeats,
+the missing repeats by name) and ``cv_summary.json``."""
 
 from __future__ import annotations
 
@@ -16,10 +18,21 @@ from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_le
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 from nnunet_lesionloss.evaluation.summary_report import cases_table, headline_metrics
 
-__all__ = ["CV_FILES", "write_cv_outputs", "cv_markdown", "report_failures"]
+__all__ = [
+    "CV_FILES",
+    "REPEATS_FILES",
+    "write_cv_outputs",
+    "cv_markdown",
+    "report_failures",
+    "write_repeats_outputs",
+    "repeats_markdown",
+    "report_repeat_failures",
+]
 
 #: what cv-summary writes into its output folder; cv_summary.json last
 CV_FILES = ("cases.csv", LESION_FILE, "cv_summary.md", "cv_summary.json")
+#: what cv-summary of a run with repeats writes beside the repeats' own folders (repeat_<r>/); cv_summary.json last
+REPEATS_FILES = ("cases.csv", "cv_summary.md", "cv_summary.json")
 
 
 def write_cv_outputs(
@@ -136,3 +149,105 @@ def report_failures(result: dict, stream=None) -> None:
         print(f"  not evaluated: {entry['case']} ({entry['reason']})", file=stream)
     for fold in result.get("folds_without_lesion_table", []):
         print(f"  fold {fold}: no lesions.csv of this fold, so the merged lesions.csv lacks its lesions", file=stream)
+
+
+# --------------------------------------------------------------------------- a run with training repeats
+
+
+def write_repeats_outputs(output_dir: Path, result: dict, cases: list[dict], settings: EvaluationSettings) -> None:
+    """cases.csv (per case and label: the mean over the repeats that evaluated it), cv_summary.md, then
+    cv_summary.json; each atomically, the previous cv_summary.json removed first."""
+    (output_dir / "cv_summary.json").unlink(missing_ok=True)
+    names: list[str] = []
+    for entry in cases:
+        for by_metric in entry["means"].values():
+            names += [n for n in by_metric if n not in names]
+    header = ["fold", "case", "label", "n_repeats", "failed_in_repeats", *names]
+    rows = []
+    for entry in cases:
+        fold = "" if entry["fold"] is None else entry["fold"]
+        failed = "; ".join(entry["failed"])
+        if not entry["means"]:
+            rows.append([fold, entry["case"], "", entry["n"], failed] + [""] * len(names))
+        for label, by_metric in entry["means"].items():
+            rows.append([fold, entry["case"], label, entry["n"], failed] + [by_metric.get(n, "") for n in names])
+    io.write_csv(output_dir / "cases.csv", header, rows)
+    io.write_text(output_dir / "cv_summary.md", repeats_markdown(result, settings))
+    io.write_json(output_dir / "cv_summary.json", result, overwrite=True)
+
+
+def _repeat_row(name: str, entry: dict, repeats: list[str], digits: int = 4) -> str:
+    per_repeat = [format_number(entry["per_repeat"].get(r), digits) for r in repeats]
+    sd = entry["sd_between_repeats"]
+    mean = format_number(entry["mean"], digits) + ("" if sd is None else f" ± {format_number(sd, digits)}")
+    return f"| {name} | " + " | ".join(per_repeat) + f" | {mean} | {entry['n_repeats']} |"
+
+
+def repeats_markdown(result: dict, settings: EvaluationSettings) -> str:
+    """cv_summary.md of a run with repeats: per label the headline metrics per repeat, their mean ± the
+    standard deviation between repeats; the FROC statistics likewise; every missing repeat and failed case."""
+    repeats = [r["repeat"] for r in result["repeats"] if r["status"] == "summarised"]
+    lines = [
+        f"# Cross-validation over training repeats: {markdown_cell(result['trainer'])}",
+        "",
+        f"{result['n_repeats']} repeat(s) of the run, {result['n_repeats_summarised']} summarised "
+        f"({markdown_cell(result['results_dir'])}). Per repeat: its mean over the validation cases of all its folds "
+        "(each repeat's own summary, with its fold means and their mean: repeat_<r>/cv_summary.md); then the mean "
+        "over repeats ± the standard deviation between repeats (n − 1), and the repeats that define it. Per case, "
+        "cases.csv holds the mean over the repeats that evaluated it.",
+        "",
+    ]
+    for missing in result["missing_repeats"]:
+        lines += [f"**Repeat {missing['repeat']} is missing**: {markdown_cell(missing['reason'])}.", ""]
+    if result["n_failed"]:
+        lines += [
+            f"**{result['n_failed']} case evaluation(s) failed or are missing (listed below): each repeat's means are "
+            "over its evaluated cases only.**",
+            "",
+        ]
+    header = "| metric | " + " | ".join(f"repeat {r}" for r in repeats) + " | mean ± sd | repeats |"
+    rule = "|---|" + "---|" * (len(repeats) + 2)
+    for label, by_metric in result["metrics"].items():
+        name = result["label_names"].get(label, label)
+        lines += [f"## Label {markdown_cell(name)} ({markdown_cell(label)})", "", header, rule]
+        lines += [_repeat_row(m, by_metric[m], repeats) for m in headline_metrics(settings) if m in by_metric]
+        lines.append("")
+        froc = result["froc"].get(label)
+        if froc:
+            lines += [
+                "FROC analysis (each repeat's pooled over its validation cases; its curves and intervals: "
+                "repeat_<r>/froc.json):",
+                "",
+                header.replace("| metric |", "| statistic |"),
+                rule,
+                _repeat_row("AP", froc["ap"], repeats, 3),
+                _repeat_row("CPM", froc["cpm"], repeats, 3),
+            ]
+            lines += [
+                _repeat_row(f"sensitivity at {rate} FP/case", entry, repeats, 3)
+                for rate, entry in froc["sensitivity_at_fp"].items()
+            ]
+            lines.append("")
+    for entry in result.get("froc_missing", []):
+        lines += [f"Repeat {entry['repeat']} has no FROC analysis: {markdown_cell(entry['reason'])}.", ""]
+    if result["failures"]:
+        lines += ["## Failed or missing cases", "", "| repeat | fold | case | reason |", "|---|---|---|---|"]
+        lines += [
+            f"| {f['repeat']} | {'–' if f['fold'] is None else f['fold']} | {markdown_cell(f['case'])} | "
+            f"{markdown_cell(f['reason'])} |"
+            for f in result["failures"]
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_repeat_failures(result: dict, stream=None) -> None:
+    """Every missing repeat and failed case on its own line, with its repeat (default: on stderr)."""
+    stream = stream or sys.stderr
+    for missing in result["missing_repeats"]:
+        print(f"  repeat {missing['repeat']} missing: {missing['reason']}", file=stream)
+    for failure in result["failures"]:
+        fold = "-" if failure["fold"] is None else failure["fold"]
+        print(f"  repeat {failure['repeat']}, fold {fold}, case {failure['case']}: {failure['reason']}", file=stream)
+    for entry in result.get("froc_missing", []):
+        print(f"  repeat {entry['repeat']}: no FROC analysis ({entry['reason']})", file=stream)

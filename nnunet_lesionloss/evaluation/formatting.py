@@ -28,9 +28,10 @@ def format_number(value, digits: int | None = 4, whole: bool = False) -> str:
     return repr(value) if digits is None else f"{value:.{digits}f}"
 
 
-def format_with_interval(value, interval, digits: int = 3) -> str:
-    """``value [low, high]`` (the interval left out when there is none)."""
-    text = format_number(value, digits)
+def format_with_interval(value, interval, digits: int = 3, spread=None) -> str:
+    """``value [low, high]``, or ``value ± spread [low, high]`` with a spread (a standard deviation); the
+    interval and the spread are left out when there are none."""
+    text = format_number(value, digits) + ("" if spread is None else f" ± {format_number(spread, digits)}")
     if not interval:
         return text
     return f"{text} [{format_number(interval[0], digits)}, {format_number(interval[1], digits)}]"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ __all__ = [
     "TRAINER_FOLDER",
     "Run",
     "load_run",
-    "load_runs",
+    "averaged_run",
     "make_names_unique",
     "choose_label",
     "resolve_reference",
@@ -160,16 +160,59 @@ def _run_from(data: dict, kind: str, folder: Path, name: str | None) -> Run:
     )
 
 
-def load_runs(paths: Sequence[str], names: Sequence[str] | None = None) -> list[Run]:
-    """The runs of ``paths``, named by ``names`` (one per run, unique) or by their trainers (made unique)."""
-    if names is not None and len(names) != len(paths):
-        raise ValueError(f"{len(names)} names for {len(paths)} runs")
-    if names is not None and len(set(names)) != len(names):
-        raise ValueError(f"--names must be unique, got {list(names)}")
-    runs = [load_run(p, None if names is None else names[k]) for k, p in enumerate(paths)]
-    if names is None:
-        make_names_unique(runs)
-    return runs
+def _mean_of(values: list) -> float | None:
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def averaged_run(name: str, runs: list[Run]) -> Run:
+    """The repeats of one run as one Run for the figures: per label and metric the mean over the repeats of
+    their means and of their across-case metrics, and per case the mean over the repeats that define it."""
+    first = runs[0]
+
+    def averaged(tables: list[dict]) -> dict:
+        out: dict = {}
+        for table in tables:
+            for label, by_name in table.items():
+                for metric in by_name:
+                    out.setdefault(label, {}).setdefault(metric, None)
+        return {
+            label: {m: _mean_of([(t.get(label) or {}).get(m) for t in tables]) for m in by_name}
+            for label, by_name in out.items()
+        }
+
+    values: dict = {}
+    cases: dict = {}
+    for run in runs:
+        run.case_values(next(iter(run.means), ""))  # reads cases.csv once
+        for label, by_metric in run._per_case["values"].items():
+            for metric, by_case in by_metric.items():
+                for case, value in by_case.items():
+                    values.setdefault(label, {}).setdefault(metric, {}).setdefault(case, []).append(value)
+        for label, evaluated in run._per_case["cases"].items():
+            cases.setdefault(label, set()).update(evaluated)
+    view = Run(
+        name=name,
+        folder=first.folder,
+        kind=first.kind,
+        means=averaged([run.means for run in runs]),
+        stds={},
+        pooled=averaged([run.pooled for run in runs]),
+        cases_csv=None,
+        n_cases=first.n_cases,
+        n_failed=max(run.n_failed for run in runs),
+        settings=first.settings,
+        preset=first.preset,
+        identity=first.identity,
+    )
+    view._per_case = {
+        "values": {
+            label: {m: {c: _mean_of(v) for c, v in by_case.items()} for m, by_case in by_metric.items()}
+            for label, by_metric in values.items()
+        },
+        "cases": cases,
+    }
+    return view
 
 
 def make_names_unique(runs: list[Run]) -> None:
