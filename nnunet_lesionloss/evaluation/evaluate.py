@@ -101,6 +101,8 @@ def evaluate_arrays(
         found = sorted((present["reference"] | present["prediction"]) - {0})
         groups = {str(v): (v,) for v in found} or {"1": (1,)}
     valid = None if labels.ignore_label is None else reference != labels.ignore_label
+    if valid is not None:  # nnU-Net counts TN only where the reference is not ignored (compute_tp_fp_fn_tn)
+        total_voxels -= int(valid.size - np.count_nonzero(valid))
     results = {}
     for key, values in groups.items():
         ref_mask = np.isin(reference, values) if len(values) > 1 else reference == values[0]

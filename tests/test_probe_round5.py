@@ -1,0 +1,31 @@
+"""Hostile probes, round five: inputs and options that gave a wrong or misleading number without an error.
+
+Each test names what was seen; the expected values are computed by hand from the arrays written here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest_evaluation import cube, load_strict_json, write_image
+from nnunet_lesionloss.cli import main
+
+SHAPE = (10, 10, 10)
+
+
+def test_true_negatives_leave_the_ignore_label_out_as_nnunet_does(tmp_path):
+    """Seen: TN counted the voxels of nnU-Net's ignore label (TN = image size - TP - FP - FN), although the docs
+    give nnU-Net's counts, and nnU-Net's compute_tp_fp_fn_tn counts TN only where the reference is not ignored."""
+    reference = cube(SHAPE, (1, 1, 1), (2, 2, 2)) + cube(SHAPE, (5, 5, 5), (4, 4, 4), value=2)  # 8 lesion, 64 ignored
+    prediction = cube(SHAPE, (1, 1, 1), (2, 2, 2)) + cube(SHAPE, (6, 6, 6), (2, 2, 2))  # the lesion, and 8 in ignore
+    write_image(tmp_path / "gt" / "c.nii.gz", reference)
+    write_image(tmp_path / "pred" / "c.nii.gz", prediction)
+    dataset = {"labels": {"background": 0, "lesion": 1, "ignore": 2}, "file_ending": ".nii.gz"}
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "-o", str(out), "--quiet"]) == 0
+    metrics = load_strict_json(out / "summary.json")["metric_per_case"][0]["metrics"]["1"]
+    assert (metrics["TP"], metrics["FP"], metrics["FN"]) == (8, 0, 0)
+    assert metrics["TN"] == 1000 - 64 - 8  # every voxel that is neither ignored nor foreground
