@@ -29,3 +29,17 @@ def test_true_negatives_leave_the_ignore_label_out_as_nnunet_does(tmp_path):
     metrics = load_strict_json(out / "summary.json")["metric_per_case"][0]["metrics"]["1"]
     assert (metrics["TP"], metrics["FP"], metrics["FN"]) == (8, 0, 0)
     assert metrics["TN"] == 1000 - 64 - 8  # every voxel that is neither ignored nor foreground
+
+
+def test_an_nsd_tolerance_in_mm_is_refused_where_the_preset_measures_in_voxels(tmp_path, capsys):
+    """Seen: evaluate --preset brats-mets --nsd-tolerance 3 on 1x1x3 mm voxels compared whole-mask surface
+    distances in voxels with 3 (so up to 9 mm along z counted as within '3 mm'), without a word."""
+    write_image(tmp_path / "gt" / "BraTS-MET-00001-000-seg.nii.gz", cube(SHAPE, (2, 2, 2), (4, 4, 4), value=3))
+    write_image(tmp_path / "pred" / "BraTS-MET-00001-000.nii.gz", cube(SHAPE, (3, 2, 2), (4, 4, 4), value=3))
+    args = ["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "--quiet"]
+    args += ["-o", str(tmp_path / "out"), "--preset", "brats-mets", "--nsd-tolerance", "3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--nsd-tolerance" in err and "--preset brats-mets" in err
+    assert not (tmp_path / "out" / "summary.json").exists()
+    assert main(args[:-2]) == 0  # the preset's own tolerance (0.5 voxel) still works

@@ -277,6 +277,12 @@ def settings_from_args(args) -> tuple[EvaluationSettings, object]:
             "--lesion-rule): leave it out, or choose a rule with a threshold (one_to_one_dsc, one_to_one_iou, iou, "
             "overlap_fraction)"
         )
+    if args.nsd_tolerance is not None and settings.global_distances_in_voxels:
+        raise ValueError(
+            f"--nsd-tolerance is a distance in mm, but --preset {preset.name} measures the whole-mask HD95 and NSD in "
+            "voxels with a tolerance of 0.5 voxel, as the BraTS 2025 evaluator does: a tolerance in mm cannot be "
+            "applied there. Leave it out, or use --preset default --hd95 pooled for distances in mm"
+        )
     return settings, preset
 
 
