@@ -108,6 +108,16 @@ def test_an_option_the_froc_analysis_ignores_is_refused(tmp_path, options, named
         (["apply-threshold"], ["--min-voxels", "3"], "--min-voxels has no effect without --threshold"),
         (["apply-threshold"], ["--connectivity", "6"], "--connectivity has no effect without --threshold"),
         (["apply-threshold", "json"], ["--connectivity", "6"], "--connectivity has no effect with --threshold-json"),
+        (
+            ["apply-threshold"],
+            ["--threshold", "0.5", "--connectivity", "6"],
+            "--connectivity has no effect without --min",
+        ),
+        (
+            ["apply-threshold"],
+            ["--threshold", "0.5", "--min-voxels", "0", "--connectivity", "6"],
+            "--connectivity has no effect without --min-voxels",
+        ),
         (["apply-threshold", "json"], ["--threshold", "0.5"], "--threshold has no effect with --threshold-json"),
         (["remove-small"], ["--gt", "{gt}"], "--gt has no effect without --sweep"),
         (["remove-small"], ["--min-sizes", "1", "2"], "--min-sizes has no effect without --sweep"),

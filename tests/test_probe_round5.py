@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
-
 from conftest_evaluation import cube, load_strict_json, write_image
 from nnunet_lesionloss.cli import main
 
@@ -25,7 +22,10 @@ def test_true_negatives_leave_the_ignore_label_out_as_nnunet_does(tmp_path):
     dataset = {"labels": {"background": 0, "lesion": 1, "ignore": 2}, "file_ending": ".nii.gz"}
     (tmp_path / "dataset.json").write_text(json.dumps(dataset))
     out = tmp_path / "out"
-    assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "-o", str(out), "--quiet"]) == 0
+    assert (
+        main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "-o", str(out), "--quiet"])
+        == 0
+    )
     metrics = load_strict_json(out / "summary.json")["metric_per_case"][0]["metrics"]["1"]
     assert (metrics["TP"], metrics["FP"], metrics["FN"]) == (8, 0, 0)
     assert metrics["TN"] == 1000 - 64 - 8  # every voxel that is neither ignored nor foreground
