@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest_evaluation import cube, load_strict_json, write_image
 from nnunet_lesionloss.cli import main
 
@@ -43,3 +45,20 @@ def test_an_nsd_tolerance_in_mm_is_refused_where_the_preset_measures_in_voxels(t
     assert "--nsd-tolerance" in err and "--preset brats-mets" in err
     assert not (tmp_path / "out" / "summary.json").exists()
     assert main(args[:-2]) == 0  # the preset's own tolerance (0.5 voxel) still works
+
+
+@pytest.mark.parametrize(
+    "froc_options",
+    [["--froc-threshold", "0.3"], ["--froc-bootstrap-resamples", "0"], ["--froc-fp-rates", "1", "2"]],
+)
+def test_cv_summary_refuses_froc_options_with_no_froc(tmp_path, capsys, froc_options):
+    """Seen: cv-summary --no-froc --froc-threshold 0.3 ran as if the option had not been given."""
+    results = tmp_path / "Dataset001_X" / "T__P__3d_fullres"
+    write_image(results / "fold_0" / "validation" / "c.nii.gz", cube(SHAPE, (1, 1, 1), (2, 2, 2)))
+    write_image(tmp_path / "gt" / "c.nii.gz", cube(SHAPE, (1, 1, 1), (2, 2, 2)))
+    out = tmp_path / "out"
+    arguments = ["cv-summary", str(results), "--gt", str(tmp_path / "gt"), "-o", str(out), "--quiet", "--no-froc"]
+    assert main([*arguments, *froc_options]) == 2
+    err = capsys.readouterr().err
+    assert f"{froc_options[0]} has no effect with --no-froc" in err
+    assert not out.exists()

@@ -404,6 +404,13 @@ def refuse_ignored(ignored: list[tuple[str, str]]) -> None:
         raise ValueError("; ".join(f"{option} has no effect {reason}: leave it out" for option, reason in ignored))
 
 
+def given_froc_options(args, prefix: str = "") -> list[str]:
+    """The FROC options (as in :func:`add_froc_arguments`) given on the command line, by their names."""
+    dest = prefix.replace("-", "_")
+    names = [*FROC_OPTIONS, "fp_rates", "unmatched_overlapping_candidates"]
+    return [f"--{prefix}{name.replace('_', '-')}" for name in names if getattr(args, dest + name, None) is not None]
+
+
 def froc_settings_from_args(args, prefix: str = "", base=None):
     """FrocSettings from the options given (``prefix`` as in :func:`add_froc_arguments`)."""
 
