@@ -62,3 +62,20 @@ def test_cv_summary_refuses_froc_options_with_no_froc(tmp_path, capsys, froc_opt
     err = capsys.readouterr().err
     assert f"{froc_options[0]} has no effect with --no-froc" in err
     assert not out.exists()
+
+
+def test_synth_refuses_more_classes_than_its_uint8_label_maps_hold(tmp_path, capsys):
+    """Seen: synth --classes 300 wrote a dataset.json with labels 1..300 and uint8 label maps in which the
+    labels above 255 had wrapped around (300 -> 44): lesions of one class stored under another, silently."""
+    from nnunet_lesionloss.synthetic import make_lesion_labels
+
+    arguments = ["synth", "--raw", str(tmp_path), "--dataset-id", "901", "--cases", "2", "--shape", "8", "8", "8"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, "--classes", "300"])
+    assert stopped.value.code == 2
+    assert "--classes: must be in 1..255" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="num_classes"):
+        make_lesion_labels((8, 8, 8), 3, num_classes=256)
+    labels = make_lesion_labels((16, 16, 16), 40, num_classes=255, seed=1)
+    assert labels.max() <= 255 and labels.dtype == "uint8"
