@@ -79,3 +79,46 @@ def test_synth_refuses_more_classes_than_its_uint8_label_maps_hold(tmp_path, cap
         make_lesion_labels((8, 8, 8), 3, num_classes=256)
     labels = make_lesion_labels((16, 16, 16), 40, num_classes=255, seed=1)
     assert labels.max() <= 255 and labels.dtype == "uint8"
+
+
+@pytest.mark.parametrize(
+    "labels, named",
+    [
+        ({"background": 0, "lesion": 1, "ignore": 1}, "ignore label 1 is also the value of a label"),
+        ({"background": 0, "lesion": 1, "ignore": 0}, "ignore label 0 is also the background"),
+        ({"background": 0, "a": [1, 2], "b": 2, "ignore": 2}, "ignore label 2 is also the value of a label"),
+        ({"background": 0, "lesion": 1.5}, "'lesion' has the value 1.5"),
+        ({"background": 0, "lesion": True}, "'lesion' has the value True"),
+    ],
+)
+def test_a_dataset_json_whose_labels_contradict_themselves_is_refused(tmp_path, capsys, labels, named):
+    """Seen: with "ignore": 1 beside "lesion": 1 every reference lesion was ignored and the predicted lesions counted
+    as false positives (Dice 0 for a case with Dice 0.24); with "ignore": 0 the false positives in the background
+    vanished (Dice 0.33); "lesion": 1.5 was read as 1. All without a word."""
+    reference = cube(SHAPE, (1, 1, 1), (2, 2, 2)) + cube(SHAPE, (6, 6, 6), (2, 2, 2))
+    prediction = cube(SHAPE, (1, 1, 1), (2, 2, 2)) + cube(SHAPE, (4, 0, 0), (1, 1, 1))
+    write_image(tmp_path / "gt" / "c.nii.gz", reference)
+    write_image(tmp_path / "pred" / "c.nii.gz", prediction)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": ".nii.gz"}))
+    out = tmp_path / "out"
+    assert (
+        main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "-o", str(out), "--quiet"])
+        == 2
+    )
+    assert named in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", [1, 1.0, "1"])
+def test_label_values_nnunet_reads_as_integers_stay_accepted(tmp_path, value):
+    reference = cube(SHAPE, (1, 1, 1), (2, 2, 2))
+    write_image(tmp_path / "gt" / "c.nii.gz", reference)
+    write_image(tmp_path / "pred" / "c.nii.gz", reference)
+    dataset = {"labels": {"background": 0, "lesion": value, "ignore": 2}, "file_ending": ".nii.gz"}
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset))
+    out = tmp_path / "out"
+    assert (
+        main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "-o", str(out), "--quiet"])
+        == 0
+    )
+    assert load_strict_json(out / "summary.json")["metric_per_case"][0]["metrics"]["1"]["Dice"] == 1.0

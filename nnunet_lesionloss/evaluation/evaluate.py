@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.lesion_table import lesion_rows
 from nnunet_lesionloss.evaluation.metrics import (
@@ -47,12 +47,11 @@ class LabelSpec:
 
     @classmethod
     def from_dataset_json(cls, dataset: dict) -> LabelSpec:
-        groups = io.labels_from_dataset_json(dataset)
-        ignore = dataset["labels"].get("ignore")
-        allowed = io.allowed_label_values(dataset)
-        keyed = {io.label_key(values): values for values in groups.values()}
-        names = {io.label_key(values): name for name, values in groups.items()}
-        return cls(groups=keyed, allowed=allowed, ignore_label=None if ignore is None else int(ignore), names=names)
+        groups = dataset_labels.labels_from_dataset_json(dataset)
+        allowed = dataset_labels.allowed_label_values(dataset)
+        keyed = {dataset_labels.label_key(values): values for values in groups.values()}
+        names = {dataset_labels.label_key(values): name for name, values in groups.items()}
+        return cls(groups=keyed, allowed=allowed, ignore_label=dataset_labels.ignore_label(dataset), names=names)
 
     @classmethod
     def from_regions(cls, regions: dict[str, tuple[int, ...]], allowed: set[int] | None = None) -> LabelSpec:
