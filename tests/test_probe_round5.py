@@ -122,3 +122,22 @@ def test_label_values_nnunet_reads_as_integers_stay_accepted(tmp_path, value):
         == 0
     )
     assert load_strict_json(out / "summary.json")["metric_per_case"][0]["metrics"]["1"]["Dice"] == 1.0
+
+
+def test_cv_summary_does_not_call_a_prediction_of_another_folds_case_one_without_a_reference(tmp_path, capsys):
+    """Seen: a prediction in fold_0/validation of a case splits_final.json puts in fold 1 was noted as 'without a
+    reference', although its reference was there: the note now names both reasons a prediction is left out."""
+    reference = cube(SHAPE, (1, 1, 1), (2, 2, 2))
+    results = tmp_path / "Dataset001_X" / "T__P__3d_fullres"
+    for case, fold in (("c0", 0), ("c1", 1)):
+        write_image(tmp_path / "gt" / f"{case}.nii.gz", reference)
+        write_image(results / f"fold_{fold}" / "validation" / f"{case}.nii.gz", reference)
+    write_image(results / "fold_0" / "validation" / "c1.nii.gz", reference)  # fold 1's case, in fold 0
+    (tmp_path / "splits_final.json").write_text(
+        json.dumps([{"train": ["c1"], "val": ["c0"]}, {"train": ["c0"], "val": ["c1"]}])
+    )
+    arguments = ["cv-summary", str(results), "--gt", str(tmp_path / "gt"), "-o", str(tmp_path / "out"), "--quiet"]
+    assert main([*arguments, "--no-froc"]) == 0
+    err = capsys.readouterr().err
+    assert "fold 0: 1 predictions of no validation case of this fold with a reference" in err
+    assert "without a reference" not in err
