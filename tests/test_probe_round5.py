@@ -141,3 +141,32 @@ def test_cv_summary_does_not_call_a_prediction_of_another_folds_case_one_without
     err = capsys.readouterr().err
     assert "fold 0: 1 predictions of no validation case of this fold with a reference" in err
     assert "without a reference" not in err
+
+
+def test_compare_gives_a_cv_summary_run_and_an_evaluate_run_of_the_same_predictions_the_same_means(tmp_path):
+    """Seen on the main of round five: compare of a cv-summary run (folds of 1 and 2 cases) and an evaluate run of
+    the very same predictions showed Dice 0.6667 against 0.5556 and marked the first best, while the paired
+    difference was 0 (a mean of fold means beside a mean over cases). Issue 23's compare takes every run's value
+    from its cases; this keeps it so."""
+    import csv
+
+    reference = cube(SHAPE, (1, 1, 1), (2, 2, 2))
+    predictions = {
+        "c0": (0, reference),  # Dice 1
+        "c1": (1, cube(SHAPE, (1, 1, 1), (2, 2, 1))),  # Dice 2*4/12
+        "c2": (1, cube(SHAPE, (6, 6, 6), (2, 2, 2))),  # Dice 0
+    }
+    results = tmp_path / "Dataset001_X" / "T__P__3d_fullres"
+    for case, (fold, prediction) in predictions.items():
+        write_image(tmp_path / "gt" / f"{case}.nii.gz", reference)
+        write_image(results / f"fold_{fold}" / "validation" / f"{case}.nii.gz", prediction)
+        write_image(tmp_path / "all" / f"{case}.nii.gz", prediction)
+    gt = str(tmp_path / "gt")
+    assert main(["cv-summary", str(results), "--gt", gt, "-o", str(tmp_path / "cv"), "--quiet", "--no-froc"]) == 0
+    assert main(["evaluate", "--gt", gt, "--pred", str(tmp_path / "all"), "-o", str(tmp_path / "ev"), "--quiet"]) == 0
+    out = tmp_path / "cmp"
+    runs = [str(tmp_path / "cv"), str(tmp_path / "ev")]
+    assert main(["compare", *runs, "--names", "cv", "ev", "-o", str(out), "--bootstrap-resamples", "100"]) == 0
+    dice = next(row for row in csv.DictReader(open(out / "compare.csv")) if row["metric"] == "Dice")
+    case_mean = (1 + 2 * 4 / 12 + 0) / 3
+    assert float(dice["cv"]) == pytest.approx(case_mean) and float(dice["ev"]) == pytest.approx(case_mean)
