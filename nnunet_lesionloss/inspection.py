@@ -45,7 +45,7 @@ import numpy as np
 
 from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
 from nnunet_lesionloss.config import load_config, loss_terms
-from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.postprocess import DEFAULT_MIN_VOXELS
 from nnunet_lesionloss.evaluation.probabilities import load_properties
 from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
@@ -117,9 +117,9 @@ def _label_groups(dataset: dict | None) -> tuple[dict[str, tuple[int, ...]] | No
     """Label key -> values of every label and region of dataset.json (the ignore label is none of them)."""
     if dataset is None:
         return None, {}
-    groups = io.labels_from_dataset_json(dataset)
-    keyed = {io.label_key(values): values for values in groups.values()}
-    names = {io.label_key(values): name for name, values in groups.items()}
+    groups = dataset_labels.labels_from_dataset_json(dataset)
+    keyed = {dataset_labels.label_key(values): values for values in groups.values()}
+    names = {dataset_labels.label_key(values): name for name, values in groups.items()}
     return keyed, names
 
 
@@ -147,7 +147,7 @@ def _folder_source(folder: Path, dataset_json: Path | None, file_ending: str | N
         ds_scales=deep_supervision_scales(pools),
         ds_source="assumed: nnU-Net's 3d_fullres scales for an isotropic 128³ patch (no plans)",
         loss_weights=deep_supervision_loss_weights(len(pools) - 1),
-        allowed=None if dataset is None else io.allowed_label_values(dataset),
+        allowed=None if dataset is None else dataset_labels.allowed_label_values(dataset),
         folder=folder,
     )
 
@@ -206,7 +206,7 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
             dataset_json=dataset_json,
             dataset_class=dataset_class,
         ),
-        allowed=io.allowed_label_values(dataset_json),
+        allowed=dataset_labels.allowed_label_values(dataset_json),
         folder=folder,
     )
 

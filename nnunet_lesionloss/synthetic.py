@@ -13,6 +13,9 @@ from nnunet_lesionloss.evaluation.statistics import case_resample_weights
 
 __all__ = ["make_lesion_labels", "make_lesion_image", "simulate_repeat_studies", "compare_simulated_studies"]
 
+#: the label maps are uint8: labels 1..255
+MAX_CLASSES = 255
+
 
 def make_lesion_labels(
     shape: tuple[int, ...],
@@ -30,8 +33,10 @@ def make_lesion_labels(
     """
     if len(shape) not in (2, 3):
         raise ValueError(f"shape must be 2D or 3D, got {shape}")
-    if n_lesions < 0 or num_classes < 1:
-        raise ValueError("n_lesions must be >= 0 and num_classes >= 1")
+    if n_lesions < 0 or not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(
+            f"n_lesions must be >= 0 and num_classes in 1..{MAX_CLASSES} (uint8 labels), got {num_classes}"
+        )
     lo, hi = radius_range
     if not 0 < lo <= hi:
         raise ValueError(f"radius_range must satisfy 0 < low <= high, got {radius_range}")
@@ -99,9 +104,10 @@ def write_synthetic_dataset(
         raise ValueError(f"shape must be 2 or 3 positive sizes, got {shape}")
     if not 0 <= lesions_per_case[0] <= lesions_per_case[1]:
         raise ValueError(f"lesions_per_case must be (MIN, MAX) with 0 <= MIN <= MAX, got {lesions_per_case}")
-    if num_classes < 1 or not np.isfinite(contrast) or not (np.isfinite(noise) and noise >= 0):
+    if not 1 <= num_classes <= MAX_CLASSES or not np.isfinite(contrast) or not (np.isfinite(noise) and noise >= 0):
         raise ValueError(
-            f"num_classes must be >= 1, contrast finite and noise finite and >= 0, got {num_classes}, {contrast}, {noise}"
+            f"num_classes must be in 1..{MAX_CLASSES}, contrast finite and noise finite and >= 0, got {num_classes}, "
+            f"{contrast}, {noise}"
         )
     folder = _raw_dataset_folder(raw_root, dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)

@@ -13,8 +13,10 @@ from nnunet_lesionloss.cli.options import (
     add_froc_arguments,
     add_settings_arguments,
     froc_settings_from_args,
+    given_froc_options,
     non_negative_int,
     positive_int,
+    refuse_ignored,
     settings_from_args,
 )
 from nnunet_lesionloss.evaluation.cv import cv_summary
@@ -102,6 +104,8 @@ def run_cv_summary_of_repeats(args, plan, options: dict) -> int:
 def run_cv_summary(args) -> int:
     try:
         settings, preset = settings_from_args(args)
+        if args.no_froc:
+            refuse_ignored([(option, "with --no-froc") for option in given_froc_options(args, "froc-")])
         froc = False if args.no_froc else froc_settings_from_args(args, "froc-")
         plan = find_repeats(args.results_dir, args.output, args.folds)
     except USAGE_ERRORS as error:

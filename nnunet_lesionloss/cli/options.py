@@ -277,6 +277,12 @@ def settings_from_args(args) -> tuple[EvaluationSettings, object]:
             "--lesion-rule): leave it out, or choose a rule with a threshold (one_to_one_dsc, one_to_one_iou, iou, "
             "overlap_fraction)"
         )
+    if args.nsd_tolerance is not None and settings.global_distances_in_voxels:
+        raise ValueError(
+            f"--nsd-tolerance is a distance in mm, but --preset {preset.name} measures the whole-mask HD95 and NSD in "
+            "voxels with a tolerance of 0.5 voxel, as the BraTS 2025 evaluator does: a tolerance in mm cannot be "
+            "applied there. Leave it out, or use --preset default --hd95 pooled for distances in mm"
+        )
     return settings, preset
 
 
@@ -396,6 +402,13 @@ def refuse_ignored(ignored: list[tuple[str, str]]) -> None:
     (exit status 2, before any work) naming each (option, what makes it meaningless, e.g. 'with --sweep')."""
     if ignored:
         raise ValueError("; ".join(f"{option} has no effect {reason}: leave it out" for option, reason in ignored))
+
+
+def given_froc_options(args, prefix: str = "") -> list[str]:
+    """The FROC options (as in :func:`add_froc_arguments`) given on the command line, by their names."""
+    dest = prefix.replace("-", "_")
+    names = [*FROC_OPTIONS, "fp_rates", "unmatched_overlapping_candidates"]
+    return [f"--{prefix}{name.replace('_', '-')}" for name in names if getattr(args, dest + name, None) is not None]
 
 
 def froc_settings_from_args(args, prefix: str = "", base=None):

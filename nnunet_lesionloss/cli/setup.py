@@ -30,7 +30,7 @@ from nnunet_lesionloss.installation import (
     export_line,
 )
 from nnunet_lesionloss.repeats_layout import ManifestError, record_repeats
-from nnunet_lesionloss.synthetic import write_dataset_from_case, write_synthetic_dataset
+from nnunet_lesionloss.synthetic import MAX_CLASSES, write_dataset_from_case, write_synthetic_dataset
 
 __all__ = ["register"]
 
@@ -215,7 +215,12 @@ def register(subparsers) -> None:
         metavar=("MIN", "MAX"),
         help="lesions per case, drawn from MIN..MAX",
     )
-    synth.add_argument("--classes", type=positive_int, default=1, help="number of lesion classes (labels 1..n)")
+    synth.add_argument(
+        "--classes",
+        type=int_in_range(1, MAX_CLASSES),
+        default=1,
+        help=f"number of lesion classes (labels 1..n, n <= {MAX_CLASSES}: uint8 label maps)",
+    )
     synth.add_argument("--two-channels", action="store_true", help="add a second (T1-like) channel")
     synth.add_argument(
         "--contrast",

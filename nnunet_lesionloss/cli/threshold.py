@@ -16,6 +16,7 @@ from nnunet_lesionloss.cli.options import (
     non_negative_int,
     positive_int,
     probability_threshold,
+    refuse_ignored,
     settings_from_args,
 )
 from nnunet_lesionloss.components import ANY_CONNECTIVITY
@@ -33,7 +34,24 @@ from nnunet_lesionloss.evaluation.operating_point import (
 __all__ = ["register"]
 
 
+#: evaluation options that change no number choose-threshold computes (its criteria count lesions and voxels)
+CHOOSE_IGNORES = {
+    "small_lesion_ml": "--small-lesion-ml",
+    "size_bins": "--size-bins",
+    "matching": "--matching",
+    "hd95": "--hd95",
+    "nsd_tolerance": "--nsd-tolerance",
+}
+
+
 def run_choose(args) -> int:
+    refuse_ignored(
+        [
+            (option, "on choose-threshold (its criteria are Dice and lesion counts; it reports no " + option[2:] + ")")
+            for dest, option in CHOOSE_IGNORES.items()
+            if getattr(args, dest) is not None
+        ]
+    )
     settings, preset = settings_from_args(args)
     record = choose_operating_point(
         args.probabilities,

@@ -139,7 +139,8 @@ def report_failures(result: dict, stream=None) -> None:
         print(f"  note: {result['results_dir']}/{name} is no fold_<number> folder: not evaluated", file=stream)
     for fold, names in result.get("ignored_predictions", {}).items():
         print(
-            f"  note: fold {fold}: {len(names)} predictions without a reference are ignored: {', '.join(names[:5])}",
+            f"  note: fold {fold}: {len(names)} predictions of no validation case of this fold with a reference "
+            f"(splits_final.json, the reference folder) are ignored: {', '.join(names[:5])}",
             file=stream,
         )
     for failure in result["failures"]:

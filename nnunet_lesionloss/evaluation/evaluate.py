@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.lesion_table import lesion_rows
 from nnunet_lesionloss.evaluation.metrics import (
@@ -47,12 +47,11 @@ class LabelSpec:
 
     @classmethod
     def from_dataset_json(cls, dataset: dict) -> LabelSpec:
-        groups = io.labels_from_dataset_json(dataset)
-        ignore = dataset["labels"].get("ignore")
-        allowed = io.allowed_label_values(dataset)
-        keyed = {io.label_key(values): values for values in groups.values()}
-        names = {io.label_key(values): name for name, values in groups.items()}
-        return cls(groups=keyed, allowed=allowed, ignore_label=None if ignore is None else int(ignore), names=names)
+        groups = dataset_labels.labels_from_dataset_json(dataset)
+        allowed = dataset_labels.allowed_label_values(dataset)
+        keyed = {dataset_labels.label_key(values): values for values in groups.values()}
+        names = {dataset_labels.label_key(values): name for name, values in groups.items()}
+        return cls(groups=keyed, allowed=allowed, ignore_label=dataset_labels.ignore_label(dataset), names=names)
 
     @classmethod
     def from_regions(cls, regions: dict[str, tuple[int, ...]], allowed: set[int] | None = None) -> LabelSpec:
@@ -101,6 +100,8 @@ def evaluate_arrays(
         found = sorted((present["reference"] | present["prediction"]) - {0})
         groups = {str(v): (v,) for v in found} or {"1": (1,)}
     valid = None if labels.ignore_label is None else reference != labels.ignore_label
+    if valid is not None:  # nnU-Net counts TN only where the reference is not ignored (compute_tp_fp_fn_tn)
+        total_voxels -= int(valid.size - np.count_nonzero(valid))
     results = {}
     for key, values in groups.items():
         ref_mask = np.isin(reference, values) if len(values) > 1 else reference == values[0]

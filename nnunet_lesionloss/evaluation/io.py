@@ -227,16 +227,6 @@ def present_values(labels: np.ndarray) -> np.ndarray:
     return np.unique(labels)
 
 
-def allowed_label_values(dataset: dict) -> set[int]:
-    """The values a label map of this dataset.json may hold: the background, every label and region value,
-    and nnU-Net's ignore label (what :func:`check_label_values` is given)."""
-    allowed = {0} | {v for values in labels_from_dataset_json(dataset).values() for v in values}
-    ignore = dataset["labels"].get("ignore")
-    if ignore is not None:
-        allowed.add(int(ignore))
-    return allowed
-
-
 def check_same_geometry(reference: LabelImage, prediction: LabelImage, tolerance: float = 1e-3) -> None:
     """Raise CaseError when shape, spacing, origin or orientation differ."""
     if reference.array.shape != prediction.array.shape:
@@ -443,27 +433,6 @@ def read_dataset_json(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"dataset.json not found: {path}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-
-
-def labels_from_dataset_json(dataset: dict) -> dict[str, tuple[int, ...]]:
-    """Evaluated label or region name -> label values, from nnU-Net's ``labels`` (regions: lists)."""
-    labels = dataset.get("labels")
-    if not isinstance(labels, dict):
-        raise ValueError("dataset.json has no 'labels' dictionary")
-    result = {}
-    for name, value in labels.items():
-        values = tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
-        if values == (0,) or name == "background":
-            continue
-        if name == "ignore":
-            continue
-        result[name] = values
-    return result
-
-
-def label_key(values: tuple[int, ...]) -> str:
-    """nnU-Net's summary key: '1' for a label, '(1, 2)' for a region."""
-    return str(values[0]) if len(values) == 1 else str(tuple(values))
 
 
 def json_ready(value):

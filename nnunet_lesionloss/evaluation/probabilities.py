@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.io import CaseError
 
 
@@ -72,8 +72,8 @@ def load_probabilities(path: Path) -> np.ndarray:
     return probabilities
 
 
-def _label_values(value) -> tuple[int, ...]:
-    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
+def _label_values(name: str, value) -> tuple[int, ...]:
+    return tuple(dataset_labels.label_value(name, v) for v in (value if isinstance(value, (list, tuple)) else [value]))
 
 
 def declares_regions(labels: dict) -> bool:
@@ -84,16 +84,16 @@ def declares_regions(labels: dict) -> bool:
 def softmax_labels(labels: dict) -> dict[int, str]:
     """Label value -> name of a label-based dataset.json (ignore label left out); the softmax has one channel
     per value, in increasing order."""
-    return {_label_values(value)[0]: name for name, value in labels.items() if name != "ignore"}
+    return {_label_values(name, value)[0]: name for name, value in labels.items() if name != "ignore"}
 
 
 def foreground_regions(labels: dict) -> list[tuple[str, tuple[int, ...]]]:
     """(name, label values) of each region of a region-based dataset.json, in the order of its sigmoid
     channels (dataset.json's order; the background and the ignore label left out)."""
     return [
-        (name, _label_values(value))
+        (name, _label_values(name, value))
         for name, value in labels.items()
-        if name != "ignore" and set(_label_values(value)) != {0}
+        if name != "ignore" and set(_label_values(name, value)) != {0}
     ]
 
 
@@ -397,7 +397,7 @@ def probability_targets(
             raise ValueError("--label 0 is the background")
         if channel is not None:
             values = None if wanted is None else (wanted,)
-            key = io.label_key(values) if values else "foreground"
+            key = dataset_labels.label_key(values) if values else "foreground"
             return [ProbabilityTarget(key, key, channel, "unknown", values, wanted or 1)]
         if wanted is None:
             return [ProbabilityTarget("foreground", "foreground", None, "softmax", None, None)]
@@ -441,7 +441,7 @@ def _softmax_target(labels: dict, wanted, channel: int | None, label_text) -> Pr
     else:
         value = channel_labels[channel]
     return ProbabilityTarget(
-        io.label_key((value,)),
+        dataset_labels.label_key((value,)),
         values[value],
         channel_labels.index(value),
         "softmax",
@@ -460,7 +460,7 @@ def _region_targets(labels: dict, class_order, wanted, channel: int | None, labe
         )
     targets = [
         ProbabilityTarget(
-            io.label_key(values),
+            dataset_labels.label_key(values),
             name,
             index,
             "sigmoid",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.brats import brats_outputs, write_brats_summary_csv
 from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, build_summary, evaluate_case, evaluate_pairs
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
@@ -53,12 +53,12 @@ def resolve_labels(
         spec = LabelSpec(groups={str(v): (int(v),) for v in labels}, allowed=None)
         if dataset is not None:
             full = LabelSpec.from_dataset_json(dataset)
-            known = {v for values in io.labels_from_dataset_json(dataset).values() for v in values}
+            known = {v for values in dataset_labels.labels_from_dataset_json(dataset).values() for v in values}
             absent = sorted(int(v) for v in labels if int(v) not in known)
             if absent:
                 listed = ", ".join(
                     f"{name} {list(v) if len(v) > 1 else v[0]}"
-                    for name, v in io.labels_from_dataset_json(dataset).items()
+                    for name, v in dataset_labels.labels_from_dataset_json(dataset).items()
                 )
                 raise ValueError(
                     f"--labels {' '.join(map(str, absent))}: {dataset_json} has no such label (its labels: {listed})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.formatting import format_with_interval
 from nnunet_lesionloss.evaluation.froc.analysis import FrocInputs, FrocJob, analyse_and_write
 from nnunet_lesionloss.evaluation.froc.settings import FROC_CASES, FROC_MARKER, FrocSettings, output_names
@@ -62,14 +62,14 @@ def cv_froc(plan, label_spec, settings: FrocSettings, num_processes: int = 1, pr
     )
     groups = label_spec.groups
     if groups is None:
-        groups = {io.label_key(v): v for v in io.labels_from_dataset_json(dataset).values()}
+        groups = {dataset_labels.label_key(v): v for v in dataset_labels.labels_from_dataset_json(dataset).values()}
     inputs = FrocInputs(
         groups=dict(groups),
         names=dict(label_spec.names),
         channels=ProbabilityChannels.from_dataset_json(dataset, plan.dataset_json),
         settings=settings,
         ignore_label=label_spec.ignore_label,
-        allowed=io.allowed_label_values(dataset) if label_spec.allowed is None else label_spec.allowed,
+        allowed=dataset_labels.allowed_label_values(dataset) if label_spec.allowed is None else label_spec.allowed,
     )
     inputs.channels.check_groups(inputs.groups)
     io.prepare_output_dir(plan.output_dir, output_names(list(inputs.groups)), True)

@@ -203,6 +203,11 @@ def plan_apply(
             )
         targets, points, connectivity = read_operating_points(threshold_json, dataset, label, channel)
     elif threshold is not None:
+        if connectivity is not None and not min_voxels:
+            raise ValueError(
+                "--connectivity has no effect without --min-voxels N > 0 (it is the connectivity of that removal; "
+                "--threshold alone removes nothing): leave it out, or give --min-voxels"
+            )
         targets = probability_targets(dataset, label, channel)
         point = OperatingPoint(threshold, min_voxels or 0)
         points = {target.key: point for target in targets}

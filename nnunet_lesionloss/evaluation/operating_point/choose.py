@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.operating_point.grid import (
     DICE_THRESHOLDS,
@@ -112,8 +112,8 @@ def choose_operating_point(
         check_choice_output(output, inputs)
         io.prepare_output_dir(Path(output).parent, [Path(output).name], overwrite)
     targets = probability_targets(inputs.dataset, label, channel)
-    ignore = (inputs.dataset or {}).get("labels", {}).get("ignore")
-    allowed = None if inputs.dataset is None else io.allowed_label_values(inputs.dataset)
+    ignore = None if inputs.dataset is None else dataset_labels.ignore_label(inputs.dataset)
+    allowed = None if inputs.dataset is None else dataset_labels.allowed_label_values(inputs.dataset)
     if joshi_connectivity and inputs.references:
         first_reference = inputs.references[min(inputs.references)]
         ndim = io.read_label_image(first_reference).array.ndim
