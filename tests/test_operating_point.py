@@ -94,6 +94,32 @@ def test_choose_threshold_chooses_each_region_on_its_own_channel(tmp_path):
     assert core["probability"] == "sigmoid channel 1 (region core)"
 
 
+def test_choose_threshold_says_which_regions_the_written_label_map_overwrites(tmp_path, capsys):
+    gt, probs, reference = region_case(tmp_path)
+    # core is also predicted at a voxel outside whole: the label map writes label 2 there, which whole holds
+    with np.load(probs / "c0.npz") as data:
+        probabilities = data["probabilities"].copy()
+    probabilities[1, 0, 0, 0] = 0.9
+    write_probabilities(probs, "c0", probabilities, reference)
+    out = tmp_path / "choice.json"
+    assert main(["choose-threshold", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out)]) == 0
+    assert "lets core overwrite it where they overlap" in capsys.readouterr().out
+    targets = load_strict_json(out)["targets"]
+    whole, core = targets["(1, 2)"], targets["2"]
+    assert (whole["written_over_by"], core["written_over_by"]) == (["core"], [])
+    # what the note warns of: whole's Dice of the written maps is not its own mask's (1.0), core's is its own
+    code = main(
+        ["apply-threshold", "--threshold-json", str(out), "--probabilities", str(probs), "-o", str(tmp_path / "s")]
+    )
+    assert code == 0
+    written = read(tmp_path / "s" / "c0.nii.gz")
+    whole_written = np.isin(written, (1, 2))
+    assert whole["optimistic"]["dice"] == 1.0 and whole_written.sum() == (reference > 0).sum() + 1
+    core_written, core_reference = written == 2, reference == 2
+    dice = 2 * (core_written & core_reference).sum() / (core_written.sum() + core_reference.sum())
+    assert close(dice, core["optimistic"]["dice"])
+
+
 def test_ambiguous_probability_channels_are_refused_with_the_choices(tmp_path, capsys):
     gt, probs, _ = region_case(tmp_path)
     # label 1 is part of a region but no region of its own

@@ -36,6 +36,8 @@ __all__ = [
     "points_from_record",
     "read_operating_points",
     "segmentation_from_masks",
+    "write_order",
+    "written_over_by",
 ]
 
 
@@ -227,6 +229,23 @@ def plan_apply(
     return ApplyPlan(targets, points, connectivity, file_ending)
 
 
+def write_order(targets: Sequence[ProbabilityTarget]) -> list[ProbabilityTarget]:
+    """The order in which :func:`segmentation_from_masks` writes several regions into one label map (nnU-Net's:
+    channel after channel, so ``regions_class_order``); a later region overwrites an earlier one."""
+    return sorted(targets, key=lambda t: t.channel)
+
+
+def written_over_by(targets: Sequence[ProbabilityTarget]) -> dict[str, list[str]]:
+    """Per target, the names of the targets written after it into the same label map. Where their masks
+    overlap its own, the label map holds their labels, so the region that ``evaluate`` reads back from the map
+    is not its own thresholded mask (nested regions grow by the inner ones' masks; other labels cut it). Empty
+    for one target, for a softmax label and for the region written last."""
+    if len(targets) < 2 or any(t.output_label is None for t in targets):
+        return {t.key: [] for t in targets}
+    ordered = write_order(targets)
+    return {t.key: [later.name for later in ordered[i + 1 :]] for i, t in enumerate(ordered)}
+
+
 def segmentation_from_masks(
     probabilities: np.ndarray, targets: Sequence[ProbabilityTarget], masks: dict[str, np.ndarray]
 ) -> np.ndarray:
@@ -241,7 +260,7 @@ def segmentation_from_masks(
         segmentation = np.where(masks[target.key], most_probable, 0)
     else:
         segmentation = np.zeros(shape, dtype=np.int64)
-        for target in sorted(targets, key=lambda t: t.channel):
+        for target in write_order(targets):
             segmentation[masks[target.key]] = target.output_label
     top = int(segmentation.max()) if segmentation.size else 0
     return segmentation.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32)

@@ -15,6 +15,7 @@ import numpy as np
 
 from nnunet_lesionloss.evaluation import dataset_labels, io
 from nnunet_lesionloss.evaluation.io import CaseError
+from nnunet_lesionloss.evaluation.operating_point.apply import written_over_by
 from nnunet_lesionloss.evaluation.operating_point.grid import (
     DICE_THRESHOLDS,
     LESION_MIN_SIZES,
@@ -165,11 +166,14 @@ def choose_operating_point(
     folds = [np.array([i for i, case in enumerate(cases) if fold_of[case] == f]) for f in fold_names]
 
     record_targets = {}
+    overwritten = written_over_by(targets)
     for target in targets:
         counts = np.stack(per_target[target.key])
         record_targets[target.key] = _target_record(
             target, counts, folds, fold_names, criterion, thresholds, min_sizes, max_fp_per_case, settings
         )
+        # the estimates are of the region's own mask; apply-threshold's label map lets these overwrite it
+        record_targets[target.key]["written_over_by"] = overwritten[target.key]
     record = {
         "format": FORMAT,
         "criterion": criterion,

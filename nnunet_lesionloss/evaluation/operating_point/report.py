@@ -42,6 +42,12 @@ def format_record(record: dict) -> str:
                 f"  no grid point has at most {format_number(record['max_fp_per_case'], None)} FP per case: "
                 "the fewest were taken"
             )
+        if target.get("written_over_by"):
+            lines.append(
+                f"  note: these estimates are of {target['name']}'s own mask; the label map apply-threshold writes "
+                f"lets {', '.join(target['written_over_by'])} overwrite it where they overlap (as nnU-Net writes "
+                f"regions), so evaluate of the written maps can differ for {target['name']}"
+            )
         nested = target["nested"]
         if nested is None:
             lines.append("  nested estimate: none (one fold)")
