@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest_evaluation import cube, load_strict_json, write_image
@@ -170,3 +171,12 @@ def test_compare_gives_a_cv_summary_run_and_an_evaluate_run_of_the_same_predicti
     dice = next(row for row in csv.DictReader(open(out / "compare.csv")) if row["metric"] == "Dice")
     case_mean = (1 + 2 * 4 / 12 + 0) / 3
     assert float(dice["cv"]) == pytest.approx(case_mean) and float(dice["ev"]) == pytest.approx(case_mean)
+
+
+def test_a_complex_valued_label_image_is_refused_naming_its_type(tmp_path, capsys):
+    """Seen: a complex-valued reference was read with only numpy's ComplexWarning (its real part counted)."""
+    reference = cube(SHAPE, (2, 2, 2), (3, 3, 3))
+    write_image(tmp_path / "pred" / "c0.nii.gz", reference)
+    write_image(tmp_path / "gt" / "c0.nii.gz", reference.astype(np.complex64))
+    code = main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "-o", str(tmp_path / "o")])
+    assert code == 1 and "complex64 values; a label map holds integers" in capsys.readouterr().err

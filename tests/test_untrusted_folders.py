@@ -166,7 +166,10 @@ def test_what_is_not_a_probability_is_refused_by_every_command_that_reads_them(
     if command == "froc":
         arguments += ["-o", str(tmp_path / "out")]
     assert main([command, *arguments]) != 0
-    assert named in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert named in err
+    # the folder's dataset.json declares the softmax: the message does not ask for one (a probe saw it did)
+    assert "Pass the model's dataset.json" not in err
 
 
 def test_inspecting_a_planned_dataset_never_runs_a_pickle_of_its_preprocessed_folder(

@@ -72,6 +72,8 @@ def read_label_image(path: str | os.PathLike) -> LabelImage:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a label map has one")
     array = sitk.GetArrayFromImage(image)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise CaseError(f"{path} holds {array.dtype} values; a label map holds integers")
     if np.issubdtype(array.dtype, np.floating) and nifti:
         _check_nifti_values(path)
     return LabelImage(

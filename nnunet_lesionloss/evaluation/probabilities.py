@@ -143,7 +143,7 @@ class ProbabilityChannels:
                 f"probabilities{where} have {probabilities.shape[0]} channels, but {self.source} describes "
                 f"{self.describe()} ({self.n_channels} channels)"
             )
-        check_probability_values(probabilities, softmax=not self.has_regions, where=where)
+        check_probability_values(probabilities, softmax=not self.has_regions, where=where, declared_by=self.source)
 
     def probability(self, probabilities: np.ndarray, values: Sequence[int]) -> np.ndarray:
         """Probability map of a label (or of the union of several labels) or of a region.
@@ -509,7 +509,8 @@ def foreground_probability(probabilities: np.ndarray, target: ProbabilityTarget)
     if target.channel is not None and target.channel >= n_channels:
         raise CaseError(f"channel {target.channel} out of range for {n_channels} channels")
     # declared by dataset.json, or assumed without one: a softmax must sum to 1
-    check_probability_values(probabilities, softmax=target.kind == "softmax")
+    declared_by = None if target.n_channels is None else "dataset.json"
+    check_probability_values(probabilities, softmax=target.kind == "softmax", declared_by=declared_by)
     return 1.0 - probabilities[0] if target.channel is None else probabilities[target.channel]
 
 
@@ -517,11 +518,14 @@ def foreground_probability(probabilities: np.ndarray, target: ProbabilityTarget)
 RANGE_TOLERANCE = 1e-6
 
 
-def check_probability_values(probabilities: np.ndarray, softmax: bool, where: str = "") -> None:
+def check_probability_values(
+    probabilities: np.ndarray, softmax: bool, where: str = "", declared_by: str | None = None
+) -> None:
     """CaseError unless every value is a finite probability in [0, 1] and, for a softmax model, the channels of
     every voxel sum to 1 (within :data:`SOFTMAX_TOLERANCE`): the one check of the values of nnU-Net's ``.npz``
     (the FROC analysis and choose-threshold alike). Logits, NaN in any channel (the background's too) and -inf
-    are refused, naming what was found."""
+    are refused, naming what was found. ``declared_by``: what declared the softmax (a dataset.json), or None
+    when it was assumed for want of one."""
     if not np.issubdtype(probabilities.dtype, np.floating):
         raise CaseError(f"probabilities{where} are of type {probabilities.dtype}, not floating point")
     finite = np.isfinite(probabilities)
@@ -540,8 +544,12 @@ def check_probability_values(probabilities: np.ndarray, softmax: bool, where: st
     if softmax:
         deviation = float(np.abs(probabilities.sum(axis=0, dtype=np.float64) - 1.0).max())
         if deviation > SOFTMAX_TOLERANCE:
+            advice = (
+                "sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) or --channel"
+                if declared_by is None
+                else f"{declared_by} declares a label-based (softmax) model: are these that model's probabilities?"
+            )
             raise CaseError(
                 f"the {probabilities.shape[0]} probability channels{where} do not sum to 1 (by up to {deviation:.3g}) "
-                "as a softmax does: sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) "
-                "or --channel"
+                f"as a softmax does: {advice}"
             )
