@@ -42,7 +42,7 @@ def assert_same_value_and_gradient(
     (new_grad,) = torch.autograd.grad(new, leaf, retain_graph=True, allow_unused=True)
     old_grad = None
     if old.requires_grad:
-        (old_grad,) = torch.autograd.grad(old, leaf, allow_unused=True)
+        (old_grad,) = torch.autograd.grad(old, leaf, retain_graph=True, allow_unused=True)
     new_grad = torch.zeros_like(leaf) if new_grad is None else new_grad
     old_grad = torch.zeros_like(leaf) if old_grad is None else old_grad
     scale = float(old_grad.abs().max()) if old_grad.numel() else 0.0
