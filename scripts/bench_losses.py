@@ -84,6 +84,8 @@ LOSSES: dict[str, LossFn] = {
         p, m["ids"], m["cells"], cell_counts=m["counts"], empty_pairs="skip", validate=v
     ),
     "IWL-CC Dice+CE": lambda p, m, v: cc_loss(p, m["ids"], m["cells"], iwl=True, cell_counts=m["counts"], validate=v),
+    # the functional API without the loader's cell counts: the loss counts the cells' voxels itself
+    "CC Dice+CE, cells counted by the loss": lambda p, m, v: cc_loss(p, m["ids"], m["cells"], validate=v),
     "inverse-weighted Dice+CE": lambda p, m, v: inverse_weighted_loss(p, m["ids"], validate=v),
     "CAT": lambda p, m, v: cat_loss(p, m["ids"], validate=v),
     "MIL": lambda p, m, v: mil_loss(p, m["ids"], validate=v),
