@@ -15,7 +15,9 @@ import numpy as np
 __all__ = [
     "VALID_CONNECTIVITY",
     "ANY_CONNECTIVITY",
+    "NAMED_CONNECTIVITY",
     "default_connectivity",
+    "check_connectivity_value",
     "check_connectivity",
     "label_components",
     "voronoi_cells",
@@ -31,6 +33,24 @@ __all__ = [
 VALID_CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
 #: every connectivity valid in some dimension (for option lists that do not know the image yet)
 ANY_CONNECTIVITY = tuple(sorted({c for valid in VALID_CONNECTIVITY.values() for c in valid}))
+#: connectivities named for every dimension: full = 26 in 3D / 8 in 2D, face = 6 / 4
+NAMED_CONNECTIVITY = ("full", "face")
+
+
+def check_connectivity_value(connectivity, name: str = "connectivity") -> int | str:
+    """A connectivity as a setting holds it before the image's dimension is known: 'full', 'face' or a
+    number valid in some dimension (:data:`ANY_CONNECTIVITY`). Raises ValueError naming ``name``. The
+    one check of the package's settings, configs and options; :func:`check_connectivity` resolves it
+    for an image."""
+    if connectivity in NAMED_CONNECTIVITY:
+        return connectivity
+    if isinstance(connectivity, (int, np.integer)) and not isinstance(connectivity, bool):
+        if int(connectivity) in ANY_CONNECTIVITY:
+            return int(connectivity)
+    raise ValueError(
+        f"{name} must be 'full' (26 in 3D, 8 in 2D), 'face' (6 / 4), one of {VALID_CONNECTIVITY[3]} (3D) or "
+        f"{VALID_CONNECTIVITY[2]} (2D), got {connectivity!r}"
+    )
 
 
 def default_connectivity(ndim: int) -> int:

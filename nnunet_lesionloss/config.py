@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, VALID_CONNECTIVITY
+from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity, check_connectivity_value
 
 __all__ = [
     "resolve_connectivity",
@@ -253,11 +253,7 @@ def validate_structure(config: dict) -> dict:
     channels = config.setdefault("channels", "per_class")
     if channels not in ("per_class", "union"):
         raise ConfigError(f"channels must be 'per_class' or 'union', got {channels!r}")
-    connectivity = config.setdefault("connectivity", "full")
-    if connectivity not in ("full", "face", *ANY_CONNECTIVITY):
-        raise ConfigError(
-            f"connectivity must be 'full', 'face', {VALID_CONNECTIVITY[2]} (2D) or {VALID_CONNECTIVITY[3]} (3D), got {connectivity!r}"
-        )
+    _check_connectivity_setting(config.setdefault("connectivity", "full"), "connectivity")
     base = config.setdefault("base", {"weight": 1.0})
     if not isinstance(base, dict) or set(base) - {"weight", "loss"}:
         raise ConfigError(f"base must be a mapping with the keys 'weight' and 'loss', got {base!r}")
@@ -348,10 +344,7 @@ def _validate_lesion_validation(section: Any) -> dict:
     out = merge(LESION_VALIDATION_DEFAULTS, section)
     if not isinstance(out["enabled"], bool):
         raise ConfigError(f"lesion_validation.enabled must be true or false, got {out['enabled']!r}")
-    if out["connectivity"] not in ("full", "face", *ANY_CONNECTIVITY):
-        raise ConfigError(
-            f"lesion_validation.connectivity must be 'full', 'face' or one of {ANY_CONNECTIVITY}, got {out['connectivity']!r}"
-        )
+    _check_connectivity_setting(out["connectivity"], "lesion_validation.connectivity")
     if out["small_lesion_voxels"] != "auto":
         out["small_lesion_voxels"] = _number(
             out["small_lesion_voxels"], "lesion_validation.small_lesion_voxels", minimum=1, integer=True
@@ -496,15 +489,20 @@ def loss_terms(config: dict) -> dict:
     return {**terms, **config["terms"]}
 
 
+def _check_connectivity_setting(value, name: str) -> None:
+    try:
+        check_connectivity_value(value, name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def resolve_connectivity(connectivity: str | int, spatial_dims: int) -> int:
-    """The cc3d connectivity of a config value for 2D or 3D patches ('full', 'face' or a number)."""
-    valid = VALID_CONNECTIVITY[spatial_dims]
-    if connectivity == "full":
-        return valid[-1]
-    if connectivity == "face":
-        return valid[0]
-    if connectivity not in valid:
+    """The cc3d connectivity of a config value for 2D or 3D patches ('full', 'face' or a number), as
+    :func:`~nnunet_lesionloss.components.check_connectivity` resolves it; ConfigError when invalid there."""
+    try:
+        return check_connectivity(connectivity, spatial_dims)
+    except ValueError:
         raise ConfigError(
-            f"connectivity {connectivity} is not valid for {spatial_dims}D patches; choose one of {valid}, 'face' or 'full'"
-        )
-    return int(connectivity)
+            f"connectivity {connectivity} is not valid for {spatial_dims}D patches; choose one of "
+            f"{VALID_CONNECTIVITY[spatial_dims]}, 'face' or 'full'"
+        ) from None

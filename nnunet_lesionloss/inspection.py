@@ -22,33 +22,45 @@ keep at least one voxel in the downsampled segmentation. nnU-Net applies it to a
 patch whose corner lies on the network's stride grid samples the same voxels as the whole case does
 here (the case is cut on that grid), a patch elsewhere samples a shifted lattice. Over many lesions
 at arbitrary positions the share of one lattice estimates the share of a random patch position.
+
+This module computes (inspect.json's content, the τ of ``nnUNetTrainerSizePenaltyAuto``); inspection_report.py
+turns it into the hints, ``inspect.md`` and the histograms, and writes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from nnunet_lesionloss.components import VALID_CONNECTIVITY, check_connectivity, component_statistics, label_components
-from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML
-from nnunet_lesionloss.evaluation.settings import EvaluationSettings
+from nnunet_lesionloss.config import load_config, loss_terms
+from nnunet_lesionloss.evaluation import io
+from nnunet_lesionloss.evaluation.postprocess import DEFAULT_MIN_VOXELS
+from nnunet_lesionloss.evaluation.probabilities import load_properties
+from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
 
 __all__ = [
     "SHARE_THRESHOLDS_VOXELS",
     "ASSUMED_POOL_KERNELS",
+    "REMOVE_SMALL_DEFAULT_VOXELS",
     "InspectionSource",
     "resolve_source",
     "inspect_labels",
     "inspect_dataset",
     "deep_supervision_erasure",
-    "register",
+    "size_penalty_auto_tau",
+    "terms_by_scales",
 ]
 
 #: the voxel counts of ``share_at_most_voxels`` (inspect.json) and of the histogram's marks
@@ -75,10 +87,15 @@ class InspectionSource:
     ds_source: str = ""
     loss_weights: list[float] = field(default_factory=list)
     planned: SimpleNamespace | None = None  # plans_manager, configuration_manager, folder, dataset_json
+    #: the values a label map may hold (dataset.json's labels and ignore label; None: no dataset.json): a case
+    #: with another value fails, named, as in ``evaluate`` (``io.check_label_values``)
+    allowed: set[int] | None = None
+    folder: Path | None = None  # the folder the label maps are read from
 
 
 def deep_supervision_scales(pool_op_kernel_sizes: Sequence[Sequence[int]]) -> list[tuple[float, ...]]:
     """The scales nnU-Net 2.8's trainer downsamples the targets to (``_get_deep_supervision_scales``)."""
+    # lazy: nnunetv2's trainer imports torch and its whole training stack (the command line imports this module)
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     view = SimpleNamespace(
@@ -98,8 +115,6 @@ def deep_supervision_loss_weights(num_scales: int) -> list[float]:
 
 def _label_groups(dataset: dict | None) -> tuple[dict[str, tuple[int, ...]] | None, dict[str, str]]:
     """Label key -> values of every label and region of dataset.json (the ignore label is none of them)."""
-    from nnunet_lesionloss.evaluation import io
-
     if dataset is None:
         return None, {}
     groups = io.labels_from_dataset_json(dataset)
@@ -109,8 +124,6 @@ def _label_groups(dataset: dict | None) -> tuple[dict[str, tuple[int, ...]] | No
 
 
 def _folder_source(folder: Path, dataset_json: Path | None, file_ending: str | None, name: str) -> InspectionSource:
-    from nnunet_lesionloss.evaluation import io
-
     dataset = io.read_dataset_json(dataset_json) if dataset_json is not None else None
     if file_ending is None and dataset is not None:
         file_ending = dataset.get("file_ending")
@@ -134,15 +147,16 @@ def _folder_source(folder: Path, dataset_json: Path | None, file_ending: str | N
         ds_scales=deep_supervision_scales(pools),
         ds_source="assumed: nnU-Net's 3d_fullres scales for an isotropic 128³ patch (no plans)",
         loss_weights=deep_supervision_loss_weights(len(pools) - 1),
+        allowed=None if dataset is None else io.allowed_label_values(dataset),
+        folder=folder,
     )
 
 
 def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuration: str) -> InspectionSource | None:
     """The preprocessed segmentations of a planned dataset, or None when that configuration has no data."""
+    # nnunetv2 (and the torch it imports) only where a planned dataset is read: every command's start imports this
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnunet_lesionloss.evaluation import io
 
     plans_file = base / f"{plans}.json"
     if not plans_file.is_file():
@@ -164,8 +178,10 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
     spacing = tuple(float(s) for s in configuration_manager.spacing)
 
     def read(case: str) -> tuple[np.ndarray, tuple[float, ...]]:
-        segmentation = np.asarray(dataset.load_case(case)[1][:])[0]
-        return segmentation, spacing  # -1 (outside nnU-Net's nonzero crop) is background
+        with properties_read_restricted():
+            segmentation = np.array(dataset.load_case(case)[1][:])[0]
+        segmentation[segmentation == -1] = 0  # nnU-Net's mark of the background outside its nonzero crop
+        return segmentation, spacing
 
     pools = configuration_manager.pool_op_kernel_sizes
     scales = deep_supervision_scales(pools)
@@ -190,22 +206,40 @@ def _preprocessed_source(dataset_name: str, base: Path, plans: str, configuratio
             dataset_json=dataset_json,
             dataset_class=dataset_class,
         ),
+        allowed=io.allowed_label_values(dataset_json),
+        folder=folder,
     )
+
+
+#: the plans and configuration a dataset id or name is inspected with unless others are given
+DEFAULT_PLANS, DEFAULT_CONFIGURATION = "nnUNetPlans", "3d_fullres"
 
 
 def resolve_source(
     source: str,
-    plans: str = "nnUNetPlans",
-    configuration: str = "3d_fullres",
+    plans: str | None = None,
+    configuration: str | None = None,
     file_ending: str | None = None,
     dataset_json: str | None = None,
 ) -> InspectionSource:
     """A folder of label images, a raw dataset folder (with ``labelsTr``), or an nnU-Net dataset id or name.
 
     A dataset id or name is inspected in its preprocessed form when ``nnUNet_preprocessed`` holds the
-    configuration's data, else from ``nnUNet_raw/<dataset>/labelsTr``.
+    configuration's data (``plans`` and ``configuration``, default nnUNetPlans 3d_fullres), else from
+    ``nnUNet_raw/<dataset>/labelsTr``; plans or a configuration given explicitly are never replaced by the raw
+    labels in silence (an error when their data is missing), and given for a folder they are an error too.
     """
     path = Path(source)
+    chosen = [name for name, value in (("--plans", plans), ("--configuration", configuration)) if value is not None]
+    if path.is_dir() and chosen:
+        raise ValueError(
+            "; ".join(
+                f"{option} has no effect on a folder of label images (only a dataset id or name is read as nnU-Net "
+                "preprocessed it): leave it out"
+                for option in chosen
+            )
+        )
+    plans, configuration = plans or DEFAULT_PLANS, configuration or DEFAULT_CONFIGURATION
     if path.is_dir():
         if (path / "labelsTr").is_dir():
             return _folder_source(
@@ -216,6 +250,7 @@ def resolve_source(
         return _folder_source(path, found, file_ending, str(path))
     if not (source.isdigit() or source.startswith("Dataset")):
         raise FileNotFoundError(f"{source} is neither a folder nor an nnU-Net dataset id or name (DatasetXXX_Name)")
+    # lazy: nnunetv2 is needed only for a dataset id or name (the command line imports this module)
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     try:
@@ -227,6 +262,11 @@ def resolve_source(
         planned = _preprocessed_source(name, Path(preprocessed) / name, plans, configuration)
         if planned is not None:
             return planned
+    if chosen:
+        raise FileNotFoundError(
+            f"{name}: no preprocessed {configuration} data ({plans}) in nnUNet_preprocessed, which "
+            f"{' and '.join(chosen)} ask for (without them, nnUNet_raw/{name}/labelsTr is inspected)"
+        )
     raw = os.environ.get("nnUNet_raw")
     if not raw or not (Path(raw) / name / "labelsTr").is_dir():
         raise FileNotFoundError(
@@ -235,6 +275,23 @@ def resolve_source(
         )
     folder = Path(raw) / name
     return _folder_source(folder / "labelsTr", Path(dataset_json or folder / "dataset.json"), file_ending, name)
+
+
+@contextlib.contextmanager
+def properties_read_restricted():
+    """Within this block nnU-Net's dataset classes read each case's ``.pkl`` (its preprocessed properties) with
+    the restricted unpickler of :func:`~nnunet_lesionloss.evaluation.probabilities.load_properties` instead of
+    their plain ``pickle.load`` (``load_pickle``), which would call whatever a file names: inspecting a dataset
+    never runs code from its folder."""
+    # lazy: nnunetv2's loader imports torch (the command line imports this module)
+    from nnunetv2.training.dataloading import nnunet_dataset
+
+    original = nnunet_dataset.load_pickle
+    nnunet_dataset.load_pickle = load_properties
+    try:
+        yield
+    finally:
+        nnunet_dataset.load_pickle = original
 
 
 # --------------------------------------------------------------------------- one case
@@ -291,6 +348,7 @@ def _aligned_box(foreground: np.ndarray, strides: Sequence[int]) -> tuple[tuple[
 def deep_supervision_erasure(component_ids: np.ndarray, counts: Sequence[int], scales) -> list[list[int]]:
     """Per channel of ``component_ids`` [C, *spatial] (ids 1..counts[c]), per scale: how many ids are
     gone after nnU-Net's ``DownsampleSegForDSTransform`` (run here, nearest-exact)."""
+    # lazy: torch only when lesions are inspected (the command line imports this module)
     import torch
     from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
@@ -372,7 +430,7 @@ def _quartiles(values: np.ndarray) -> dict | None:
 
 
 #: remove-small's default minimum size (Joshi 2026 §4.5), for the hint of what it would delete
-REMOVE_SMALL_DEFAULT_VOXELS = 5
+REMOVE_SMALL_DEFAULT_VOXELS = DEFAULT_MIN_VOXELS
 
 
 def summarise_label(per_case: list[CaseLesions], scales: Sequence[Sequence[float]]) -> dict:
@@ -415,6 +473,7 @@ def inspect_dataset(
             print(f"\r{k + 1}/{len(source.cases)} {case}", end="", file=sys.stderr, flush=True)
         try:
             labels, spacing = source.read(case)
+            io.check_label_values(io.present_values(labels), source.allowed, "label image")
             ndim = labels.ndim
             groups = source.groups
             if groups is None:
@@ -458,7 +517,7 @@ def inspect_dataset(
     return report, sizes
 
 
-# --------------------------------------------------------------------------- decision hints
+# --------------------------------------------------------------------------- what the hints are computed from
 def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
     """τ that ``nnUNetTrainerSizePenaltyAuto`` would use on this planned dataset (fold ``fold``).
 
@@ -469,15 +528,11 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
     :func:`~nnunet_lesionloss.losses.size_penalty.estimate_size_penalty_tau`. Nothing is written (a
     missing ``splits_final.json`` is computed as nnU-Net would create it).
     """
-    import json
-    import warnings
-
+    # lazy: nnunetv2's trainer, the losses and the training set-up import torch and nnU-Net's training stack
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
-    from nnunet_lesionloss.config import load_config
     from nnunet_lesionloss.losses.size_penalty import estimate_size_penalty_tau
-    from nnunet_lesionloss.training.dataset_statistics import draw_training_patches, patch_foreground_volumes
     from nnunet_lesionloss.training.setup import resolve_setup
     from nnunet_lesionloss.training.variants import nnUNetTrainerSizePenaltyAuto
 
@@ -508,15 +563,16 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
         print_to_log_file=lambda *args, **kwargs: None,
     )
     initial_patch_size = nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size(view)[2]
-    patches = draw_training_patches(
-        planned.dataset_class(str(planned.folder), train_cases),
-        label_manager,
-        batch_size=planned.configuration_manager.batch_size,
-        initial_patch_size=initial_patch_size,
-        patch_size=planned.configuration_manager.patch_size,
-        oversample_foreground_percent=NNUNET_OVERSAMPLE_FOREGROUND,
-        num_patches=settings["patches"],
-    )
+    with properties_read_restricted():  # the loader reads each case's properties (its class locations)
+        patches = draw_training_patches(
+            planned.dataset_class(str(planned.folder), train_cases),
+            label_manager,
+            batch_size=planned.configuration_manager.batch_size,
+            initial_patch_size=initial_patch_size,
+            patch_size=planned.configuration_manager.patch_size,
+            oversample_foreground_percent=NNUNET_OVERSAMPLE_FOREGROUND,
+            num_patches=settings["patches"],
+        )
     volumes = patch_foreground_volumes(patches, lambda label_map: trainer._loss_channel_masks(view, label_map))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -534,10 +590,6 @@ def size_penalty_auto_tau(source: InspectionSource, fold: int = 0) -> dict:
 
 def terms_by_scales() -> dict[str, list[str]]:
     """Loss terms of the shipped trainer configs, by the deep-supervision outputs they see."""
-    from importlib import resources
-
-    from nnunet_lesionloss.config import load_config, loss_terms
-
     by_scales: dict[str, set[str]] = {"all": set(), "full": set()}
     for entry in resources.files("nnunet_lesionloss.configs").iterdir():
         if entry.name.endswith(".yaml"):
@@ -545,311 +597,3 @@ def terms_by_scales() -> dict[str, list[str]]:
             for name, term in loss_terms(config).items():
                 by_scales[term.get("scales", "all")].add(name)
     return {key: sorted(names) for key, names in by_scales.items()}
-
-
-def _face_presets(face: int) -> list[str]:
-    """The evaluation presets whose lesions are face-connected."""
-    from nnunet_lesionloss.evaluation.settings import PRESETS
-
-    return [name for name, preset in PRESETS.items() if preset.settings.connectivity in ("face", face)]
-
-
-def _scale_text(scale: Sequence[float]) -> str:
-    parts = [f"1/{round(1 / s)}" if s < 1 else "1" for s in scale]
-    return parts[0] if len(set(parts)) == 1 else "×".join(parts)
-
-
-def decision_hints(report: dict) -> list[str]:
-    """One line per decision the numbers inform, each with its number."""
-    small_lesion_ml = EvaluationSettings().small_lesion_ml
-    hints = []
-    scales = report["deep_supervision_scales"]
-    weights = report["deep_supervision_loss_weights"]
-    terms = report.get("terms_by_scales") or {}
-    for key, entry in report["labels"].items():
-        n = entry["lesions"]
-        name = f"label {entry['name']} ({key})" if entry["name"] != key else f"label {key}"
-        if not n:
-            hints.append(f"{name}: no lesion in {entry['cases']} cases")
-            continue
-        voxel_volumes = [float(np.prod(s)) for s in entry["spacing"]["mm"]]
-        if len(voxel_volumes) == 1:
-            small_voxels = small_lesion_ml * MM3_PER_ML / voxel_volumes[0]
-            hints.append(
-                f"{name}: the evaluation's small lesion (<= {small_lesion_ml:g} mL) is <= {small_voxels:g} voxels at this "
-                f"spacing; remove-small's default deletes components below {REMOVE_SMALL_DEFAULT_VOXELS} voxels (Joshi 2026), "
-                f"and {_percent(entry[f'share_below_{REMOVE_SMALL_DEFAULT_VOXELS}_voxels'])} of the lesions here are that "
-                "small: check with remove-small --sweep before using it"
-            )
-        lost = [(k, s) for k, s in enumerate(entry["erased_at_scale"]) if s and weights[k] > 0]
-        if lost:
-            worst_k, worst = max(lost, key=lambda x: x[1])
-            line = (
-                f"{name}: nnU-Net's deep-supervision targets erase {', '.join(f'{100 * s:.1f} %' for s in entry['erased_at_scale'])} "
-                f"of the lesions at scales {', '.join(_scale_text(s) for s in scales)} (loss weights "
-                f"{', '.join(f'{w:.3g}' for w in weights)}); {100 * worst:.1f} % at {_scale_text(scales[worst_k])}"
-            )
-            if terms:
-                line += (
-                    f": terms at every scale ({', '.join(terms['all'])}) cannot see them there; terms at full "
-                    f"resolution only ({', '.join(terms['full'])}) see every lesion"
-                )
-            hints.append(line)
-        if entry["split_at_face_connectivity"]:
-            split, parts = entry["split_at_face_connectivity"], entry["face_components_in_split_lesions"]
-            hints.append(
-                f"{name}: {split} lesions at {report['full_connectivity']}-connectivity consist of {parts} components at "
-                f"{report['face_connectivity']}-connectivity: a {report['face_connectivity']}-connected evaluation "
-                f"(presets {', '.join(_face_presets(report['face_connectivity']))}) counts {parts - split} more lesions"
-            )
-        if entry["touching_border"]:
-            hints.append(
-                f"{name}: {entry['touching_border']} lesions touch the image border (cut by the field of view)"
-            )
-    tau = report.get("size_penalty_auto")
-    if tau and "tau" in tau:
-        hints.append(
-            f"nnUNetTrainerSizePenaltyAuto would use tau = {tau['tau']:.4g} voxels (quantile {tau['quantile']:g} of "
-            f"{tau['lesion_positive_volumes']} lesion-positive patch volumes V_g of {tau['patches']} patches of fold "
-            f"{tau['fold']}'s training cases; the paper's tau is 600)"
-        )
-    elif tau:
-        hints.append(f"nnUNetTrainerSizePenaltyAuto's tau: {tau['skipped']}")
-    return hints
-
-
-# --------------------------------------------------------------------------- outputs
-def _number(value, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    if float(value).is_integer():
-        return f"{int(value)}"
-    return f"{value:.{digits}f}"
-
-
-def markdown_table(report: dict) -> str:
-    keys = list(report["labels"])
-    entries = [report["labels"][k] for k in keys]
-    scales = report["deep_supervision_scales"]
-
-    def row(title: str, cells: list[str]) -> str:
-        return f"| {title} | " + " | ".join(cells) + " |"
-
-    def quartiles(entry: dict, name: str, digits: int = 1) -> str:
-        q = entry[name]
-        if q is None:
-            return "–"
-        return " / ".join(_number(q[k], digits) for k in ("min", "q1", "median", "q3", "max"))
-
-    lines = [
-        f"# Lesions of {report['dataset']}",
-        "",
-        f"{report['n_cases']} cases"
-        + (f", {report['n_failed']} could not be read (listed below)" if report["n_failed"] else "")
-        + f"; lesions = {report['connectivity']}-connected components; spacing: {report['spacing']['source']} ("
-        + ", ".join("×".join(f"{s:g}" for s in spacing) for spacing in report["spacing"]["mm"])
-        + " mm); deep-supervision scales: "
-        + ", ".join(_scale_text(s) for s in scales)
-        + f" ({report['deep_supervision_source']}).",
-        "",
-        row("", [f"{e['name']} ({k})" if e["name"] != k else k for k, e in zip(keys, entries)]),
-        "|---|" + "---|" * len(keys),
-        row("cases", [str(e["cases"]) for e in entries]),
-        row("lesions", [str(e["lesions"]) for e in entries]),
-        row(
-            "lesions per case: median [IQR], max",
-            [
-                "–"
-                if e["lesions_per_case"] is None
-                else f"{_number(e['lesions_per_case']['median'])} [{_number(e['lesions_per_case']['q1'])}–"
-                f"{_number(e['lesions_per_case']['q3'])}], {_number(e['lesions_per_case']['max'])}"
-                for e in entries
-            ],
-        ),
-        row("volume (voxels): min / Q1 / median / Q3 / max", [quartiles(e, "volume_voxels") for e in entries]),
-        row("volume (mm³): min / Q1 / median / Q3 / max", [quartiles(e, "volume_mm3") for e in entries]),
-    ]
-    for t in SHARE_THRESHOLDS_VOXELS:
-        lines.append(
-            row(
-                f"share of lesions <= {t} voxels",
-                [_percent(e["share_at_most_voxels"][str(t)]) for e in entries],
-            )
-        )
-    lines += [
-        row("lesions touching the image border", [str(e["touching_border"]) for e in entries]),
-        row(
-            f"one lesion at {report['full_connectivity']}-conn., several at {report['face_connectivity']} (their components)",
-            [f"{e['split_at_face_connectivity']} ({e['face_components_in_split_lesions']})" for e in entries],
-        ),
-    ]
-    for k, scale in enumerate(scales):
-        weight = report["deep_supervision_loss_weights"][k]
-        lines.append(
-            row(
-                f"erased by the DS target at {_scale_text(scale)} (loss weight {weight:.3g})",
-                [
-                    f"{_percent(e['erased_at_scale'][k])} ({e['erased_count_at_scale'][k]})" if e["lesions"] else "–"
-                    for e in entries
-                ],
-            )
-        )
-    hints = decision_hints(report)
-    if hints:
-        lines += ["", "What it means for training and post-processing:", ""] + [f"- {h}" for h in hints]
-    if report["errors"]:
-        lines += ["", "Cases that could not be inspected:", ""] + [f"- {c}: {e}" for c, e in report["errors"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-def plot_size_histogram(
-    entry: dict,
-    voxels: np.ndarray,
-    path: Path,
-    small_lesion_voxels: float | None,
-    small_lesion_ml: float,
-    title: str,
-) -> Path:
-    """Log-scale histogram of lesion sizes (voxels) with the 10/50/100-voxel and small-lesion marks."""
-    from nnunet_lesionloss.evaluation import io
-    from nnunet_lesionloss.evaluation.compare import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    if len(voxels):
-        top = max(int(voxels.max()), 2)
-        edges = np.unique(np.round(np.geomspace(1, top + 1, num=min(40, top + 1))).astype(int))
-        edges = np.append(edges, edges[-1] + 1) if edges[-1] <= top else edges
-        ax.hist(voxels, bins=edges - 0.5, color="tab:blue", alpha=0.8)
-    ax.set_xscale("log")
-    colours = ("tab:red", "tab:orange", "tab:green")
-    for t, colour in zip(SHARE_THRESHOLDS_VOXELS, colours):
-        share = entry["share_at_most_voxels"][str(t)]
-        ax.axvline(t + 0.5, color=colour, linestyle="--", linewidth=1, label=f"<= {t} voxels: {_percent(share)}")
-    if small_lesion_voxels is not None:
-        ax.axvline(
-            small_lesion_voxels + 0.5,
-            color="black",
-            linestyle=":",
-            linewidth=1,
-            label=f"small lesion (<= {small_lesion_ml:g} mL = {small_lesion_voxels:g} voxels)",
-        )
-    ax.set_xlabel("lesion size (voxels, log scale)")
-    ax.set_ylabel("lesions")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    io.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, format="png"))
-    plt.close(fig)
-    return path
-
-
-def histogram_name(key: str, name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in (name if name == key else f"{key}_{name}"))
-    return f"size_histogram_{safe}.png"
-
-
-def run_inspection(
-    source_text: str,
-    output_dir: str | None = None,
-    plans: str = "nnUNetPlans",
-    configuration: str = "3d_fullres",
-    connectivity: int | None = None,
-    file_ending: str | None = None,
-    dataset_json: str | None = None,
-    tau: bool = True,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> tuple[dict, str]:
-    """Inspect, write ``inspect.json``, ``inspect.md`` and the histograms to ``output_dir`` (if given);
-    returns the report and its Markdown."""
-    from nnunet_lesionloss.evaluation import io
-
-    source = resolve_source(source_text, plans, configuration, file_ending, dataset_json)
-    if output_dir is not None:  # before the work: the output must be writable
-        io.prepare_output_dir(output_dir, ["inspect.md", "inspect.json"], overwrite, marker="inspect.json")
-    report, sizes = inspect_dataset(source, connectivity, progress=progress)
-    report["terms_by_scales"] = terms_by_scales()
-    if source.planned is not None and tau:
-        try:
-            report["size_penalty_auto"] = size_penalty_auto_tau(source)
-        except Exception as error:  # the hint must not cost the inspection
-            report["size_penalty_auto"] = {"skipped": f"not computed ({type(error).__name__}: {error})"}
-    elif source.planned is None:
-        report["size_penalty_auto"] = {"skipped": "needs a planned and preprocessed dataset (its training patches)"}
-    text = markdown_table(report)
-    if output_dir is not None:
-        output = Path(output_dir)
-        names = {key: histogram_name(key, entry["name"]) for key, entry in report["labels"].items()}
-        for name in names.values():
-            io.check_writable(output / name, overwrite)
-        small_lesion_ml = EvaluationSettings().small_lesion_ml
-        for key, entry in report["labels"].items():
-            volumes = [float(np.prod(s)) for s in entry["spacing"]["mm"]]
-            small = small_lesion_ml * MM3_PER_ML / volumes[0] if len(volumes) == 1 else None
-            title = f"Lesion sizes of {report['dataset']}, label {entry['name']}"
-            plot_size_histogram(entry, sizes[key], output / names[key], small, small_lesion_ml, title)
-            entry["histogram"] = names[key]
-        io.write_text(output / "inspect.md", text)
-        io.write_json(output / "inspect.json", report, overwrite=True)
-    return report, text
-
-
-# --------------------------------------------------------------------------- command line
-def _run(args) -> int:
-    try:
-        report, text = run_inspection(
-            args.dataset,
-            args.output,
-            plans=args.plans,
-            configuration=args.configuration,
-            connectivity=args.connectivity,
-            file_ending=args.file_ending,
-            dataset_json=args.dataset_json,
-            tau=not args.no_tau,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(text)
-    if args.output:
-        print(f"written: {Path(args.output) / 'inspect.json'}, inspect.md and the size histograms")
-    if report["n_failed"]:
-        print(f"{report['n_failed']} case(s) could not be inspected (listed above)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(subparsers) -> None:
-    from nnunet_lesionloss.components import ANY_CONNECTIVITY
-
-    p = subparsers.add_parser(
-        "inspect",
-        help="lesion counts, sizes and what nnU-Net's deep supervision erases, per label, before training",
-        description="Inspect the lesions of an nnU-Net dataset (id or name: its preprocessed segmentations at the "
-        "training spacing when planned, else nnUNet_raw/<dataset>/labelsTr) or of a folder of label images.",
-    )
-    p.add_argument(
-        "dataset", help="dataset id (501), name (Dataset501_X), raw dataset folder, or folder of label images"
-    )
-    p.add_argument("-o", "--output", help="write inspect.json, inspect.md and size_histogram_*.png here")
-    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    p.add_argument("-c", "--configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument(
-        "--connectivity",
-        type=int,
-        choices=ANY_CONNECTIVITY,
-        help="lesion connectivity (default: full, 26 in 3D, as the evaluation)",
-    )
-    p.add_argument("--file-ending", help="label image ending (default: dataset.json's, else every readable one)")
-    p.add_argument("--dataset-json", help="dataset.json for the labels and regions (default: found beside the labels)")
-    p.add_argument("--no-tau", action="store_true", help="skip the Size Penalty tau (draws training patches)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.set_defaults(func=_run)

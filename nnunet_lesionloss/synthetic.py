@@ -1,4 +1,5 @@
-"""Synthetic lesion data: label maps with many small blobs, and a tiny nnU-Net raw dataset.
+"""Synthetic lesion data: label maps with many small blobs, and a tiny nnU-Net raw dataset; and simulated
+metric values of two runs trained several times, with known variance components.
 
 Used by the tests, the benchmarks and the demo, so that everything runs without downloading data.
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_lesion_labels", "make_lesion_image"]
+from nnunet_lesionloss.evaluation.repeat_statistics import RepeatComparison, compare_repeats, resample_case_means
+from nnunet_lesionloss.evaluation.statistics import case_resample_weights
+
+__all__ = ["make_lesion_labels", "make_lesion_image", "simulate_repeat_studies", "compare_simulated_studies"]
 
 
 def make_lesion_labels(
@@ -74,6 +78,7 @@ def write_synthetic_dataset(
     contrast: float = 1.5,
     noise: float = 0.5,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> str:
     """Write an MS-like synthetic dataset in nnU-Net's raw format and return its folder.
 
@@ -90,7 +95,15 @@ def write_synthetic_dataset(
 
     if num_cases < 2:
         raise ValueError("nnU-Net needs at least 2 training cases")
-    folder = _raw_dataset_folder(raw_root, dataset_id, name)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"shape must be 2 or 3 positive sizes, got {shape}")
+    if not 0 <= lesions_per_case[0] <= lesions_per_case[1]:
+        raise ValueError(f"lesions_per_case must be (MIN, MAX) with 0 <= MIN <= MAX, got {lesions_per_case}")
+    if num_classes < 1 or not np.isfinite(contrast) or not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(
+            f"num_classes must be >= 1, contrast finite and noise finite and >= 0, got {num_classes}, {contrast}, {noise}"
+        )
+    folder = _raw_dataset_folder(raw_root, dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     head = sum(g**2 for g in grids) <= 0.85**2
@@ -114,9 +127,7 @@ def write_synthetic_dataset(
     label_names = {"background": 0}
     label_names.update({"lesion": 1} if num_classes == 1 else {f"lesion_{c}": c for c in range(1, num_classes + 1)})
     channels = ["FLAIR", "T1"] if two_channels else ["FLAIR"]
-    _write_dataset_json(
-        folder, channels, label_names, num_cases, name, "synthetic MS-like lesions written by nnunet-lesionloss synth"
-    )
+    _write_dataset_json(folder, channels, label_names, num_cases, name, f"synthetic MS-like lesions {WRITTEN_BY}")
     return folder
 
 
@@ -128,6 +139,7 @@ def write_dataset_from_case(
     *,
     name: str = "RealCaseCopies",
     num_cases: int = 4,
+    overwrite: bool = False,
 ) -> str:
     """An nnU-Net raw dataset of ``num_cases`` mirrored copies of one real case (smoke runs on a real image).
 
@@ -146,7 +158,7 @@ def write_dataset_from_case(
         raise ValueError(f"num_cases must be in 1..8 (mirrorings of 3 axes), got {num_cases}")
     if not channel_images:
         raise ValueError("give at least one channel image")
-    folder = _raw_dataset_folder(raw_root, dataset_id, name)
+    folder = _raw_dataset_folder(raw_root, dataset_id, name, overwrite)
     reference = sitk.ReadImage(mask)
     labels = (sitk.GetArrayFromImage(reference) > 0).astype(np.uint8)
     channels = {}
@@ -176,18 +188,52 @@ def write_dataset_from_case(
         {"background": 0, "lesion": 1},
         num_cases,
         name,
-        f"{num_cases} mirrored copies of {source}",
+        f"{num_cases} mirrored copies of {source}, {WRITTEN_BY}",
     )
     return folder
 
 
-def _raw_dataset_folder(raw_root: str, dataset_id: int, name: str) -> str:
-    """``raw_root/DatasetXXX_name`` with its imagesTr and labelsTr folders."""
+#: the mark ``dataset.json`` carries when this module wrote the dataset: only such a dataset is ever replaced
+WRITTEN_BY = "written by nnunet-lesionloss synth"
+
+
+def _raw_dataset_folder(raw_root: str, dataset_id: int, name: str, overwrite: bool = False) -> str:
+    """``raw_root/DatasetXXX_name`` with empty imagesTr and labelsTr folders.
+
+    Never beside another dataset of the same id (nnU-Net refuses an id held by two folders), and never over an
+    existing dataset unless ``overwrite`` is given and the dataset is one this module wrote (its dataset.json
+    says so); then the old folder is removed whole, so no case of the earlier dataset is left behind."""
+    import json
     import os
+    import shutil
 
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}")
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"the dataset name may hold letters, digits, '_' and '-' only, got {name!r}")
     folder = os.path.join(raw_root, f"Dataset{dataset_id:03d}_{name}")
+    prefix = f"Dataset{dataset_id:03d}_"
+    others = (
+        sorted(e for e in os.listdir(raw_root) if e.startswith(prefix) and e != os.path.basename(folder))
+        if (os.path.isdir(raw_root))
+        else []
+    )
+    if others:
+        raise FileExistsError(
+            f"dataset id {dataset_id} is taken in {raw_root} by {', '.join(others)}: nnU-Net would refuse both; "
+            "choose another --dataset-id"
+        )
+    if os.path.exists(folder):
+        if not overwrite:
+            raise FileExistsError(f"{folder} exists; pass --overwrite to replace it")
+        try:
+            with open(os.path.join(folder, "dataset.json")) as handle:
+                description = json.load(handle).get("description", "")
+        except (OSError, ValueError, AttributeError):
+            description = ""
+        if WRITTEN_BY not in str(description):
+            raise FileExistsError(f"{folder} exists and was not written by synth: it is never replaced")
+        shutil.rmtree(folder)
     for sub in ("imagesTr", "labelsTr"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     return folder
@@ -210,3 +256,51 @@ def _write_dataset_json(
     }
     with open(os.path.join(folder, "dataset.json"), "w") as file:
         json.dump(dataset_json, file, indent=2)
+
+
+def simulate_repeat_studies(
+    rng: np.random.Generator,
+    *,
+    studies: int,
+    repeats: int,
+    cases: int,
+    difference: float = 0.0,
+    sd_case: float = 0.1,
+    sd_paired: float = 0.0,
+    sd_retraining: float = 0.0,
+    sd_interaction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case values of a run and a reference run, each trained ``repeats`` times on the same ``cases``,
+    for ``studies`` independent studies: arrays ``[studies, repeats, cases]`` from the two-way model
+    y_ri = mu + c_i + p_i + t_r + e_ri with a case effect c_i shared by both runs (``sd_case``), a run-specific
+    case effect p_i (the paired differences p_i(run) - p_i(reference) have standard deviation ``sd_paired``),
+    a retraining's shift t_r (``sd_retraining``) and a retraining-by-case term e_ri (``sd_interaction``), each
+    run's own; the run's mean is the reference's + ``difference``. The variance of the difference of the
+    means over repeats and cases is sd_paired^2 / cases + 2 (sd_retraining^2 + sd_interaction^2 / cases) / repeats."""
+    shape = (studies, repeats, cases)
+    shared = rng.normal(0.0, sd_case, (studies, 1, cases))
+
+    def run(mean: float) -> np.ndarray:
+        paired = rng.normal(0.0, sd_paired / np.sqrt(2.0), (studies, 1, cases))
+        shift = rng.normal(0.0, sd_retraining, (studies, repeats, 1))
+        return mean + shared + paired + shift + rng.normal(0.0, sd_interaction, shape)
+
+    return run(difference), run(0.0)
+
+
+def compare_simulated_studies(
+    run: np.ndarray, reference: np.ndarray, *, resamples: int = 1000, one_level: bool = False, **options
+) -> list[RepeatComparison]:
+    """``compare_repeats`` (its ``options``) of the run against the reference in every study of
+    :func:`simulate_repeat_studies`, on the mean over cases, with the case bootstrap seeded by the study's
+    index. ``one_level``: each run's repeats averaged into one value per case first, so that only the cases
+    are resampled (retraining ignored, as compare with one training per run)."""
+    results = []
+    for study in range(run.shape[0]):
+        weights = case_resample_weights(run.shape[2], resamples, study)
+        values = (run[study], reference[study])
+        if one_level:
+            values = tuple(v.mean(axis=0, keepdims=True) for v in values)
+        runs = [resample_case_means(v, weights) for v in values]
+        results.append(compare_repeats(*runs, **{"higher_is_better": True, "seed": study, **options}))
+    return results

@@ -1,13 +1,13 @@
-"""Benchmark of the detection analysis of one case against picai_eval's ``evaluate_case``.
+"""Benchmark of the FROC analysis of one case against picai_eval's ``evaluate_case``.
 
 One 182×218×182 case (the MNI 1 mm grid) with 50 reference lesions (balls of radius 1-6 voxels) and 200
 candidates (balls of radius 1-5, one confidence each, no two touching; 60 of them on a lesion), on one core:
 
 - ``ours (detection map)``: what picai_eval's evaluate_case does on the same maps: the candidates of the
   detection map, the reference lesions, the overlap table and the matching (``detection_map_candidates`` +
-  ``detect_in_case``);
-- ``ours (probabilities)``: from a probability map instead (``detect_from_probability``: crop, static
-  candidates at p >= 0.1, matching), as the ``detection`` command runs per case and label;
+  ``match_case``);
+- ``ours (probabilities)``: from a probability map instead (``match_probability``: crop, static
+  candidates at p >= 0.1, matching), as the ``froc`` command runs per case and label;
 - ``ours (probabilities, dynamic)``: the same with report_guided_annotation's dynamic extraction (one
   labelling of the cropped volume per candidate; one run);
 - ``picai_eval evaluate_case``: its candidate × lesion loop over full-volume masks (one run).
@@ -98,22 +98,22 @@ def main(argv=None) -> None:
     with contextlib.redirect_stdout(io.StringIO()):  # picai_eval prints a banner on import
         from picai_eval.eval import evaluate_case
 
-    from nnunet_lesionloss.evaluation.detection import (
-        DetectionSettings,
-        detect_from_probability,
-        detect_in_case,
+    from nnunet_lesionloss.evaluation.froc import (
+        FrocSettings,
         detection_map_candidates,
+        match_case,
+        match_probability,
     )
 
     shape = tuple(args.shape)
     reference, detection_map, probability = make_case(shape, args.lesions, args.candidates)
-    settings = DetectionSettings()
+    settings = FrocSettings()
 
     def ours_map():
-        return detect_in_case(reference, detection_map_candidates(detection_map), settings)
+        return match_case(reference, detection_map_candidates(detection_map), settings)
 
     def ours_probability():
-        return detect_from_probability(probability, reference, settings)
+        return match_probability(probability, reference, settings)
 
     def picai():
         return evaluate_case(detection_map, reference.astype(np.int32))[0]
@@ -140,7 +140,7 @@ def main(argv=None) -> None:
             times.append(time.perf_counter() - start)
         rows.append((name, float(np.median(times))))
     start = time.perf_counter()
-    detect_from_probability(probability, reference, settings.replace(candidates="dynamic"))
+    match_probability(probability, reference, settings.replace(candidates="dynamic"))
     rows.append(("ours (probabilities, dynamic)", time.perf_counter() - start))
     rows.append(("picai_eval evaluate_case", picai_seconds))
     base = rows[-1][1]

@@ -1,15 +1,19 @@
-"""Time of the dynamic lesion candidates of one case: the one-pass extraction (``nnunet_lesionloss.froc_dynamic``)
-against the evaluation's per-step one (one labelling of the volume per step) and, with ``--reference``,
-report_guided_annotation's ``extract_lesion_candidates(threshold="dynamic-v2")``, on one CPU core.
+"""Time of the lesion candidates of one case: the dynamic extraction of the FROC analysis
+(``nnunet_lesionloss.evaluation.froc.dynamic_extraction``, one compiled pass) against the static one (one
+labelling at ``--threshold``), the per-step dynamic extraction the evaluation had before (one labelling of the
+volume per step; kept as the oracle tests/per_step_dynamic_candidates.py; ``--per-step``) and
+report_guided_annotation's ``extract_lesion_candidates(threshold="dynamic-v2")`` (``--reference``), on one
+CPU core. The compile time of the one pass (numba, once per installation: the compiled code is cached on
+disk) is measured apart, in fresh processes: with an empty cache and with the cache written.
 
 The case: a 182×218×182 map (the MNI brain grid of BraTS / ISLES-style data) of ``--lesions`` lesion-like
-bumps (peak probability 0.3-0.99) and ``--false-positives`` weaker ones (0.02-0.4; 80: about 200 candidates), Gaussian profiles of
-radius 1-6 voxels at random places, over a background of 0.001 (below 0.01 / factor: never a candidate).
-Every implementation runs on the same map; the table says whether each gives the one-pass labels voxel
-for voxel.
+bumps (peak probability 0.3-0.99) and ``--false-positives`` weaker ones (0.02-0.4; 80: about 200
+candidates), Gaussian profiles of radius 1-6 voxels at random places, over a background of 0.001 (below
+0.01 / factor: never a candidate). Every implementation runs on the same map; the table says whether each
+dynamic one gives the one-pass labels and confidences voxel for voxel.
 
-    python scripts/bench_dynamic_candidates.py                 # the one-pass and the per-step extraction
-    python scripts/bench_dynamic_candidates.py --reference     # + report_guided_annotation (minutes)
+    python scripts/bench_dynamic_candidates.py                          # one pass, static, compile time
+    python scripts/bench_dynamic_candidates.py --per-step --reference   # + the per-step and the reference (minutes)
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ import contextlib
 import io
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -50,24 +58,39 @@ def main() -> None:
     )
     parser.add_argument("--min-voxels", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=0.1, help="static candidates' threshold (FROC default)")
+    parser.add_argument("--per-step", action="store_true", help="also time the per-step extraction (one run)")
     parser.add_argument("--reference", action="store_true", help="also time report_guided_annotation (one run)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from nnunet_lesionloss.evaluation.detection import dynamic_candidates as per_step
-    from nnunet_lesionloss.froc_dynamic import dynamic_candidates
+    from nnunet_lesionloss.evaluation.froc.candidates import dynamic_candidates, static_candidates
 
+    compile_times = first_call_times()
     probability = make_case(tuple(args.shape), args.lesions, args.false_positives, args.seed)
-    one_pass = lambda: dynamic_candidates(probability, args.factor, args.min_voxels)  # noqa: E731
-    one_pass()  # compiles (cached on disk after the first run)
+
+    def one_pass():
+        candidates = dynamic_candidates(probability, args.factor, args.min_voxels)
+        return candidates.labels, candidates.confidences
+
+    def static():
+        candidates = static_candidates(probability, args.threshold, "full", args.min_voxels)
+        return candidates.labels, candidates.confidences
+
+    one_pass()  # compiled or loaded from the cache (timed apart below)
     implementations = {
-        "one pass (nnunet_lesionloss.froc_dynamic)": (one_pass, args.repeats),
-        "per step (nnunet_lesionloss.evaluation.detection)": (
-            lambda: tuple(vars(per_step(probability, args.factor, args.min_voxels)).values()),
-            max(1, args.repeats // 5),
-        ),
+        "dynamic, one pass (evaluation.froc.dynamic_extraction)": (one_pass, args.repeats),
+        f"static at {args.threshold:g} (evaluation.froc.candidates)": (static, args.repeats),
     }
+    if args.per_step:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from per_step_dynamic_candidates import per_step_dynamic_candidates
+
+        implementations["dynamic, per step (before; tests/per_step_dynamic_candidates.py)"] = (
+            lambda: per_step_dynamic_candidates(probability, args.factor, args.min_voxels),
+            1,
+        )
     if args.reference:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import
             from report_guided_annotation import extract_lesion_candidates
@@ -82,16 +105,16 @@ def main() -> None:
             )
             return labels, np.asarray([confidence for _, confidence in found])
 
-        implementations["report_guided_annotation dynamic-v2"] = (reference, 1)
+        implementations["dynamic, report_guided_annotation dynamic-v2"] = (reference, 1)
 
     expected_labels, expected_confidences = one_pass()
     print(
-        f"Dynamic candidates of one {'×'.join(map(str, args.shape))} map, {args.lesions} lesion bumps + "
+        f"Lesion candidates of one {'×'.join(map(str, args.shape))} map, {args.lesions} lesion bumps + "
         f"{args.false_positives} weaker ones, factor {args.factor}, min voxels {args.min_voxels}: "
-        f"{len(expected_confidences)} candidates; CPU time of one process, one core\n"
+        f"{len(expected_confidences)} dynamic candidates; CPU time of one process, one core\n"
     )
-    print("| implementation | runs | median (s) | min (s) | same labels and confidences as the one pass |")
-    print("| --- | ---: | ---: | ---: | --- |")
+    print("| implementation | runs | candidates | median (s) | min (s) | same labels and confidences as the one pass |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
     for name, (run, runs) in implementations.items():
         times, result = [], None
         for _ in range(runs):
@@ -102,7 +125,40 @@ def main() -> None:
         same = np.array_equal(labels, expected_labels) and np.array_equal(
             np.asarray(confidences, dtype=np.float64), expected_confidences
         )
-        print(f"| {name} | {runs} | {statistics.median(times):.3f} | {min(times):.3f} | {'yes' if same else 'NO'} |")
+        verdict = "(static)" if name.startswith("static") else ("yes" if same else "NO")
+        print(
+            f"| {name} | {runs} | {len(confidences)} | {statistics.median(times):.3f} | {min(times):.3f} | {verdict} |"
+        )
+    print(
+        f"\nFirst call of the one pass in a new process, on a 16³ map (wall time, import excluded): "
+        f"{compile_times[0]:.2f} s with nothing cached (numba compiles), {compile_times[1]:.2f} s with the cache "
+        "written by that call (numba loads it)"
+    )
+
+
+FIRST_CALL = """
+import time
+import numpy as np
+from nnunet_lesionloss.evaluation.froc.dynamic_extraction import dynamic_candidate_labels
+start = time.perf_counter()
+dynamic_candidate_labels(np.random.default_rng(0).random((16, 16, 16)).astype(np.float32))
+print(time.perf_counter() - start)
+"""
+
+
+def first_call_times() -> tuple[float, float]:
+    """Wall time of the first call in a fresh process with an empty numba cache, then with that cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        times = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", FIRST_CALL], env=env, check=True, capture_output=True, text=True
+                ).stdout
+            )
+            for _ in range(2)
+        ]
+    return times[0], times[1]
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ import numpy as np
 
 from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation.evaluate import LabelSpec, evaluate_arrays
-from nnunet_lesionloss.evaluation.metrics import OverlapTable, SurfacePoints, evaluate_binary
+from nnunet_lesionloss.evaluation.matching import OverlapTable
+from nnunet_lesionloss.evaluation.metrics import evaluate_binary
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
+from nnunet_lesionloss.evaluation.surface import SurfacePoints
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
 SHAPE = (182, 218, 182)

@@ -3,8 +3,9 @@
 
 Prints two Markdown tables:
 
-1. ``inspect`` on FOLDER (default: the 30 Open MS Data consensus masks of the project's data folder beside
-   the repository, Lesjak et al. 2017, CC-BY), in this process pinned to one CPU core with one thread, imports excluded;
+1. ``inspect`` on FOLDER (default: the 30 Open MS Data consensus masks in the repository,
+   tests/data/open_ms_data/masks, Lesjak et al. 2017, CC BY 4.0), in this process pinned to one CPU core with
+   one thread, imports excluded;
 2. ``evaluate`` of every mask of FOLDER against a perturbed copy (shifted one voxel, every sixth lesion
    dropped, specks added), with and without the per-lesion table: file reading included (what a user
    waits for), then the metrics alone (arrays in memory). Paired per case (the variants alternate which
@@ -33,7 +34,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "scripts"))
 from benchmark_evaluation import timed  # noqa: E402  (the median-of-repeats timer of the evaluation benchmark)
 
-DEFAULT_FOLDER = REPOSITORY.parent / "shared" / "golden" / "open_ms_data" / "masks"
+DEFAULT_FOLDER = REPOSITORY / "tests" / "data" / "open_ms_data" / "masks"
 
 
 def perturbed(reference: np.ndarray, seed: int) -> np.ndarray:
@@ -82,7 +83,7 @@ def main() -> None:
     from nnunet_lesionloss.evaluation.io import as_integer_labels, read_label_image
     from nnunet_lesionloss.evaluation.lesion_table import lesion_rows, write_lesion_table
     from nnunet_lesionloss.evaluation.settings import EvaluationSettings
-    from nnunet_lesionloss.inspection import run_inspection
+    from nnunet_lesionloss.inspection_report import run_inspection
 
     run_inspection(str(args.folder), tau=False)  # warm-up: numba's cache, lazy imports
     inspect_seconds = timed(lambda: run_inspection(str(args.folder), tau=False), args.repeats)

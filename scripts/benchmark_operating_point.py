@@ -19,7 +19,8 @@ from benchmark_evaluation import timed  # scripts/ is on the path when a script 
 from scipy.ndimage import gaussian_filter
 
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.evaluation.metrics import OverlapTable, lesion_detection, remove_small_components
+from nnunet_lesionloss.evaluation.matching import OverlapTable, lesion_hits
+from nnunet_lesionloss.evaluation.metrics import remove_small_components
 from nnunet_lesionloss.evaluation.operating_point import (
     LESION_MIN_SIZES,
     LESION_THRESHOLDS,
@@ -53,7 +54,7 @@ def direct_counts(probability, reference, settings, thresholds, min_sizes) -> np
             mask = remove_small_components(probability >= threshold, connectivity, (1.0,) * 3, min_voxels=min_size)
             ids, n = label_components(mask, connectivity, return_count=True)
             table = OverlapTable.build(reference_ids, n_reference, ids, n)
-            reference_hit, predicted_hit = lesion_detection(table, settings)
+            reference_hit, predicted_hit = lesion_hits(table, settings)
             out[ti, mi] = (n_reference, reference_hit.sum(), n, predicted_hit.sum())
     return out
 

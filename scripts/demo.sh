@@ -29,7 +29,7 @@ nnunet-lesionloss doctor
 if [[ $MODE == compare ]]; then
     # nnU-Net's own DC+CE (nnUNetTrainerDiceCE) and CATMIL, trained with the same short budget on the
     # same split of a synthetic dataset, then nnU-Net's final validation of fold 0 (sliding window, with
-    # --npz: the probabilities too), the lesion-wise evaluation and the detection analysis (FROC) of each
+    # --npz: the probabilities too), the lesion-wise evaluation and the FROC analysis of each
     # fold, and the comparison table, the lesion-size figure and the FROC curves of both runs.
     DATASET_ID=903
     DATASET=Dataset${DATASET_ID}_SyntheticCompare
@@ -84,7 +84,7 @@ fi
 
 DATASET_ID=901
 DATASET=Dataset${DATASET_ID}_SyntheticLesions
-nnunet-lesionloss synth --dataset-id $DATASET_ID --cases 10 --shape 48 48 48
+nnunet-lesionloss synth --dataset-id $DATASET_ID --cases 10 --shape 48 48 48 --overwrite  # the demo owns its workspace
 nnUNetv2_plan_and_preprocess -d $DATASET_ID -c 3d_fullres -np 2 --verify_dataset_integrity
 # the lesions before training: counts, sizes, what deep supervision erases, the Size Penalty tau
 nnunet-lesionloss inspect $DATASET_ID -o "$WORK/demo_inspect" --overwrite --quiet

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's benchmark tables on a CUDA machine, in one run (about 3-6 minutes on one GPU and a
+# The benchmark tables of docs/benchmarks.md on a CUDA machine, in one run (about 3-6 minutes on one GPU and a
 # recent CPU):
 #   1. loss terms, forward + backward at 128³ (batch 2, 2 foreground classes) against nnU-Net's
 #      DC+CE, under float16 autocast as nnU-Net's trainer runs them, then under bfloat16;

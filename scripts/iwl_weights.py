@@ -11,13 +11,13 @@ smallest lesion weight in a patch (medians over patches). The "power" reading is
 option (``iwl_reading: power``) for the lesions the clip makes alike.
 
 Sources: the synthetic dataset's generator (lesions of radius 0.6-5 voxels, 6-20 per case) at
-128³; with ``--golden DIR``, real cases from DIR: ``isles22_case0009/mask.nii.gz`` (ISLES 2022 case
-0009; the whole 112×112×73 image is one patch) and ``brats_mets/ref/*.nii.gz`` (BraTS-METS 2025
-reference segmentations, the sample cases of the official BraTS evaluator; NETC, SNFH, ET, RC
-one-vs-rest), 128³ patches centred on random lesion voxels (as nnU-Net's foreground oversampling
-draws them).
+128³; with ``--data DIR``, real cases from DIR, data that the repository may not redistribute:
+``isles22_case0009/mask.nii.gz`` (ISLES 2022 case 0009; the whole 112×112×73 image is one patch) and
+``brats_mets/ref/*.nii.gz`` (BraTS-METS 2025 reference segmentations, the sample cases of the official BraTS
+evaluator; NETC, SNFH, ET, RC one-vs-rest), 128³ patches centred on random lesion voxels (as nnU-Net's
+foreground oversampling draws them).
 
-    python scripts/iwl_weights.py [--golden DIR] [--cases 8] [--patches 4]
+    python scripts/iwl_weights.py [--data DIR] [--cases 8] [--patches 4]
 """
 
 from __future__ import annotations
@@ -49,15 +49,15 @@ def _read(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj).astype(np.int16)
 
 
-def isles_patches(golden: Path) -> list[tuple[str, np.ndarray]]:
-    path = golden / "isles22_case0009" / "mask.nii.gz"
+def isles_patches(data: Path) -> list[tuple[str, np.ndarray]]:
+    path = data / "isles22_case0009" / "mask.nii.gz"
     return [("ISLES 2022 case (whole image)", (_read(path) > 0).astype(np.int16))] if path.exists() else []
 
 
-def brats_patches(golden: Path, patches: int) -> list[tuple[str, np.ndarray]]:
+def brats_patches(data: Path, patches: int) -> list[tuple[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     out = []
-    for path in sorted((golden / "brats_mets" / "ref").glob("*.nii.gz")):
+    for path in sorted((data / "brats_mets" / "ref").glob("*.nii.gz")):
         seg = _read(path)
         foreground = np.argwhere(seg > 0)
         for _ in range(patches):
@@ -84,13 +84,17 @@ def lesion_ratios(patch: np.ndarray) -> dict[str, list[tuple[int, int]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--golden", type=Path, default=None, help="folder with the real cases (see above)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="folder with isles22_case0009/ and brats_mets/ (see above)"
+    )
     parser.add_argument("--cases", type=int, default=8, help="synthetic 128³ cases")
     parser.add_argument("--patches", type=int, default=4, help="BraTS-METS patches per case")
     args = parser.parse_args()
     sources = synthetic_patches(args.cases)
-    if args.golden is not None:
-        sources += isles_patches(args.golden) + brats_patches(args.golden, args.patches)
+    if args.data is not None:
+        if not args.data.is_dir():
+            parser.error(f"--data {args.data}: not a folder")
+        sources += isles_patches(args.data) + brats_patches(args.data, args.patches)
     readings = {"clamp(r, 1, 100) (default)": "clamp", "r^κ in [1, 100] (option power)": "power"}
     rows = {}
     for name, patch in sources:

@@ -7,13 +7,15 @@ metrics with the default rule (one-to-one matching at DSC >= 0.1) and with the p
 - ``blob``: one predicted component over 88 % of a 64³ image, every reference lesion inside it
   (the case where any overlap gives recall = precision = F1 = 1 at Dice 0.003);
 - ``blob, training patch``: the same masks counted as a validation patch during training;
-- ``MS, dilated by k``: a real multi-rater consensus MS mask (Lesjak et al. 2017, Open MS Data; 182×218×182
-  at 1 mm) against itself dilated by k voxels (a realistic over-segmentation that merges neighbours);
+- ``MS, dilated by k``: a real multi-rater consensus MS mask (Lesjak et al. 2017, Open MS Data, CC BY 4.0;
+  182×218×182 at 1 mm; in the repository, tests/data/open_ms_data/masks/patient01.nii.gz) against itself
+  dilated by k voxels (a realistic over-segmentation that merges neighbours);
 - ``BraTS-METS <region>``: the official BraTS 2025 evaluator's sample, real predictions of 4 cases,
-  counts pooled over the cases.
+  counts pooled over the cases. The sample may not be redistributed: only with ``--data DIR``, DIR holding
+  ``brats_mets/ref`` and ``brats_mets/pred``.
 
-Usage: ``python scripts/lesion_matching_cases.py [--shared ../shared] [--quick]`` (``--quick``: the
-synthetic cases only).
+Usage: ``python scripts/lesion_matching_cases.py [--data DIR] [--quick]`` (``--quick``: the synthetic cases
+only).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSp
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+#: the Open MS Data consensus mask of patient01, in the repository (tests/data/open_ms_data/README.md)
+MS_MASK = REPOSITORY / "tests" / "data" / "open_ms_data" / "masks" / "patient01.nii.gz"
 #: only the matching the default detection uses: the other PQ thresholds do not change these rows
 ONE_MATCHING = {
     "matchings": (MatchingSpec("dsc", 0.1),),
@@ -36,7 +40,7 @@ ONE_MATCHING = {
 }
 RULES = {
     "one-to-one, DSC >= 0.1 (default)": EvaluationSettings(**ONE_MATCHING),
-    "any overlap (papers)": EvaluationSettings(detection="any_overlap", **ONE_MATCHING),
+    "any overlap (papers)": EvaluationSettings(lesion_rule="any_overlap", **ONE_MATCHING),
 }
 COUNTS = ("n_ref_lesions", "n_pred_lesions", "lesion_tp", "lesion_tp_pred", "TP", "n_ref", "n_pred")
 
@@ -63,27 +67,25 @@ def pooled(rows: list[dict]) -> dict:
     return {**total, "recall": recall, "precision": precision, "f1": f1, "dice": dice}
 
 
-def cases(shared: Path | None, quick: bool):
+def cases(data: Path | None, quick: bool):
     """(name, [(reference, prediction, spacing), ...]) of every case."""
     yield "blob over 88 % of the image", [(*blob_case(), (1.0, 1.0, 1.0))]
-    if quick or shared is None:
+    if quick:
         return
     from scipy.ndimage import binary_dilation, generate_binary_structure
 
     from nnunet_lesionloss.evaluation import io
 
-    mask_file = shared / "golden" / "open_ms_data" / "masks" / "patient01.nii.gz"
-    if mask_file.is_file():
-        image = io.read_label_image(mask_file)
-        reference = io.as_integer_labels(image) > 0
-        for k in (1, 2):
-            dilated = binary_dilation(reference, generate_binary_structure(3, 1), iterations=k)
-            yield (
-                f"MS patient01, prediction dilated by {k} voxel{'s' if k > 1 else ''}",
-                [(reference, dilated, image.spacing)],
-            )
-    brats = shared / "golden" / "brats_mets"
-    if (brats / "ref").is_dir():
+    image = io.read_label_image(MS_MASK)
+    reference = io.as_integer_labels(image) > 0
+    for k in (1, 2):
+        dilated = binary_dilation(reference, generate_binary_structure(3, 1), iterations=k)
+        yield (
+            f"MS patient01, prediction dilated by {k} voxel{'s' if k > 1 else ''}",
+            [(reference, dilated, image.spacing)],
+        )
+    if data is not None:
+        brats = data / "brats_mets"
         references = sorted((brats / "ref").glob("*.nii.gz"))
         predictions = sorted((brats / "pred").glob("*.nii.gz"))
         pairs = []
@@ -124,15 +126,23 @@ def show(value) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=REPOSITORY.parent / "shared", help="the golden data's parent")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder with brats_mets/ (the BraTS 2025 evaluator's sample, which may not be redistributed): adds "
+        "its rows; without it they are left out",
+    )
     parser.add_argument("--quick", action="store_true", help="synthetic cases only")
     args = parser.parse_args()
-    shared = args.shared if (args.shared / "golden").is_dir() else None
+    if args.data is not None and not (args.data / "brats_mets" / "ref").is_dir():
+        parser.error(f"--data {args.data}: no brats_mets/ref folder in it")
     print(
         "| case | rule | reference lesions | predicted lesions | Dice | lesion recall | lesion precision | lesion F1 |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for name, pairs in cases(shared, args.quick):
+    for name, pairs in cases(args.data, args.quick):
         for rule, settings in RULES.items():
             rows = [evaluate_binary(r, p, s, settings).values for r, p, s in pairs]
             m = pooled(rows)
@@ -146,8 +156,10 @@ def main() -> None:
         f"{patch['n_ref_lesions']} | {patch['n_pred_lesions']} | | {show(patch['recall'])} | "
         f"{show(patch['precision'])} | {show(patch['f1'])} |"
     )
-    if shared is None and not args.quick:
-        print(f"\n(no golden data under {args.shared}: the real cases were skipped)")
+    if args.quick:
+        print("\n(--quick: the real cases were left out)")
+    elif args.data is None:
+        print("\n(the BraTS-METS rows were left out: they need --data DIR, DIR holding brats_mets/)")
 
 
 if __name__ == "__main__":

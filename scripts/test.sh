@@ -12,4 +12,16 @@ from importlib import metadata
 names = ["torch", "nnunetv2", "batchgeneratorsv2", "connected-components-3d", "numba", "panoptica", "SimpleITK", "numpy"]
 print("tested with: Python " + platform.python_version() + ", " + ", ".join(f"{n} {metadata.version(n)}" for n in names))
 PY
-python3 -m pytest -q -p no:cacheprovider --timeout 1800 "$@"
+# pytest reads "--data DIR" as an option and a path before it knows the option (tests/conftest.py defines it),
+# so a folder outside the repository would become pytest's root; the "--data=DIR" form is passed whole
+args=()
+while [[ $# -gt 0 ]]; do
+    if [[ $1 == --data && $# -gt 1 ]]; then
+        args+=("--data=$2")
+        shift 2
+    else
+        args+=("$1")
+        shift
+    fi
+done
+python3 -m pytest -q -p no:cacheprovider --timeout 1800 ${args[@]+"${args[@]}"}

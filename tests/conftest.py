@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny synthetic nnU-Net dataset, planned and preprocessed once per session."""
+"""Shared fixtures: a tiny synthetic nnU-Net dataset, planned and preprocessed once per session; the real data
+the tests read: Open MS Data in the repository (``tests/data``), and the optional data that may not be
+redistributed, found only where ``pytest --data=DIR`` points."""
 
 from __future__ import annotations
 
@@ -11,14 +13,63 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: Open MS Data (Lesjak et al. 2017, CC BY 4.0): the 30 consensus masks and two patients' 32³ crops, with their
+#: licence and attribution (tests/data/open_ms_data/README.md)
+OPEN_MS_DATA = REPO / "tests" / "data" / "open_ms_data"
+#: the optional real data that may not be redistributed: the folder under ``--data DIR`` that holds it
+OPTIONAL_DATA = {
+    "brats_mets": "the official BraTS 2025 evaluator's sample (ref/, pred/, expected_metrics.json, expected_summary.csv)",
+    "isles22_case0009": "one ISLES 2022 case (dwi.nii.gz, adc.nii.gz, mask.nii.gz)",
+}
 DATASET_ID = 901
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_SyntheticLesions"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder with the optional real data that the repository may not redistribute: "
+        + "; ".join(f"{name}/: {what}" for name, what in OPTIONAL_DATA.items())
+        + ". Without it, the tests that need it are skipped.",
+    )
+
+
+def pytest_configure(config):
+    folder = config.getoption("data")
+    if folder is not None and not folder.is_dir():
+        raise pytest.UsageError(f"--data {folder}: not a folder (it should hold {', '.join(OPTIONAL_DATA)})")
+
+
+def optional_data(config, name: str) -> Path:
+    """``DIR/name`` of ``pytest --data=DIR``; skips the test, naming the option, when it is not there."""
+    folder = config.getoption("data")
+    if folder is None:
+        pytest.skip(
+            f"needs {OPTIONAL_DATA[name]}, which may not be redistributed: run pytest --data=<folder with {name}/>"
+        )
+    if not (folder / name).is_dir():
+        pytest.skip(f"--data {folder} has no {name}/ ({OPTIONAL_DATA[name]})")
+    return folder / name
+
+
+@pytest.fixture(scope="session")
+def brats_mets_sample(request) -> Path:
+    """The BraTS 2025 evaluator's sample under ``--data``: ref/, pred/ and the evaluator's own outputs."""
+    return optional_data(request.config, "brats_mets")
+
+
+@pytest.fixture(scope="session")
+def isles22_case(request) -> Path:
+    """ISLES 2022 case 0009 under ``--data``: dwi.nii.gz, adc.nii.gz, mask.nii.gz."""
+    return optional_data(request.config, "isles22_case0009")
+
+
 def nnunet_environment(root: Path) -> dict:
     """Environment for nnU-Net's CLI: private folders, our trainers, no spawn storms on 2 cores."""
-    from nnunet_lesionloss.setup_cli import trainer_folder
+    from nnunet_lesionloss.installation import trainer_folder
 
     env = dict(os.environ)
     env.update(

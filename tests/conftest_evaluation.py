@@ -11,15 +11,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_folder() -> Path | None:
-    """The project's ``shared/`` folder: a sibling of the repository (../shared), wherever the checkout is."""
-    for parent in [REPO, *REPO.parents]:
-        candidate = parent / "shared"
-        if (candidate / "golden").is_dir():
-            return candidate
-    return None
-
-
 def write_image(path: Path, array: np.ndarray, spacing_xyz=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)) -> Path:
     """Write a label array (z, y, x) with SimpleITK; spacing in SimpleITK's (x, y, z) order."""
     import SimpleITK as sitk

@@ -1,4 +1,4 @@
-"""The benchmark scripts behind the README's tables run (at a tiny size, on the CPU) and print them.
+"""The benchmark scripts behind docs/benchmarks.md's tables run (at a tiny size, on the CPU) and print them.
 
 ``scripts/gpu_benchmarks.sh --smoke`` runs the same commands as the GPU run with tiny sizes, so the
 script handed to a GPU machine is exercised here. No timing is asserted: the numbers are the
@@ -74,13 +74,27 @@ def test_dynamic_candidate_benchmark_prints_its_table_and_the_implementations_ag
             sys.executable,
             str(REPOSITORY / "scripts" / "bench_dynamic_candidates.py"),
             *("--shape", "30", "34", "30", "--lesions", "4", "--false-positives", "8", "--repeats", "1"),
+            *("--per-step", "--reference"),
         ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [
-        line for line in result.stdout.splitlines() if line.startswith("| one pass") or line.startswith("| per step")
-    ]
-    assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows), result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| dynamic")]
+    assert len(rows) == 3 and all(row.endswith("| yes |") for row in rows), result.stdout
+    assert "with nothing cached (numba compiles)" in result.stdout
+
+
+def test_repeat_coverage_script_prints_its_tables():
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "scripts" / "repeat_coverage.py")]
+        + ["--studies", "4", "--repeats", "2", "3", "--resamples", "100"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| two-level, Student-t | two-level, resample | cases only |" in result.stdout
+    assert "| retraining dominates (0.01 / 0.03 / 0.02) | 3 |" in result.stdout
+    assert "| scenario | repeats | separable difference | called better |" in result.stdout

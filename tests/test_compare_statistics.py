@@ -111,7 +111,7 @@ def test_reference_run_is_chosen_by_name_or_position(tmp_path):
 
 
 def test_holm_and_bootstrap_by_hand():
-    from nnunet_lesionloss.evaluation.compare import bootstrap_ci, holm
+    from nnunet_lesionloss.evaluation.statistics import bootstrap_ci, holm
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3·0.01; max(2·0.03, 0.04 → 0.06)
     adjusted = holm([0.5, None, 0.2])  # None is not in the family: m = 2

@@ -149,7 +149,7 @@ def test_config_check_applies_to_a_users_subclass_of_a_package_trainer(tmp_path,
     folder = tmp_path / "my_trainers"
     folder.mkdir()
     (folder / "my_trainers.py").write_text(USER_TRAINER)
-    from nnunet_lesionloss.setup_cli import trainer_folder
+    from nnunet_lesionloss.installation import trainer_folder
 
     monkeypatch.setenv("nnUNet_extTrainer", f"{trainer_folder()}:{folder}")
     good = tmp_path / "good.yaml"

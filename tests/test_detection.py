@@ -1,5 +1,5 @@
-"""Detection analysis: equal to picai_eval and report_guided_annotation on random maps, hand-computed cases,
-nnU-Net's probability files, the detection command, cv-summary and compare."""
+"""FROC analysis: equal to picai_eval and report_guided_annotation on random maps, hand-computed cases,
+nnU-Net's probability files, the froc command, cv-summary and compare; outputs of an earlier release readable."""
 
 from __future__ import annotations
 
@@ -18,21 +18,23 @@ from conftest_evaluation import close, cube, load_strict_json, write_image
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.detection import (
+from nnunet_lesionloss.evaluation.froc import (
     Candidates,
-    CaseDetection,
-    DetectionPool,
-    DetectionSettings,
+    FrocCase,
+    FrocPool,
+    FrocSettings,
     average_precision,
-    detect_in_case,
     detection_map_candidates,
     dynamic_candidates,
-    match_candidates,
+    load_froc,
+    match_case,
     sensitivity_at_rates,
     static_candidates,
 )
+from nnunet_lesionloss.evaluation.froc.cross_validation import froc_section, headline
+from nnunet_lesionloss.evaluation.froc.matching import match_candidates
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.evaluation.metrics import OverlapTable
+from nnunet_lesionloss.evaluation.matching import OverlapTable
 from nnunet_lesionloss.evaluation.probabilities import ProbabilityChannels, check_geometry
 
 with contextlib.redirect_stdout(text_io.StringIO()):  # both print a banner on import
@@ -70,8 +72,8 @@ def picai_metrics(cases, **kwargs):
     return picai_evaluate([d for _, d in cases], [r.astype(np.int32) for r, _ in cases], num_parallel_calls=1, **kwargs)
 
 
-def ours(cases, settings: DetectionSettings) -> DetectionPool:
-    return DetectionPool([detect_in_case(r, detection_map_candidates(d), settings) for r, d in cases])
+def ours(cases, settings: FrocSettings) -> FrocPool:
+    return FrocPool([match_case(r, detection_map_candidates(d), settings) for r, d in cases])
 
 
 @hyp_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -92,7 +94,7 @@ def test_ap_and_froc_equal_picai_eval(cases, overlap, allow_unmatched):
         min_overlap=min_overlap,
         allow_unmatched_candidates_with_minimal_overlap=allow_unmatched,
     )
-    settings = DetectionSettings(
+    settings = FrocSettings(
         matching=matching, min_overlap=min_overlap, allow_unmatched_candidates_with_minimal_overlap=allow_unmatched
     )
     pool = ours(cases, settings)
@@ -118,7 +120,7 @@ def test_ap_and_froc_equal_picai_eval(cases, overlap, allow_unmatched):
         assert close(float(metrics.lesion_TPR[-1]), float(curve.sensitivity[-3]), 1e-6)
 
 
-def _slow_match(reference: np.ndarray, candidates: Candidates, settings: DetectionSettings):
+def _slow_match(reference: np.ndarray, candidates: Candidates, settings: FrocSettings):
     """picai_eval's evaluate_case on candidate label maps, written from its definition: a full-volume mask per
     lesion and candidate, its overlap with the 1e-8 guard, pairs below min_overlap (exact) dropped."""
     from scipy.optimize import linear_sum_assignment
@@ -166,7 +168,7 @@ def test_touching_candidates_of_a_label_map_match_as_the_definition_says(
     labels, count = label_components(blobs, 6, return_count=True)  # 6-connected: 26-neighbours stay apart
     confidences = np.array([data.draw(st.sampled_from(CONFIDENCES)) for _ in range(count)])
     candidates = Candidates(labels, confidences)
-    settings = DetectionSettings(
+    settings = FrocSettings(
         matching=matching, min_overlap=0.2, allow_unmatched_candidates_with_minimal_overlap=allow_unmatched
     )
     lesions, n_ref = label_components(reference, 26, return_count=True)
@@ -178,14 +180,14 @@ def test_touching_candidates_of_a_label_map_match_as_the_definition_says(
 
 
 # ----------------------------------------------------------------------------- hand-computed cases
-def _case(lesions, false_positives) -> CaseDetection:
+def _case(lesions, false_positives) -> FrocCase:
     lesions = np.asarray(lesions, dtype=np.float64)
-    return CaseDetection("c", lesions, np.ones(len(lesions), dtype=np.int64), np.asarray(false_positives, float), 0)
+    return FrocCase("c", lesions, np.ones(len(lesions), dtype=np.int64), np.asarray(false_positives, float), 0)
 
 
 def test_hand_computed_froc_ap_and_cpm():
     # case 1: lesions found at 0.9 and 0.5, one missed; a false positive at 0.7. case 2: no lesion, FPs 0.9, 0.3
-    pool = DetectionPool([_case([0.9, 0.5, 0.0], [0.7]), _case([], [0.9, 0.3])])
+    pool = FrocPool([_case([0.9, 0.5, 0.0], [0.7]), _case([], [0.9, 0.3])])
     tp, fp, n = pool.counts()
     assert list(pool.thresholds) == [0.9, 0.7, 0.5, 0.3]
     assert list(tp) == [1, 1, 2, 2] and list(fp) == [1, 2, 2, 3] and n == 3
@@ -213,15 +215,15 @@ def test_hand_computed_froc_ap_and_cpm():
 )
 def test_bootstrap_weights_count_a_case_as_often_as_it_was_drawn(cases, data):
     """The bootstrap's weighted counts equal the counts of a pool in which each case appears that often."""
-    detections = [_case(lesions, fps) for lesions, fps in cases]
-    weights = np.array([data.draw(st.integers(0, 3)) for _ in detections], dtype=np.float64)
-    repeated = DetectionPool([d for d, w in zip(detections, weights) for _ in range(int(w))])
-    tp, fp, n = DetectionPool(detections).counts(weights)
+    frocs = [_case(lesions, fps) for lesions, fps in cases]
+    weights = np.array([data.draw(st.integers(0, 3)) for _ in frocs], dtype=np.float64)
+    repeated = FrocPool([d for d, w in zip(frocs, weights) for _ in range(int(w))])
+    tp, fp, n = FrocPool(frocs).counts(weights)
     expected_tp, expected_fp, expected_n = repeated.counts()
     assert n == expected_n
     rates = (0.125, 0.5, 1, 2, 8)
     if weights.sum() and expected_n:
-        size = len(detections)  # the resample has as many cases as the data
+        size = len(frocs)  # the resample has as many cases as the data
         assert close(average_precision(tp, fp, n), average_precision(expected_tp, expected_fp, expected_n))
         assert np.allclose(
             sensitivity_at_rates(tp, fp, n, size, rates),
@@ -238,7 +240,7 @@ def test_every_lesion_found_keeps_the_lowest_operating_point_that_picai_eval_dro
         np.float32
     )
     metrics = picai_metrics([(reference, detection_map)])
-    pool = ours([(reference, detection_map)], DetectionSettings())
+    pool = ours([(reference, detection_map)], FrocSettings())
     tp, fp, n = pool.counts()
     assert metrics.lesion_TPR_at_FPR(8) == 0
     assert sensitivity_at_rates(tp, fp, n, 1, [0.5, 1, 8]).tolist() == [0, 1, 1]
@@ -252,27 +254,27 @@ def test_a_disjoint_candidate_is_never_a_match_whatever_the_minimum_overlap():
     metrics = picai_metrics([(reference, disjoint)], min_overlap=1e-12)
     assert metrics.AP == 1.0 and metrics.lesion_results[0][0][:2] == (1, pytest.approx(0.8))  # the trap
     for matching in ("iou", "any"):
-        detection = detect_in_case(
-            reference, detection_map_candidates(disjoint), DetectionSettings(matching=matching, min_overlap=1e-12)
+        detection = match_case(
+            reference, detection_map_candidates(disjoint), FrocSettings(matching=matching, min_overlap=1e-12)
         )
         assert detection.lesion_confidence.tolist() == [0.0] and detection.false_positive_confidence.tolist() == [
             pytest.approx(0.8)
         ]
     touching = cube(SHAPE, (1, 1, 1), (4, 4, 4)).astype(np.float32) * 0.5  # one shared voxel: IoU 1/71
-    detection = detect_in_case(reference, detection_map_candidates(touching), DetectionSettings(matching="any"))
+    detection = match_case(reference, detection_map_candidates(touching), FrocSettings(matching="any"))
     assert detection.lesion_confidence.tolist() == [0.5] and len(detection.false_positive_confidence) == 0
-    assert detect_in_case(reference, detection_map_candidates(touching), DetectionSettings()).lesion_confidence[0] == 0
+    assert match_case(reference, detection_map_candidates(touching), FrocSettings()).lesion_confidence[0] == 0
 
 
 def test_a_second_candidate_on_a_lesion_is_ignored_or_a_false_positive():
     reference = cube(SHAPE, (1, 1, 1), (4, 4, 4)).astype(bool)
     labels = cube(SHAPE, (1, 1, 1), (4, 4, 2)) + 2 * cube(SHAPE, (1, 1, 4), (4, 4, 1))
     candidates = Candidates(labels.astype(np.int32), np.array([0.9, 0.5]))
-    ignored = detect_in_case(reference, candidates, DetectionSettings(matching="any"))
-    counted = detect_in_case(
+    ignored = match_case(reference, candidates, FrocSettings(matching="any"))
+    counted = match_case(
         reference,
         candidates,
-        DetectionSettings(matching="any", allow_unmatched_candidates_with_minimal_overlap=False),
+        FrocSettings(matching="any", allow_unmatched_candidates_with_minimal_overlap=False),
     )
     assert ignored.lesion_confidence.tolist() == [0.9] and ignored.n_ignored == 1
     assert len(ignored.false_positive_confidence) == 0
@@ -403,7 +405,7 @@ def _two_lesion_case(shift: int):
     return reference, foreground  # lesion 2 is missed
 
 
-def test_detection_command_writes_the_documented_outputs_and_names_failed_cases(tmp_path, capsys):
+def test_froc_command_writes_the_documented_outputs_and_names_failed_cases(tmp_path, capsys):
     gt, probs = tmp_path / "gt", tmp_path / "probs"
     dataset = {"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}
     cases = []
@@ -415,10 +417,10 @@ def test_detection_command_writes_the_documented_outputs_and_names_failed_cases(
             cases.append((reference > 0, foreground))
     (probs / "dataset.json").write_text(json.dumps(dataset))
     out = tmp_path / "out"
-    code = main(["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"])
+    code = main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"])
     assert code == 1
     assert "c2: no probabilities c2.npz" in capsys.readouterr().err
-    result = load_strict_json(out / "detection.json")
+    result = load_strict_json(out / "froc.json")
     entry = result["1"]
     for key in ("ap", "cpm", "sensitivity_at_fp", "froc", "n_cases", "n_lesions", "n_candidates", "settings"):
         assert key in entry
@@ -438,9 +440,9 @@ def test_detection_command_writes_the_documented_outputs_and_names_failed_cases(
     assert (out / "froc_1.png").is_file()
     rows = (out / "froc_1.csv").read_text().splitlines()
     assert rows[0] == "threshold,fp_per_case,sensitivity,true_positives,false_positives" and len(rows) == 4
-    assert "| – | c2 | no probabilities" in (out / "detection.md").read_text()
+    assert "| – | c2 | no probabilities" in (out / "froc.md").read_text()
     # nothing is overwritten without --overwrite
-    assert main(["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 2
+    assert main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 2
 
 
 def test_region_model_probabilities_are_analysed_per_region(tmp_path):
@@ -454,15 +456,13 @@ def test_region_model_probabilities_are_analysed_per_region(tmp_path):
         json.dumps({"labels": {"background": 0, "whole": [1, 2], "core": 2}, "file_ending": ".nii.gz"})
     )
     out = tmp_path / "out"
-    assert main(["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 0
-    result = load_strict_json(out / "detection.json")
+    assert main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 0
+    result = load_strict_json(out / "froc.json")
     assert set(result) == {"(1, 2)", "2"}
     assert result["(1, 2)"]["name"] == "whole" and result["(1, 2)"]["sensitivity_at_fp"]["1"] == 1.0
     assert result["2"]["n_lesions"] == 1 and result["2"]["ap"] == 1.0
     # label 1 alone is no region of this model: refused before any case is read
-    code = main(
-        ["detection", "--probabilities", str(probs), "--gt", str(gt), "-o", str(tmp_path / "o2"), "--labels", "1"]
-    )
+    code = main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(tmp_path / "o2"), "--labels", "1"])
     assert code == 2
 
 
@@ -487,33 +487,32 @@ def _cv_run(tmp_path, name: str, with_npz: bool, scale: float = 1.0):
     return root, gt
 
 
-def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp_path, capsys):
+def test_cv_summary_adds_the_froc_section_and_compare_overlays_the_runs(tmp_path, capsys):
     from nnunet_lesionloss.evaluation.cv import cv_summary
 
     base, gt = _cv_run(tmp_path, "nnUNetTrainerDiceCE", True)
     other, _ = _cv_run(tmp_path, "nnUNetTrainerCATMIL", True, scale=0.9)  # its c2.npz is missing
     plain, _ = _cv_run(tmp_path, "nnUNetTrainerBlob", False)
     result = cv_summary(base, gt_dir=gt, progress=False)
-    assert result["detection"]["1"]["n_cases"] == 3 and result["detection"]["1"]["n_failed"] == 0
-    assert (base / "lesion_evaluation" / "detection.json").is_file()
-    assert "## Detection (FROC" in (base / "lesion_evaluation" / "cv_summary.md").read_text()
-    per_fold = load_strict_json(base / "lesion_evaluation" / "detection.json")["1"]["per_fold"]
+    assert result["froc"]["1"]["n_cases"] == 3 and result["froc"]["1"]["n_failed"] == 0
+    assert (base / "lesion_evaluation" / "froc.json").is_file()
+    assert "## FROC analysis" in (base / "lesion_evaluation" / "cv_summary.md").read_text()
+    per_fold = load_strict_json(base / "lesion_evaluation" / "froc.json")["1"]["per_fold"]
     assert per_fold["0"]["n_cases"] == 3
-    assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--froc-bootstrap-resamples", "50"]) == 1
-    assert "detection, fold 0, case c2: no probabilities c2.npz" in capsys.readouterr().err
+    assert main(["cv-summary", str(other), "--gt", str(gt), "--quiet", "--froc-bootstrap-resamples", "100"]) == 1
+    assert "FROC analysis, fold 0, case c2: no probabilities c2.npz" in capsys.readouterr().err
     assert main(["cv-summary", str(plain), "--gt", str(gt), "--quiet"]) == 0
     assert (
-        "no .npz probabilities"
-        in load_strict_json(plain / "lesion_evaluation" / "cv_summary.json")["detection"]["skipped"]
+        "no .npz probabilities" in load_strict_json(plain / "lesion_evaluation" / "cv_summary.json")["froc"]["skipped"]
     )
     out = tmp_path / "comparison"
     code = main(["compare", str(base), str(other), str(plain), "-o", str(out), "--bootstrap-resamples", "200"])
     assert code == 1  # the run without probabilities is a warning, never dropped in silence
     text = (out / "compare.md").read_text()
-    assert "nnUNetTrainerBlob has no detection analysis" in text
-    assert "No detection analysis (no probabilities): nnUNetTrainerBlob" in text
+    assert "nnUNetTrainerBlob has no FROC analysis" in text
+    assert "No FROC analysis (no probabilities): nnUNetTrainerBlob" in text
     assert (out / "froc.png").is_file()
-    rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_detection.csv").read_text().splitlines()}
+    rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_froc.csv").read_text().splitlines()}
     header = rows["run"]
     catmil = dict(zip(header, rows["nnUNetTrainerCATMIL"]))
     # per case (c0, c1; c2 has no probabilities in CATMIL): each run's threshold for 1 FP/case finds lesion 1
@@ -521,8 +520,42 @@ def test_cv_summary_adds_the_detection_section_and_compare_overlays_the_runs(tmp
     assert catmil["n_paired"] == "2" and float(catmil["mean_case_difference_at_1fp"]) == 0.0
 
 
+def test_outputs_of_the_release_before_the_rename_stay_readable(tmp_path):
+    """An earlier release wrote detection.json / detection_cases.json and cv_summary.json's section
+    "detection": load_froc, froc_section and compare read them as the current names, and a stale
+    detection.json beside a current froc.json is never read."""
+    from nnunet_lesionloss.evaluation.cv import cv_summary
+
+    quick = FrocSettings(bootstrap_resamples=20)
+    base, gt = _cv_run(tmp_path, "nnUNetTrainerDiceCE", True)
+    other, _ = _cv_run(tmp_path, "nnUNetTrainerCATMIL", True, scale=0.9)
+    for run in (base, other):
+        cv_summary(run, gt_dir=gt, progress=False, froc=quick)
+    base_out, old = base / "lesion_evaluation", other / "lesion_evaluation"
+    current = load_froc(old)
+    summary = load_strict_json(old / "cv_summary.json")
+    assert current is not None and froc_section(summary) == summary["froc"]
+    (old / "froc.json").rename(old / "detection.json")
+    (old / "froc_cases.json").rename(old / "detection_cases.json")
+    summary["detection"] = summary.pop("froc")
+    (old / "cv_summary.json").write_text(json.dumps(summary))
+    assert load_froc(old) == current
+    assert froc_section(load_strict_json(old / "cv_summary.json")) == headline(current[0])
+    assert froc_section({"failures": []}) is None
+    # both names: the current files decide (here an impossible AP left under the earlier name)
+    stale = {key: {**entry, "ap": -1.0} for key, entry in load_froc(base_out)[0].items()}
+    (base_out / "detection.json").write_text(json.dumps(stale))
+    (base_out / "detection_cases.json").write_text(json.dumps({"labels": {}}))
+    assert load_froc(base_out)[0]["1"]["ap"] >= 0
+    out = tmp_path / "comparison"
+    assert main(["compare", str(base), str(other), "-o", str(out), "--bootstrap-resamples", "100"]) == 1
+    rows = {row.split(",")[0]: row.split(",") for row in (out / "compare_froc.csv").read_text().splitlines()}
+    catmil = dict(zip(rows["run"], rows["nnUNetTrainerCATMIL"]))
+    assert catmil["n_paired"] == "2" and float(catmil["ap"]) == pytest.approx(current[0]["1"]["ap"])
+
+
 def test_benchmark_script_checks_picai_eval_and_prints_its_table():
-    """scripts/bench_detection.py at a tiny size (the README's numbers come from its default size)."""
+    """scripts/bench_detection.py at a tiny size (docs/benchmarks.md's numbers come from its default size)."""
     import subprocess
     import sys
 
@@ -541,11 +574,11 @@ def test_benchmark_script_checks_picai_eval_and_prints_its_table():
 
 
 @pytest.mark.slow
-def test_nnunet_training_with_npz_feeds_the_detection_section_of_cv_summary(
+def test_nnunet_training_with_npz_feeds_the_froc_section_of_cv_summary(
     preprocessed_dataset, short_run_config, tmp_path
 ):
     """A short real nnUNetv2_train --npz: nnU-Net writes <case>.npz (softmax, in the reference's array shape)
-    and <case>.pkl into fold_0/validation, and cv-summary's detection section reads them without a failure."""
+    and <case>.pkl into fold_0/validation, and cv-summary's FROC section reads them without a failure."""
     from conftest import run_cli
     from nnunet_lesionloss.evaluation.cv import cv_summary
 
@@ -569,11 +602,11 @@ def test_nnunet_training_with_npz_feeds_the_detection_section_of_cv_summary(
         gt_dir=gt,
         output_dir=tmp_path / "cv",
         progress=False,
-        detection=DetectionSettings(bootstrap_resamples=20),
+        froc=FrocSettings(bootstrap_resamples=20),
     )
-    section = result["detection"]["1"]
+    section = result["froc"]["1"]
     assert section["n_cases"] == 1 and section["n_failed"] == 0
     n_lesions = label_components(reference.array == 1, 26, return_count=True)[1]
     assert section["n_lesions"] == n_lesions
-    written = load_strict_json(tmp_path / "cv" / "detection.json")["1"]
+    written = load_strict_json(tmp_path / "cv" / "froc.json")["1"]
     assert written["settings"]["connectivity"] == "full" and (tmp_path / "cv" / "froc_1.png").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_evaluation import close, cube, load_strict_json, shared_folder, write_image
+from conftest_evaluation import close, cube, load_strict_json, write_image
 from nnunet_lesionloss.cli import main
 
 SHAPE = (10, 12, 14)
@@ -116,9 +116,6 @@ def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert "folder not found" in capsys.readouterr().err
 
 
-GOLDEN = (shared_folder() / "golden" / "brats_mets") if shared_folder() else None
-
-
 def _same(a, b, path=""):
     if isinstance(b, dict):
         assert isinstance(a, dict) and set(a) == set(b), (path, set(a) ^ set(b) if isinstance(a, dict) else a)
@@ -136,18 +133,17 @@ def _same(a, b, path=""):
         assert a == b, (path, a, b)
 
 
-@pytest.mark.skipif(
-    GOLDEN is None or not GOLDEN.is_dir(), reason="../shared/golden/brats_mets not found beside the repository"
-)
-def test_brats_mets_preset_reproduces_the_official_evaluator(tmp_path):
+def test_brats_mets_preset_reproduces_the_official_evaluator(tmp_path, brats_mets_sample):
+    """The evaluator's sample may not be redistributed: ``pytest --data=DIR`` with DIR/brats_mets/."""
+    golden = brats_mets_sample
     out = tmp_path / "brats"
     code = main(
         [
             "evaluate",
             "--gt",
-            str(GOLDEN / "ref"),
+            str(golden / "ref"),
             "--pred",
-            str(GOLDEN / "pred"),
+            str(golden / "pred"),
             "-o",
             str(out),
             "--preset",
@@ -158,13 +154,13 @@ def test_brats_mets_preset_reproduces_the_official_evaluator(tmp_path):
         ]
     )
     assert code == 0
-    with open(GOLDEN / "expected_metrics.json") as handle:
+    with open(golden / "expected_metrics.json") as handle:
         expected = json.load(handle)  # contains NaN
     ours = load_strict_json(out / "brats_metrics.json")
     by_subject = {m["subject_name"]: m for m in ours["metrics"]}
     for case in expected["metrics"]:
         _same(by_subject[case["subject_name"]], case, case["subject_name"])
-    with open(GOLDEN / "expected_summary.csv") as handle:
+    with open(golden / "expected_summary.csv") as handle:
         expected_rows = list(csv.reader(handle))
     with open(out / "brats_summary.csv") as handle:
         our_rows = list(csv.reader(handle))
@@ -262,3 +258,27 @@ def test_default_output_folder_does_not_touch_nnunets_own_summary(tmp_path):
     assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--quiet", "-np", "1"]) == 0
     assert (pred / "summary.json").read_text() == "{}"
     assert load_strict_json(pred / "lesion_evaluation" / "summary.json")["mean"]["1"]["Dice"] == 1.0
+
+
+def test_without_dataset_json_every_label_found_is_evaluated_in_every_case(tmp_path):
+    """issue 26 item 7: one false positive of label 2 in one of three cases is 1/3 FP per case, not 1.0 (a label
+    averaged only over the cases where it appears); and an empty case adds no label nothing else has."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    lesion = cube(SHAPE, (2, 2, 2), (2, 2, 2))
+    for k in range(3):
+        write_image(gt / f"c{k}.nii.gz", lesion * 3)
+        predicted = lesion * 3
+        if k == 0:
+            predicted = predicted + cube(SHAPE, (7, 8, 9), (2, 2, 2)) * 2  # label 2: one false positive
+        write_image(pred / f"c{k}.nii.gz", predicted.astype(np.uint8))
+    write_image(gt / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
+    write_image(pred / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "-o", str(out), "--quiet", "-np", "1"]) == 0
+    summary = load_strict_json(out / "summary.json")
+    assert sorted(summary["mean"]) == ["2", "3"]
+    assert summary["mean"]["2"]["lesion_fp"] == pytest.approx(1 / 4)  # four cases, one false positive
+    assert summary["mean"]["3"]["lesion_fn"] == pytest.approx(0.0)
+    with open(out / "cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted({row["label"] for row in rows}) == ["2", "3"] and len(rows) == 8

@@ -123,9 +123,9 @@ def test_lesion_detection_counts_small_recall_and_size_bins():
         cube(SHAPE, (3, 3, 3), (1, 1, 1)) | cube(SHAPE, (9, 9, 9), (1, 1, 1)) | cube(SHAPE, (0, 10, 10), (2, 2, 2))
     ).astype(bool)  # hits 8 and 27 by one voxel, 1 false lesion
     # any overlap (the papers' rule): 8 mm³ small lesions; bins <5, 5-20, >=20 mm³
-    settings = EvaluationSettings(small_lesion_ml=0.008, size_bins_ml=(0.005, 0.02), detection="any_overlap")
+    settings = EvaluationSettings(small_lesion_ml=0.008, size_bins_ml=(0.005, 0.02), lesion_rule="any_overlap")
     # the default (one-to-one at DSC >= 0.1): the hit of 8 voxels has DSC 2/9, the hit of 27 voxels 2/28 < 0.1
-    default = evaluate_binary(ref, pred, (1, 1, 1), settings.replace(detection="one_to_one_dsc")).values
+    default = evaluate_binary(ref, pred, (1, 1, 1), settings.replace(lesion_rule="one_to_one_dsc")).values
     assert (default["lesion_tp"], default["lesion_fn"], default["lesion_fp"]) == (1, 2, 2)
     assert default["bin>=0.02mL_lesion_recall"] == 0.0 and close(default["small_lesion_recall"], 0.5)
     v = evaluate_binary(ref, pred, (1, 1, 1), settings).values

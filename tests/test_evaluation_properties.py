@@ -16,7 +16,8 @@ from scipy.spatial.distance import cdist
 
 from conftest_evaluation import close
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.evaluation.metrics import OverlapTable, evaluate_binary, match_instances
+from nnunet_lesionloss.evaluation.matching import OverlapTable, match_instances
+from nnunet_lesionloss.evaluation.metrics import evaluate_binary
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
 from nnunet_lesionloss.synthetic import make_lesion_labels
 
@@ -63,7 +64,7 @@ def slow_surface(ref, pred, spacing):
 )
 def test_lesion_counts_and_voxel_metrics_match_slow_loops(seed, density, connectivity, spacing):
     ref, pred = random_masks(seed, density)
-    settings = EvaluationSettings(connectivity=connectivity, detection="any_overlap")
+    settings = EvaluationSettings(connectivity=connectivity, lesion_rule="any_overlap")
     v = evaluate_binary(ref, pred, spacing, settings).values
     ref_lab, n_ref = ndimage.label(ref, STRUCTURES[connectivity])
     pred_lab, n_pred = ndimage.label(pred, STRUCTURES[connectivity])

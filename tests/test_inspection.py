@@ -12,20 +12,14 @@ import pytest
 import SimpleITK as sitk
 from test_evaluation_cv_compare import PNG_MAGIC
 
-from conftest_evaluation import load_strict_json, shared_folder, write_image
+from conftest import OPEN_MS_DATA, REPO
+from conftest_evaluation import load_strict_json, write_image
 from nnunet_lesionloss.cli import main
-from nnunet_lesionloss.inspection import (
-    ASSUMED_POOL_KERNELS,
-    deep_supervision_scales,
-    inspect_labels,
-    run_inspection,
-)
+from nnunet_lesionloss.evaluation.formatting import format_number
+from nnunet_lesionloss.inspection import ASSUMED_POOL_KERNELS, deep_supervision_scales, inspect_labels
+from nnunet_lesionloss.inspection_report import run_inspection
 
-SHARED = shared_folder()
-MASKS = None if SHARED is None else SHARED / "golden" / "open_ms_data" / "masks"
-needs_masks = pytest.mark.skipif(
-    MASKS is None or not MASKS.is_dir(), reason="shared/golden/open_ms_data not found (shared/ beside the repository)"
-)
+MASKS = OPEN_MS_DATA / "masks"  # the 30 consensus masks of Open MS Data, in the repository (CC BY 4.0)
 ISOTROPIC = deep_supervision_scales(ASSUMED_POOL_KERNELS)
 
 
@@ -66,14 +60,13 @@ def _independent(files) -> dict:
     }
 
 
-@needs_masks
 def test_real_masks_counts_sizes_and_shares_equal_an_independent_computation(real_report):
     report, _, _ = real_report
     entry = report["labels"]["1"]
     truth = _independent(sorted(MASKS.glob("*.nii.gz")))
     n = len(truth["sizes"])
     assert report["n_cases"] == entry["cases"] == 30 and report["n_failed"] == 0
-    assert entry["lesions"] == n == 3115  # shared/golden/README.md
+    assert entry["lesions"] == n == 3115  # tests/data/open_ms_data/README.md
     q = np.percentile(truth["sizes"], [25, 50, 75])
     assert entry["volume_voxels"] == pytest.approx(
         {
@@ -102,7 +95,6 @@ def test_real_masks_counts_sizes_and_shares_equal_an_independent_computation(rea
     assert entry["erased_at_scale"] == pytest.approx([0, *(e / n for e in erased)])
 
 
-@needs_masks
 def test_real_masks_outputs(real_report):
     report, text, out = real_report
     written = load_strict_json(out / "inspect.json")
@@ -116,6 +108,15 @@ def test_real_masks_outputs(real_report):
     assert "| lesions | 3115 |" in text and "| share of lesions <= 10 voxels | 37.0 % |" in text
     assert "remove-small" in text and "deep-supervision targets erase" in text
     assert "needs a planned" in written["size_penalty_auto"]["skipped"]
+
+
+def test_the_output_docs_evaluation_md_quotes_is_what_inspect_prints_on_the_repository_masks(real_report):
+    """docs/evaluation.md shows `inspect tests/data/open_ms_data/masks`: every line it quotes, as printed today."""
+    _, text, _ = real_report
+    doc = (REPO / "docs" / "evaluation.md").read_text()
+    quoted = doc[doc.index("30 cases; lesions = 26-connected") : doc.index("A fifth of these lesions")]
+    lines = [line for line in quoted.splitlines() if line.strip()]
+    assert len(lines) > 20 and [line for line in lines if line not in text.splitlines()] == []
 
 
 # --------------------------------------------------------------------------- hand-built masks
@@ -219,4 +220,4 @@ def test_planned_dataset_uses_the_training_spacing_and_the_plans_scales(preproce
     assert report["labels"]["1"]["lesions"] == sum(counts) and report["labels"]["1"]["cases"] == len(counts)
     tau = report["size_penalty_auto"]
     assert tau["patches"] == 12 and tau["tau"] > 0 and tau["fold"] == 0
-    assert f"tau = {tau['tau']:.4g} voxels" in text
+    assert f"tau = {format_number(tau['tau'], 1, whole=True)} voxels" in text

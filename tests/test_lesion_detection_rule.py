@@ -65,7 +65,7 @@ def test_a_prediction_that_merges_two_lesions_detects_one_of_them():
     assert (v["n_ref_lesions"], v["n_pred_lesions"]) == (2, 1)
     assert (v["lesion_tp"], v["lesion_tp_pred"], v["lesion_fn"], v["lesion_fp"]) == (1, 1, 1, 0)
     assert v["lesion_recall"] == 0.5 and v["lesion_precision"] == 1.0 and close(v["lesion_f1"], 2 / 3)
-    any_overlap = evaluate_binary(ref, pred, (1, 1, 1), EvaluationSettings(detection="any_overlap")).values
+    any_overlap = evaluate_binary(ref, pred, (1, 1, 1), EvaluationSettings(lesion_rule="any_overlap")).values
     assert any_overlap["lesion_recall"] == 1.0 and any_overlap["lesion_f1"] == 1.0
 
 
@@ -85,7 +85,7 @@ def test_the_dsc_threshold_is_inclusive_and_small_lesion_recall_follows_the_rule
     cube27 = cube(SHAPE, (4, 4, 4), (3, 3, 3)).astype(bool)
     assert evaluate_binary(ref, nine, (1, 1, 1)).values["small_lesion_recall"] == 1.0
     assert evaluate_binary(ref, cube27, (1, 1, 1)).values["small_lesion_recall"] == 0.0
-    at_02 = EvaluationSettings(detection_threshold=0.2)
+    at_02 = EvaluationSettings(lesion_rule_threshold=0.2)
     assert evaluate_binary(ref, nine, (1, 1, 1), at_02).values["lesion_tp"] == 1  # DSC 0.2 >= 0.2
 
 
@@ -137,13 +137,13 @@ def test_default_detection_is_the_one_to_one_matching_at_dsc_01(seed, density):
 
 
 def test_presets_say_how_they_match():
-    assert get_preset("default").settings.detection == "one_to_one_dsc"
-    assert get_preset("default").settings.detection_threshold == 0.1
-    assert get_preset("brats-mets").settings.detection == "one_to_one_dsc"
+    assert get_preset("default").settings.lesion_rule == "one_to_one_dsc"
+    assert get_preset("default").settings.lesion_rule_threshold == 0.1
+    assert get_preset("brats-mets").settings.lesion_rule == "one_to_one_dsc"
     catmil = get_preset("catmil").settings
-    assert (catmil.detection, catmil.connectivity, catmil.hd95) == ("any_overlap", "face", "pooled")
-    with pytest.raises(ValueError, match="detection_threshold"):
-        EvaluationSettings(detection="one_to_one_dsc", detection_threshold=0.0)
+    assert (catmil.lesion_rule, catmil.connectivity, catmil.hd95) == ("any_overlap", "face", "pooled")
+    with pytest.raises(ValueError, match="lesion_rule_threshold"):
+        EvaluationSettings(lesion_rule="one_to_one_dsc", lesion_rule_threshold=0.0)
 
 
 # --------------------------------------------------------------------------- training-time patch metric
@@ -194,3 +194,82 @@ def test_the_measurement_script_prints_the_blob_rows():
         "| blob over 88 % of the image | any overlap (papers) | 10 | 1 | 0.003 | 1.000 | 1.000 | 1.000 |"
         in result.stdout
     )
+
+
+def test_settings_recorded_by_an_earlier_release_read_with_todays_names():
+    """summary.json of the release before the rename recorded the lesion rule as "detection"."""
+    from nnunet_lesionloss.evaluation.settings import current_settings_record
+
+    earlier = {"connectivity": "full", "detection": "any_overlap", "detection_threshold": 0.0, "detection_beta": 0.65}
+    assert current_settings_record(earlier) == {
+        "connectivity": "full",
+        "lesion_rule": "any_overlap",
+        "lesion_rule_threshold": 0.0,
+        "lesion_rule_beta": 0.65,
+    }
+    assert current_settings_record(EvaluationSettings().to_dict()) == EvaluationSettings().to_dict()
+
+
+def test_the_earlier_option_names_of_the_lesion_rule_are_answered_with_the_new_ones(tmp_path, capsys):
+    from nnunet_lesionloss.cli import main
+
+    for old, new in (("--detection", "--lesion-rule"), ("--detection-threshold", "--lesion-rule-threshold")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["evaluate", "--gt", str(tmp_path), "--pred", str(tmp_path), old, "any_overlap"])
+        assert stopped.value.code == 2
+        assert f"use {new}" in capsys.readouterr().err
+    assert main(["detection", "--probabilities", str(tmp_path)]) == 2
+    assert "use 'nnunet-lesionloss froc'" in capsys.readouterr().err
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    ref_density=st.sampled_from([0.0, 0.05, 0.15]),
+    pred_density=st.sampled_from([0.0, 0.05, 0.15]),
+)
+def test_evaluate_the_operating_point_and_training_counts_give_one_lesion_f1(seed, ref_density, pred_density):
+    """One lesion-F1 rule: the evaluation of a case, the operating point's counts of the same prediction and
+    the training-time patch counts agree on random cases (empty sides included)."""
+    from nnunet_lesionloss.evaluation.operating_point import grid_counts, per_case_lesion_f1
+
+    rng = np.random.default_rng(seed)
+    ref = ndimage.binary_opening(rng.random((12, 12, 12)) < ref_density * 3) | (
+        rng.random((12, 12, 12)) < ref_density / 5
+    )
+    pred = rng.random((12, 12, 12)) < pred_density
+    settings = EvaluationSettings()
+    evaluated = evaluate_binary(ref, pred, (1, 1, 1), settings).values["lesion_f1"]
+    counts = grid_counts(pred.astype(np.float32), ref, (1, 1, 1), settings, (0.5,), (0,))
+    chosen = per_case_lesion_f1(counts[None], settings.f1_both_empty)[0, 0, 0]
+    patch = lv.patch_lesion_counts(pred[None, None], ref_masks=ref[None, None], connectivity=26, small_lesion_voxels=50)
+    trained = lv.lesion_rates(patch)["lesion_f1"]
+    if evaluated is None:
+        assert np.isnan(chosen) and np.isnan(trained)
+    else:
+        assert chosen == pytest.approx(evaluated) and trained == pytest.approx(evaluated)
+
+
+@pytest.mark.parametrize("rule", ["iou", "overlap_fraction"])
+def test_a_lesion_no_prediction_touches_is_never_detected(rule):
+    """issue 26 item 2: at threshold 0 the touching-lesion rules counted an untouched lesion as detected (recall and
+    precision 1.0 for a case with one miss and one false positive), and a case with no overlapping pair at all
+    gave 0/0. A threshold must be above 0; and whatever it is, an untouched lesion is a miss."""
+    ref = cube(SHAPE, (1, 1, 1), (2, 2, 2)).astype(bool)
+    pred = cube(SHAPE, (6, 6, 6), (2, 2, 2)).astype(bool)
+    with pytest.raises(ValueError, match="lesion_rule_threshold"):
+        EvaluationSettings(lesion_rule=rule, lesion_rule_threshold=0.0)
+    values = evaluate_binary(
+        ref, pred, (1, 1, 1), EvaluationSettings(lesion_rule=rule, lesion_rule_threshold=1e-9)
+    ).values
+    assert (values["lesion_tp"], values["lesion_fp"], values["lesion_fn"]) == (0, 1, 1)
+    assert values["lesion_recall"] == 0.0 and values["lesion_precision"] == 0.0
+
+
+def test_an_option_the_lesion_rule_ignores_is_refused(tmp_path, capsys):
+    from nnunet_lesionloss.cli import main
+
+    arguments = ["evaluate", "--gt", str(tmp_path / "a"), "--pred", str(tmp_path / "b")]
+    assert main([*arguments, "--lesion-rule", "any_overlap", "--lesion-rule-threshold", "0.5"]) == 2
+    assert "--lesion-rule-threshold" in capsys.readouterr().err
+    assert main([*arguments, "--preset", "catmil", "--lesion-rule-threshold", "0.5"]) == 2

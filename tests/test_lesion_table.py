@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from test_evaluation_cv_compare import PNG_MAGIC, make_results_tree
-from test_inspection import MASKS, needs_masks
 
+from conftest import OPEN_MS_DATA
 from conftest_evaluation import load_strict_json
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.components import label_components
@@ -23,6 +23,8 @@ from nnunet_lesionloss.evaluation.lesion_table import (
     read_lesion_table,
 )
 
+#: the 30 Open MS Data consensus masks in the repository (Lesjak et al. 2017, CC BY 4.0)
+MASKS = OPEN_MS_DATA / "masks"
 #: a rotation about z (x -> y, y -> -x) and a flipped z axis: every entry of the direction matrix matters
 DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 ORIGIN = (12.5, -40.0, 7.25)
@@ -166,7 +168,6 @@ def test_lesions_csv_follows_the_preset_detection_rule(evaluated, tmp_path):
         assert len(reference_rows) == label_components(array > 0, 6, return_count=True)[1]
 
 
-@needs_masks
 def test_lesions_csv_on_real_masks_matches_itk(tmp_path):
     """The real MNI grid: direction diag(1, -1, 1), origin (-90, 126, -72)."""
     gt, pred = tmp_path / "gt", tmp_path / "pred"
@@ -246,7 +247,7 @@ def _sweep_inputs(root: Path, real: bool) -> tuple[Path, Path]:
     return root / "gt", root / "pred"
 
 
-@pytest.mark.parametrize("real", [pytest.param(True, marks=needs_masks), False], ids=["real_ms_masks", "synthetic"])
+@pytest.mark.parametrize("real", [True, False], ids=["real_ms_masks", "synthetic"])
 def test_sweep_equals_remove_small_then_evaluate(tmp_path, real):
     gt, pred = _sweep_inputs(tmp_path, real)
     sizes = [0, 2, 5]
@@ -289,7 +290,7 @@ def test_sweep_reports_a_missing_prediction_and_needs_gt(tmp_path):
 
 
 def test_benchmark_script_prints_both_tables(tmp_path):
-    """scripts/benchmark_lesion_tools.py at a tiny size (the README's timings come from it; no timing asserted)."""
+    """scripts/benchmark_lesion_tools.py at a tiny size (docs/benchmarks.md's timings come from it; no timing asserted)."""
     import subprocess
     import sys
 

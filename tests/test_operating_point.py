@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -170,6 +171,41 @@ def test_softmax_label_channels_follow_dataset_json(tmp_path, capsys):
     assert "channel 0 is the softmax background" in capsys.readouterr().err
 
 
+def test_apply_threshold_refuses_conflicting_or_broken_operating_points_before_writing(tmp_path, capsys):
+    """The options and the JSON are read before any image: every refusal is a usage error (exit status 2)
+    that names what is wrong, and the output folder is not made."""
+    gt, probs, _ = region_case(tmp_path)
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[0.5]")
+    (tmp_path / "point.json").write_text(json.dumps({"best_threshold": 0.5, "min_voxels": 0, "connectivity": 18}))
+    out = tmp_path / "seg"
+    base = ["apply-threshold", "--probabilities", str(probs), "-o", str(out)]
+    refusals = {
+        "give --threshold or --threshold-json": [],
+        "--min-voxels has no effect with --threshold-json": [
+            "--threshold-json",
+            str(tmp_path / "point.json"),
+            "--min-voxels",
+            "3",
+        ],
+        "is not valid JSON": ["--threshold-json", str(tmp_path / "broken.json")],
+        "not an output of choose-threshold": ["--threshold-json", str(tmp_path / "list.json")],
+    }
+    for message, options in refusals.items():
+        assert main([*base, *options]) == 2, message
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    with pytest.raises(SystemExit) as refused:  # a threshold out of range is refused where it is parsed
+        main([*base, "--threshold", "1.5"])
+    assert refused.value.code == 2 and "must be a number in (0, 1]" in capsys.readouterr().err
+    assert not out.exists()
+    # the points applied are said on the screen: each region's, and the default removal connectivity
+    assert main([*base, "--threshold", "0.5", "--min-voxels", "2"]) == 0
+    assert "whole: threshold 0.5, min size 2; core: threshold 0.5, min size 2 (18 (3D) / 8 (2D)-connectivity)" in (
+        capsys.readouterr().out
+    )
+
+
 # --------------------------------------------------------------------------- lesion criteria, nested estimate
 BINARY_DATASET = {"labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}
 LESION = ((2, 2, 2), (3, 3, 3))  # a 27-voxel reference lesion
@@ -230,7 +266,7 @@ def test_nested_estimate_is_below_the_optimistic_one_when_the_folds_disagree(tmp
     # pooled sensitivity: fold 0's two lesions are missed at 0.6
     assert close(nested["pooled"]["sensitivity"], 4 / 6)
     assert record["folds"] == {"0": ["A0", "A1"], "1": ["B0", "B1"], "2": ["A2", "B2"]}
-    assert record["settings"]["detection"] == "one_to_one_dsc" and record["connectivity"] == "full"
+    assert record["settings"]["lesion_rule"] == "one_to_one_dsc" and record["connectivity"] == "full"
     assert record["n_failed"] == 0 and record["cases"] == sorted(c for cs in FOLDS.values() for c in cs)
 
 
@@ -339,6 +375,12 @@ def random_case(seed: int, shape=(9, 11, 10)) -> tuple[np.ndarray, np.ndarray]:
     return probability, reference
 
 
+def evaluation_counts(values: dict) -> tuple:
+    """The grid's counts (in the order of operating_point.grid's count axis) from evaluate_binary's values."""
+    names = ("n_ref_lesions", "lesion_tp", "n_pred_lesions", "lesion_tp_pred", "TP", "n_pred", "n_ref")
+    return tuple(values[name] for name in names)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), name=st.sampled_from(sorted(COUNT_SETTINGS)))
 def test_grid_counts_equal_the_evaluation_of_each_thresholded_and_cleaned_mask(seed, name):
@@ -355,16 +397,7 @@ def test_grid_counts_equal_the_evaluation_of_each_thresholded_and_cleaned_mask(s
                 probability >= threshold, evaluation.connectivity, spacing, min_voxels=min_size
             )
             values = evaluate_binary(reference, mask, spacing, evaluation).values
-            expected = (
-                values["n_ref_lesions"],
-                values["lesion_tp"],
-                values["n_pred_lesions"],
-                values["lesion_tp_pred"],
-                values["TP"],
-                values["n_pred"],
-                values["n_ref"],
-            )
-            assert tuple(counts[ti, mi]) == expected, (threshold, min_size)
+            assert tuple(counts[ti, mi]) == evaluation_counts(values), (threshold, min_size)
             assert close(None if np.isnan(f1[ti, mi]) else float(f1[ti, mi]), values["lesion_f1"])
             assert counts[ti, mi, 2] - counts[ti, mi, 3] == values["lesion_fp"]
 

@@ -1,5 +1,5 @@
-"""Real data through the whole chain: crops of the two Open MS Data patients (Lesjak et al. 2017, CC-BY)
--> nnUNetv2_plan_and_preprocess -> one short epoch of nnUNetTrainerSizePenaltyAuto -> nnUNetv2_predict
+"""Real data through the whole chain: 32³ crops of two Open MS Data patients (Lesjak et al. 2017, CC BY 4.0;
+stored in tests/data/open_ms_data/crops with the patients' geometry) -> nnUNetv2_plan_and_preprocess -> one short epoch of nnUNetTrainerSizePenaltyAuto -> nnUNetv2_predict
 -> evaluate with lesions.csv, inspect and cv-summary. The MNI grid's flipped y axis and its origin must
 survive nnU-Net's round trip: the evaluation's lesion centroids equal ITK's, computed independently."""
 
@@ -14,14 +14,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED, nnunet_environment, run_cli
+from conftest import OPEN_MS_DATA, nnunet_environment, run_cli
 from nnunet_lesionloss.cli import main
-
-OPEN_MS = SHARED / "golden" / "open_ms_data"
-pytestmark = pytest.mark.skipif(
-    not (OPEN_MS / "patient07").is_dir(),
-    reason=f"{OPEN_MS} not found: the real-data smoke test needs the project's shared/ folder beside the repository",
-)
 
 DATASET_ID = 919
 DATASET = f"Dataset{DATASET_ID}_OpenMSCrops"
@@ -29,9 +23,14 @@ TRAINER = "nnUNetTrainerSizePenaltyAuto"
 #: FLAIR, the contrast MS lesions are segmented on. One channel: nnU-Net's fingerprint draws 10^8 foreground
 #: intensity samples per channel whatever the dataset size (the most expensive step of this test)
 CHANNELS = ("FLAIR",)
-#: 32³ boxes (x, y, z start, ITK order) with many lesions: 8 in patient07, 20 in patient19 (26-connected)
+#: 32³ boxes of the patients' 182×218×182 MNI images with many lesions: 8 in patient07, 20 in patient19
+#: (26-connected); each box's start (x, y, z, ITK's index order), cut by SimpleITK's slicing, which keeps the
+#: spacing and direction and moves the origin to the box (tests/data/open_ms_data/README.md)
 CROPS = {"patient07": (48, 80, 80), "patient19": (96, 120, 88)}
 SIZE = 32
+#: the MNI grid of Open MS Data: origin (mm) and direction (its y axis flipped)
+MNI_ORIGIN = (-90.0, 126.0, -72.0)
+MNI_DIRECTION = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def _itk_centroids(path: Path) -> list[tuple[float, ...]]:
@@ -50,13 +49,13 @@ def _our_centroids(rows: list[dict], case: str, side: str) -> list[tuple[float, 
 
 def _write_raw_dataset(raw: Path) -> None:
     folder = raw / DATASET
-    for case, (x, y, z) in CROPS.items():
-        box = (slice(x, x + SIZE), slice(y, y + SIZE), slice(z, z + SIZE))
+    for case in CROPS:
+        crop = OPEN_MS_DATA / "crops" / case
         for k, channel in enumerate(CHANNELS):
-            image = sitk.ReadImage(str(OPEN_MS / case / f"{channel}.nii.gz"))[box]
+            image = sitk.ReadImage(str(crop / f"{channel}.nii.gz"))
             (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
             sitk.WriteImage(image, str(folder / "imagesTr" / f"{case}_{k:04d}.nii.gz"), True)
-        mask = sitk.Cast(sitk.ReadImage(str(OPEN_MS / case / "mask.nii.gz"))[box] > 0, sitk.sitkUInt8)
+        mask = sitk.Cast(sitk.ReadImage(str(crop / "mask.nii.gz")) > 0, sitk.sitkUInt8)
         (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(mask, str(folder / "labelsTr" / f"{case}.nii.gz"), True)
     (folder / "dataset.json").write_text(
@@ -66,7 +65,7 @@ def _write_raw_dataset(raw: Path) -> None:
                 "labels": {"background": 0, "lesion": 1},
                 "numTraining": len(CROPS),
                 "file_ending": ".nii.gz",
-                "reference": "Lesjak et al. 2017, Neuroinformatics, doi 10.1007/s12021-017-9348-7 (CC-BY); 32³ crops",
+                "reference": "Lesjak et al. 2017, Neuroinformatics, doi 10.1007/s12021-017-9348-7 (CC BY 4.0); 32³ crops",
             }
         )
     )
@@ -78,9 +77,12 @@ def test_open_ms_crops_through_nnunet_and_the_evaluation(tmp_path):
     env = nnunet_environment(root)
     _write_raw_dataset(root / "raw")
     labels = root / "raw" / DATASET / "labelsTr"
-    crop = sitk.ReadImage(str(labels / "patient19.nii.gz"))
-    assert crop.GetDirection() == (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
-    assert crop.GetOrigin() == (-90.0 + 96, 126.0 - 120, -72.0 + 88)  # the crop's own origin, non-zero
+    for case, start in CROPS.items():
+        crop = sitk.ReadImage(str(labels / f"{case}.nii.gz"))
+        assert crop.GetSize() == (SIZE,) * 3 and crop.GetSpacing() == (1.0, 1.0, 1.0)
+        assert crop.GetDirection() == MNI_DIRECTION
+        # the box's own origin, non-zero: the MNI origin moved by the start index along the flipped y axis
+        assert crop.GetOrigin() == tuple(o + d * i for o, d, i in zip(MNI_ORIGIN, MNI_DIRECTION[::4], start))
 
     run_cli(
         ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1", "-npfp", "1"],

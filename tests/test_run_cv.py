@@ -14,9 +14,10 @@ from conftest_evaluation import load_strict_json
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_cv.sh"
 
-#: a fake nnUNetv2_train that fails (exit 3, with a traceback-like line) for the fold FAKE_TRAIN_FAIL
+#: a fake nnUNetv2_train that fails (exit 3, with a traceback-like line) for the fold FAKE_TRAIN_FAIL (of
+#: the results root that ends with FAKE_TRAIN_FAIL_ROOT, when set: one repeat)
 FAILING_WRAPPER = """#!/usr/bin/env bash
-if [[ $3 == "${FAKE_TRAIN_FAIL:-none}" ]]; then
+if [[ $3 == "${FAKE_TRAIN_FAIL:-none}" && $nnUNet_results == *"${FAKE_TRAIN_FAIL_ROOT:-}" ]]; then
     echo "RuntimeError: fold $3 ran out of memory" >&2
     exit 3
 fi
@@ -50,7 +51,7 @@ FAKE_PLANS = {
 def fake_nnunet(tmp_path: Path) -> dict:
     """nnU-Net folders with a planned Dataset999 (references, splits, plans), a fake nnUNetv2_train and
     sbatch on PATH, the fake trainer on nnUNet_extTrainer; the environment to run run_cv.sh in."""
-    from nnunet_lesionloss.setup_cli import trainer_folder
+    from nnunet_lesionloss.installation import trainer_folder
 
     make_results_tree(tmp_path)
     preprocessed = tmp_path / "preprocessed" / DATASET
@@ -181,3 +182,34 @@ def test_folds_are_numbers_never_file_names(tmp_path):
     assert trained_folds(tmp_path) == ["1", "3"]
     missing = run_cv(["999", "3d_fullres", "nnUNetTrainerCATMIL", "--folds"], env)
     assert missing.returncode == 2 and "--folds needs a value" in missing.stderr
+
+
+# --------------------------------------------------------------------------- dataset ids and the folds of the split
+def test_a_dataset_id_with_leading_zeros_is_decimal_as_nnunet_reads_it(tmp_path):
+    """0999 is dataset 999 for nnU-Net; bash read it as an octal number ('invalid octal number'), searched
+    Dataset000_* for the results and did not find them."""
+    env = fake_nnunet(tmp_path)
+    done = run_cv(["0999", "3d_fullres", "nnUNetTrainerFake", "--folds", "0"], env)
+    assert done.returncode == 0, done.stderr
+    assert "octal" not in done.stderr
+    run_dir = tmp_path / "results" / DATASET / "nnUNetTrainerFake__nnUNetPlans__3d_fullres"
+    assert f"summary: {run_dir}/lesion_evaluation/cv_summary.md" in done.stdout
+    assert load_strict_json(run_dir / "lesion_evaluation" / "cv_summary.json")["folds"] == [0]
+
+
+def test_folds_outside_the_split_are_refused_before_fold_0(tmp_path):
+    """--folds 9 was accepted for a 5-fold dataset: nnU-Net then trains a random 80:20 split, which no
+    cross-validation summary counts."""
+    env = fake_nnunet(tmp_path)
+    done = run_cv(["999", "3d_fullres", "nnUNetTrainerFake", "--folds", "0 9"], env)
+    assert done.returncode == 2 and f"fold(s) 9 of --folds are not folds of {DATASET}" in done.stderr
+    assert "splits_final.json has 5 folds (folds 0-4)" in done.stderr
+    # a split of 3 folds: the default folds 0-4 are refused too; without a split, nnU-Net's 5 folds
+    splits_file = tmp_path / "preprocessed" / DATASET / "splits_final.json"
+    splits_file.write_text(json.dumps(json.loads(splits_file.read_text())[:3]))
+    done = run_cv(["999", "3d_fullres", "nnUNetTrainerFake", "--slurm", "--dry-run"], env)
+    assert done.returncode == 2 and "fold(s) 3 4 of --folds" in done.stderr and "has 3 folds (folds 0-2)" in done.stderr
+    splits_file.unlink()
+    done = run_cv(["999", "3d_fullres", "nnUNetTrainerFake", "--folds", "5", "--slurm", "--dry-run"], env)
+    assert done.returncode == 2 and "no splits_final.json yet; nnU-Net writes a 5-fold one" in done.stderr
+    assert trained_folds(tmp_path) == [] and not (tmp_path / "sbatch.log").exists()

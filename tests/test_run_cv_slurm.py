@@ -3,11 +3,12 @@ scripts themselves run as SLURM would run them (array tasks, then the dependent 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
 from test_evaluation_cv_compare import DATASET
-from test_run_cv import fake_nnunet, run_cv
+from test_run_cv import FAKE_PLANS, fake_nnunet, run_cv
 
 from conftest_evaluation import load_strict_json
 
@@ -176,3 +177,25 @@ def test_relative_paths_are_written_absolute_and_the_dry_run_says_where(tmp_path
         text=True,
     )
     assert shown.stdout == "trainer: {num_epochs: 2}\n", shown.stderr
+
+
+def test_the_summary_job_summarises_the_dataset_the_folds_train(tmp_path):
+    """`run_cv.sh 010`: nnU-Net trains dataset 10, but printf '%03d' 010 is octal (8) in bash, so the summary
+    job searched Dataset008_* and summarised another dataset; `0999` wrote Dataset000_* after 'invalid octal
+    number' and exited 0. The summary job now names the dataset folder the check found."""
+    env = fake_nnunet(tmp_path)
+    ten = tmp_path / "preprocessed" / "Dataset010_Ten"
+    ten.mkdir()
+    (ten / "nnUNetPlans.json").write_text(json.dumps(dict(FAKE_PLANS, dataset_name="Dataset010_Ten")))
+    (ten / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "lesion": 1}}))
+    (tmp_path / "results" / "Dataset008_Eight" / "nnUNetTrainerCATMIL__nnUNetPlans__3d_fullres").mkdir(parents=True)
+    for dataset, name in (("010", "Dataset010_Ten"), ("0999", DATASET)):
+        done = run_cv([dataset, "3d_fullres", "nnUNetTrainerCATMIL", "--slurm", "--dry-run"], env)
+        assert done.returncode == 0 and "octal" not in done.stderr, done.stderr
+        train, summary = done.stdout.split("===== ")[1:3]
+        assert (
+            f"nnunet-lesionloss cv-summary {tmp_path}/results/{name}/nnUNetTrainerCATMIL__nnUNetPlans__3d_fullres "
+            in (summary)
+        )
+        assert "Dataset008" not in summary and "Dataset000" not in summary
+        assert f'nnUNetv2_train {dataset} 3d_fullres "$SLURM_ARRAY_TASK_ID"' in train

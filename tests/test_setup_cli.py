@@ -8,12 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import REPO
 from nnunet_lesionloss.cli import main
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.setup_cli import doctor_report, export_line, shipped_trainer_names, trainer_folder
+from nnunet_lesionloss.installation import doctor_report, export_line, shipped_trainer_names, trainer_folder
 
 
 def test_env_prints_the_trainer_folder_and_keeps_other_paths(capsys):
@@ -58,7 +59,7 @@ def test_trainers_are_found_from_a_regular_install(tmp_path):
         timeout=600,
     )
     script = (
-        "import os, nnunet_lesionloss.setup_cli as s\n"
+        "import os, nnunet_lesionloss.installation as s\n"
         "folder = s.trainer_folder(); os.environ['nnUNet_extTrainer'] = folder\n"
         "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
         "import contextlib, io\n"
@@ -137,7 +138,7 @@ def test_synth_contrast_and_noise_set_how_far_lesions_stand_out(tmp_path):
 def test_doctor_checks_the_versions_the_package_metadata_declares():
     import tomllib
 
-    from nnunet_lesionloss.setup_cli import declared_requirements
+    from nnunet_lesionloss.installation import declared_requirements
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert sorted(str(r) for r in declared_requirements()) == sorted(
@@ -190,3 +191,49 @@ def test_doctor_names_a_trainer_that_another_folder_shadows(tmp_path):
     environ["nnUNet_extTrainer"] = f"{shadow}{os.pathsep}{trainer_folder()}"
     problems = [message for ok, message in doctor_report(environ) if not ok]
     assert any("nnUNetTrainerBlob (nnU-Net would use old_trainers.nnUNetTrainerBlob instead)" in m for m in problems)
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--lesions", "5", "2"], "--lesions"),
+        (["--lesions", "-1", "2"], "--lesions"),
+        (["--shape", "0", "8", "8"], "--shape"),
+        (["--cases", "0"], "--cases"),
+        (["--cases", "1"], "--cases"),
+        (["--classes", "0"], "--classes"),
+        (["--noise", "-1"], "--noise"),
+        (["--noise", "nan"], "--noise"),
+        (["--contrast", "inf"], "--contrast"),
+        (["--dataset-id", "1000"], "--dataset-id"),
+    ],
+)
+def test_synth_options_are_checked_where_they_are_parsed(tmp_path, capsys, options, named):
+    with pytest.raises(SystemExit) as stopped:
+        main(["synth", "--raw", str(tmp_path), "--shape", "16", "16", "16", *options])
+    assert stopped.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing is written when an option is refused"
+
+
+def test_synth_never_replaces_a_dataset_silently(tmp_path, capsys):
+    common = ["synth", "--raw", str(tmp_path), "--dataset-id", "7", "--cases", "2", "--shape", "16", "16", "16"]
+    assert main(common) == 0
+    written = tmp_path / "Dataset007_SyntheticLesions"
+    before = (written / "labelsTr" / "case_000.nii.gz").stat().st_mtime_ns
+    assert main([*common, "--seed", "5"]) == 2
+    refusal = capsys.readouterr().err
+    assert "Dataset007_SyntheticLesions exists" in refusal and "--overwrite" in refusal
+    assert (written / "labelsTr" / "case_000.nii.gz").stat().st_mtime_ns == before
+    # a user's dataset with the same id under another name: nnU-Net would reject both, so never write beside it
+    users = tmp_path / "Dataset008_MyLesions"
+    (users / "labelsTr").mkdir(parents=True)
+    (users / "dataset.json").write_text('{"name": "MyLesions"}')
+    assert main([*common[:4], "8", *common[5:], "--overwrite"]) == 2
+    assert "Dataset008_MyLesions" in capsys.readouterr().err
+    assert not (tmp_path / "Dataset008_SyntheticLesions").exists()
+    # --overwrite replaces a dataset synth wrote, whole (no stale cases of the earlier one are left)
+    assert main([*common[:6], "3", *common[7:]]) == 2  # 3 cases into the existing 2-case dataset: refused
+    assert main([*common[:6], "3", *common[7:], "--overwrite"]) == 0
+    assert main([*common, "--overwrite"]) == 0
+    assert sorted(p.name for p in (written / "labelsTr").iterdir()) == ["case_000.nii.gz", "case_001.nii.gz"]

@@ -3,12 +3,11 @@
 Every metric is defined in ``docs/metrics.md`` with its paper and equation (full citations: ``docs/references.md``).
 """
 
+from nnunet_lesionloss.evaluation.matching import apply_lesion_rule, match_instances
 from nnunet_lesionloss.evaluation.metrics import (
     BinaryEvaluation,
     concordance_correlation,
-    detect_lesions,
     evaluate_binary,
-    match_instances,
     remove_small_components,
     volume_weighted_dice,
 )
@@ -20,7 +19,7 @@ __all__ = [
     "MatchingSpec",
     "PRESETS",
     "concordance_correlation",
-    "detect_lesions",
+    "apply_lesion_rule",
     "evaluate_binary",
     "get_preset",
     "match_instances",

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_lesionloss.evaluation.io import csv_text_cell
 from nnunet_lesionloss.evaluation.metrics import BinaryEvaluation
 
 SMALL_VOLUME_MM3 = 20.0
@@ -224,11 +225,13 @@ def brats_outputs(results, settings, regions: list[str]) -> tuple[dict, tuple[li
 
 
 def write_brats_summary_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
-    """CSV with empty cells for undefined values, as pandas writes NaN."""
+    """CSV with empty cells for undefined values, as pandas writes NaN; the subject names escaped as every CSV of
+    the package (:func:`~nnunet_lesionloss.evaluation.io.csv_text_cell`)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
             writer.writerow(
-                [row[0]] + ["" if (isinstance(x, float) and math.isnan(x)) else repr(float(x)) for x in row[1:]]
+                [csv_text_cell(row[0])]
+                + ["" if (isinstance(x, float) and math.isnan(x)) else repr(float(x)) for x in row[1:]]
             )

@@ -14,8 +14,9 @@ case, reason) in ``cv_summary.json`` and on stderr.
 Work is done in steps, each its own function: :func:`plan_cv` (folds, references, expected cases,
 output files: everything that can be refused before any evaluation), then per fold either
 :func:`load_fold_evaluation` (an existing, complete evaluation of the same files with the same
-settings, e.g. of a run that was interrupted) or :func:`evaluate_fold`, then :func:`summarise_folds`
-and :func:`write_cv_outputs` (``cv_summary.json`` last: its presence means the others are complete).
+settings, e.g. of a run that was interrupted) or :func:`evaluate_fold`, then :func:`summarise_folds`;
+:func:`cv_summary` runs them and has cv_report.py write the outputs (``cv_summary.json`` last: its
+presence means the others are complete).
 The trainers of this package write such a folder after nnU-Net's final validation
 (``fold_X/validation/lesion_evaluation``, the ``lesion_validation.fold_evaluation`` preset): when
 :func:`load_fold_evaluation` accepts it, cv-summary copies it instead of evaluating the fold again.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,22 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.evaluate import (
-    SUMMARY_FILES,
-    CaseResult,
-    aggregate,
-    cases_table,
-    format_value,
-    headline_metrics,
-    write_csv,
-)
-from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, merge_fold_lesion_tables
+from nnunet_lesionloss.evaluation.cv_report import CV_FILES, write_cv_outputs
+from nnunet_lesionloss.evaluation.evaluate import CaseResult, aggregate
+from nnunet_lesionloss.evaluation.froc.cross_validation import cv_froc_section
+from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE
 from nnunet_lesionloss.evaluation.runner import evaluate_folders, resolve_labels
-from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
+from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, current_settings_record, get_preset
+from nnunet_lesionloss.evaluation.summary_report import SUMMARY_FILES
 
 DATASET_FOLDER = re.compile(r"^Dataset\d{3}_.+")
-#: what cv-summary writes into its output folder; cv_summary.json last
-CV_FILES = ("cases.csv", LESION_FILE, "cv_summary.md", "cv_summary.json")
 #: the source of a fold evaluation the trainer wrote after nnU-Net's final validation
 TRAINING_EVALUATION = "reused the trainer's evaluation"
 
@@ -76,6 +70,8 @@ def default_gt_dir(results_dir: Path) -> Path:
     raise FileNotFoundError(f"cannot find the references of {results_dir}; tried {tried}")
 
 
+#: the folders below a results folder that cv-summary (and choose-threshold) read: an output there would be read back
+FOLDS_READ = "fold_*/validation"
 #: nnU-Net's fold folders: fold_<int> exactly (a copy such as fold_4_old is not fold 4)
 FOLD_FOLDER = re.compile(r"^fold_(\d+)$")
 
@@ -209,6 +205,7 @@ def plan_cv(
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"reference folder not found: {gt_dir}")
     output_dir = Path(output_dir) if output_dir else results_dir / "lesion_evaluation"
+    io.check_output_apart(output_dir, {"RESULTS_DIR": results_dir, "--gt": gt_dir}, {"RESULTS_DIR": [FOLDS_READ]})
     if dataset_json is None and (results_dir / "dataset.json").is_file():
         dataset_json = str(results_dir / "dataset.json")
     file_ending = io.read_dataset_json(dataset_json).get("file_ending") if dataset_json else None
@@ -274,7 +271,7 @@ def fold_summary_difference(
     if not isinstance(summary, dict):
         return None, "cannot be read (not a summary.json of nnunet-lesionloss evaluate)"
     differences = []
-    recorded, current = summary.get("settings") or {}, settings.to_dict()
+    recorded, current = current_settings_record(summary.get("settings")) or {}, settings.to_dict()
     changed = [key for key in {**recorded, **current} if recorded.get(key) != current.get(key)]
     if changed:
         differences.append(
@@ -339,8 +336,6 @@ def reuse_training_evaluation(
     """The evaluation the trainer wrote into ``fold_<f>/validation/lesion_evaluation`` after nnU-Net's
     final validation, copied into ``<output>/fold_<f>``, when :func:`load_fold_evaluation` accepts it
     (same settings, preset, labels and input files); else None."""
-    import shutil
-
     source = plan.results_dir / f"fold_{fold}" / "validation" / "lesion_evaluation"
     fingerprints = current_fingerprints(plan, fold)
     reused = load_fold_evaluation(
@@ -391,11 +386,11 @@ def cv_summary(
     num_processes: int = 1,
     overwrite: bool = False,
     progress: bool = True,
-    detection=None,
+    froc=None,
 ) -> dict:
     """Evaluate (or reuse) every fold, summarise, write ``cases.csv``, ``cv_summary.md``, ``cv_summary.json``.
 
-    ``detection``: the DetectionSettings of the detection analysis of the folds' ``.npz`` probabilities
+    ``froc``: the FrocSettings of the FROC analysis of the folds' ``.npz`` probabilities
     (None: the defaults; False: none); its files go into the output folder before ``cv_summary.json``.
 
     Without ``overwrite``, an existing complete fold evaluation of the same files and settings in
@@ -433,11 +428,9 @@ def cv_summary(
     for fold in todo:
         evaluations[fold] = evaluate_fold(plan, fold, settings, preset, num_processes, progress)
     result = summarise_folds(plan, [evaluations[f] for f in plan.folds], settings, preset)
-    if detection is not False:
-        from nnunet_lesionloss.evaluation.detection import cv_detection_section
-
-        result["detection"] = cv_detection_section(plan, label_spec, settings, detection, num_processes, progress)
-    write_cv_outputs(plan, result, [evaluations[f] for f in plan.folds], settings)
+    if froc is not False:
+        result["froc"] = cv_froc_section(plan, label_spec, settings, froc, num_processes, progress)
+    write_cv_outputs(plan.output_dir, result, {f: evaluations[f].results for f in plan.folds}, settings)
     return result
 
 
@@ -525,118 +518,3 @@ def summarise_folds(
             for case, checksum in (summary.get("reference_checksums") or {}).items()
         },
     }
-
-
-def write_cv_outputs(
-    plan: CVPlan, result: dict, evaluations: list[FoldEvaluation], settings: EvaluationSettings
-) -> None:
-    """cases.csv (fold as first column; unassigned references with an empty fold), cv_summary.md,
-    then cv_summary.json; each atomically, the previous cv_summary.json removed first."""
-    output_dir = plan.output_dir
-    (output_dir / "cv_summary.json").unlink(missing_ok=True)
-    groups = [(str(e.fold), e.results) for e in evaluations]
-    unassigned = [f for f in result["failures"] if f["fold"] is None]
-    if unassigned:
-        groups.append(("", [CaseResult(f["case"], "", None, error=f["reason"]) for f in unassigned]))
-    _write_cases_with_fold(output_dir / "cases.csv", groups)
-    missing = merge_fold_lesion_tables(
-        output_dir / LESION_FILE, {e.fold: output_dir / f"fold_{e.fold}" for e in evaluations}
-    )
-    # an evaluation an older version wrote (no lesions.csv) is reused without its lesions: say so
-    result["folds_without_lesion_table"] = missing
-    io.write_text(output_dir / "cv_summary.md", cv_markdown(result, settings))
-    io.write_json(output_dir / "cv_summary.json", result, overwrite=True)
-
-
-def _write_cases_with_fold(path: Path, groups: list[tuple[str, list[CaseResult]]]) -> None:
-    """One cases.csv for all folds, the fold as first column; columns are the union over folds."""
-    header: list[str] = []
-    tables = []
-    for fold, results in groups:
-        fold_header, rows = cases_table(results, extra_columns={"fold": fold})
-        header += [name for name in fold_header if name not in header]
-        tables.append((fold_header, rows))
-    merged = []
-    for fold_header, rows in tables:
-        index = {name: k for k, name in enumerate(fold_header)}
-        merged += [[row[index[name]] if name in index else "" for name in header] for row in rows]
-    write_csv(path, header or ["fold", "case", "label", "error"], merged)
-
-
-def cv_markdown(result: dict, settings: EvaluationSettings) -> str:
-    folds = result["folds"]
-    failed = result["n_failed"]
-    lines = [
-        f"# Cross-validation: {result['trainer']}",
-        "",
-        f"Folds {', '.join(map(str, folds))}; {result['n_cases']} validation cases, {result['n_evaluated']} "
-        f"evaluated, {failed} failed or missing. Per-fold means, then the mean ± std over folds (Luu et al. 2026 "
-        "report the mean of fold means).",
-        "",
-    ]
-    for missing in result.get("missing_folds", []):
-        lines += [f"**Fold {missing['fold']} is missing**: {missing['reason']}.", ""]
-    if failed:
-        lines += [
-            f"**{failed} case(s) failed or are missing: every mean below is over the evaluated cases only.**",
-            "",
-        ]
-    for label, means in result["mean_of_fold_means"].items():
-        name = result["label_names"].get(label, label)
-        lines += [
-            f"## Label {name} ({label})",
-            "",
-            "| metric | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± std |",
-            "|---|" + "---|" * (len(folds) + 1),
-        ]
-        for metric in headline_metrics(settings):
-            if metric not in means:
-                continue
-            fold_values = [result["per_fold_mean"][str(f)].get(label, {}).get(metric) for f in folds]
-            std = result["std_of_fold_means"][label].get(metric)
-            lines.append(
-                f"| {metric} | "
-                + " | ".join(format_value(v) for v in fold_values)
-                + f" | {format_value(means[metric])}"
-                + ("" if std is None else f" ± {format_value(std)}")
-                + " |"
-            )
-        lines.append("")
-    if result["failures"]:
-        lines += ["## Failed or missing cases", "", "| fold | case | reason |", "|---|---|---|"]
-        lines += [
-            f"| {'–' if f['fold'] is None else f['fold']} | {f['case']} | {f['reason']} |" for f in result["failures"]
-        ]
-        lines.append("")
-    if result.get("detection"):
-        from nnunet_lesionloss.evaluation.detection import cv_markdown_lines
-
-        lines += cv_markdown_lines(result["detection"])
-    if result["not_evaluated"]:
-        lines += [
-            f"{len(result['not_evaluated'])} reference(s) were not evaluated: no evaluated fold predicted them and no "
-            "splits_final.json says which fold they belong to (only some folds were asked for).",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def report_failures(result: dict, stream=None) -> None:
-    """Every failure on its own line: fold, case, reason (default: on stderr)."""
-    stream = stream or sys.stderr
-    for missing in result.get("missing_folds", []):
-        print(f"  fold {missing['fold']} missing: {missing['reason']}", file=stream)
-    for name in result.get("ignored_folders", []):
-        print(f"  note: {result['results_dir']}/{name} is no fold_<number> folder: not evaluated", file=stream)
-    for fold, names in result.get("ignored_predictions", {}).items():
-        print(
-            f"  note: fold {fold}: {len(names)} predictions without a reference are ignored: {', '.join(names[:5])}",
-            file=stream,
-        )
-    for failure in result["failures"]:
-        fold = "-" if failure["fold"] is None else failure["fold"]
-        print(f"  fold {fold}, case {failure['case']}: {failure['reason']}", file=stream)
-    for entry in result["not_evaluated"]:
-        print(f"  not evaluated: {entry['case']} ({entry['reason']})", file=stream)
-    for fold in result.get("folds_without_lesion_table", []):
-        print(f"  fold {fold}: no lesions.csv of this fold, so the merged lesions.csv lacks its lesions", file=stream)

@@ -1,18 +1,18 @@
-"""Evaluate a folder of predictions against a folder of references (nnU-Net layout).
+"""Evaluate one case (a prediction against its reference, per label or region) and aggregate the cases.
 
-Outputs (``write_outputs``): ``summary.json`` in nnU-Net's layout (``metric_per_case``, ``mean``,
-``foreground_mean``) extended with the lesion metrics, ``aggregates`` (mean, std, median, n),
-``across_cases`` (volume CCC, volume-weighted Dice, pooled lesion counts), ``undefined`` reasons
-and per-case ``errors``; ``cases.csv`` (one row per case and label); ``lesions.csv`` (one row per
-reference and per predicted lesion, ``lesion_table``); ``summary.md``.
+:func:`evaluate_case` reads the two images and returns a :class:`CaseResult` (the metrics per label, the
+reasons of undefined values, the rows of lesions.csv, or the error that stopped it); :func:`evaluate_pairs`
+evaluates many, in parallel; :func:`aggregate` and :func:`build_summary` turn the results into
+``summary.json``'s content in nnU-Net's layout (``metric_per_case``, ``mean``, ``foreground_mean``) extended
+with the lesion metrics, ``aggregates`` (mean, std, median, n), ``across_cases`` (volume CCC,
+volume-weighted Dice, pooled lesion counts), ``undefined`` reasons and per-case ``errors``. The files
+(summary.json, cases.csv, lesions.csv, summary.md) are written by summary_report.py.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
-import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +21,18 @@ import numpy as np
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
-from nnunet_lesionloss.evaluation.lesion_table import LESION_FILE, lesion_rows, write_lesion_table
+from nnunet_lesionloss.evaluation.lesion_table import lesion_rows
 from nnunet_lesionloss.evaluation.metrics import (
     BinaryEvaluation,
     concordance_correlation,
     evaluate_binary,
     foreground_crop,
+    remove_small_components,
     size_bin_labels,
     volume_weighted_dice,
 )
+from nnunet_lesionloss.evaluation.panoptica_adapter import panoptica_instance_metrics
+from nnunet_lesionloss.evaluation.parallel import run_parallel, unexpected_error_reason
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 
@@ -45,11 +48,8 @@ class LabelSpec:
     @classmethod
     def from_dataset_json(cls, dataset: dict) -> LabelSpec:
         groups = io.labels_from_dataset_json(dataset)
-        labels = dataset["labels"]
-        ignore = labels.get("ignore")
-        allowed = {0} | {v for values in groups.values() for v in values}
-        if ignore is not None:
-            allowed.add(int(ignore))
+        ignore = dataset["labels"].get("ignore")
+        allowed = io.allowed_label_values(dataset)
         keyed = {io.label_key(values): values for values in groups.values()}
         names = {io.label_key(values): name for name, values in groups.items()}
         return cls(groups=keyed, allowed=allowed, ignore_label=None if ignore is None else int(ignore), names=names)
@@ -70,6 +70,8 @@ class CaseResult:
     panoptica_check: dict[str, float | str] = field(default_factory=dict)  # label key -> max |ours - panoptica|
     error: str | None = None
     lesion_rows: list[list] = field(default_factory=list)  # lesions.csv rows (lesion_table.lesion_rows)
+    # evaluated without a list of labels: the label keys present in the images (empty: label 1 stood in)
+    found_labels: list[str] | None = None
 
 
 def evaluate_arrays(
@@ -93,16 +95,7 @@ def evaluate_arrays(
     reference, prediction = reference[crop], prediction[crop]
     present = {"reference": set(np.unique(reference).tolist()), "prediction": set(np.unique(prediction).tolist())}
     for name, values in present.items():
-        negative = sorted(v for v in values if v < 0)
-        if negative:  # without a dataset.json it would become a class of its own and enter foreground_mean
-            raise CaseError(f"negative label values {negative} in the {name}: a label map holds labels >= 0")
-    if labels.allowed is not None:
-        for name, values in present.items():
-            unexpected = sorted(values - labels.allowed)
-            if unexpected:
-                raise CaseError(
-                    f"unexpected label values {unexpected} in the {name} (allowed: {sorted(labels.allowed)})"
-                )
+        io.check_label_values(values, labels.allowed, name)
     groups = labels.groups
     if groups is None:
         found = sorted((present["reference"] | present["prediction"]) - {0})
@@ -138,11 +131,6 @@ def panoptica_difference(
     undefined values there, and the counts are then trivially equal); HD95 is compared only when ours is
     the pooled definition, which is panoptica's.
     """
-    import warnings
-
-    from nnunet_lesionloss.evaluation.metrics import remove_small_components
-    from nnunet_lesionloss.evaluation.panoptica_adapter import panoptica_instance_metrics
-
     reference = remove_small_components(
         reference, settings.connectivity, spacing, settings.min_lesion_voxels, settings.min_lesion_volume_mm3
     )
@@ -194,9 +182,13 @@ def evaluate_case(
         reference = io.read_label_image(reference_file)
         prediction = io.read_label_image(prediction_file)
         io.check_same_geometry(reference, prediction)
+        reference_labels, predicted_labels = io.as_integer_labels(reference), io.as_integer_labels(prediction)
+        if labels.groups is None:
+            present = np.union1d(np.unique(reference_labels), np.unique(predicted_labels))
+            result.found_labels = [str(v) for v in present.tolist() if v > 0]
         evaluations = evaluate_arrays(
-            io.as_integer_labels(reference),
-            io.as_integer_labels(prediction),
+            reference_labels,
+            predicted_labels,
             reference.spacing,
             labels,
             settings,
@@ -221,12 +213,8 @@ def evaluate_case(
     except CaseError as error:
         result.error = str(error)
     except Exception as error:  # keep the other cases going, but say where it broke
-        result.error = f"{type(error).__name__}: {error} ({traceback.extract_tb(error.__traceback__)[-1].name})"
+        result.error = unexpected_error_reason(error)
     return result
-
-
-def _evaluate_case_star(arguments):
-    return evaluate_case(*arguments)
 
 
 def evaluate_pairs(
@@ -240,19 +228,10 @@ def evaluate_pairs(
     lesion_table: bool = False,
 ) -> list[CaseResult]:
     """Evaluate (case, reference, prediction) triples, in parallel when ``num_processes`` > 1."""
-    from tqdm import tqdm
-
     jobs = [
         (case, ref, pred, labels, settings, keep_lesions, check_panoptica, lesion_table) for case, ref, pred in pairs
     ]
-    if num_processes <= 1 or len(jobs) <= 1:
-        return [evaluate_case(*job) for job in tqdm(jobs, desc="cases", disable=not progress, unit="case")]
-    # fork keeps start-up cheap; each worker only reads files and returns plain dictionaries
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(min(num_processes, len(jobs))) as pool:
-        return list(
-            tqdm(pool.imap(_evaluate_case_star, jobs), total=len(jobs), desc="cases", disable=not progress, unit="case")
-        )
+    return run_parallel(evaluate_case, jobs, num_processes, progress)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -267,7 +246,8 @@ def _describe(values: list[float]) -> dict:
     }
 
 
-def _label_keys(results: list[CaseResult]) -> list[str]:
+def label_keys(results: list[CaseResult]) -> list[str]:
+    """The label keys of the results, in order of appearance."""
     keys: list[str] = []
     for result in results:
         for key in result.metrics:
@@ -276,7 +256,8 @@ def _label_keys(results: list[CaseResult]) -> list[str]:
     return keys
 
 
-def _metric_names(results: list[CaseResult], key: str) -> list[str]:
+def metric_names(results: list[CaseResult], key: str) -> list[str]:
+    """The metric names of label ``key`` in the results, in order of appearance."""
     names: list[str] = []
     for result in results:
         for name in result.metrics.get(key, {}):
@@ -289,9 +270,9 @@ def aggregate(results: list[CaseResult], settings: EvaluationSettings) -> dict:
     """mean / std / median / n per label and metric (undefined values skipped), plus across-case metrics."""
     ok = [r for r in results if r.error is None]
     aggregates, means, across = {}, {}, {}
-    for key in _label_keys(ok):
+    for key in label_keys(ok):
         aggregates[key], means[key] = {}, {}
-        for name in _metric_names(ok, key):
+        for name in metric_names(ok, key):
             values = [r.metrics[key][name] for r in ok if r.metrics.get(key, {}).get(name) is not None]
             described = _describe(values)
             described["n_undefined"] = sum(1 for r in ok if key in r.metrics and r.metrics[key].get(name) is None)
@@ -364,31 +345,6 @@ def _pooled_dice(case_metrics: list[dict]) -> float | None:
     return 2 * tp / denominator if denominator else None
 
 
-# --------------------------------------------------------------------------- outputs
-HEADLINE_METRICS = (
-    "Dice",
-    "hd95",
-    "assd",
-    "rve",
-    "abs_volume_error_ml",
-    "lesion_f1",
-    "lesion_precision",
-    "lesion_recall",
-    "small_lesion_recall",
-    "lesion_fn",
-    "lesion_fp",
-    "fp_volume_mm3",
-    "fn_volume_fraction",
-)
-
-
-def headline_metrics(settings: EvaluationSettings) -> list[str]:
-    names = list(HEADLINE_METRICS)
-    for spec in settings.matchings:
-        names += [f"{spec.name}_pq_dsc", f"{spec.name}_sq_dsc", f"{spec.name}_rq"]
-    return names
-
-
 def build_summary(
     results: list[CaseResult],
     settings: EvaluationSettings,
@@ -427,134 +383,4 @@ def build_summary(
     if checks:
         numbers = [v for by_label in checks.values() for v in by_label.values() if isinstance(v, float)]
         summary["panoptica_check"] = {"max_abs_difference": max(numbers) if numbers else None, "cases": checks}
-    return summary
-
-
-def cases_table(results: list[CaseResult], extra_columns: dict[str, str] | None = None) -> tuple[list[str], list[list]]:
-    """Header and rows of cases.csv: one row per case and label (one row with the error for failed cases)."""
-    keys = _label_keys([r for r in results if r.error is None])
-    names: list[str] = []
-    for key in keys:
-        names += [n for n in _metric_names(results, key) if n not in names]
-    extra_columns = extra_columns or {}
-    header = list(extra_columns) + ["case", "label", "error"] + names
-    rows = []
-    for r in results:
-        if r.error:
-            rows.append(list(extra_columns.values()) + [r.case, "", r.error] + [""] * len(names))
-            continue
-        for key, metrics in r.metrics.items():
-            rows.append(
-                list(extra_columns.values())
-                + [r.case, key, ""]
-                + ["" if metrics.get(n) is None else metrics[n] for n in names]
-            )
-    return header, rows
-
-
-write_csv = io.write_csv  # the writer of every CSV output (atomic)
-
-
-def write_cases_csv(path: Path, results: list[CaseResult]) -> None:
-    write_csv(path, *cases_table(results))
-
-
-def format_value(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    return f"{value:.{digits}f}"
-
-
-def summary_markdown(summary: dict, settings: EvaluationSettings, title: str = "Lesion-wise evaluation") -> str:
-    metrics = headline_metrics(settings)
-    lines = [
-        f"# {title}",
-        "",
-        f"{summary['n_cases']} cases, {summary['n_failed']} failed. "
-        "Mean ± sample std over cases (n = cases where the metric is defined).",
-        "",
-    ]
-    for key, by_metric in summary["aggregates"].items():
-        name = summary.get("label_names", {}).get(key, key)
-        lines += [f"## Label {name} ({key})", "", "| metric | mean ± std | median | n |", "|---|---|---|---|"]
-        for metric in metrics:
-            if metric in by_metric:
-                d = by_metric[metric]
-                std = "" if d["std"] is None else f" ± {format_value(d['std'])}"
-                lines.append(f"| {metric} | {format_value(d['mean'])}{std} | {format_value(d['median'])} | {d['n']} |")
-        across = summary["across_cases"].get(key, {})
-        lines += ["", "| across cases | value |", "|---|---|"]
-        for metric, value in across.items():
-            if not isinstance(value, dict) and not metric.startswith("pooled_bin"):
-                lines.append(f"| {metric} | {format_value(value)} |")
-        lines += [""] + size_bin_markdown(by_metric, across, settings) + [""]
-    if summary["errors"]:
-        lines += (
-            ["## Cases with errors", ""] + [f"- {case}: {error}" for case, error in summary["errors"].items()] + [""]
-        )
-    return "\n".join(lines)
-
-
-def size_bin_markdown(by_metric: dict, across: dict, settings: EvaluationSettings) -> list[str]:
-    """Two tables: per reference-lesion volume bin (Kundu et al. 2026 Table 2) and per case-volume bin.
-
-    The case-volume table follows Joshi 2026 Table 5.4.
-    """
-    spec = settings.size_bin_matching
-    lines = [
-        f"By reference lesion volume (mean over cases; PQ/SQ/RQ at {spec}; pooled recall over all lesions):",
-        "",
-        "| lesion volume | lesions | pooled recall | recall | PQ-DSC | SQ-DSC | RQ |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name in size_bin_labels(settings.size_bins_ml):
-
-        def mean(metric: str, name: str = name) -> str:
-            return format_value(by_metric.get(f"bin{name}_{metric}", {}).get("mean"))
-
-        lines.append(
-            f"| {name} | {across.get(f'pooled_bin{name}_n_ref_lesions', 0)} | "
-            f"{format_value(across.get(f'pooled_bin{name}_lesion_recall'))} | {mean('lesion_recall')} | "
-            f"{mean('pq_dsc')} | {mean('sq_dsc')} | {mean('rq')} |"
-        )
-    by_case = across.get("by_case_reference_volume", {})
-    if by_case:
-        columns = ["Dice", "rve", "lesion_fp", "lesion_fn", f"{spec}_pq_dsc", f"{spec}_sq_dsc", f"{spec}_rq", "assd"]
-        lines += [
-            "",
-            "By total reference volume of the case (means over the cases of each bin):",
-            "",
-            "| case volume | n | " + " | ".join(columns) + " |",
-            "|---|---|" + "---|" * len(columns),
-        ]
-        for name, entry in by_case.items():
-            lines.append(f"| {name} | {entry['n']} | " + " | ".join(format_value(entry.get(c)) for c in columns) + " |")
-    return lines
-
-
-#: what ``write_outputs`` writes; summary.json last: its presence means the others are complete
-SUMMARY_FILES = ("cases.csv", LESION_FILE, "summary.md", "summary.json")
-
-
-def write_outputs(
-    output_dir: Path,
-    results: list[CaseResult],
-    settings: EvaluationSettings,
-    labels: LabelSpec,
-    preset: str | None,
-    overwrite: bool,
-    extra: dict | None = None,
-) -> dict:
-    """cases.csv, summary.md, then summary.json, each written atomically. When replacing a previous
-    evaluation, its summary.json is removed first, so a run interrupted while writing leaves no
-    summary.json beside files of another run."""
-    output_dir = io.prepare_output_dir(output_dir, SUMMARY_FILES, overwrite, marker="summary.json")
-    summary = build_summary(results, settings, labels, preset, extra)
-    (output_dir / "summary.json").unlink(missing_ok=True)
-    write_cases_csv(output_dir / "cases.csv", results)
-    write_lesion_table(output_dir / LESION_FILE, [row for r in results for row in r.lesion_rows])
-    io.write_text(output_dir / "summary.md", summary_markdown(summary, settings))
-    io.write_json(output_dir / "summary.json", summary, overwrite=True)
     return summary

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import math
 import os
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# where an output may go (never where its command reads): its own module, named here too as the other writers are
+from nnunet_lesionloss.evaluation.output_places import check_output_apart, check_output_file_apart  # noqa: F401
 
 # the file endings nnU-Net's SimpleITK / NIfTI readers accept, longest first
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".tif", ".tiff", ".png", ".bmp")
@@ -194,6 +198,43 @@ def as_integer_labels(image: LabelImage) -> np.ndarray:
     if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
         raise CaseError(f"{image.path} holds labels beyond the 32-bit integer range")
     return array.astype(np.int32)
+
+
+def check_label_values(values, allowed: set[int] | None, what: str) -> None:
+    """The one rule for label values in a reference or prediction: negative values, and (when ``allowed`` is
+    known, from dataset.json or a preset) values it does not list, make the case fail with a CaseError naming
+    them; they are never dropped, counted as misses or skipped in silence. ``values``: the values present."""
+    values = {int(v) for v in values}
+    negative = sorted(v for v in values if v < 0)
+    if negative:
+        raise CaseError(f"negative label values {negative} in the {what}: a label map holds labels >= 0")
+    if allowed is not None:
+        unexpected = sorted(values - set(allowed))
+        if unexpected:
+            raise CaseError(
+                f"unexpected label values {unexpected} in the {what}: no label of dataset.json or the preset has them "
+                f"(allowed: {sorted(allowed)})"
+            )
+
+
+def present_values(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer label array, sorted (counted per value when they are non-negative and
+    few: a 512×512×176 map in a fraction of the time of a sort)."""
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if int(labels.min()) >= 0 and int(labels.max()) < 1 << 20:
+        return np.flatnonzero(np.bincount(labels.ravel()))
+    return np.unique(labels)
+
+
+def allowed_label_values(dataset: dict) -> set[int]:
+    """The values a label map of this dataset.json may hold: the background, every label and region value,
+    and nnU-Net's ignore label (what :func:`check_label_values` is given)."""
+    allowed = {0} | {v for values in labels_from_dataset_json(dataset).values() for v in values}
+    ignore = dataset["labels"].get("ignore")
+    if ignore is not None:
+        allowed.add(int(ignore))
+    return allowed
 
 
 def check_same_geometry(reference: LabelImage, prediction: LabelImage, tolerance: float = 1e-3) -> None:
@@ -438,13 +479,21 @@ def json_ready(value):
     return value
 
 
+def temporary_tag(name: str) -> str:
+    """The part of a temporary file's name that stands for the file ``name`` it becomes: a digest of ``name``
+    and its ending, short whatever the length of ``name`` (a temporary name made of a long legal name would
+    exceed the 255 bytes of a file name), and the same on every run (a later run finds what a killed one left)."""
+    ending = next((e for e in SUPPORTED_ENDINGS if name.endswith(e)), Path(name).suffix)
+    return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:16] + ending
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(temporary path)`` and rename the result to ``path``: a reader (or a run killed
     half-way) sees the old file or the new one, never a half-written one. The temporary file is
-    hidden (``.partial-<pid>-<name>``, same folder, same ending, so writers that infer the format
-    from the name still work) and removed on failure."""
+    hidden (``.partial-<pid>-<tag>``, :func:`temporary_tag`: same folder, same ending, so writers that infer
+    the format from the name still work) and removed on failure."""
     path = Path(path)
-    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    temporary = path.with_name(f".partial-{os.getpid()}-{temporary_tag(path.name)}")
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -459,15 +508,39 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
+#: a text cell starting with one of these is read as a formula by spreadsheet programs (CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text_cell(value):
+    """A CSV cell as spreadsheets should read it: text that would start a formula (``=``, ``+``, ``-``, ``@``,
+    tab, carriage return: a case name such as ``=HYPERLINK(...)``) gets a leading apostrophe, OWASP's
+    mitigation of CSV injection, which spreadsheets show as text; numbers (also written as text, "-13.75") and
+    other text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(text: str) -> bool:
+    """A number written as text ("-13.75", "+1e-3"): a spreadsheet reads it as that number, never as a formula."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip() == text
+
+
 def write_csv(path: str | os.PathLike, header: list[str], rows: list[list]) -> Path:
-    """A CSV with one header row, written atomically (see :func:`atomic_write`)."""
+    """A CSV with one header row, written atomically (see :func:`atomic_write`); text cells that a spreadsheet
+    would run as a formula are escaped (:func:`csv_text_cell`)."""
     import csv
 
     def write(temporary: Path) -> None:
         with open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerow([csv_text_cell(cell) for cell in header])
+            writer.writerows([csv_text_cell(cell) for cell in row] for row in rows)
 
     return atomic_write(path, write)
 
@@ -488,21 +561,28 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
+#: the hidden file a command leaves in its output folder before it writes anything there: output-named files
+#: beside it and without the command's marker are what an interrupted run of the command left
+WRITING_RECORD = ".nnunet-lesionloss-writing"
+
+
 def prepare_output_dir(
     folder: str | os.PathLike, names: Iterable[str] = (), overwrite: bool = False, marker: str | None = None
 ) -> Path:
     """Create ``folder`` (with parents) and make sure a file can be written in it, and that none of
     ``names`` exists there unless ``overwrite``; before any work, so a bad output path costs nothing.
 
-    ``marker`` is the file a command writes last (its summary): when it is absent, the other ``names``
-    are what an interrupted run left and may be replaced. Raises :class:`OutputError` (folder) or
-    ``FileExistsError`` (a file), naming the path.
+    ``marker`` is the file a command writes last (its summary). Output-named files without the marker are what
+    an interrupted run left, and may be replaced, only when that run's record (:data:`WRITING_RECORD`, written
+    here before any output) is there too; the user's own files that merely have an output's name (a
+    ``cases.csv`` of their own, no record) are never replaced without ``overwrite``. Raises
+    :class:`OutputError` (folder) or ``FileExistsError`` (a file), naming the path.
     """
     folder = Path(folder)
     names = list(names)
-    complete = marker is None or (folder / marker).exists()
+    interrupted = marker is not None and not (folder / marker).exists() and (folder / WRITING_RECORD).is_file()
     for name in names:
-        if complete or name == marker:
+        if not interrupted or name == marker:
             check_writable(folder / name, overwrite)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -515,7 +595,9 @@ def prepare_output_dir(
     except OSError as error:
         raise OutputError(f"cannot write into the output folder {folder}: {error.strerror or error}") from None
     for name in names:  # temporary files a killed run left behind (never read: hidden)
-        for leftover in folder.glob(f".partial-*-{glob.escape(name)}"):
+        for leftover in folder.glob(f".partial-*-{glob.escape(temporary_tag(name))}"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+    if marker is not None:
+        write_text(folder / WRITING_RECORD, "\n".join(names) + "\n")
     return folder

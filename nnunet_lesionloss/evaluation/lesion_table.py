@@ -22,13 +22,9 @@ import numpy as np
 
 from nnunet_lesionloss.components import component_statistics
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.metrics import (
-    MM3_PER_ML,
-    LesionMaps,
-    _small,
-    match_instances,
-    size_bin_labels,
-)
+from nnunet_lesionloss.evaluation.matching import match_instances
+from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, LesionMaps, size_bin_labels
+from nnunet_lesionloss.evaluation.plotting import pyplot, save_figure
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 __all__ = [
@@ -122,7 +118,7 @@ def lesion_rows(
     evaluation's per-lesion details use (``settings.reference_lesion_spec``, named in ``matching``);
     ``overlapping_ids``: every lesion of the other side that shares a voxel, by decreasing overlap;
     ``best_dsc``: the largest DSC with one of them; ``detected``: the evaluation's detection result
-    (``settings.detection``) of this lesion (for a predicted lesion: counted as a true positive).
+    (``settings.lesion_rule``) of this lesion (for a predicted lesion: counted as a true positive).
     """
     table = maps.table
     spec = next(m for m in settings.matchings if m.name == settings.reference_lesion_spec)
@@ -152,7 +148,7 @@ def lesion_rows(
         counts, centroids, lower, upper = _statistics(labels, count, maps.offset)
         points = physical_points(centroids, spacing_zyx, origin, direction)
         volumes_ml = counts * voxel_volume / MM3_PER_ML
-        small = _small(volumes_ml, settings)
+        small = settings.is_small(volumes_ml)
         size_bin = np.digitize(volumes_ml, np.asarray(settings.size_bins_ml, dtype=np.float64), right=False)
         best = _best_dsc(pair_ids, pair_dsc, count)
         for lesion in range(1, count + 1):
@@ -257,9 +253,8 @@ def _wilson(hits: int, n: int, z: float = 1.959964) -> tuple[float | None, float
 def plot_detection_by_volume(tables: dict[str, Path], label: str, path: Path, small_lesion_ml: float | None) -> Path:
     """Detection rate of the reference lesions against their volume (log axis), one line per run, with
     Wilson 95 % intervals and the number of lesions per bin."""
-    from nnunet_lesionloss.evaluation.compare import _finish, _pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = {name: read_lesion_table(file) for name, file in tables.items()}
     volumes = [
         float(r["volume_mm3"]) for rs in rows.values() for r in rs if r["side"] == "reference" and r["label"] == label
@@ -286,4 +281,4 @@ def plot_detection_by_volume(tables: dict[str, Path], label: str, path: Path, sm
     ax.set_ylim(0, 1.08)
     ax.set_xlabel("reference lesion volume (mm³, log scale; bins of a factor 2 or 4)")
     ax.set_ylabel("detection rate (Wilson 95 % CI)")
-    return _finish(fig, ax, f"Detection by lesion volume, label {label}", path)
+    return save_figure(fig, ax, f"Detection by lesion volume, label {label}", path)

@@ -24,12 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import binary_erosion, generate_binary_structure
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
 
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.evaluation.settings import EvaluationSettings, MatchingSpec
+from nnunet_lesionloss.evaluation.matching import OverlapTable, lesion_f1, lesion_hits, match_instances
+from nnunet_lesionloss.evaluation.settings import EvaluationSettings
+from nnunet_lesionloss.evaluation.surface import SurfaceMetrics, SurfacePoints, surface_metrics
 
 MM3_PER_ML = 1000.0
 
@@ -84,268 +83,15 @@ def foreground_crop(*masks: np.ndarray) -> tuple[slice, ...]:
 
 
 # --------------------------------------------------------------------------- surfaces
-def _border_voxels(mask: np.ndarray) -> np.ndarray:
-    """Boolean map of voxels of ``mask`` with at least one face neighbour outside it (or outside the image)."""
-    if not mask.any():
-        return np.zeros_like(mask, dtype=bool)
-    structure = generate_binary_structure(mask.ndim, 1)
-    coords = np.nonzero(mask)
-    lower = [max(int(c.min()) - 1, 0) for c in coords]
-    upper = [min(int(c.max()) + 2, s) for c, s in zip(coords, mask.shape)]
-    crop = tuple(slice(a, b) for a, b in zip(lower, upper))
-    sub = mask[crop]
-    # border_value=0: the outside of the image counts as background, as in medpy/panoptica
-    eroded = binary_erosion(sub, structure=structure, iterations=1, border_value=0)
-    border = np.zeros_like(mask, dtype=bool)
-    border[crop] = sub & ~eroded
-    return border
-
-
-@dataclass
-class SurfacePoints:
-    """Border voxel coordinates (index space) of every lesion of a label map, grouped by lesion id."""
-
-    coords: np.ndarray  # (n, ndim) int
-    starts: np.ndarray  # start offset of lesion id k (1-based) at starts[k]
-    ends: np.ndarray
-
-    @classmethod
-    def from_labels(cls, labels: np.ndarray, count: int) -> SurfacePoints:
-        border = _border_voxels(labels > 0)
-        idx = np.nonzero(border)
-        ids = labels[idx]
-        order = np.argsort(ids, kind="stable")
-        coords = np.stack(idx, axis=1)[order] if len(ids) else np.zeros((0, labels.ndim), dtype=np.int64)
-        counts = np.bincount(ids, minlength=count + 1)
-        ends = np.cumsum(counts)
-        starts = ends - counts
-        return cls(coords=coords, starts=starts, ends=ends)
-
-    def of(self, lesion_ids: int | Sequence[int] | None = None) -> np.ndarray:
-        """Border coordinates of one lesion, several lesions, or (None) all lesions."""
-        if lesion_ids is None:
-            return self.coords
-        if isinstance(lesion_ids, (int, np.integer)):
-            return self.coords[self.starts[lesion_ids] : self.ends[lesion_ids]]
-        parts = [self.coords[self.starts[i] : self.ends[i]] for i in lesion_ids]
-        return np.concatenate(parts) if parts else self.coords[:0]
-
-
-def directed_surface_distances(from_points: np.ndarray, to_points: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """For each point of ``from_points`` (index coordinates), the distance in mm to the nearest of ``to_points``."""
-    scale = np.asarray(spacing, dtype=np.float64)
-    tree = cKDTree(to_points * scale)
-    _, nearest = tree.query(from_points * scale, k=1)
-    # recompute from the integer offsets: sqrt(sum((offset * spacing)²)) is the arithmetic of scipy's
-    # distance transform, so distances of exactly one spacing stay exact (NSD compares them with <=)
-    offsets = (from_points - to_points[nearest]) * scale
-    return np.sqrt(np.einsum("ij,ij->i", offsets, offsets))
-
-
-@dataclass
-class SurfaceMetrics:
-    hd95: float
-    hd95_pooled: float
-    hd95_max_directed: float
-    hd: float
-    assd: float
-    nsd: float
-
-
-def surface_metrics(
-    ref_points: np.ndarray, pred_points: np.ndarray, spacing: Sequence[float], nsd_tolerance_mm: float, hd95_mode: str
-) -> SurfaceMetrics:
-    """HD, HD95 (pooled and max-of-directed), ASSD, NSD between two non-empty borders.
-
-    - pooled HD95 (panoptica, BraTS): 95th percentile of the union of both directed distance sets;
-    - max-directed HD95 (Luu et al. 2026 (CATMIL) eq. 3.3; WMH challenge, Kuijf et al. 2019): max of
-      the two directed 95th percentiles;
-    - ASSD: mean of the two directed mean distances (panoptica's definition);
-    - NSD (panoptica/GaNDLF variant): (fraction of ref border within tolerance + fraction of pred
-      border within tolerance) / 2 -- written so that it equals panoptica's expression.
-    """
-    d_ref = directed_surface_distances(ref_points, pred_points, spacing)
-    d_pred = directed_surface_distances(pred_points, ref_points, spacing)
-    pooled = float(np.percentile(np.concatenate([d_ref, d_pred]), 95))
-    max_directed = float(max(np.percentile(d_ref, 95), np.percentile(d_pred, 95)))
-    tp_ref = np.count_nonzero(d_ref <= nsd_tolerance_mm) / len(d_ref)
-    tp_pred = np.count_nonzero(d_pred <= nsd_tolerance_mm) / len(d_pred)
-    nsd = (tp_ref + tp_pred) / 2.0
-    return SurfaceMetrics(
-        hd95=pooled if hd95_mode == "pooled" else max_directed,
-        hd95_pooled=pooled,
-        hd95_max_directed=max_directed,
-        hd=float(max(d_ref.max(), d_pred.max())),
-        assd=float((d_ref.mean() + d_pred.mean()) / 2.0),
-        nsd=float(nsd),
-    )
 
 
 # --------------------------------------------------------------------------- overlap table
-@dataclass
-class OverlapTable:
-    """Sizes of every lesion and the intersection of every overlapping (reference, prediction) pair."""
-
-    ref_sizes: np.ndarray  # voxels, index 0 unused
-    pred_sizes: np.ndarray
-    pair_ref: np.ndarray  # 1-based ids
-    pair_pred: np.ndarray
-    pair_intersection: np.ndarray
-
-    @classmethod
-    def build(cls, ref_labels: np.ndarray, n_ref: int, pred_labels: np.ndarray, n_pred: int) -> OverlapTable:
-        ref_flat = ref_labels.ravel()
-        pred_flat = pred_labels.ravel()
-        ref_sizes = np.bincount(ref_flat, minlength=n_ref + 1)
-        pred_sizes = np.bincount(pred_flat, minlength=n_pred + 1)
-        both = (ref_flat > 0) & (pred_flat > 0)
-        encoded = ref_flat[both].astype(np.int64) * (n_pred + 1) + pred_flat[both]
-        values, counts = np.unique(encoded, return_counts=True)
-        return cls(
-            ref_sizes=ref_sizes,
-            pred_sizes=pred_sizes,
-            pair_ref=(values // (n_pred + 1)).astype(np.int64),
-            pair_pred=(values % (n_pred + 1)).astype(np.int64),
-            pair_intersection=counts.astype(np.int64),
-        )
-
-    @property
-    def n_ref(self) -> int:
-        return len(self.ref_sizes) - 1
-
-    @property
-    def n_pred(self) -> int:
-        return len(self.pred_sizes) - 1
-
-    def pair_dsc(self) -> np.ndarray:
-        return 2.0 * self.pair_intersection / (self.ref_sizes[self.pair_ref] + self.pred_sizes[self.pair_pred])
-
-    def pair_iou(self) -> np.ndarray:
-        union = self.ref_sizes[self.pair_ref] + self.pred_sizes[self.pair_pred] - self.pair_intersection
-        return self.pair_intersection / union
 
 
 # --------------------------------------------------------------------------- detection
-def detect_lesions(
-    table: OverlapTable, rule: str, threshold: float = 0.0, beta: float = 0.65, algorithm: str = "hungarian"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Which reference lesions are detected and which predicted lesions are true (boolean arrays, 1-based).
-
-    The one place that decides detection: the evaluation, the training-time patch counts and every
-    per-lesion table follow it. Rules (see docs/metrics.md):
-    - ``one_to_one_dsc`` / ``one_to_one_iou`` (the default, DSC >= 0.1): a lesion is hit when the
-      one-to-one matching of :func:`match_instances` (pairs eligible at DSC or IoU >= ``threshold``,
-      ``algorithm`` hungarian or greedy) pairs it, as BraTS 2025 (DSC > 0) and PI-CAI (Saha et al. 2024; IoU >= 0.1)
-      match: a predicted component that covers several reference lesions detects one of them;
-    - ``any_overlap`` (CATMIL §3.4; Kofler et al. 2023 (blob loss) §2.5): a lesion counts as hit when
-      it shares at least one voxel with any lesion of the other mask;
-    - ``iou`` (Shifts): hit when the IoU between the lesion and the union of the other mask's lesions
-      that touch it is >= ``threshold``;
-    - ``overlap_fraction`` (Anima/MSSEG, approximation): hit when the touching lesions of the other mask
-      cover >= ``threshold`` of it and have at most ``beta`` of their own volume outside the first mask.
-    """
-    ref_hit = np.zeros(table.n_ref + 1, dtype=bool)
-    pred_hit = np.zeros(table.n_pred + 1, dtype=bool)
-    if rule in ("one_to_one_dsc", "one_to_one_iou"):
-        spec = MatchingSpec(rule[len("one_to_one_") :], threshold)
-        matched_ref, matched_pred, _ = match_instances(table, spec, algorithm)
-        ref_hit[matched_ref] = True
-        pred_hit[matched_pred] = True
-        return ref_hit, pred_hit
-    if len(table.pair_ref) == 0:
-        return ref_hit, pred_hit
-    if rule == "any_overlap":
-        ref_hit[table.pair_ref] = True
-        pred_hit[table.pair_pred] = True
-        return ref_hit, pred_hit
-
-    ref_sizes = table.ref_sizes.astype(np.float64)
-    pred_sizes = table.pred_sizes.astype(np.float64)
-    inter = table.pair_intersection.astype(np.float64)
-    # per lesion: voxels covered by the other mask, and total size of the touching lesions
-    ref_covered = np.bincount(table.pair_ref, weights=inter, minlength=table.n_ref + 1)
-    pred_covered = np.bincount(table.pair_pred, weights=inter, minlength=table.n_pred + 1)
-    ref_touching_size = np.bincount(table.pair_ref, weights=pred_sizes[table.pair_pred], minlength=table.n_ref + 1)
-    pred_touching_size = np.bincount(table.pair_pred, weights=ref_sizes[table.pair_ref], minlength=table.n_pred + 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if rule == "iou":
-            ref_score = ref_covered / (ref_sizes + ref_touching_size - ref_covered)
-            pred_score = pred_covered / (pred_sizes + pred_touching_size - pred_covered)
-            ref_hit = np.nan_to_num(ref_score) >= threshold
-            pred_hit = np.nan_to_num(pred_score) >= threshold
-        elif rule == "overlap_fraction":
-            # voxels of the touching lesions that lie outside the whole other mask
-            pred_outside = pred_sizes - pred_covered
-            ref_outside = ref_sizes - ref_covered
-            ref_touching_outside = np.bincount(
-                table.pair_ref, weights=pred_outside[table.pair_pred], minlength=table.n_ref + 1
-            )
-            pred_touching_outside = np.bincount(
-                table.pair_pred, weights=ref_outside[table.pair_ref], minlength=table.n_pred + 1
-            )
-            ref_hit = (np.nan_to_num(ref_covered / ref_sizes) >= threshold) & (
-                np.nan_to_num(ref_touching_outside / ref_touching_size, nan=1.0) <= beta
-            )
-            pred_hit = (np.nan_to_num(pred_covered / pred_sizes) >= threshold) & (
-                np.nan_to_num(pred_touching_outside / pred_touching_size, nan=1.0) <= beta
-            )
-        else:
-            raise ValueError(
-                f"unknown detection rule {rule!r}; use one_to_one_dsc, one_to_one_iou, any_overlap, iou or overlap_fraction"
-            )
-    ref_hit[0] = False
-    pred_hit[0] = False
-    return ref_hit, pred_hit
-
-
-def lesion_detection(table: OverlapTable, settings: EvaluationSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Hit reference and predicted lesions as the evaluation counts them under ``settings``: every lesion
-    count of the package (``evaluate``, ``choose-threshold``, the training-time patch counts) goes through
-    here, so they follow the preset."""
-    return detect_lesions(
-        table, settings.detection, settings.detection_threshold, settings.detection_beta, settings.matching_algorithm
-    )
 
 
 # --------------------------------------------------------------------------- matching
-def match_instances(
-    table: OverlapTable, spec: MatchingSpec, algorithm: str = "hungarian"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One-to-one matching of reference and predicted lesions; returns (ref ids, pred ids, score).
-
-    A pair is eligible when its score (DSC or IoU) is >= the threshold (panoptica's non-strict test).
-    ``hungarian`` maximises the summed score (panoptica ``MaxBipartiteMatching``, Kundu et al. 2026);
-    ``greedy`` takes pairs by decreasing score (panoptica ``NaiveThresholdMatching``).
-    """
-    scores = table.pair_dsc() if spec.metric == "dsc" else table.pair_iou()
-    eligible = scores >= spec.threshold
-    refs, preds, scores = table.pair_ref[eligible], table.pair_pred[eligible], scores[eligible]
-    if len(refs) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
-    if algorithm == "greedy":
-        order = np.lexsort((preds, refs, -scores))
-        used_ref, used_pred, keep = set(), set(), []
-        for k in order:  # loop over eligible pairs only (few), not over voxels
-            if refs[k] in used_ref or preds[k] in used_pred:
-                continue
-            used_ref.add(refs[k])
-            used_pred.add(preds[k])
-            keep.append(k)
-        keep = np.asarray(keep, dtype=np.int64)
-        return refs[keep], preds[keep], scores[keep]
-    if algorithm != "hungarian":
-        raise ValueError(f"unknown matching algorithm {algorithm!r}; use hungarian or greedy")
-    # only lesions with an eligible pair enter the (small, dense) cost matrix
-    ref_ids, ref_idx = np.unique(refs, return_inverse=True)
-    pred_ids, pred_idx = np.unique(preds, return_inverse=True)
-    not_eligible_cost = 1.0 + 1e-6  # as panoptica: worse than any eligible pair
-    cost = np.full((len(ref_ids), len(pred_ids)), not_eligible_cost)
-    cost[ref_idx, pred_idx] = 1.0 - scores
-    rows, cols = linear_sum_assignment(cost)
-    valid = cost[rows, cols] < 1.0
-    rows, cols = rows[valid], cols[valid]
-    return ref_ids[rows], pred_ids[cols], 1.0 - cost[rows, cols]
 
 
 # --------------------------------------------------------------------------- results
@@ -500,20 +246,14 @@ def _voxel_metrics(
     out.set("nsd", whole.nsd)
 
 
-def _small(volumes_ml: np.ndarray, settings: EvaluationSettings) -> np.ndarray:
-    if settings.small_lesion_inclusive:
-        return volumes_ml <= settings.small_lesion_ml
-    return volumes_ml < settings.small_lesion_ml
-
-
 def _detection_metrics(
     out: BinaryEvaluation, table: OverlapTable, voxel_volume: float, settings: EvaluationSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lesion counts, precision, recall, F1, small-lesion recall (CATMIL eqs. 3.4-3.7, 3.10) with the
-    settings' detection rule (:func:`lesion_detection`); returns the hits of the reference and of the
+    settings' detection rule (:func:`lesion_hits`); returns the hits of the reference and of the
     predicted lesions."""
     n_ref, n_pred = table.n_ref, table.n_pred
-    ref_hit, pred_hit = lesion_detection(table, settings)
+    ref_hit, pred_hit = lesion_hits(table, settings)
     n_ref_hit = int(ref_hit.sum())
     n_pred_hit = int(pred_hit.sum())
     lesion_fn = n_ref - n_ref_hit
@@ -531,16 +271,13 @@ def _detection_metrics(
     out.set("lesion_recall", recall, "no reference lesion")
     out.set("lesion_fdr", None if precision is None else 1.0 - precision, "no predicted lesion")
     out.set("lesion_fnr", None if recall is None else 1.0 - recall, "no reference lesion")
-    if precision is None or recall is None:
-        f1 = 0.0 if (n_ref + n_pred) > 0 else settings.f1_both_empty
-    else:
-        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    f1 = lesion_f1(n_ref_hit, n_pred_hit, n_ref, n_pred, settings.f1_both_empty)
     out.set("lesion_f1", f1, "no lesion in reference or prediction")
     # ISLES'22 counts F1 from lesion counts: tp / (tp + (fp + fn) / 2)
     count_denominator = n_ref_hit + 0.5 * (lesion_fp + lesion_fn)
     count_f1 = settings.f1_both_empty if count_denominator == 0 else n_ref_hit / count_denominator
     out.set("lesion_f1_count", count_f1, "no lesion in reference or prediction")
-    small = _small(table.ref_sizes[1:] * voxel_volume / MM3_PER_ML, settings)
+    small = settings.is_small(table.ref_sizes[1:] * voxel_volume / MM3_PER_ML)
     out.set("n_small_ref_lesions", int(small.sum()))
     out.set(
         "small_lesion_recall",

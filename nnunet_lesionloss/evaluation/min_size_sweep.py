@@ -8,33 +8,32 @@ same connectivity) and evaluated exactly as ``evaluate`` evaluates them
 once. The table gives, per m, the means over cases of lesion recall, precision, F1, FP count and
 Dice (the numbers ``summary.json`` of ``remove-small`` followed by ``evaluate`` would hold), the
 pooled lesion recall/precision/F1 and how many predicted components the removal deleted.
+
+This module computes the sweep and returns it as a dict (the record ``min_size_sweep.json`` holds); its
+table, figure and files are written by :mod:`nnunet_lesionloss.evaluation.min_size_sweep_report`.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from nnunet_lesionloss.components import label_components
 from nnunet_lesionloss.evaluation import io
-from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, aggregate, evaluate_arrays, format_value
+from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, aggregate, evaluate_arrays
+from nnunet_lesionloss.evaluation.parallel import run_parallel, unexpected_error_reason
 from nnunet_lesionloss.evaluation.postprocess import REMOVAL_CONNECTIVITY, remove_small_labels
+from nnunet_lesionloss.evaluation.runner import plan_pairs, resolve_labels
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
 
 __all__ = [
     "DEFAULT_MIN_SIZES",
+    "REMOVAL_DEFAULT_TEXT",
     "SWEEP_METRICS",
-    "SWEEP_FILES",
-    "sweep_case",
     "min_size_sweep",
-    "write_sweep",
-    "add_sweep_arguments",
-    "run_sweep_command",
+    "sweep_case",
 ]
 
 #: minimum sizes (voxels) of the sweep: 0 and 1 keep everything (the reference point)
@@ -49,7 +48,6 @@ SWEEP_METRICS = {
 }
 #: how the outputs name remove-small's default connectivity
 REMOVAL_DEFAULT_TEXT = f"{REMOVAL_CONNECTIVITY[3]} (2D: {REMOVAL_CONNECTIVITY[2]})"
-SWEEP_FILES = ("min_size_sweep.csv", "min_size_sweep.md", "min_size_sweep.png", "min_size_sweep.json")
 
 
 def sweep_case(
@@ -63,7 +61,6 @@ def sweep_case(
 ) -> tuple[list[CaseResult], list[int]]:
     """One case at every minimum size: its results (as ``evaluate_case`` makes them) and, per size, the
     number of predicted foreground components the removal deleted."""
-
     results, removed = [], []
     try:
         reference = io.read_label_image(reference_file)
@@ -88,25 +85,19 @@ def sweep_case(
         results = [CaseResult(case, str(reference_file), str(prediction_file), error=str(error)) for _ in min_sizes]
         removed = [0] * len(min_sizes)
     except Exception as error:  # keep the other cases going, but say where it broke
-        where = traceback.extract_tb(error.__traceback__)[-1].name
-        message = f"{type(error).__name__}: {error} ({where})"
+        message = unexpected_error_reason(error)
         results = [CaseResult(case, str(reference_file), str(prediction_file), error=message) for _ in min_sizes]
         removed = [0] * len(min_sizes)
     return results, removed
 
 
 def _component_count(labels: np.ndarray, connectivity: int | str) -> int:
-    from nnunet_lesionloss.components import label_components
-
+    """The connected components of every foreground label, counted label by label."""
     return sum(
         label_components(labels == value, connectivity, return_count=True)[1]
         for value in np.unique(labels)
         if value != 0
     )
-
-
-def _sweep_case_star(arguments):
-    return sweep_case(*arguments)
 
 
 def min_size_sweep(
@@ -122,8 +113,6 @@ def min_size_sweep(
     num_processes: int = 1,
 ) -> dict:
     """The sweep over a prediction folder: per minimum size, per label, the aggregate of ``evaluate``."""
-    from nnunet_lesionloss.evaluation.runner import plan_pairs, resolve_labels
-
     preset = get_preset(preset) if isinstance(preset, str) else preset
     settings = settings or preset.settings
     min_sizes = sorted({int(m) for m in min_sizes})
@@ -138,12 +127,7 @@ def min_size_sweep(
         file_ending = dataset.get("file_ending")
     plan = plan_pairs(gt_dir, pred_dir, file_ending, "brats" if preset.brats_outputs else "name")
     jobs = [(case, ref, pred, label_spec, settings, min_sizes, connectivity) for case, ref, pred in plan.pairs]
-    if num_processes <= 1 or len(jobs) <= 1:
-        outputs = [sweep_case(*job) for job in jobs]
-    else:  # as evaluate: fork keeps start-up cheap, each worker returns plain results
-        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with context.Pool(min(num_processes, len(jobs))) as pool:
-            outputs = pool.map(_sweep_case_star, jobs)
+    outputs = run_parallel(sweep_case, jobs, num_processes, progress=False)
     failed = {case: reason for case, reason in plan.failed.items()}
     for (case, _, _), (results, _) in zip(plan.pairs, outputs):
         if results and results[0].error:
@@ -181,161 +165,6 @@ def min_size_sweep(
         "n_cases": len(plan.pairs) + len(plan.failed),
         "n_failed": len(failed),
         "errors": failed,
+        "ignored_predictions": plan.ignored_predictions,  # no reference claims them (as in evaluate's summary.json)
         "rows": rows,
     }
-
-
-def sweep_markdown(sweep: dict) -> str:
-    labels = list(sweep["rows"][0]["mean"]) if sweep["rows"] else []
-    n_ok = sweep["n_cases"] - sweep["n_failed"]
-    lines = [
-        "# What minimum-size removal costs",
-        "",
-        f"Predictions {sweep['pred_dir']} against {sweep['gt_dir']}: {n_ok} cases evaluated"
-        + (
-            f", {sweep['n_failed']} failed or missing (listed below; the means are over the others)"
-            if sweep["n_failed"]
-            else ""
-        )
-        + f". Components below m voxels removed per label at {sweep['removal_connectivity']}-connectivity (as "
-        f"remove-small --min-voxels m), then evaluated with preset {sweep['preset']} "
-        f"({sweep['settings']['connectivity']}-connected lesions, detection {sweep['settings']['detection']}). "
-        "Means over cases as in evaluate's summary.json; pooled: over all lesions of all cases.",
-        "",
-    ]
-    for key in labels:
-        name = sweep["label_names"].get(key, key)
-        lines += [
-            f"## Label {name} ({key})" if name != key else f"## Label {key}",
-            "",
-            "| min voxels | " + " | ".join(SWEEP_METRICS.values()) + " | pooled recall | pooled precision | pooled F1 "
-            "| predicted components removed |",
-            "|---|" + "---|" * (len(SWEEP_METRICS) + 4),
-        ]
-        for row in sweep["rows"]:
-            means = row["mean"].get(key, {})
-            pooled = row["pooled"].get(key, {})
-            cells = [format_value(means.get(m)) for m in SWEEP_METRICS]
-            cells += [format_value(pooled.get(m)) for m in ("lesion_recall", "lesion_precision", "lesion_f1")]
-            lines.append(f"| {row['min_voxels']} | " + " | ".join(cells) + f" | {row['removed_components']} |")
-        lines.append("")
-    if sweep["errors"]:
-        lines += ["## Failed or missing cases", ""] + [f"- {c}: {e}" for c, e in sweep["errors"].items()] + [""]
-    return "\n".join(lines)
-
-
-def plot_sweep(sweep: dict, path: Path) -> Path:
-    """One panel per label: recall, precision, F1 and Dice (left axis) and the FP count (right) per size."""
-    from nnunet_lesionloss.evaluation.compare import _pyplot
-
-    plt = _pyplot()
-    labels = list(sweep["rows"][0]["mean"])
-    fig, axes = plt.subplots(1, len(labels), figsize=(7 * len(labels), 4.2), squeeze=False)
-    sizes = [row["min_voxels"] for row in sweep["rows"]]
-    x = np.arange(len(sizes))
-    for ax, label in zip(axes[0], labels):
-        for metric in ("lesion_recall", "lesion_precision", "lesion_f1", "Dice"):
-            values = [row["mean"].get(label, {}).get(metric) for row in sweep["rows"]]
-            ax.plot(x, [np.nan if v is None else v for v in values], marker="o", label=SWEEP_METRICS[metric])
-        ax.set_ylim(0, 1.05)
-        ax.set_xticks(x, [str(s) for s in sizes])
-        ax.set_xlabel(f"minimum component size (voxels, {sweep['removal_connectivity']}-connectivity)")
-        ax.set_ylabel("mean over cases")
-        ax.legend(loc="lower left", fontsize=8)
-        fp_axis = ax.twinx()
-        fp = [row["mean"].get(label, {}).get("lesion_fp") for row in sweep["rows"]]
-        fp_axis.plot(x, [np.nan if v is None else v for v in fp], "k--", marker="s", label=SWEEP_METRICS["lesion_fp"])
-        fp_axis.set_ylabel("FP count per case")
-        fp_axis.set_ylim(bottom=0)
-        fp_axis.legend(loc="lower right", fontsize=8)
-        ax.set_title(f"Minimum-size removal, label {sweep['label_names'].get(label, label)}")
-    fig.tight_layout()
-    io.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, format="png"))
-    plt.close(fig)
-    return path
-
-
-def write_sweep(output_dir, sweep: dict, overwrite: bool = False) -> list[Path]:
-    """min_size_sweep.csv (one row per size and label), .md, .png (a panel per label) and .json (last)."""
-    output = io.prepare_output_dir(output_dir, SWEEP_FILES, overwrite, marker=SWEEP_FILES[-1])
-    header = (
-        ["min_voxels", "label"]
-        + list(SWEEP_METRICS)
-        + [
-            "pooled_lesion_recall",
-            "pooled_lesion_precision",
-            "pooled_lesion_f1",
-            "removed_components",
-            "n_cases",
-            "n_failed",
-        ]
-    )
-    table = []
-    for row in sweep["rows"]:
-        for key, means in row["mean"].items():
-            pooled = row["pooled"][key]
-            table.append(
-                [row["min_voxels"], key]
-                + ["" if means.get(m) is None else means[m] for m in SWEEP_METRICS]
-                + [
-                    "" if pooled.get(m) is None else pooled[m]
-                    for m in ("lesion_recall", "lesion_precision", "lesion_f1")
-                ]
-                + [row["removed_components"], sweep["n_cases"] - sweep["n_failed"], sweep["n_failed"]]
-            )
-    written = [io.write_csv(output / SWEEP_FILES[0], header, table)]
-    written.append(io.write_text(output / SWEEP_FILES[1], sweep_markdown(sweep)))
-    if sweep["rows"] and sweep["rows"][0]["mean"]:
-        written.append(plot_sweep(sweep, output / SWEEP_FILES[2]))
-    written.append(io.write_json(output / SWEEP_FILES[3], sweep, overwrite=True))
-    return written
-
-
-# --------------------------------------------------------------------------- command line (remove-small --sweep)
-def add_sweep_arguments(parser) -> None:
-    """The options ``remove-small`` takes with ``--sweep``."""
-    from nnunet_lesionloss.evaluation.settings import PRESETS
-
-    group = parser.add_argument_group(
-        "--sweep: evaluate INPUT against --gt at every minimum size, write the table and figure to OUTPUT"
-    )
-    group.add_argument(
-        "--sweep", action="store_true", help="do not write cleaned images: show what each minimum size costs"
-    )
-    group.add_argument("--gt", help="reference folder (required with --sweep)")
-    group.add_argument(
-        "--min-sizes",
-        type=int,
-        nargs="+",
-        default=list(DEFAULT_MIN_SIZES),
-        metavar="VOXELS",
-        help="minimum sizes to try (default 0 1 2 3 5 10 20)",
-    )
-    group.add_argument(
-        "--preset", choices=sorted(PRESETS), default="default", help="evaluation preset (lesions, detection)"
-    )
-    group.add_argument("--dataset-json", help="labels and file ending (default: GT/../dataset.json if present)")
-    group.add_argument("-np", "--num-processes", type=int, default=1, help="cases evaluated in parallel")
-
-
-def run_sweep_command(args) -> int:
-    """``remove-small INPUT OUTPUT --sweep --gt GT``: prints the table, writes it; returns the failed cases."""
-    if not args.gt:
-        raise ValueError("--sweep needs --gt (the reference folder the predictions are evaluated against)")
-    io.prepare_output_dir(args.output, SWEEP_FILES, args.overwrite, marker=SWEEP_FILES[-1])  # before the work
-    sweep = min_size_sweep(
-        args.input,
-        args.gt,
-        args.min_sizes,
-        args.connectivity,
-        preset=args.preset,
-        dataset_json=args.dataset_json,
-        file_ending=args.file_ending,
-        num_processes=max(1, args.num_processes),
-    )
-    write_sweep(args.output, sweep, overwrite=True)
-    print(sweep_markdown(sweep))
-    print(f"written: {', '.join(str(Path(args.output) / name) for name in SWEEP_FILES)}")
-    for case, error in sweep["errors"].items():
-        print(f"  {case}: {error}", file=sys.stderr)
-    return sweep["n_failed"]

@@ -1,17 +1,15 @@
-"""Post-processing from the papers, as commands.
+"""Post-processing of label maps from the papers: the arrays, and the folders of the commands that write them.
 
-- ``remove-small``: drop connected components below N voxels per label (Joshi 2026 §4.5: 5 voxels, 18-connectivity);
-- ``choose-threshold`` / ``apply-threshold`` (module ``operating_point``): the probability threshold and
-  minimum component size chosen on validation probabilities (Joshi 2026 §4.5: aggregate Dice; or lesion
-  criteria, with a nested cross-validation estimate), and applied to ``nnUNetv2_predict`` outputs; the
-  probability of each label or region is taken from nnU-Net's ``.npz`` as dataset.json lays it out
-  (:func:`nnunet_lesionloss.evaluation.probabilities.probability_targets`);
+- ``remove-small``: drop connected components below N voxels per label (Joshi 2026 §4.5: 5 voxels,
+  18-connectivity): :func:`remove_small_labels` on an array, :func:`remove_small_folder` on a folder;
 - ``merge-by-volume``: lesions smaller than V from model A, the others from model B (Rachmadi et al. 2024
-  §4.2, V = 0.05 mL).
+  §4.2, V = 0.05 mL): :func:`merge_by_volume`, :func:`merge_by_volume_folders`.
 
-The commands that write images check the output folder (and that no output exists, without
-``--overwrite``) before the first case, write each image atomically with the input's label dtype (a
-label of 70000 stays 70000), and go on past a case that fails, listing it and exiting with status 1.
+:func:`write_labels_like` is the one writer of a label image with a template's geometry (``apply-threshold``
+writes with it too, :mod:`nnunet_lesionloss.evaluation.operating_point`), and :func:`run_cases` the loop of
+the commands that write images case by case. Those commands check the output folder (and that no output
+exists, without ``--overwrite``) before the first case, write each image atomically with the input's label
+dtype (a label of 70000 stays 70000), and go on past a case that fails, listing it and exiting with status 1.
 """
 
 from __future__ import annotations
@@ -27,38 +25,23 @@ from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.io import CaseError
 from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, remove_small_components
 
-
-def _write_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
-    """Write ``array`` as ``dtype`` with the geometry of the image at ``template_path``, atomically."""
-    import SimpleITK as sitk
-
-    dtype = np.dtype(np.uint8 if np.dtype(dtype) == bool else dtype)
-    converted = array.astype(dtype)
-    if not np.array_equal(converted, array):
-        raise CaseError(f"labels of {output_path.name} do not fit the input's type {dtype}")
-    template = sitk.ReadImage(str(template_path))
-    image = sitk.GetImageFromArray(converted)
-    image.CopyInformation(template)
-    io.atomic_write(output_path, lambda temporary: sitk.WriteImage(image, str(temporary), True))
-
-
-def run_cases(items: Iterable[tuple[str, Callable[[], None]]]) -> tuple[int, int]:
-    """Run every (case, job); a failing case is reported on stderr and the others go on.
-    Returns (cases done, cases failed)."""
-    done = failed = 0
-    for case, job in items:
-        try:
-            job()
-            done += 1
-        except (CaseError, OSError, ValueError, RuntimeError) as error:
-            failed += 1
-            print(f"  {case}: {error}", file=sys.stderr)
-    return done, failed
+__all__ = [
+    "DEFAULT_MIN_VOXELS",
+    "REMOVAL_CONNECTIVITY",
+    "merge_by_volume",
+    "merge_by_volume_folders",
+    "remove_small_folder",
+    "remove_small_labels",
+    "run_cases",
+    "write_labels_like",
+]
 
 
 #: remove-small's default: Joshi 2026 §4.5 removes components at 18-connectivity (3D); in a 2D image the
 #: 18-neighbourhood restricted to the plane is the full 8-neighbourhood
 REMOVAL_CONNECTIVITY = {3: 18, 2: "full"}
+#: remove-small's default minimum size: Joshi 2026 §4.5 removes components below 5 voxels
+DEFAULT_MIN_VOXELS = 5
 
 
 def remove_small_labels(labels: np.ndarray, min_voxels: int, connectivity: int | str | None = None) -> np.ndarray:
@@ -106,50 +89,94 @@ def merge_by_volume(
     return merged
 
 
-# --------------------------------------------------------------------------- commands
-def _cmd_remove_small(args) -> int:
-    if args.sweep:
-        from nnunet_lesionloss.evaluation.min_size_sweep import run_sweep_command
+# --------------------------------------------------------------------------- writing: images and folders
+def write_labels_like(array: np.ndarray, template_path: str | Path, output_path: Path, dtype: np.dtype) -> None:
+    """Write ``array`` as ``dtype`` with the geometry of the image at ``template_path``, atomically."""
+    import SimpleITK as sitk  # lazy, as in io: a heavy import the array functions above do not need
 
-        return run_sweep_command(args)
-    listing = io.list_images(args.input, args.file_ending)
+    dtype = np.dtype(np.uint8 if np.dtype(dtype) == bool else dtype)
+    converted = array.astype(dtype)
+    if not np.array_equal(converted, array):
+        raise CaseError(f"labels of {output_path.name} do not fit the input's type {dtype}")
+    template = sitk.ReadImage(str(template_path))
+    image = sitk.GetImageFromArray(converted)
+    image.CopyInformation(template)
+    io.atomic_write(output_path, lambda temporary: sitk.WriteImage(image, str(temporary), True))
+
+
+def run_cases(items: Iterable[tuple[str, Callable[[], None]]]) -> tuple[int, int]:
+    """Run every (case, job); a failing case is reported on stderr and the others go on.
+    Returns (cases done, cases failed)."""
+    done = failed = 0
+    for case, job in items:
+        try:
+            job()
+            done += 1
+        except (CaseError, OSError, ValueError, RuntimeError) as error:
+            failed += 1
+            print(f"  {case}: {error}", file=sys.stderr)
+    return done, failed
+
+
+def remove_small_folder(
+    input_dir,
+    output_dir,
+    min_voxels: int,
+    connectivity: int | str | None = None,
+    file_ending: str | None = None,
+    overwrite: bool = False,
+) -> tuple[int, int, int]:
+    """``remove-small``: every image of ``input_dir`` without its components below ``min_voxels`` voxels, per
+    label, written to ``output_dir`` with the same name, dtype and geometry. Returns (done, failed, images)."""
+    io.check_output_apart(output_dir, {"INPUT": input_dir})
+    listing = io.list_images(input_dir, file_ending)
     # file by file: two files of one case (c1.nii.gz and c1.mha) are two inputs with two outputs, named by file
     images = dict(sorted({**listing, **{p.name: p for ps in listing.ambiguous.values() for p in ps}}.items()))
     if not images:
-        raise FileNotFoundError(f"no images in {args.input}")
-    output = Path(args.output)
-    io.prepare_output_dir(output, [path.name for path in images.values()], args.overwrite)
+        raise FileNotFoundError(f"no images in {input_dir}")
+    output = Path(output_dir)
+    io.prepare_output_dir(output, [path.name for path in images.values()], overwrite)
 
     def job(path: Path):
         def run():
             image = io.read_label_image(path)
-            cleaned = remove_small_labels(io.as_integer_labels(image), args.min_voxels, args.connectivity)
-            _write_like(cleaned, path, output / path.name, image.array.dtype)
+            cleaned = remove_small_labels(io.as_integer_labels(image), min_voxels, connectivity)
+            write_labels_like(cleaned, path, output / path.name, image.array.dtype)
 
         return run
 
     done, failed = run_cases((case, job(path)) for case, path in images.items())
-    print(f"{done} of {len(images)} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
-    return failed
+    return done, failed, len(images)
 
 
-def _cmd_merge_by_volume(args) -> int:
-    small_images = io.list_images(args.small_model, args.file_ending)
-    large_images = io.list_images(args.large_model, args.file_ending)
+def merge_by_volume_folders(
+    small_model,
+    large_model,
+    output_dir,
+    volume_ml: float = 0.05,
+    connectivity: int | str = "full",
+    file_ending: str | None = None,
+    overwrite: bool = False,
+) -> tuple[int, int, int]:
+    """``merge-by-volume``: per case, the lesions below ``volume_ml`` from ``small_model``'s image and the others
+    from ``large_model``'s (:func:`merge_by_volume`), written to ``output_dir``. Returns (done, failed, cases)."""
+    io.check_output_apart(output_dir, {"--small-model": small_model, "--large-model": large_model})
+    small_images = io.list_images(small_model, file_ending)
+    large_images = io.list_images(large_model, file_ending)
     ambiguous = {**large_images.ambiguous, **small_images.ambiguous}  # case -> its files in one folder
     cases = sorted(set(small_images) | set(large_images) | set(ambiguous))
     if not cases:
-        raise FileNotFoundError(f"no images in {args.small_model} or {args.large_model}")
-    output = Path(args.output)
+        raise FileNotFoundError(f"no images in {small_model} or {large_model}")
+    output = Path(output_dir)
     names = {case: (small_images.get(case) or large_images.get(case) or ambiguous[case][0]).name for case in cases}
-    io.prepare_output_dir(output, names.values(), args.overwrite)
+    io.prepare_output_dir(output, names.values(), overwrite)
 
     def job(case: str):
         def run():
             if case in ambiguous:
                 raise CaseError(io.ambiguity_reason(case, ambiguous[case], "image"))
             if case not in small_images or case not in large_images:
-                folder = args.large_model if case in small_images else args.small_model
+                folder = large_model if case in small_images else small_model
                 raise CaseError(f"no image of this case in {folder}")
             a, b = io.read_label_image(small_images[case]), io.read_label_image(large_images[case])
             io.check_same_geometry(a, b)
@@ -157,64 +184,13 @@ def _cmd_merge_by_volume(args) -> int:
                 io.as_integer_labels(a),
                 io.as_integer_labels(b),
                 float(np.prod(a.spacing)),
-                args.volume_ml,
-                args.connectivity,
+                volume_ml,
+                connectivity,
             )
             dtype = np.result_type(a.array.dtype, b.array.dtype)
-            _write_like(merged, small_images[case], output / names[case], dtype)
+            write_labels_like(merged, small_images[case], output / names[case], dtype)
 
         return run
 
     done, failed = run_cases((case, job(case)) for case in cases)
-    print(f"{done} of {len(cases)} cases -> {args.output}" + (f" ({failed} failed, listed above)" if failed else ""))
-    return failed
-
-
-def register(subparsers, runner) -> None:
-    """Add the post-processing commands; ``runner(args)`` calls ``args.postprocess`` and reports errors."""
-    from nnunet_lesionloss.evaluation.cli import _connectivity, _positive_float, _positive_int
-
-    p = subparsers.add_parser(
-        "remove-small",
-        help="remove connected components below N voxels (Joshi 2026); --sweep: what each minimum size costs",
-    )
-    p.add_argument("input", help="folder of label images")
-    p.add_argument("output", help="output folder (with --sweep: of the table and figure)")
-    p.add_argument(
-        "--min-voxels",
-        type=_positive_int,
-        default=5,
-        help="remove components of fewer voxels (default 5, Joshi 2026 §4.5)",
-    )
-    p.add_argument(
-        "--connectivity",
-        type=_connectivity,
-        metavar="{full,face,6,18,26,4,8}",
-        help="default 18 in 3D (Joshi 2026 §4.5), its restriction to the plane (8) in 2D",
-    )
-    p.add_argument("--file-ending", default=None)
-    p.add_argument("--overwrite", action="store_true")
-    from nnunet_lesionloss.evaluation.min_size_sweep import add_sweep_arguments
-
-    add_sweep_arguments(p)
-    p.set_defaults(func=runner, postprocess=_cmd_remove_small)
-
-    p = subparsers.add_parser(
-        "merge-by-volume", help="small lesions from model A, large ones from model B (Rachmadi et al. 2024)"
-    )
-    p.add_argument("--small-model", required=True, help="predictions whose lesions below the volume are kept")
-    p.add_argument("--large-model", required=True, help="predictions whose lesions at or above the volume are kept")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument(
-        "--volume-ml", type=_positive_float, default=0.05, help="default 0.05 mL (Rachmadi et al. 2024 §4.2)"
-    )
-    p.add_argument(
-        "--connectivity",
-        type=_connectivity,
-        default="full",
-        metavar="{full,face,6,18,26,4,8}",
-        help="lesion connectivity (default full: 26 in 3D, 8 in 2D)",
-    )
-    p.add_argument("--file-ending", default=None)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=runner, postprocess=_cmd_merge_by_volume)
+    return done, failed, len(cases)

@@ -22,6 +22,7 @@ no background channel. :class:`ProbabilityChannels` maps a label or region of th
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +48,28 @@ def list_probability_files(folder: Path) -> dict[str, Path]:
 
 
 def load_probabilities(path: Path) -> np.ndarray:
-    """The ``probabilities`` array of one of nnU-Net's ``.npz`` files; CaseError naming the file otherwise."""
+    """The ``probabilities`` array of one of nnU-Net's ``.npz`` files; CaseError naming the file otherwise.
+
+    Only a zip archive of plain arrays is read (numpy's ``allow_pickle`` stays off): a file that is not a zip,
+    or whose array holds Python objects, is refused as not nnU-Net's, never loaded some other way."""
+    if not zipfile.is_zipfile(path):
+        raise CaseError(
+            f"{path} is not an .npz archive (nnU-Net writes a zip of arrays with --save_probabilities / --npz): refused"
+        )
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             if "probabilities" not in data:
                 raise CaseError(f"{path} has no 'probabilities' array (keys: {list(data.keys())})")
-            return data["probabilities"]
-    except (OSError, ValueError) as error:
+            probabilities = data["probabilities"]
+    except CaseError:
+        raise
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise CaseError(f"{path} holds Python objects, not an array of probabilities: refused") from None
         raise CaseError(f"cannot read {path}: {error}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise CaseError(f"cannot read {path}: {type(error).__name__}: {error}") from None
+    return probabilities
 
 
 def _label_values(value) -> tuple[int, ...]:
@@ -118,7 +133,8 @@ class ProbabilityChannels:
         return f"softmax over the labels {list(self.labels)}"
 
     def check(self, probabilities: np.ndarray, path: str | Path = "") -> None:
-        """CaseError when the array is not (channels, *spatial) with this model's number of channels."""
+        """CaseError when the array is not (channels, *spatial) with this model's number of channels, or its
+        values are not this model's probabilities (:func:`check_probability_values`)."""
         where = f" in {path}" if path else ""
         if probabilities.ndim < 3:
             raise CaseError(f"probabilities of shape {probabilities.shape}{where}: expected (channels, *spatial)")
@@ -127,6 +143,7 @@ class ProbabilityChannels:
                 f"probabilities{where} have {probabilities.shape[0]} channels, but {self.source} describes "
                 f"{self.describe()} ({self.n_channels} channels)"
             )
+        check_probability_values(probabilities, softmax=not self.has_regions, where=where)
 
     def probability(self, probabilities: np.ndarray, values: Sequence[int]) -> np.ndarray:
         """Probability map of a label (or of the union of several labels) or of a region.
@@ -177,27 +194,79 @@ class ProbabilityChannels:
         )
 
 
+#: the only globals a ``<case>.pkl`` may name: the builtins and numpy types nnU-Net's properties hold (numpy's
+#: array and scalar reconstructors under numpy 1 and 2 names). Anything else is refused before it is built, so
+#: a pickle in a folder under evaluation can never run code (pickle calls what a file names: a ``__reduce__``
+#: naming ``os.system`` would run a shell command under a plain ``pickle.load``).
+ALLOWED_PICKLE_GLOBALS = frozenset(
+    {
+        ("builtins", name)
+        for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes", "bool")
+    }
+    | {("collections", "OrderedDict"), ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype")}
+    | {(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")}
+    | {(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")}  # arrays under pickle protocol 5
+)
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle that names a global nnU-Net's properties never hold."""
+
+
+class _PropertiesUnpickler(pickle.Unpickler):
+    """Unpickles nnU-Net's image properties and nothing else (:data:`ALLOWED_PICKLE_GLOBALS`)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in ALLOWED_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise RefusedPickle(f"{module}.{name} is not a type nnU-Net's properties hold")
+
+
 def read_properties(npz_path: Path) -> dict | None:
-    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent or unreadable."""
+    """The properties nnU-Net pickled beside the ``.npz`` (``<case>.pkl``), or None when absent; read by
+    :func:`load_properties`."""
     path = Path(npz_path).with_suffix(".pkl")
     if not path.is_file():
         return None
+    return load_properties(path)
+
+
+def load_properties(path: str | Path) -> dict:
+    """nnU-Net's image properties from a ``.pkl`` (beside its ``.npz`` probabilities, or in its preprocessed
+    folder), read by a restricted unpickler (:data:`ALLOWED_PICKLE_GLOBALS`): a file that names any other type
+    or function is refused with a CaseError, and nothing it names is called. A file that is not a pickle, or not
+    a dictionary, is a CaseError too (it cannot vouch for the geometry)."""
+    path = Path(path)
     try:
         with open(path, "rb") as handle:
-            properties = pickle.load(handle)  # nnU-Net's own file; it loads it the same way
-    except Exception:
-        return None
-    return properties if isinstance(properties, dict) else None
+            properties = _PropertiesUnpickler(handle).load()
+    except RefusedPickle as error:
+        raise CaseError(
+            f"{path.name} was refused, not loaded: {error} (only nnU-Net's image properties are read)"
+        ) from None
+    except Exception as error:  # truncated or not a pickle at all
+        raise CaseError(
+            f"{path.name} cannot be read as nnU-Net's image properties ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(properties, dict):
+        raise CaseError(f"{path.name} holds a {type(properties).__name__}, not nnU-Net's image properties (a dict)")
+    return properties
 
 
 def check_geometry(
-    probabilities: np.ndarray, reference: io.LabelImage, npz_path: Path, properties: dict | None = None
+    probabilities: np.ndarray,
+    reference: io.LabelImage,
+    npz_path: Path,
+    properties: dict | None = None,
+    what: str = "the reference",
 ) -> np.ndarray:
-    """The probabilities with the reference's array shape, or CaseError saying what does not match.
+    """The probabilities with the shape of ``reference`` (the reference they are compared with, or the template
+    whose geometry a written label map gets: ``what`` names it in the messages), or CaseError saying what does
+    not match.
 
-    Checked: the spatial shape (a 2D reference of shape (y, x) accepts nnU-Net's (C, 1, y, x)); and,
-    when nnU-Net's ``.pkl`` is there, the spacing (array order) and the SimpleITK origin and direction
-    it recorded for the image the probabilities were exported to.
+    Checked: the spatial shape (a 2D image of shape (y, x) accepts nnU-Net's (C, 1, y, x)); and, when nnU-Net's
+    ``.pkl`` is there, the spacing (array order) and the SimpleITK origin and direction it recorded for the image
+    the probabilities were exported to.
     """
     shape = tuple(reference.array.shape)
     spatial = tuple(probabilities.shape[1:])
@@ -213,32 +282,34 @@ def check_geometry(
         ):
             hint = " (the shape of nnU-Net's cropped image: not exported back to the original geometry)"
         raise CaseError(
-            f"probabilities {npz_path.name} have the spatial shape {spatial}, the reference "
+            f"probabilities {npz_path.name} have the spatial shape {spatial}, {what} "
             f"{Path(reference.path).name} {shape}{hint}"
         )
     if properties is None:
         return probabilities
+    recorded = f"nnU-Net's {npz_path.with_suffix('.pkl').name}"
+    other = f"{what} {Path(reference.path).name}"
     spacing = properties.get("spacing")
     if spacing is not None and len(spacing) == len(shape) + 1:
         spacing = spacing[1:]
     if spacing is not None and not np.allclose(spacing, reference.spacing, rtol=1e-3, atol=1e-3):
         raise CaseError(
             f"probabilities {npz_path.name} were exported at the spacing {tuple(float(s) for s in spacing)} "
-            f"(nnU-Net's {npz_path.with_suffix('.pkl').name}), the reference has {reference.spacing}"
+            f"({recorded}), {other} has {reference.spacing}"
         )
     sitk_stuff = properties.get("sitk_stuff") or {}
     if "direction" in sitk_stuff and len(sitk_stuff["direction"]) == len(reference.direction):
         if not np.allclose(sitk_stuff["direction"], reference.direction, atol=1e-3):
             reoriented = " (nnU-Net's reader reoriented the image)" if "original_orientation" in sitk_stuff else ""
             raise CaseError(
-                f"probabilities {npz_path.name} are in the orientation {tuple(sitk_stuff['direction'])}{reoriented}, "
-                f"the reference in {reference.direction}"
+                f"probabilities {npz_path.name} are in the orientation {tuple(sitk_stuff['direction'])}{reoriented} "
+                f"({recorded}), {other} in {reference.direction}"
             )
     if "origin" in sitk_stuff and len(sitk_stuff["origin"]) == len(reference.origin):
         if not np.allclose(sitk_stuff["origin"], reference.origin, atol=max(1e-3, 1e-2 * min(reference.spacing))):
             raise CaseError(
-                f"probabilities {npz_path.name} have the origin {tuple(sitk_stuff['origin'])}, the reference "
-                f"{reference.origin}"
+                f"probabilities {npz_path.name} have the origin {tuple(sitk_stuff['origin'])} ({recorded}), "
+                f"{other} {reference.origin}"
             )
     nibabel_stuff = properties.get("nibabel_stuff") or {}
     if "reoriented_affine" in nibabel_stuff and not np.allclose(
@@ -246,7 +317,7 @@ def check_geometry(
     ):
         raise CaseError(
             f"probabilities {npz_path.name} are in the frame nnU-Net's NibabelIOWithReorient reoriented the image "
-            "to, not in the reference's"
+            f"to ({recorded}), not in the frame of {other}"
         )
     return probabilities
 
@@ -256,8 +327,6 @@ def read_case_probabilities(npz_path: Path, reference: io.LabelImage, channels: 
     npz_path = Path(npz_path)
     probabilities = load_probabilities(npz_path)
     channels.check(probabilities, npz_path)
-    if not np.issubdtype(probabilities.dtype, np.floating):
-        raise CaseError(f"probabilities in {npz_path} are of type {probabilities.dtype}, not floating point")
     return check_geometry(probabilities, reference, npz_path, read_properties(npz_path))
 
 
@@ -439,15 +508,40 @@ def foreground_probability(probabilities: np.ndarray, target: ProbabilityTarget)
         raise CaseError(f"{n_channels} probability channels, but dataset.json declares {target.n_channels} {kind}")
     if target.channel is not None and target.channel >= n_channels:
         raise CaseError(f"channel {target.channel} out of range for {n_channels} channels")
-    if target.kind == "softmax":  # declared by dataset.json, or assumed without one: refuse what is not a softmax
+    # declared by dataset.json, or assumed without one: a softmax must sum to 1
+    check_probability_values(probabilities, softmax=target.kind == "softmax")
+    return 1.0 - probabilities[0] if target.channel is None else probabilities[target.channel]
+
+
+#: how far a probability may lie outside [0, 1] (float32 rounding of nnU-Net's export)
+RANGE_TOLERANCE = 1e-6
+
+
+def check_probability_values(probabilities: np.ndarray, softmax: bool, where: str = "") -> None:
+    """CaseError unless every value is a finite probability in [0, 1] and, for a softmax model, the channels of
+    every voxel sum to 1 (within :data:`SOFTMAX_TOLERANCE`): the one check of the values of nnU-Net's ``.npz``
+    (the FROC analysis and choose-threshold alike). Logits, NaN in any channel (the background's too) and -inf
+    are refused, naming what was found."""
+    if not np.issubdtype(probabilities.dtype, np.floating):
+        raise CaseError(f"probabilities{where} are of type {probabilities.dtype}, not floating point")
+    finite = np.isfinite(probabilities)
+    if not finite.all():
+        channels = np.nonzero((~finite).reshape(finite.shape[0], -1).any(axis=1))[0].tolist()
+        raise CaseError(
+            f"probabilities{where} hold NaN or infinite values ({int((~finite).sum())} values, channel(s) "
+            f"{channels}): not nnU-Net's probabilities"
+        )
+    low, high = float(probabilities.min()), float(probabilities.max())
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise CaseError(
+            f"probabilities{where} outside [0, 1] (from {low:g} to {high:g}): logits instead of probabilities? "
+            "(nnUNetv2_predict --save_probabilities writes probabilities)"
+        )
+    if softmax:
         deviation = float(np.abs(probabilities.sum(axis=0, dtype=np.float64) - 1.0).max())
         if deviation > SOFTMAX_TOLERANCE:
             raise CaseError(
-                f"the {n_channels} probability channels do not sum to 1 (by up to {deviation:.3g}) as a softmax "
-                "does: sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) or --channel"
+                f"the {probabilities.shape[0]} probability channels{where} do not sum to 1 (by up to {deviation:.3g}) "
+                "as a softmax does: sigmoid (region) probabilities? Pass the model's dataset.json (--dataset-json) "
+                "or --channel"
             )
-    probability = 1.0 - probabilities[0] if target.channel is None else probabilities[target.channel]
-    low, high = float(probability.min()), float(probability.max())
-    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1 + 1e-6:
-        raise CaseError(f"probabilities outside [0, 1] (from {low:g} to {high:g}): logits instead of probabilities?")
-    return probability

@@ -15,15 +15,9 @@ from pathlib import Path
 
 from nnunet_lesionloss.evaluation import io
 from nnunet_lesionloss.evaluation.brats import brats_outputs, write_brats_summary_csv
-from nnunet_lesionloss.evaluation.evaluate import (
-    SUMMARY_FILES,
-    CaseResult,
-    LabelSpec,
-    build_summary,
-    evaluate_pairs,
-    write_outputs,
-)
+from nnunet_lesionloss.evaluation.evaluate import CaseResult, LabelSpec, build_summary, evaluate_case, evaluate_pairs
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings, Preset, get_preset
+from nnunet_lesionloss.evaluation.summary_report import SUMMARY_FILES, write_outputs
 
 BRATS_FILES = ("brats_metrics.json", "brats_summary.csv")
 
@@ -207,6 +201,8 @@ def evaluate_folders(
         raise ValueError(f"--gt and --pred are the same folder ({gt_dir}): a folder evaluated against itself")
     # nnU-Net writes its own summary.json into validation folders: never share a folder with it by default
     output_dir = Path(output_dir) if output_dir else pred_dir / "lesion_evaluation"
+    if write:
+        io.check_output_apart(output_dir, {"--gt": gt_dir, "--pred": pred_dir})
     label_spec, dataset, dataset_path = resolve_labels(preset, dataset_json, gt_dir, labels)
     ending_source = "--file-ending"
     if file_ending is None and dataset is not None:
@@ -227,6 +223,10 @@ def evaluate_folders(
         check_panoptica=check_panoptica,
         lesion_table=write,
     )
+    if label_spec.groups is None:
+        evaluated = complete_label_sets(
+            evaluated, label_spec, settings, keep_lesions=preset.brats_outputs, lesion_table=write
+        )
     results = _in_reference_order(plan, evaluated, cases)
     extra = {
         "ignored_predictions": plan.ignored_predictions,
@@ -246,6 +246,42 @@ def evaluate_folders(
             io.atomic_write(output_dir / BRATS_FILES[1], lambda t: write_brats_summary_csv(t, header, rows))
         summary = write_outputs(output_dir, results, settings, label_spec, preset.name, overwrite, extra)
     return (summary, results) if return_results else summary
+
+
+def complete_label_sets(
+    results: list[CaseResult], labels: LabelSpec, settings: EvaluationSettings, **options
+) -> list[CaseResult]:
+    """Without a list of labels (no dataset.json, no --labels) each case was evaluated on the labels found in it;
+    every label found in any case is a label of every case (a case without it has no lesion of it: no miss, no
+    false positive, and it counts in that label's means). Cases lacking a label are evaluated again on the
+    missing labels only; a case that found nothing evaluated label 1 as a stand-in, which is dropped when label
+    1 is found nowhere."""
+    found = {key for r in results if not r.error and r.found_labels for key in r.found_labels}
+    if not found:
+        return results
+    completed = []
+    for result in results:
+        if result.error:
+            completed.append(result)
+            continue
+        for key in [k for k in result.metrics if k not in found]:  # the stand-in of an empty case
+            result.metrics.pop(key)
+            result.undefined.pop(key, None)
+            result.reference_lesions.pop(key, None)
+            result.lesion_rows = [row for row in result.lesion_rows if str(row[1]) != key]
+        missing = sorted(found - set(result.metrics), key=int)
+        if missing:
+            spec = LabelSpec(groups={key: (int(key),) for key in missing}, allowed=labels.allowed)
+            extra = evaluate_case(result.case, result.reference_file, result.prediction_file, spec, settings, **options)
+            if extra.error:
+                result.error = extra.error
+            result.metrics.update(extra.metrics)
+            result.undefined.update(extra.undefined)
+            result.reference_lesions.update(extra.reference_lesions)
+            result.lesion_rows += extra.lesion_rows
+            result.metrics = {key: result.metrics[key] for key in sorted(result.metrics, key=int)}
+        completed.append(result)
+    return completed
 
 
 def _in_reference_order(plan: PairPlan, evaluated: list[CaseResult], cases: Sequence[str] | None) -> list[CaseResult]:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nnunet_lesionloss.components import ANY_CONNECTIVITY, VALID_CONNECTIVITY
+from nnunet_lesionloss.components import check_connectivity_value
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,9 @@ class MatchingSpec:
 
 DEFAULT_MATCHINGS = (MatchingSpec("dsc", 0.1), MatchingSpec("dsc", 0.5), MatchingSpec("iou", 0.5))
 
-#: connectivities named for every dimension (components.check_connectivity): full = 26 / 8, face = 6 / 4
-NAMED_CONNECTIVITY = ("full", "face")
 
-#: how a lesion counts as detected (metrics.detect_lesions; docs/metrics.md "Lesion level")
-DETECTION_RULES = ("one_to_one_dsc", "one_to_one_iou", "any_overlap", "iou", "overlap_fraction")
+#: how a lesion counts as detected (metrics.apply_lesion_rule; docs/metrics.md "Lesion level")
+LESION_RULES = ("one_to_one_dsc", "one_to_one_iou", "any_overlap", "iou", "overlap_fraction")
 
 
 @dataclass(frozen=True)
@@ -72,9 +70,11 @@ class EvaluationSettings:
     matching_algorithm: str = "hungarian"
     size_bin_matching: str = "dsc0.5"  # which matching feeds the size-stratified PQ/RQ
     reference_lesion_spec: str = "dsc0.5"  # which matching the per-lesion details report
-    detection: str = "one_to_one_dsc"  # one of DETECTION_RULES
-    detection_threshold: float = 0.1  # one_to_one_*: the pair's DSC / IoU; iou, overlap_fraction: see detect_lesions
-    detection_beta: float = 0.65
+    lesion_rule: str = "one_to_one_dsc"  # one of LESION_RULES: when a lesion counts as detected
+    lesion_rule_threshold: float = (
+        0.1  # one_to_one_*: the pair's DSC / IoU; iou, overlap_fraction: see apply_lesion_rule
+    )
+    lesion_rule_beta: float = 0.65
     hd95: str = "max_directed"  # max_directed (CATMIL eq. 3.3) | pooled (panoptica, BraTS)
     nsd_tolerance_mm: float | None = None  # None: the smallest voxel spacing (panoptica default)
     f1_both_empty: float | None = None  # ISLES'22: 1.0
@@ -84,24 +84,25 @@ class EvaluationSettings:
     global_distances_in_voxels: bool = False
 
     def __post_init__(self):
-        if self.connectivity not in (*NAMED_CONNECTIVITY, *ANY_CONNECTIVITY) or isinstance(self.connectivity, bool):
-            raise ValueError(
-                f"connectivity must be 'full', 'face', one of {VALID_CONNECTIVITY[3]} (3D) or {VALID_CONNECTIVITY[2]} "
-                f"(2D), got {self.connectivity!r}"
-            )
+        check_connectivity_value(self.connectivity)
         if self.hd95 not in ("max_directed", "pooled"):
             raise ValueError(f"hd95 must be 'max_directed' or 'pooled', got {self.hd95!r}")
-        if self.detection not in DETECTION_RULES:
-            raise ValueError(f"detection must be one of {', '.join(DETECTION_RULES)}, got {self.detection!r}")
-        if self.detection.startswith("one_to_one") and not 0 < self.detection_threshold <= 1:
+        if self.lesion_rule not in LESION_RULES:
+            raise ValueError(f"lesion_rule must be one of {', '.join(LESION_RULES)}, got {self.lesion_rule!r}")
+        if not 0 <= self.lesion_rule_beta <= 1:
+            raise ValueError(f"lesion_rule_beta must be in [0, 1], got {self.lesion_rule_beta}")
+        if self.lesion_rule != "any_overlap" and not (
+            isinstance(self.lesion_rule_threshold, (int, float)) and 0 < self.lesion_rule_threshold <= 1
+        ):
+            measure = {
+                "one_to_one_dsc": "the pair's DSC",
+                "one_to_one_iou": "the pair's IoU",
+                "iou": "the IoU with the touching lesions",
+                "overlap_fraction": "the covered fraction",
+            }[self.lesion_rule]
             raise ValueError(
-                f"detection_threshold of {self.detection} is the pair's "
-                f"{'DSC' if self.detection.endswith('dsc') else 'IoU'} and must be in (0, 1], got {self.detection_threshold}"
-            )
-        if not 0 <= self.detection_threshold <= 1 or not 0 <= self.detection_beta <= 1:
-            raise ValueError(
-                f"detection_threshold and detection_beta must be in [0, 1], got {self.detection_threshold}, "
-                f"{self.detection_beta}"
+                f"lesion_rule_threshold of {self.lesion_rule} is {measure} and must be in (0, 1] (at 0 a lesion nothing "
+                f"touches would count as detected), got {self.lesion_rule_threshold}"
             )
         if self.nsd_tolerance_mm is not None and not (
             math.isfinite(self.nsd_tolerance_mm) and self.nsd_tolerance_mm > 0
@@ -119,6 +120,13 @@ class EvaluationSettings:
         for field_name in ("size_bin_matching", "reference_lesion_spec"):
             if getattr(self, field_name) not in names:
                 raise ValueError(f"{field_name}={getattr(self, field_name)!r} is not one of the matchings {names}")
+
+    def is_small(self, volumes_ml):
+        """Which lesions of these volumes (mL) are small: <= small_lesion_ml (CATMIL eq. 3.6), or < it when
+        ``small_lesion_inclusive`` is False (BraTS 2025)."""
+        if self.small_lesion_inclusive:
+            return volumes_ml <= self.small_lesion_ml
+        return volumes_ml < self.small_lesion_ml
 
     def instance_distance_spacing(self, spacing: Sequence[float]) -> tuple[float, ...]:
         return tuple(spacing[::-1]) if self.instance_spacing_reversed else tuple(spacing)
@@ -143,6 +151,22 @@ class EvaluationSettings:
         return d
 
 
+#: keys of a recorded settings dictionary (summary.json, cv_summary.json) that earlier releases wrote under
+#: another name -> their name now: an earlier output stays readable (compare, cv-summary's reuse)
+RENAMED_SETTING_KEYS = {
+    "detection": "lesion_rule",
+    "detection_threshold": "lesion_rule_threshold",
+    "detection_beta": "lesion_rule_beta",
+}
+
+
+def current_settings_record(recorded: dict | None) -> dict | None:
+    """A recorded settings dictionary with the keys of earlier releases renamed to today's (a copy)."""
+    if recorded is None:
+        return None
+    return {RENAMED_SETTING_KEYS.get(key, key): value for key, value in recorded.items()}
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -163,20 +187,20 @@ PRESETS: dict[str, Preset] = {
     ),
     "catmil": Preset(
         "catmil",
-        EvaluationSettings(connectivity="face", detection="any_overlap", hd95="pooled"),
+        EvaluationSettings(connectivity="face", lesion_rule="any_overlap", hd95="pooled"),
         "Luu et al. 2026 (CATMIL) §3.4 as its authors' multiscale_eval.py computes it (luumsk/SmallLesionMRI): "
         "6-connected lesions, a lesion is detected on any overlap, HD95 of the pooled directed distances, "
         "small lesion <= 50 voxels (0.05 mL at their 1 mm³ voxels)",
     ),
     "wmh": Preset(
         "wmh",
-        EvaluationSettings(connectivity="full", detection="any_overlap", hd95="max_directed"),
+        EvaluationSettings(connectivity="full", lesion_rule="any_overlap", hd95="max_directed"),
         "WMH Segmentation Challenge 2017 (Kuijf et al. 2019, IEEE TMI): fully connected lesions (26 in 3D), a lesion "
         "is detected on any overlap, HD95 = max of the two directed 95th percentiles",
     ),
     "isles22": Preset(
         "isles22",
-        EvaluationSettings(connectivity="full", detection="any_overlap", f1_both_empty=1.0),
+        EvaluationSettings(connectivity="full", lesion_rule="any_overlap", f1_both_empty=1.0),
         "ISLES 2022 (Hernandez Petzsche et al. 2022, Sci Data; ezequieldlrosa/isles22 eval): 26-connected "
         "lesions, any overlap, lesion F1 = tp / (tp + (fp + fn) / 2) reported as lesion_f1_count, 1 when both empty",
     ),
@@ -185,9 +209,9 @@ PRESETS: dict[str, Preset] = {
         EvaluationSettings(
             connectivity="face",
             min_lesion_volume_mm3=3.0,
-            detection="overlap_fraction",
-            detection_threshold=0.1,
-            detection_beta=0.65,
+            lesion_rule="overlap_fraction",
+            lesion_rule_threshold=0.1,
+            lesion_rule_beta=0.65,
         ),
         "MSSEG 2016 / Anima animaSegPerfAnalyzer (Commowick et al. 2018, Sci Rep): 6-connectivity, lesions > 3 mm³, "
         "detected when covered >= 10 % (alpha) with at most 65 % (beta) of the touching lesions outside; "
@@ -195,7 +219,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "shifts": Preset(
         "shifts",
-        EvaluationSettings(connectivity="face", detection="iou", detection_threshold=0.25),
+        EvaluationSettings(connectivity="face", lesion_rule="iou", lesion_rule_threshold=0.25),
         "Shifts MS lesion segmentation (Malinin et al. 2022, Shifts 2.0, arXiv:2206.15407): 6-connectivity, a lesion "
         "is detected when its IoU with the touching lesions of the other mask is >= 0.25",
     ),
@@ -204,8 +228,8 @@ PRESETS: dict[str, Preset] = {
         EvaluationSettings(
             connectivity="full",
             matchings=(MatchingSpec("dsc", 1e-6),),
-            detection="one_to_one_dsc",
-            detection_threshold=1e-6,
+            lesion_rule="one_to_one_dsc",
+            lesion_rule_threshold=1e-6,
             size_bin_matching="dsc1e-06",
             reference_lesion_spec="dsc1e-06",
             hd95="pooled",

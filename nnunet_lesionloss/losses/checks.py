@@ -12,7 +12,7 @@ id map (negative ids are refused where the ids are indexed, ``losses.segments``)
 (``losses.cc``). The checks that read every voxel run once per distinct input
 (:func:`checked_once`): a tensor that passed is not read again until it changes.
 What they cost, as a share of each term's forward + backward: ``scripts/bench_losses.py
---check-cost`` (docs/benchmarks_losses.md).
+--check-cost`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations

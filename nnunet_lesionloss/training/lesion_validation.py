@@ -4,7 +4,7 @@ nnU-Net watches one number while it trains: the EMA of a "pseudo Dice" over its 
 Dice hides missed small lesions (Luu et al. 2026 (CATMIL) §1, §3.4), so the trainers of this package
 also count lesions on the same patches, with the definitions of the final evaluation's default
 (docs/metrics.md): a reference lesion is detected, and a predicted lesion is true, when the one-to-one
-matching at DSC >= 0.1 pairs them (``metrics.lesion_detection``), so that a network predicting one blob
+matching at DSC >= 0.1 pairs them (``metrics.lesion_hits``), so that a network predicting one blob
 over the patch scores one lesion at most, never a detection of every lesion it covers (with the papers'
 any overlap, such a blob had recall, precision and F1 1.0).
 
@@ -43,7 +43,8 @@ from nnunetv2.training.logging import nnunet_logger
 from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
 from nnunet_lesionloss.components import label_components
-from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML, OverlapTable, lesion_detection
+from nnunet_lesionloss.evaluation.matching import OverlapTable, lesion_f1, lesion_hits
+from nnunet_lesionloss.evaluation.metrics import MM3_PER_ML
 from nnunet_lesionloss.evaluation.settings import EvaluationSettings
 
 __all__ = [
@@ -94,7 +95,7 @@ METRIC_NAMES = {
 #: the evaluation's default detection rule and its parameters (one-to-one at DSC >= 0.1), so that the
 #: patch-level counts follow the final evaluation's definition
 _EVALUATION_DEFAULTS = EvaluationSettings()
-DETECTION_RULE = _EVALUATION_DEFAULTS.detection
+DETECTION_RULE = _EVALUATION_DEFAULTS.lesion_rule
 
 #: nnU-Net's EMA of the pseudo Dice: ema = 0.9 · ema + 0.1 · value (nnunetv2 MetaLogger)
 EMA_MOMENTUM = 0.9
@@ -177,7 +178,7 @@ def patch_lesion_counts(
 def _channel_counts(ref_ids: np.ndarray, pred_ids: np.ndarray, small_voxels: int) -> np.ndarray:
     """Counts of one patch and channel: bincounts over the component ids, no loop over lesions."""
     table = OverlapTable.build(ref_ids, int(ref_ids.max(initial=0)), pred_ids, int(pred_ids.max(initial=0)))
-    ref_hit, pred_hit = lesion_detection(table, _EVALUATION_DEFAULTS)
+    ref_hit, pred_hit = lesion_hits(table, _EVALUATION_DEFAULTS)
     present = table.ref_sizes[1:] > 0
     small = present & (table.ref_sizes[1:] <= small_voxels)
     detected = ref_hit[1:] & present
@@ -219,10 +220,8 @@ def lesion_rates(counts: np.ndarray) -> dict[str, float]:
     n = {name: int(counts[k]) for k, name in enumerate(COUNT_FIELDS)}
     recall = _ratio(n["ref_detected"], n["ref_lesions"])
     precision = _ratio(n["pred_true"], n["pred_lesions"])
-    if math.isnan(recall) or math.isnan(precision):
-        f1 = 0.0 if n["ref_lesions"] + n["pred_lesions"] > 0 else float("nan")
-    else:
-        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    f1 = lesion_f1(n["ref_detected"], n["pred_true"], n["ref_lesions"], n["pred_lesions"])
+    f1 = float("nan") if f1 is None else f1
     return {
         "lesion_recall": recall,
         "lesion_precision": precision,

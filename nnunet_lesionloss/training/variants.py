@@ -4,7 +4,7 @@ Each is a small subclass of :class:`nnUNetTrainerLesionLoss` that names its conf
 ablation and weight-grid variants of the papers, a few overrides. They are defined here, inside the
 package, so they pickle; ``trainers/`` only re-exports them for ``nnUNet_extTrainer``.
 
-Protocol presets (the README's "Reproducing a paper"): ``<trainer>_150epochs`` is the training
+Protocol presets (docs/reproducing.md): ``<trainer>_150epochs`` is the training
 length of CATMIL's authors (their nnU-Net base trainer: 150 epochs, everything else nnU-Net's),
 for the DC+CE baseline and every trainer of that paper; ``<trainer>_200epochs`` that of Rachmadi et
 al. 2024 for its GDF baseline and compounds; ``<trainer>_paper`` is a setting taken literally from

@@ -1,21 +1,38 @@
-"""Set-up sub-commands: ``env`` (the export line for nnUNet_extTrainer), ``doctor`` (checks the
-installation end to end), ``config`` (the config a trainer would train with, checked as the trainer
-checks it at start) and ``synth`` (writes the synthetic dataset)."""
+"""The installation as nnU-Net sees it: the trainer folder for nnUNet_extTrainer, the declared requirements
+against the installed versions, nnU-Net's paths, trainer discovery through nnU-Net's own lookup (``doctor``), and
+the config a trainer would train with, checked as the trainer checks it at start (``config``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
-import sys
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import Requirement
 
-__all__ = ["register", "trainer_folder", "shipped_trainer_names", "doctor_report", "declared_requirements"]
+__all__ = [
+    "DISTRIBUTION",
+    "NNUNET_DEFAULT_FOLDS",
+    "NotALesionLossTrainer",
+    "check_folds",
+    "cross_validation_folds",
+    "dataset_configuration",
+    "declared_requirements",
+    "doctor_report",
+    "effective_config",
+    "export_line",
+    "shipped_trainer_names",
+    "trainer_class",
+    "trainer_folder",
+]
 
 #: the distribution whose declared requirements doctor checks the installation against
 DISTRIBUTION = "nnunet-lesionloss"
+#: the folds of the split nnU-Net writes to splits_final.json at a dataset's first training, when there is
+#: none (nnUNetTrainer.do_split: a seeded 5-fold split)
+NNUNET_DEFAULT_FOLDS = 5
 
 
 def trainer_folder() -> str:
@@ -150,20 +167,6 @@ def _discovery_checks(ext_trainer: str, folder: str) -> list[tuple[bool, str]]:
     return checks
 
 
-def _run_env(args) -> int:
-    print(export_line(os.environ.get("nnUNet_extTrainer")))
-    return 0
-
-
-def _run_doctor(args) -> int:
-    checks = doctor_report()
-    for ok, message in checks:
-        print(f"[{'ok' if ok else 'PROBLEM'}] {message}")
-    problems = sum(not ok for ok, _ in checks)
-    print(f"{problems} problem(s)" if problems else "all checks passed")
-    return 1 if problems else 0
-
-
 class NotALesionLossTrainer(LookupError):
     """A trainer nnU-Net finds that is not derived from this package's base: it reads no config."""
 
@@ -220,6 +223,41 @@ def dataset_configuration(dataset: str, configuration: str, plans: str = "nnUNet
     return name, configuration_manager, manager.get_label_manager(labels)
 
 
+def cross_validation_folds(dataset_name: str) -> tuple[int, str]:
+    """The number of cross-validation folds of a preprocessed dataset, and what says so: the splits of
+    ``nnUNet_preprocessed/<dataset>/splits_final.json``, or nnU-Net's 5 when that file does not exist yet (the
+    first training writes it). RuntimeError for a file that is not a list of splits."""
+    from nnunet_lesionloss.evaluation.cv import read_splits  # the evaluation is heavy to import: only here
+
+    folder = os.environ.get("nnUNet_preprocessed")
+    if not folder:
+        raise RuntimeError("nnUNet_preprocessed is not set: cannot find the dataset's splits_final.json")
+    splits_file = Path(folder) / dataset_name / "splits_final.json"
+    if not splits_file.is_file():
+        return NNUNET_DEFAULT_FOLDS, (
+            f"it has no splits_final.json yet; nnU-Net writes a {NNUNET_DEFAULT_FOLDS}-fold one at the first training"
+        )
+    try:
+        count = len(read_splits(splits_file))
+    except (OSError, ValueError) as error:
+        raise RuntimeError(str(error)) from None
+    return count, f"{splits_file} has {count} folds"
+
+
+def check_folds(dataset_name: str, folds: list[int]) -> str:
+    """Refuses (RuntimeError) a fold that is not a fold of the dataset's cross-validation (nnU-Net would
+    train a random 80:20 split for it, which no cross-validation summary counts); the sentence saying why
+    the folds fit."""
+    count, source = cross_validation_folds(dataset_name)
+    outside = [fold for fold in folds if fold < 0 or fold >= count]
+    if outside:
+        raise RuntimeError(
+            f"fold(s) {' '.join(map(str, outside))} of --folds are not folds of {dataset_name}: {source} "
+            f"(folds 0-{count - 1})"
+        )
+    return f"folds {' '.join(map(str, folds))} of {dataset_name}: {source}"
+
+
 def effective_config(
     trainer: str, environ=None, dataset: str | None = None, configuration: str | None = None, plans: str = "nnUNetPlans"
 ) -> dict:
@@ -252,122 +290,3 @@ def effective_config(
     shown = {"trainer": trainer, "config_name": cls.config_name}
     shown.update({key: value for key, value in config.items() if key != "trainer"})
     return {**shown, "trainer_settings": config["trainer"], "sources": sources, "checked_for": checked}
-
-
-def _run_config(args) -> int:
-    from nnunet_lesionloss.config import CONFIG_ENV, ConfigError
-    from nnunet_lesionloss.evaluation.settings import PRESETS
-
-    override = os.environ.get(CONFIG_ENV)
-    print(f"{CONFIG_ENV}={override}" if override else f"{CONFIG_ENV} is not set: the trainer's defaults apply")
-    if (args.dataset is None) != (args.configuration is None):
-        print("error: give both DATASET and CONFIGURATION (or neither)", file=sys.stderr)
-        return 2
-    if args.preset is not None:
-        if args.preset not in PRESETS:
-            print(
-                f"error: unknown evaluation preset {args.preset!r}; choose from {', '.join(PRESETS)}", file=sys.stderr
-            )
-            return 2
-        print(f"evaluation preset: {args.preset}")
-    try:
-        config = effective_config(args.trainer, None, args.dataset, args.configuration, args.plans)
-    except NotALesionLossTrainer:
-        note = f"{args.trainer} is not a trainer of {DISTRIBUTION}: it reads no lesion-loss config"
-        if override:
-            note += f", so {CONFIG_ENV} (including its trainer: settings) does not apply to it"
-        print(f"note: {note}")
-        return 0
-    except (ConfigError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"checked as {args.trainer} checks it at start, for {config.pop('checked_for')}")
-    print(json.dumps(config, indent=2))
-    return 0
-
-
-def _run_synth(args) -> int:
-    from nnunet_lesionloss.synthetic import write_dataset_from_case, write_synthetic_dataset
-
-    raw = args.raw or os.environ.get("nnUNet_raw")
-    if not raw:
-        print("error: give --raw or set nnUNet_raw", file=sys.stderr)
-        return 2
-    if args.from_isles:
-        files = {name: os.path.join(args.from_isles, f"{name.lower()}.nii.gz") for name in ("DWI", "ADC")}
-        missing = [
-            path for path in [*files.values(), os.path.join(args.from_isles, "mask.nii.gz")] if not os.path.isfile(path)
-        ]
-        if missing:
-            print(
-                f"error: --from-isles needs dwi.nii.gz, adc.nii.gz and mask.nii.gz; missing {missing}", file=sys.stderr
-            )
-            return 2
-        folder = write_dataset_from_case(
-            raw,
-            args.dataset_id,
-            files,
-            os.path.join(args.from_isles, "mask.nii.gz"),
-            name="ISLES22Copies",
-            num_cases=min(args.cases, 8),
-        )
-        print(folder)
-        return 0
-    folder = write_synthetic_dataset(
-        raw,
-        args.dataset_id,
-        name=args.name,
-        num_cases=args.cases,
-        shape=tuple(args.shape),
-        lesions_per_case=tuple(args.lesions),
-        num_classes=args.classes,
-        two_channels=args.two_channels,
-        contrast=args.contrast,
-        noise=args.noise,
-        seed=args.seed,
-    )
-    print(folder)
-    return 0
-
-
-def register(subparsers) -> None:
-    env = subparsers.add_parser("env", help="print the export line that lets nnU-Net find this package's trainers")
-    env.set_defaults(func=_run_env)
-    doctor = subparsers.add_parser("doctor", help="check versions, nnU-Net paths and that nnU-Net finds every trainer")
-    doctor.set_defaults(func=_run_doctor)
-    config = subparsers.add_parser(
-        "config",
-        help="show the effective loss config of a trainer, with NNUNET_LESIONLOSS_CONFIG applied, and what set each key",
-    )
-    config.add_argument("trainer", help="trainer class name, e.g. nnUNetTrainerCATMIL (or a subclass of yours)")
-    config.add_argument(
-        "dataset", nargs="?", help="dataset id or name: check against its preprocessed plans (patch dimension, labels)"
-    )
-    config.add_argument("configuration", nargs="?", help="nnU-Net configuration of DATASET, e.g. 3d_fullres")
-    config.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    config.add_argument("--preset", help="also check that this evaluation preset exists (cv-summary --preset)")
-    config.set_defaults(func=_run_config)
-    synth = subparsers.add_parser("synth", help="write the synthetic MS-like lesion dataset in nnU-Net raw format")
-    synth.add_argument("--dataset-id", type=int, default=901)
-    synth.add_argument("--name", default="SyntheticLesions")
-    synth.add_argument("--raw", help="nnU-Net raw folder (default: $nnUNet_raw)")
-    synth.add_argument("--cases", type=int, default=8)
-    synth.add_argument("--shape", type=int, nargs=3, default=(48, 48, 48), metavar=("Z", "Y", "X"))
-    synth.add_argument("--lesions", type=int, nargs=2, default=(6, 20), metavar=("MIN", "MAX"), help="lesions per case")
-    synth.add_argument("--classes", type=int, default=1, help="number of lesion classes (labels 1..n)")
-    synth.add_argument("--two-channels", action="store_true", help="add a second (T1-like) channel")
-    synth.add_argument(
-        "--contrast",
-        type=float,
-        default=1.5,
-        help="brightness added to lesion voxels (plus 0.3 per label value); lower: harder small lesions",
-    )
-    synth.add_argument("--noise", type=float, default=0.5, help="std of the Gaussian noise of the image")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument(
-        "--from-isles",
-        metavar="DIR",
-        help="instead of synthetic data: mirrored copies (up to 8) of one real ISLES 2022 case "
-        "(DIR with dwi.nii.gz, adc.nii.gz, mask.nii.gz, e.g. one case of the ISLES 2022 dataset)",
-    )
-    synth.set_defaults(func=_run_synth)

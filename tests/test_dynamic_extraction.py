@@ -1,6 +1,7 @@
-"""The one-pass dynamic candidates (``nnunet_lesionloss.froc_dynamic``) equal report_guided_annotation's
-dynamic extraction and the per-step implementation of the evaluation, voxel for voxel, on random smooth
-maps with plateaus and tied peaks, and on hand-made cases."""
+"""The one-pass dynamic candidates (``nnunet_lesionloss.evaluation.froc.dynamic_extraction``) equal
+report_guided_annotation's dynamic extraction and the per-step implementation the evaluation had before
+(tests/per_step_dynamic_candidates.py: other connectivities, 2D maps, factor 1 with a minimum size), voxel
+for voxel, on random smooth maps with plateaus and tied peaks, and on hand-made cases."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from per_step_dynamic_candidates import per_step_dynamic_candidates
 from scipy import ndimage
 
-from nnunet_lesionloss.evaluation.detection import dynamic_candidates as per_step_dynamic_candidates
-from nnunet_lesionloss.froc_dynamic import dynamic_candidates
+from nnunet_lesionloss.evaluation.froc.dynamic_extraction import dynamic_candidate_labels as dynamic_candidates
 
 with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import
     from report_guided_annotation import extract_lesion_candidates
@@ -84,17 +85,21 @@ def test_equal_to_report_guided_annotation_version_1_without_a_size_limit(probab
 @given(
     probability=st.one_of(smooth_probability(3), smooth_probability(2)),
     min_voxels=st.integers(0, 4),
-    factor=st.sampled_from([1.5, 2.5, 4.0]),
+    factor=st.sampled_from([1.0, 1.5, 2.5, 4.0]),
     limit=st.one_of(st.none(), st.integers(0, 15)),
     connectivity=st.sampled_from(["full", "face", 18]),
 )
 def test_equal_to_the_per_step_implementation(probability, min_voxels, factor, limit, connectivity):
+    """Factor 1 with a minimum size included: there the voxels at p_max leave when every component is too
+    small (report_guided_annotation would loop for ever), and both must do the same."""
     if probability.ndim == 2 and connectivity == 18:
         connectivity = 8
     labels, confidences = dynamic_candidates(probability, factor, min_voxels, limit, connectivity)
-    expected = per_step_dynamic_candidates(probability, factor, min_voxels, limit, connectivity)
-    assert np.array_equal(labels, expected.labels)
-    assert confidences.tolist() == expected.confidences.tolist()
+    expected_labels, expected_confidences = per_step_dynamic_candidates(
+        probability, factor, min_voxels, limit, connectivity
+    )
+    assert np.array_equal(labels, expected_labels)
+    assert confidences.tolist() == expected_confidences.tolist()
 
 
 def test_touching_lesions_and_ties_by_hand():
@@ -148,13 +153,22 @@ def test_maps_that_are_not_probability_volumes_are_refused():
         dynamic_candidates(np.zeros((4, 4, 4), dtype=np.int32))
 
 
-def test_factor_one_with_only_small_components_stops_instead_of_repeating_forever():
-    """t = p_max and no component large enough: no voxel is > t, so report_guided_annotation's loop (and the
-    per-step implementation's) would never end; the one-pass extraction stops with what it has."""
+def test_factor_one_with_only_small_components_ends():
+    """t = p_max and no component large enough: no voxel is > t, so report_guided_annotation's loop would
+    never end; here the peak voxels leave the map and the next peak is tried, down to 0.01."""
     probability = np.zeros((6, 6, 6), dtype=np.float32)
     probability[1, 1, 1] = 0.9
     probability[4, 4, 4] = 0.5
+    probability[3:5, 0:2, 0:2] = 0.3  # 8 voxels: large enough for min_voxels 1
     labels, confidences = dynamic_candidates(probability, threshold_factor=1.0, min_voxels=1)
-    assert confidences.size == 0 and not labels.any()
+    assert confidences.tolist() == [pytest.approx(0.3)] and np.count_nonzero(labels) == 8
     labels, confidences = dynamic_candidates(probability, threshold_factor=1.0)
-    assert confidences.tolist() == pytest.approx([0.9, 0.5])
+    assert confidences.tolist() == pytest.approx([0.9, 0.5, 0.3])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_maps_are_refused(bad):
+    probability = np.zeros((4, 4, 4), dtype=np.float32)
+    probability[1, 2, 3] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        dynamic_candidates(probability)
