@@ -9,7 +9,8 @@ kept): p_max = the highest probability left, t = p_max / factor; label the compo
 maximum (ties: the one whose first voxel comes first in raster order, as ``ndimage.label`` numbers
 them); keep it as the next candidate unless it touches (3×3×3 dilation) an earlier candidate; set its
 voxels to 0. When every component is too small, the voxels > t are set to 0 instead. That is one
-labelling of the whole volume per step: 11 s for a 182×218×182 case with about 200 candidates.
+labelling of the whole volume per step: about a minute for a 182×218×182 case with 200 candidates
+(``scripts/bench_dynamic_candidates.py --per-step --reference``).
 
 Here the same steps visit only what they change. The voxels that can ever join a candidate
 (p >= 0.01 / factor) are sorted once by decreasing probability. A step's p_max is the first of them
@@ -28,8 +29,9 @@ Every step thus sets at least one voxel to 0, and the extraction ends. Threshold
 computed in the map's dtype, as NumPy 2 computes report_guided_annotation's (float32 maps: float32
 scalars); float16 maps are computed in float32, as report_guided_annotation converts them.
 
-numba compiles the pass on its first call (about TODO s, once: the compiled code is cached on disk,
-next to the module, as ``components``' Voronoi cells are; docs/benchmarks.md, "Dynamic candidates").
+numba compiles the pass on its first call (about 2 s, once: the compiled code is cached on disk, next to
+the module, as ``components``' Voronoi cells are, and a new process loads it in about 0.3 s;
+``scripts/bench_dynamic_candidates.py`` measures both, docs/benchmarks.md, "Dynamic candidates").
 """
 
 from __future__ import annotations
