@@ -84,24 +84,37 @@ def check_connectivity(connectivity: int | str | None, ndim: int) -> int:
 
 
 def label_components(
-    mask: np.ndarray, connectivity: int | str | None = None, *, return_count: bool = False
+    mask: np.ndarray,
+    connectivity: int | str | None = None,
+    *,
+    return_count: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, int]:
     """Connected components of a boolean 2D/3D mask: int32 ids 1..K, 0 = outside the mask.
 
     The one labelling function of the package (losses, loader and evaluation): ``connectivity``
     must be valid for the mask's dimension (:data:`VALID_CONNECTIVITY`; None or 'full' = full,
     'face' = face, see :func:`check_connectivity`), never silently mapped. With ``return_count`` the result is ``(ids, K)``.
+    ``out`` (int32, the mask's shape): written and returned instead of a new array (one copy less
+    when the labels of several masks go into one array).
     """
     mask = np.asarray(mask, dtype=bool)
     connectivity = check_connectivity(connectivity, mask.ndim)
+    if out is not None and (out.shape != mask.shape or out.dtype != np.int32):
+        raise ValueError(f"out must be int32 of shape {mask.shape}, got {out.dtype} {out.shape}")
     if not mask.any():
-        ids = np.zeros(mask.shape, dtype=np.int32)
+        ids = np.zeros(mask.shape, dtype=np.int32) if out is None else out
+        ids[...] = 0
         return (ids, 0) if return_count else ids
     # cc3d labels 2D masks with 4/8 connectivity and returns the smallest sufficient dtype
     ids, count = cc3d.connected_components(
-        np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True
+        np.ascontiguousarray(mask).view(np.uint8), connectivity=connectivity, return_N=True
     )
-    ids = ids.astype(np.int32, copy=False)
+    if out is None:
+        ids = ids.astype(np.int32, copy=False)
+    else:
+        out[...] = ids
+        ids = out
     return (ids, int(count)) if return_count else ids
 
 

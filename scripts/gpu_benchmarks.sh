@@ -5,7 +5,9 @@
 #      DC+CE, under float16 autocast as nnU-Net's trainer runs them, then under bfloat16;
 #   2. peak extra GPU memory of DC+CE + each term over DC+CE alone, K = 1, 100, 1000;
 #   3. the loader per sample (CPU, one augmentation worker): Voronoi cells against scipy, and the
-#      component maps next to nnU-Net's own 3d_fullres training transforms.
+#      component maps next to nnU-Net's own 3d_fullres training transforms;
+#   4. one whole training iteration (forward + loss + backward + optimizer step) of every trainer family
+#      against nnUNetTrainer, at the demo's patch (48³) and at 128³.
 # Tables go to stdout and, when $OUT is set, one Markdown file per table under $OUT.
 #
 # Usage: bash scripts/gpu_benchmarks.sh            (needs CUDA and this package installed)
@@ -21,12 +23,16 @@ if [[ ${1:-} == --smoke ]]; then
     TIME=(--lesions 1 8 --repeats 2 --warmup 1)
     MEMORY=(--lesions 1 8)
     LOADER=(--sizes 24 --lesions 1 4 --repeats 2 --samples 2)
+    STEP_SMALL=(--device "$DEVICE" --patch 16 --threads 1 --lesions 3 --repeats 1)
+    STEP_LARGE=(--device "$DEVICE" --patch 16 --threads 1 --lesions 3 --repeats 1 --trainers nnUNetTrainerBlob)
 else
     python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: use --smoke on a CPU')"
     SIZE=(--device cuda --size 128)
     TIME=(--lesions 1 10 100 1000 --repeats 20 --warmup 5)
     MEMORY=(--lesions 1 100 1000)
     LOADER=(--sizes 96 128 --lesions 1 40 400 --repeats 7 --samples 20 --clock wall)
+    STEP_SMALL=(--device cuda --patch 48 --repeats 10 --warmup 2)
+    STEP_LARGE=(--device cuda --patch 128 --repeats 10 --warmup 2)
 fi
 
 table() {  # table NAME ARGS...: python3 ARGS, to stdout and to $OUT/NAME.md
@@ -51,3 +57,5 @@ table losses_time_fp16 scripts/bench_losses.py "${SIZE[@]}" "${TIME[@]}" --autoc
 table losses_time_bf16 scripts/bench_losses.py "${SIZE[@]}" "${TIME[@]}" --autocast bf16
 table losses_memory scripts/bench_losses.py "${SIZE[@]}" "${MEMORY[@]}" --autocast fp16 --memory
 table loader scripts/bench_loader.py "${LOADER[@]}"
+table training_step_demo_patch scripts/bench_training_step.py "${STEP_SMALL[@]}"
+table training_step_128 scripts/bench_training_step.py "${STEP_LARGE[@]}"

@@ -27,12 +27,25 @@ def test_gpu_benchmark_script_prints_every_table_at_a_tiny_size(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     tables = {path.name: path.read_text() for path in tmp_path.iterdir()}
-    assert sorted(tables) == ["loader.md", "losses_memory.md", "losses_time_bf16.md", "losses_time_fp16.md"]
+    assert sorted(tables) == [
+        "loader.md",
+        "losses_memory.md",
+        "losses_time_bf16.md",
+        "losses_time_fp16.md",
+        "training_step_128.md",
+        "training_step_demo_patch.md",
+    ]
     assert "| CC Dice+CE | 8 |" in tables["losses_time_fp16.md"] and "autocast fp16" in tables["losses_time_fp16.md"]
     assert "autocast bf16" in tables["losses_time_bf16.md"]
-    assert "Cost of the probability-range check" in tables["losses_time_fp16.md"]
+    assert "Cost of the input checks (validate=True)" in tables["losses_time_fp16.md"]
+    assert re.search(r"\| CC Dice\+CE \| -?\d+\.\d% \|", tables["losses_time_fp16.md"])
     assert "| + IWL-CC Dice+CE (MiB more) |" in tables["losses_memory.md"]
     assert "| 24³ | 4 |" in tables["loader.md"] and "nnU-Net transforms" in tables["loader.md"]
+    for trainer in ("nnUNetTrainerICI", "nnUNetTrainerCC", "nnUNetTrainerInvWeight"):
+        assert f"| {trainer} |" in tables["training_step_demo_patch.md"]
+    assert (
+        "| nnUNetTrainerBlob |" in tables["training_step_128.md"] and "patch 16×16×16" in tables["training_step_128.md"]
+    )
 
 
 def test_gradient_ratio_script_prints_its_table_with_lesion_free_patches():
@@ -53,6 +66,24 @@ def test_gradient_ratio_script_prints_its_table_with_lesion_free_patches():
     assert len(rows) >= 2, result.stdout
     for row in rows:  # "term (L_seg)" in each of the four states
         assert all(re.fullmatch(r" \S+ \(\S+\) ", cell) for cell in row.split("|")[2:6]), row
+
+
+def test_dynamic_candidate_benchmark_prints_its_table_and_the_implementations_agree():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY / "scripts" / "bench_dynamic_candidates.py"),
+            *("--shape", "30", "34", "30", "--lesions", "4", "--false-positives", "8", "--repeats", "1"),
+            *("--per-step", "--reference"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| dynamic")]
+    assert len(rows) == 3 and all(row.endswith("| yes |") for row in rows), result.stdout
+    assert "with nothing cached (numba compiles)" in result.stdout
 
 
 def test_repeat_coverage_script_prints_its_tables():

@@ -188,3 +188,20 @@ def test_cc_term_reads_the_cell_counts_packed_by_the_loader():
     tampered = packed.clone()
     split_cell_counts(tampered, layout).reshape(2, 1, -1)[0, 0, 3] += 5  # |C_1 ∩ Ω_1| of sample 0
     assert float(loss(output, tampered)) != pytest.approx(float(expected), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "groups, channels", [([(1,), (2,)], 3), ([(1,)], 2), ([(2,), (3,)], 4), ([(1,), (2,), (3,)], 4)]
+)
+def test_the_softmax_channels_have_the_gradient_of_the_softmax(groups, channels):
+    """foreground_probabilities' slice of the softmax has its own backward (no zero-filled gradient of
+    every channel): the values and the gradient of autograd's softmax and slice."""
+    logits = torch.randn(2, channels, 5, 6, 7, requires_grad=True)
+    weights = torch.randn(2, len(groups), 5, 6, 7)
+    first = groups[0][0]
+    probs = foreground_probabilities(logits, groups)
+    expected = torch.softmax(logits, dim=1)[:, first : first + len(groups)]
+    assert torch.equal(probs, expected)
+    (grad,) = torch.autograd.grad((probs * weights).sum(), logits)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), logits)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-7)

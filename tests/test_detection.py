@@ -417,7 +417,10 @@ def test_froc_command_writes_the_documented_outputs_and_names_failed_cases(tmp_p
             cases.append((reference > 0, foreground))
     (probs / "dataset.json").write_text(json.dumps(dataset))
     out = tmp_path / "out"
-    code = main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"])
+    # static candidates: the 0.3 halo around lesion 1's peak is part of its candidate (dynamic candidates,
+    # the default, take the peak voxel alone here: the next test)
+    static = ["--candidates", "static"]
+    code = main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet", *static])
     assert code == 1
     assert "c2: no probabilities c2.npz" in capsys.readouterr().err
     result = load_strict_json(out / "froc.json")
@@ -442,7 +445,34 @@ def test_froc_command_writes_the_documented_outputs_and_names_failed_cases(tmp_p
     assert rows[0] == "threshold,fp_per_case,sensitivity,true_positives,false_positives" and len(rows) == 4
     assert "| – | c2 | no probabilities" in (out / "froc.md").read_text()
     # nothing is overwritten without --overwrite
-    assert main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet"]) == 2
+    assert main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet", *static]) == 2
+
+
+def test_froc_command_extracts_dynamic_candidates_by_default(tmp_path):
+    """Without --candidates the command extracts report_guided_annotation's dynamic candidates (its own
+    default) and records it; its numbers are picai_eval's on the detection maps of those candidates."""
+    gt, probs = tmp_path / "gt", tmp_path / "probs"
+    cases = []
+    for k in range(2):
+        reference, foreground = _two_lesion_case(k)
+        foreground[1:4, 1:4, 1:4] = np.maximum(foreground[1:4, 1:4, 1:4], 0.5)  # p >= 0.9 / 2.5: one candidate
+        if k == 0:  # lesion 2 found too, below the false positive (one lesion stays missed: picai_eval's
+            foreground[6:8, 6:8, 6:8] = 0.35  # curve and ours are equal point by point only then, docs/metrics.md)
+        write_image(gt / f"c{k}.nii.gz", reference.astype(np.uint8), (1.0, 1.0, 2.0))
+        _write_probabilities(probs, f"c{k}", np.stack([1 - foreground, foreground]))
+        cases.append((reference > 0, foreground))
+    (probs / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "lesion": 1}}))
+    out = tmp_path / "out"
+    assert main(["froc", "--probabilities", str(probs), "--gt", str(gt), "-o", str(out), "--quiet", "-np", "1"]) == 0
+    entry = load_strict_json(out / "froc.json")["1"]
+    assert entry["settings"]["candidates"] == "dynamic" and entry["settings"]["threshold"] is None
+    assert entry["settings"]["dynamic_threshold_factor"] == 2.5
+    maps = [(r, dynamic_candidates(f).detection_map().astype(np.float32)) for r, f in cases]
+    assert entry["n_candidates"] == sum(int(np.unique(m).size) - 1 for _, m in maps) == 5
+    metrics = picai_metrics(maps)
+    assert close(entry["ap"], float(metrics.AP), 1e-9) and entry["ap"] > 0.5
+    for rate, value in entry["sensitivity_at_fp"].items():
+        assert close(value, float(metrics.lesion_TPR_at_FPR(float(rate))), 1e-6)
 
 
 def test_region_model_probabilities_are_analysed_per_region(tmp_path):

@@ -104,3 +104,36 @@ def test_validate_false_skips_the_checks_as_the_trainers_do():
     ids[0, 0, 1, 1, 1] = 1
     F.mil_loss(logits.clamp(0, 1), ids, validate=False)
     F.tversky_loss(logits, ids > 0, validate=False)  # no error: the caller vouched for its inputs
+
+
+def test_a_check_that_passed_runs_again_when_the_tensor_changes_in_place():
+    """validate=True reads every voxel once per distinct input (checks.checked_once): a tensor changed in
+    place after it passed is read again, and so is a new tensor with the same values."""
+    probs = torch.full((1, 1, 4, 4, 4), 0.5)
+    ids = torch.zeros((1, 1, 4, 4, 4), dtype=torch.int64)
+    ids[0, 0, 1, 1, 1] = 1
+    F.blob_loss(probs, ids)  # passes and is remembered
+    F.blob_loss(probs, ids)
+    probs[0, 0, 0, 0, 0] = 3.0  # an in-place change bumps the version counter
+    with pytest.raises(ValueError, match="not logits"):
+        F.blob_loss(probs, ids)
+    view = probs[:, :, :2]  # a view shares the version counter of its base
+    probs[0, 0, 0, 0, 0] = 0.5
+    F.blob_loss(view, ids[:, :, :2])
+    probs[0, 0, 1, 0, 0] = float("nan")  # changed through the base: the view is read again
+    with pytest.raises(ValueError, match="found values in"):
+        F.blob_loss(view, ids[:, :, :2])
+
+
+def test_cc_checks_of_the_maps_run_again_on_other_maps():
+    from nnunet_lesionloss.components import voronoi_cells
+
+    probs = torch.full((1, 1, 6, 6, 6), 0.5)
+    ids = torch.zeros((1, 1, 6, 6, 6), dtype=torch.int64)
+    ids[0, 0, 1, 1, 1], ids[0, 0, 4, 4, 4] = 1, 2
+    cells = torch.from_numpy(voronoi_cells(ids[0].numpy()))[None]
+    F.cc_loss(probs, ids, cells)
+    F.cc_loss(probs, ids, cells)  # remembered: no pass over the maps
+    cells[0, 0, 0, 0, 0] = 0
+    with pytest.raises(ValueError, match="have no cell"):
+        F.cc_loss(probs, ids, cells)

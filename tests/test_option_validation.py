@@ -84,8 +84,16 @@ def test_out_of_range_and_repeated_values_are_refused_naming_the_option(argument
     "options, named",
     [
         (["--matching", "any", "--min-overlap", "0.5"], "--min-overlap has no effect with --matching any"),
-        (["--max-candidates", "3"], "--max-candidates has no effect with --candidates static"),
-        (["--dynamic-threshold-factor", "2"], "--dynamic-threshold-factor has no effect with --candidates static"),
+        (
+            ["--candidates", "static", "--max-candidates", "3"],
+            "--max-candidates has no effect with --candidates static",
+        ),
+        (
+            ["--candidates", "static", "--dynamic-threshold-factor", "2"],
+            "--dynamic-threshold-factor has no effect with --candidates static",
+        ),
+        # the default candidates are dynamic: a static threshold alone would be dropped in silence
+        (["--threshold", "0.2"], "--threshold has no effect with --candidates dynamic"),
     ],
 )
 def test_an_option_the_froc_analysis_ignores_is_refused(tmp_path, options, named, capsys):

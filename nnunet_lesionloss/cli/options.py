@@ -296,15 +296,14 @@ def add_froc_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
     group.add_argument(
         f"--{prefix}candidates",
         choices=CANDIDATE_METHODS,
-        help=f"static: components of p >= --{prefix}threshold, confidence max p (default); dynamic: "
-        "report_guided_annotation's "
-        "peak-wise extraction, which splits touching lesions",
+        help="dynamic (default, report_guided_annotation's): peak-wise extraction, which splits touching lesions; "
+        f"static: components of p >= --{prefix}threshold, confidence max p",
     )
     group.add_argument(
         f"--{prefix}threshold",
         type=probability_threshold,
         metavar="T",
-        help="static candidates: p >= T, 0 < T <= 1 (default 0.1)",
+        help=f"static candidates (--{prefix}candidates static): p >= T, 0 < T <= 1 (default 0.1)",
     )
     group.add_argument(
         f"--{prefix}matching",
@@ -434,8 +433,12 @@ def froc_settings_from_args(args, prefix: str = "", base=None):
     ignored = []
     if getattr(args, dest + "min_overlap", None) is not None and settings.matching == "any":
         ignored.append((f"--{prefix}min-overlap", f"with --{prefix}matching any (a match on any shared voxel)"))
-    for option in ("max_candidates", "dynamic_threshold_factor"):
-        if getattr(args, dest + option, None) is not None and settings.candidates != "dynamic":
+    for option, method in (
+        ("max_candidates", "dynamic"),
+        ("dynamic_threshold_factor", "dynamic"),
+        ("threshold", "static"),
+    ):
+        if getattr(args, dest + option, None) is not None and settings.candidates != method:
             ignored.append(
                 (f"--{prefix}{option.replace('_', '-')}", f"with --{prefix}candidates {settings.candidates}")
             )

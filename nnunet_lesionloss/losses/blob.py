@@ -15,7 +15,6 @@ from .component_dice import (
     component_and_background_sums,
     compute_dtype,
     domain_losses,
-    flat_probs,
     mean_over_components_then_pairs,
     whole_pair_losses,
 )
@@ -80,8 +79,7 @@ def blob_loss(
         index = build_foreground_index(component_ids, ignore_mask)
         if index.num_components == 0 and empty_pairs == "skip":
             return zero_with_graph(probs).to(dtype)
-        p = flat_probs(probs, dtype)
-        sums = component_and_background_sums(p, index, base == "dice_ce", dtype)
+        sums = component_and_background_sums(probs, index, base == "dice_ce", dtype)
         pair_of_component = index.pair_of_component
         # Ω_n = C_n ∪ background of its pair: the "rest" of each domain is its pair's background
         losses = domain_losses(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_probs_and_ids, check_same_device
+from .checks import check_integer_map, check_probs, check_same_device, checked_once
 from .component_dice import (
     CE_PROB_CLAMP,
     IWL_MAX_DEFAULT,
@@ -18,7 +18,7 @@ from .component_dice import (
     mean_over_components_then_pairs,
     whole_pair_losses,
 )
-from .segments import build_cell_slots, index_count, valid_voxel_mask, zero_with_graph
+from .segments import CellSlots, build_cell_slots, index_count, valid_voxel_mask, zero_with_graph
 
 __all__ = ["cc_loss"]
 
@@ -57,44 +57,60 @@ class _CellSums(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def _check_cell_counts(component_ids, voronoi_cells, cell_counts, ignore_mask, shape) -> None:
-    """The precomputed table must be the one these ids, cells and ignore mask give (recounted here)."""
-    valid = valid_voxel_mask(ignore_mask, shape)
-    given = build_cell_slots(component_ids, voronoi_cells, valid, cell_counts)
-    if given.slot_counts is None:
-        return  # a pair without table (K = -1): the loss counts the cells itself
-    counted = build_cell_slots(component_ids, voronoi_cells, valid)
-    expected = index_count(counted.voxel_slot, counted.num_slots, torch.float64)
-    read = torch.cat([counted.cell_slot, counted.cell_slot + 1])  # the slots of cells 1..K (id 0 has no domain)
-    if given.num_slots != counted.num_slots or not torch.equal(
-        given.slot_counts.to(torch.float64)[read], expected[read]
-    ):
+def _check_cells(component_ids: torch.Tensor, slots: CellSlots, counts: torch.Tensor) -> None:
+    """``voronoi_cells`` must be cells of these component ids: every component voxel lies in the cell
+    of its own id, every voxel of a pair with components has a cell (> 0), and every cell holds
+    its component. Cells of other ids (another numbering, another sample, a resampled map) would
+    otherwise leave cells without their lesion, which the loss cannot score.
+
+    Read from the loss's own slots: ``counts`` (the voxels of every slot, ignore mask left out) and
+    ``slots.in_component`` ([id = cell id], cleared in pairs without cells), so that a component
+    voxel outside the cell of its id is a voxel with an id > 0 outside its own slot 2n + 1; the
+    voxels without a cell are in the pair's first two slots (cell 0; all of the pair's voxels are in
+    its first slot when it has no cell at all). Two passes over the ids (a max, and a max of the ids
+    outside their cell); the exact counts of the message only when a check fails.
+    """
+    pairs = slots.num_pairs
+    ids = component_ids.flatten(2)
+    in_component = slots.in_component.view(ids.shape)
+    has_foreground = ids.amax(dim=2).reshape(pairs) > 0
+    outside_own_cell = ids.masked_fill(in_component, 0).amax(dim=2).reshape(pairs) > 0
+    rest, own = counts[slots.cell_slot], counts[slots.cell_slot + 1]
+    without_component = (rest > 0) & (own == 0)
+    without_cell = torch.where(has_foreground, counts[slots.pair_offset] + counts[slots.pair_offset + 1], 0.0)
+    if not bool(torch.stack([outside_own_cell.any(), without_component.any(), (without_cell > 0).any()]).any()):
+        return
+    misplaced = int(((ids > 0) & ~in_component).sum())
+    raise ValueError(
+        "voronoi_cells do not match component_ids: "
+        f"{misplaced} component voxel(s) lie outside the cell of their id, {int(without_cell.sum())} voxel(s) of a "
+        f"channel with components have no cell (0), {int(without_component.sum())} cell(s) hold no voxel of the "
+        "component of their id; compute the cells from these ids "
+        "(nnunet_lesionloss.components.voronoi_cells, per sample and channel)"
+    )
+
+
+def _check_cell_counts(slots: CellSlots, counts: torch.Tensor) -> None:
+    """The precomputed table (``slots.slot_counts``) must hold the counts of the slots (``counts``,
+    counted here from the same ids, cells and ignore mask)."""
+    read = torch.cat([slots.cell_slot, slots.cell_slot + 1])  # the slots of cells 1..K (id 0 has no domain)
+    if not torch.equal(slots.slot_counts.to(torch.float64)[read], counts[read]):
         raise ValueError(
             "cell_counts do not match component_ids, voronoi_cells and ignore_mask: compute them from the same maps "
             "(nnunet_lesionloss.components.cell_count_tables)"
         )
 
 
-def _check_cells_match_components(component_ids: torch.Tensor, voronoi_cells: torch.Tensor) -> None:
-    """``voronoi_cells`` must be cells of these component ids: every component voxel lies in the cell
-    of its own id, every voxel of a pair with components has a cell (> 0), and every cell holds
-    its component. Cells of other ids (another numbering, another sample, a resampled map) would
-    otherwise leave cells without their lesion, which the loss cannot score."""
-    ids, cells = component_ids.flatten(2), voronoi_cells.flatten(2)
-    foreground = ids > 0
-    misplaced = int((foreground & (cells != ids)).sum())
-    without_cell = int(((cells == 0) & foreground.any(dim=2, keepdim=True)).sum())
-    slots = build_cell_slots(component_ids, voronoi_cells)
-    counts = index_count(slots.voxel_slot, slots.num_slots, torch.float64)
-    rest, own = counts[slots.cell_slot], counts[slots.cell_slot + 1]
-    cells_without_component = int(((rest > 0) & (own == 0)).sum())
-    if misplaced or without_cell or cells_without_component:
+def _check_table_sizes(voronoi_cells: torch.Tensor, cell_counts: torch.Tensor) -> None:
+    """Entry 0 of each pair's table is its largest cell id (or -1 in every pair: no table); checked
+    before the table lays out the slots, so that a wrong one cannot put a voxel outside them."""
+    largest = cell_counts.flatten(2)[:, :, 0]
+    if bool((largest < 0).any()):
+        return  # the loss counts the cells itself
+    if not torch.equal(largest.long(), voronoi_cells.flatten(2).amax(dim=2).long()):
         raise ValueError(
-            "voronoi_cells do not match component_ids: "
-            f"{misplaced} component voxel(s) lie outside the cell of their id, {without_cell} voxel(s) of a "
-            f"channel with components have no cell (0), {cells_without_component} cell(s) hold no voxel of the "
-            "component of their id; compute the cells from these ids "
-            "(nnunet_lesionloss.components.voronoi_cells, per sample and channel)"
+            "cell_counts do not match component_ids, voronoi_cells and ignore_mask: entry 0 of a table is not the "
+            "largest cell id of its pair (nnunet_lesionloss.components.cell_count_tables)"
         )
 
 
@@ -146,10 +162,11 @@ def cc_loss(
             ``nnunet_lesionloss.targets``). It must come from the same ids, cells and ignore mask.
     """
     if validate:
-        check_probs_and_ids(probs, component_ids)
-        check_probs_and_ids(probs, voronoi_cells, name="voronoi_cells")
+        check_probs(probs)
+        for name, tensor in (("component_ids", component_ids), ("voronoi_cells", voronoi_cells)):
+            check_integer_map(probs, tensor, name)
         if cell_counts is not None:
-            check_probs_and_ids(probs, cell_counts, name="cell_counts")
+            check_integer_map(probs, cell_counts, "cell_counts")
         check_component_loss_options(base, smooth, iwl, iwl_max, iwl_reading, empty_pairs)
         check_same_device(
             probs,
@@ -158,22 +175,44 @@ def cc_loss(
             ignore_mask=ignore_mask,
             cell_counts=cell_counts,
         )
-        if voronoi_cells.numel() and int(voronoi_cells.min()) < 0:
-            raise ValueError("voronoi_cells must be >= 0 (0 = no cell)")
-        _check_cells_match_components(component_ids, voronoi_cells)
-        if cell_counts is not None:
-            _check_cell_counts(component_ids, voronoi_cells, cell_counts, ignore_mask, probs.shape)
+
+        def cells_are_nonnegative() -> None:
+            if voronoi_cells.numel() and int(voronoi_cells.amin()) < 0:
+                raise ValueError("voronoi_cells must be >= 0 (0 = no cell)")
+            if cell_counts is not None:
+                _check_table_sizes(voronoi_cells, cell_counts)
+
+        checked_once("cell ids and table sizes", cells_are_nonnegative, voronoi_cells, cell_counts)
     dtype = compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         valid = valid_voxel_mask(ignore_mask, probs.shape)
         slots = build_cell_slots(component_ids, voronoi_cells, valid, cell_counts)
+        counts = None if slots.slot_counts is None else slots.slot_counts.to(dtype)
+        if validate:  # the maps' checks read the loss's own slots, and the loss then uses their counts
+            counted: list[torch.Tensor] = []
+
+            def maps_match() -> None:
+                counted.append(index_count(slots.voxel_slot, slots.num_slots, torch.float64))
+                if slots.slot_counts is not None:
+                    _check_cell_counts(slots, counted[0])
+                if valid is None:
+                    _check_cells(component_ids, slots, counted[0])
+                else:  # every voxel, ignored ones too: a component may be wholly ignored
+                    unmasked = build_cell_slots(component_ids, voronoi_cells)
+                    _check_cells(component_ids, unmasked, index_count(unmasked.voxel_slot, unmasked.num_slots))
+
+            checked_once(
+                "voronoi cells and cell counts", maps_match, component_ids, voronoi_cells, cell_counts, ignore_mask
+            )
+            if counts is None and counted:
+                counts = counted[0].to(dtype)
         if slots.cell_slot.numel() == 0 and empty_pairs == "skip":
             return zero_with_graph(probs).to(dtype)
         p = probs.to(dtype).reshape(-1)
         shift = slots.in_component.to(dtype).sub_(1.0) if base == "dice_ce" else None  # g - 1
         p_sums, log_sums = _CellSums.apply(p, slots.voxel_slot, shift, slots.num_slots, base == "dice_ce")
-        counts = slots.slot_counts
-        counts = index_count(slots.voxel_slot, slots.num_slots, dtype) if counts is None else counts.to(dtype)
+        if counts is None:
+            counts = index_count(slots.voxel_slot, slots.num_slots, dtype)
         rest, fg = slots.cell_slot, slots.cell_slot + 1  # slots of Ω_n \ C_n and C_n ∩ Ω_n
         fg_ce = rest_ce = None
         if log_sums is not None:

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 
 from .checks import check_nonnegative
-from .segments import ForegroundIndex, index_count, index_sum
+from .segments import ForegroundIndex, index_count
 
 # Upper bound of the IWL weight (``iwl_weight``: w in [1, iwl_max]). The bound of Kundu et al. 2026 is not in the
 # text we worked from; 100 caps the fore/background weight ratio at two orders of magnitude, below the "thousands of
@@ -106,11 +106,6 @@ def check_component_loss_options(
 
 def compute_dtype(probs: torch.Tensor) -> torch.dtype:
     return torch.float64 if probs.dtype == torch.float64 else torch.float32
-
-
-def flat_probs(probs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """probs [B, C, *spatial] → [B·C, V] in the compute dtype (float32 at least)."""
-    return probs.to(dtype).reshape(probs.shape[0] * probs.shape[1], -1)
 
 
 def domain_losses(
@@ -208,46 +203,133 @@ class DomainSums(NamedTuple):
     background_p_squared: torch.Tensor | None
 
 
+class _ComponentAndPairSums(torch.autograd.Function):
+    """One pass over the probabilities for every sum of blob, IWL-blob and inverse weighting.
+
+    Forward, for p [B, C, V] (any strides along B and C, e.g. the trainers' channel slice of the
+    softmax) and the F component voxels of a :class:`ForegroundIndex`:
+
+        per pair (dense, non-ignored voxels):  Σp,  Σ log(1 - q),  Σp²
+        per component (the F voxels only):     Σp,  Σ log q,  Σ log(1 - q),  Σp²
+
+    q = clamp(p, 1e-7, 1 - 1e-7); the log and square sums only when asked for. The dense sums
+    share one V-sized scratch buffer (a fresh one per pass would cost a page-faulted allocation
+    each on the CPU). Backward: the gradient is one V-sized tensor written in place,
+
+        ∂/∂p = g_Σp + g_Σlog(1-q) · [eps < p < 1 - eps] / (p - 1) + 2·g_Σp²·p   (per pair)
+
+    plus, on the F component voxels, the same with the per-component gradients and 1/q for
+    Σ log q, as autograd differentiates ``clamp`` (no gradient where it clamps). Autograd would
+    keep a chain of V-sized temporaries (clamp, log1p, where, the gather of the F voxels and its
+    scatter back into zeros) and add them up one by one.
+    """
+
+    @staticmethod
+    def forward(ctx, p, positions, component, num_components: int, valid, need_ce: bool, need_squares: bool):
+        batch, channels = p.shape[:2]
+        scratch = None
+
+        def pair_total(fill) -> torch.Tensor:  # Σ over the non-ignored voxels of each pair of fill(scratch)
+            nonlocal scratch
+            if scratch is None:
+                scratch = torch.empty(p.shape, dtype=p.dtype, device=p.device)
+            fill(scratch)
+            if valid is not None:
+                torch.where(valid, scratch, scratch.new_zeros(()), out=scratch)
+            return scratch.sum(dim=2).reshape(batch * channels)
+
+        def per_component(values: torch.Tensor) -> torch.Tensor:
+            return values.new_zeros(num_components).index_add_(0, component, values)
+
+        foreground = torch.take(p, positions)
+        pair_p = p.sum(dim=2).reshape(batch * channels) if valid is None else pair_total(lambda s: s.copy_(p))
+        component_p = per_component(foreground)
+        pair_squares = component_squares = pair_log_not = component_log = component_log_not = None
+        if need_squares:
+            pair_squares = pair_total(lambda s: torch.mul(p, p, out=s))
+            component_squares = per_component(foreground * foreground)
+        if need_ce:
+            pair_log_not = pair_total(
+                lambda s: torch.clamp(p, CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP, out=s).neg_().log1p_()
+            )
+            clamped = foreground.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP)
+            component_log = per_component(torch.log(clamped))
+            component_log_not = per_component(torch.log1p(-clamped))
+        ctx.save_for_backward(p, positions, component, valid)
+        return pair_p, pair_log_not, pair_squares, component_p, component_log, component_log_not, component_squares
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, pair_p, pair_log_not, pair_squares, component_p, component_log, component_log_not, component_sq):
+        p, positions, component, valid = ctx.saved_tensors
+        batch, channels = p.shape[:2]
+
+        def per_pair(grad: torch.Tensor) -> torch.Tensor:
+            return grad.reshape(batch, channels, 1)
+
+        grad = torch.empty(p.shape, dtype=p.dtype, device=p.device)
+        if pair_log_not is not None:
+            # d log(1 - q)/dp = 1/(p - 1) where eps < p < 1 - eps, else 0 (clamp's own backward rule,
+            # which hardtanh_backward applies in one pass)
+            torch.sub(p, 1.0, out=grad).reciprocal_()
+            torch.ops.aten.hardtanh_backward.grad_input(
+                grad, p, CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP, grad_input=grad
+            ).mul_(per_pair(pair_log_not))
+            if pair_p is not None:
+                grad.add_(per_pair(pair_p))
+        elif pair_p is not None:
+            grad.copy_(per_pair(pair_p).expand(p.shape))
+        else:
+            grad.zero_()
+        if pair_squares is not None:
+            grad.addcmul_(p, per_pair(pair_squares), value=2.0)
+        if valid is not None:
+            torch.where(valid, grad, grad.new_zeros(()), out=grad)
+
+        foreground = torch.take(p, positions)
+        on_foreground = foreground.new_zeros(foreground.shape)
+        if component_p is not None:
+            on_foreground += component_p[component]
+        if component_log is not None or component_log_not is not None:
+            unclamped = (foreground > CE_PROB_CLAMP) & (foreground < 1.0 - CE_PROB_CLAMP)
+            clamped = foreground.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP)
+            if component_log is not None:
+                on_foreground += torch.where(unclamped, component_log[component] / clamped, 0.0)
+            if component_log_not is not None:
+                on_foreground += torch.where(unclamped, component_log_not[component] / (clamped - 1.0), 0.0)
+        if component_sq is not None:
+            on_foreground += 2.0 * component_sq[component] * foreground
+        grad.view(-1).index_add_(0, positions, on_foreground)
+        return grad, None, None, None, None, None, None
+
+
 def component_and_background_sums(
-    p: torch.Tensor, index: ForegroundIndex, need_ce: bool, dtype: torch.dtype, need_squares: bool = False
+    probs: torch.Tensor, index: ForegroundIndex, need_ce: bool, dtype: torch.dtype, need_squares: bool = False
 ) -> DomainSums:
     """Voxel count, Σp, Σ CE (and Σp²) per component and per pair background, g = [voxel in a component].
 
-    Component sums scatter the F foreground voxels only. The background of a pair is its
-    (non-ignored) dense total minus its components; the totals are row sums accumulated in
-    float64, so the background needs no index and is more accurate than one float32 bucket.
+    ``probs`` [B, C, *spatial]. Component sums scatter the F foreground voxels only. The background
+    of a pair is its (non-ignored) dense total minus its components, subtracted in float64, so the
+    background needs no index. All sums come from one pass (:class:`_ComponentAndPairSums`).
     """
-    num_components = index.num_components
+    p = probs.to(dtype).flatten(2)  # [B, C, V]: a view of the trainers' channel slice, no copy
+    valid = None if index.valid_voxels is None else index.valid_voxels.view(p.shape)
     component = index.component_of_voxel
+    pair_p, pair_log_not, pair_squares, p_sum, log_sum, log_not_sum, p_squared = _ComponentAndPairSums.apply(
+        p, index.positions, component, index.num_components, valid, need_ce, need_squares
+    )
 
-    def pair_total_of(component_sums: torch.Tensor) -> torch.Tensor:
-        return index.sum_per_pair(component_sums.to(torch.float64))
+    def background_of(pair_total: torch.Tensor, component_sums: torch.Tensor) -> torch.Tensor:
+        return (pair_total.to(torch.float64) - index.sum_per_pair(component_sums.to(torch.float64))).to(dtype)
 
-    def dense_total(values: torch.Tensor) -> torch.Tensor:
-        if index.valid_voxels is not None:
-            values = torch.where(index.valid_voxels, values, values.new_zeros(()))
-        return values.sum(dim=1, dtype=torch.float64)
-
-    def background_of(dense: torch.Tensor, component_sums: torch.Tensor) -> torch.Tensor:
-        return (dense_total(dense) - pair_total_of(component_sums)).to(dtype)
-
-    p_foreground = p.reshape(-1)[index.positions]
-    count = index_count(component, num_components, dtype)
-    p_sum = index_sum(p_foreground, component, num_components, dtype)
-    background_count = (index.voxels_per_pair - pair_total_of(count)).to(dtype)
-    background_p = background_of(p, p_sum)
-    p_squared = background_p_squared = None
-    if need_squares:
-        p_squared = index_sum(p_foreground * p_foreground, component, num_components, dtype)
-        background_p_squared = background_of(p * p, p_squared)
+    count = index_count(component, index.num_components, dtype)
+    background_count = (index.voxels_per_pair - index.sum_per_pair(count.to(torch.float64))).to(dtype)
+    background_p = background_of(pair_p, p_sum)
+    background_p_squared = None if p_squared is None else background_of(pair_squares, p_squared)
     ce_sum = background_ce = None
-    if need_ce:
-        # CE of a component voxel is -log p, of a background voxel -log(1 - p) (p clamped)
-        foreground_clamped = p_foreground.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP)
-        ce_sum = -index_sum(torch.log(foreground_clamped), component, num_components, dtype)
-        log_not_p = torch.log1p(-p.clamp(CE_PROB_CLAMP, 1.0 - CE_PROB_CLAMP))
-        log_not_p_components = index_sum(torch.log1p(-foreground_clamped), component, num_components, dtype)
-        background_ce = -background_of(log_not_p, log_not_p_components)
+    if need_ce:  # CE of a component voxel is -log p, of a background voxel -log(1 - p) (p clamped)
+        ce_sum = -log_sum
+        background_ce = -background_of(pair_log_not, log_not_sum)
     return DomainSums(
         count, p_sum, ce_sum, p_squared, background_count, background_p, background_ce, background_p_squared
     )

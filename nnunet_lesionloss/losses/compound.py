@@ -32,15 +32,44 @@ def foreground_probabilities(logits: torch.Tensor, label_groups: Sequence[Sequen
     logits = logits.float()
     if label_groups is None:
         return torch.sigmoid(logits)
-    softmax = torch.softmax(logits, dim=1)
     labels = [label for group in label_groups for label in group]
     if all(len(group) == 1 for group in label_groups) and labels == list(range(labels[0], labels[0] + len(labels))):
-        return softmax[:, labels[0] : labels[0] + len(labels)]  # one label per channel, in order: a view, no copy
+        return _SoftmaxChannels.apply(logits, labels[0], len(labels))  # one label per channel, in order
+    softmax = torch.softmax(logits, dim=1)
     group_of_label = torch.tensor(
         [g for g, group in enumerate(label_groups) for _ in group], device=logits.device, dtype=torch.long
     )
     out = softmax.new_zeros((softmax.shape[0], len(label_groups), *softmax.shape[2:]))
     return out.index_add_(1, group_of_label, softmax[:, labels])
+
+
+class _SoftmaxChannels(torch.autograd.Function):
+    """softmax(logits)[:, first : first + count], a view of the softmax, with the softmax's backward written
+    for the channels that have a gradient: ∂L/∂x_k = s_k·(g_k - Σ_c s_c·g_c) with g = 0 outside the
+    slice. Autograd would first copy the slice's gradient into a zero-filled tensor of every channel
+    (one more allocation of the whole output, a fill and a copy) and then run the softmax's backward."""
+
+    @staticmethod
+    def forward(ctx, logits, first: int, count: int):
+        softmax = torch.softmax(logits, dim=1)
+        ctx.save_for_backward(softmax)
+        ctx.first, ctx.count = first, count
+        return softmax[:, first : first + count]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (softmax,) = ctx.saved_tensors
+        first, count = ctx.first, ctx.count
+        inside = softmax[:, first : first + count]
+        dot = inside[:, :1] * grad[:, :1]  # Σ_c s_c·g_c over the slice, [B, 1, *spatial]
+        for c in range(1, count):
+            dot.addcmul_(inside[:, c : c + 1], grad[:, c : c + 1])
+        out = torch.empty_like(softmax)
+        torch.sub(grad, dot, out=out[:, first : first + count])
+        out[:, :first] = dot.neg()
+        out[:, first + count :] = dot.neg()
+        return out.mul_(softmax), None, None
 
 
 class LesionAwareLoss(nn.Module):

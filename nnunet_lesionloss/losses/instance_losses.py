@@ -88,11 +88,9 @@ from .predicted_components import (
 from .segments import (
     index_count,
     index_extrema,
-    index_sum,
-    pair_sum,
     renumber_per_pair,
     valid_voxel_mask,
-    zero_with_graph,
+    voxel_sums,
 )
 
 __all__ = [
@@ -295,15 +293,9 @@ def _instance_losses(
     gt = PaddedInstances.from_local(gt_local, gt_pair, pairs, largest_gt)
     pred = predicted.instances
     gt_segments, pred_segments = gt.num_segments, pred.num_segments
-    probs_flat = probs.reshape(-1)
-    p_on_gt = probs_flat[gt_positions]
-
     gt_size = index_count(gt.of_voxel, gt_segments, dtype)
-    gt_mass = index_sum(p_on_gt, gt.of_voxel, gt_segments, dtype)  # S_n
     pred_size = predicted.size
-    # Σ_{P_m} p: one dense scatter over the labels (label 0 falls in the unused column 0 of its pair)
-    pair_first_id = torch.arange(pairs, device=device, dtype=predicted.labels.dtype) * pred.slots
-    pred_mass = index_sum(probs_flat, (predicted.labels + pair_first_id[:, None]).reshape(-1), pred_segments, dtype)
+    gt_real, pred_real = gt.real(gt_size), pred.real(pred_size)
 
     # GT voxels that are also predicted: their (n, m) keys give the pairs that co-occur (one unique
     # over combined keys, O(overlap)) and their p gives Σ_{P_m ∩ g} p.
@@ -311,9 +303,39 @@ def _instance_losses(
     overlap = torch.nonzero(pred_at_gt > 0).squeeze(1)
     gt_of_overlap = gt.of_voxel[overlap]
     pred_of_overlap = gt_pair[overlap] * pred.slots + pred_at_gt[overlap]
-    pred_mass_on_gt = index_sum(p_on_gt[overlap], pred_of_overlap, pred_segments, dtype)
     keys = torch.unique(gt_of_overlap * pred_segments + pred_of_overlap)
     touch_gt, touch_pred = keys // pred_segments, keys % pred_segments
+
+    # Every sum of p the terms need, in one node: S_n over the GT list, Σ_{P_m ∩ g} p over the
+    # overlap, Σ_{P_m} p over the predicted labels (label 0 falls in the unused column 0 of its
+    # pair), the centre cubes of L_center, and Σ_Ω p per pair for L_proximity.
+    sparse = [(gt_positions, gt.of_voxel, gt_segments), (gt_positions[overlap], pred_of_overlap, pred_segments)]
+    if "center" in terms:
+        gt_cubes, union = _center_cubes(
+            gt,
+            gt_real,
+            gt_size,
+            gt_coords,
+            pred,
+            pred_real,
+            pred_size,
+            predicted.coordinate_sum,
+            valid,
+            phi,
+            spacing,
+            spatial,
+        )
+        sparse += [(gt_cubes, gt_cubes // voxels, pairs), (union, union // voxels, pairs)]
+    sums = voxel_sums(
+        probs.flatten(2),
+        sparse,
+        labels=predicted.labels,
+        label_slots=pred.slots,
+        pair_totals="proximity" in terms,
+        valid=None if valid is None else valid.view(batch, channels, voxels),
+    )
+    gt_mass, pred_mass_on_gt = sums.sparse[:2]  # S_n, Σ_{P_m ∩ g} p
+    pred_mass = sums.labels  # Σ_{P_m} p
     pred_mass_off_gt = pred_mass - pred_mass_on_gt  # Σ_{P_m \ g} p
     extra_mass = torch.zeros(gt_segments, dtype=dtype, device=device).index_add_(
         0, touch_gt, pred_mass_off_gt[touch_pred]
@@ -323,12 +345,13 @@ def _instance_losses(
     )  # |T_m|
     gt_detected = torch.bincount(touch_gt, minlength=gt_segments) > 0
     pred_correct = torch.bincount(touch_pred, minlength=pred_segments) > 0
-    gt_real, pred_real = gt.real(gt_size), pred.real(pred_size)
 
     gt_loss = _instance_dice(gt_mass, gt_mass + extra_mass, gt_size, gt_size)  # d_n, eq. 2
     pred_loss = _instance_dice(pred_mass_on_gt, pred_mass, touched_target, pred_size)  # d_m, eq. 3
 
-    anchor = zero_with_graph(probs).to(dtype)
+    # a zero in the graph of probs, through the sums' own node: zero_with_graph would send a V-sized
+    # gradient of zeros through autograd and add it to the gradient of probs
+    anchor = pred_mass.sum() * 0.0
     results: dict[str, torch.Tensor] = {}
     if "instance_gt" in terms:
         results["instance_gt"] = gt_loss[gt_real].mean() if bool(gt_real.any()) else anchor
@@ -346,37 +369,15 @@ def _instance_losses(
             pred_real.to(dtype)
         ).clamp_min(1.0)
         results["false_p"] = _per_pair_mean(rate) + anchor
-
     if "center" in terms:
-        # Coordinate sums in int64: exact for any patch (float32 would round beyond 2^24).
-        gt_coord_sum = torch.zeros(gt_segments, len(spatial), dtype=torch.long, device=device).index_add_(
-            0, gt.of_voxel, gt_coords
-        )
-        pred_coord_sum = predicted.coordinate_sum
-        gt_centre = torch.floor(gt_coord_sum[gt_real].double() / gt_size[gt_real].unsqueeze(1).double() + 0.5).long()
-        pred_centre = torch.floor(
-            pred_coord_sum[pred_real].double() / pred_size[pred_real].unsqueeze(1).double() + 0.5
-        ).long()
-        results["center"] = (
-            _center_loss(
-                probs_flat,
-                valid,
-                gt_centre,
-                torch.nonzero(gt_real).squeeze(1) // gt.slots,
-                pred_centre,
-                torch.nonzero(pred_real).squeeze(1) // pred.slots,
-                pairs,
-                spatial,
-                phi,
-                spacing,
-            )
-            + anchor
-        )
+        gt_cube_mass, union_mass = sums.sparse[2:]
+        gt_cube_size = index_count(gt_cubes // voxels, pairs, dtype)
+        union_size = index_count(union // voxels, pairs, dtype)
+        results["center"] = _per_pair_mean(_instance_dice(gt_cube_mass, union_mass, gt_cube_size, union_size)) + anchor
     if "proximity" in terms:
         gt_box = index_extrema(gt_coords, gt.of_voxel, gt_segments, dtype)
         pred_box = (predicted.lower, predicted.upper)
         # Whole-pair Dice d(Ω, g): the instance loss of the artificial instance of §2.1.4.
-        pair_mass = pair_sum(probs, valid, dtype)
         pair_voxels = (
             valid.sum(1).to(dtype)
             if valid is not None
@@ -384,7 +385,7 @@ def _instance_losses(
         )
         pair_overlap = gt.pair_sum(torch.where(gt_real, gt_mass, gt_mass * 0))
         pair_target = gt.pair_sum(torch.where(gt_real, gt_size, gt_size * 0))
-        pair_loss = _instance_dice(pair_overlap, pair_mass, pair_target, pair_voxels)
+        pair_loss = _instance_dice(pair_overlap, sums.pairs, pair_target, pair_voxels)
         pred_counted = _proximity_predictions(gt_real, gt, pred_real, pred, max_pred_instances, too_many_factor)
         results["proximity"] = (
             _proximity_loss(
@@ -418,24 +419,25 @@ def _cube_positions(
     return flat
 
 
-def _center_loss(
-    probs_flat, valid, gt_centre, gt_pair, pred_centre, pred_pair, pairs, spatial, phi, spacing
-) -> torch.Tensor:
-    """L_center (eq. 4): per pair d(C_GT ∪ C_P, C_GT) of the soft prediction; mean over pairs.
-
-    Only the K·φ^D cube voxels are touched (no dense cube map, no max-pooling).
-    """
-    voxels = math.prod(spatial)
+def _center_cubes(
+    gt, gt_real, gt_size, gt_coords, pred, pred_real, pred_size, pred_coord_sum, valid, phi, spacing, spatial
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The voxels of L_center (eq. 4): flat positions of C_GT and of C_GT ∪ C_P, the cubes of side φ
+    around the rounded centre of mass of every GT and predicted component. Only the K·φ^D cube
+    voxels are touched (no dense cube map, no max-pooling)."""
+    device = gt_size.device
+    # Coordinate sums in int64: exact for any patch (float32 would round beyond 2^24).
+    gt_coord_sum = torch.zeros(gt.num_segments, len(spatial), dtype=torch.long, device=device).index_add_(
+        0, gt.of_voxel, gt_coords
+    )
+    gt_centre = torch.floor(gt_coord_sum[gt_real].double() / gt_size[gt_real].unsqueeze(1).double() + 0.5).long()
+    pred_centre = torch.floor(pred_coord_sum[pred_real].double() / pred_size[pred_real].unsqueeze(1).double() + 0.5)
     sides = _cube_sides(phi, spacing)
-    gt_cubes = _cube_positions(gt_centre, gt_pair, sides, spatial, valid)
-    pred_cubes = _cube_positions(pred_centre, pred_pair, sides, spatial, valid)
-    union = torch.unique(torch.cat([gt_cubes, pred_cubes]))
-    dtype = probs_flat.dtype
-    gt_cube_mass = index_sum(probs_flat[gt_cubes], gt_cubes // voxels, pairs, dtype)
-    union_mass = index_sum(probs_flat[union], union // voxels, pairs, dtype)
-    gt_cube_size = index_count(gt_cubes // voxels, pairs, dtype)
-    union_size = index_count(union // voxels, pairs, dtype)
-    return _per_pair_mean(_instance_dice(gt_cube_mass, union_mass, gt_cube_size, union_size))
+    gt_cubes = _cube_positions(gt_centre, torch.nonzero(gt_real).squeeze(1) // gt.slots, sides, spatial, valid)
+    pred_cubes = _cube_positions(
+        pred_centre.long(), torch.nonzero(pred_real).squeeze(1) // pred.slots, sides, spatial, valid
+    )
+    return gt_cubes, torch.unique(torch.cat([gt_cubes, pred_cubes]))
 
 
 def _proximity_predictions(

@@ -11,7 +11,7 @@ import math
 import torch
 
 from .checks import check_probs_and_ids, check_same_device
-from .component_dice import check_component_loss_options, component_and_background_sums, compute_dtype, flat_probs
+from .component_dice import check_component_loss_options, component_and_background_sums, compute_dtype
 from .segments import build_foreground_index
 
 __all__ = ["inverse_weighted_loss", "INVERSE_WEIGHT_BALANCES", "INVERSE_WEIGHT_CLIP", "DICE_DENOMINATORS"]
@@ -109,8 +109,7 @@ def inverse_weighted_loss(
     dtype = compute_dtype(probs)
     with torch.autocast(device_type=probs.device.type, enabled=False):
         index = build_foreground_index(component_ids, ignore_mask)
-        p = flat_probs(probs, dtype)
-        sums = component_and_background_sums(p, index, base == "dice_ce", dtype, need_squares=squared)
+        sums = component_and_background_sums(probs, index, base == "dice_ce", dtype, need_squares=squared)
         pair_of_component = index.pair_of_component
         per_pair = index.sum_per_pair
         present = (sums.count > 0).to(dtype)

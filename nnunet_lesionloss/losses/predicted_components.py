@@ -52,9 +52,17 @@ def label_pair_components(
         labels = label_components_torch(mask.reshape(mask.shape[0], *spatial).bool(), connectivity).reshape(mask.shape)
         return labels, labels.amax(dim=1) if labels.numel() else labels.new_zeros(mask.shape[0])
     host = mask.detach().to(device="cpu", dtype=torch.bool).numpy().reshape(mask.shape[0], *spatial)
-    labels = np.stack([label_components(slice_mask, connectivity) for slice_mask in host])  # one cc3d call per pair
+    labels = _label_pairs(host, connectivity)
     counts = labels.reshape(labels.shape[0], -1).max(axis=1).astype(np.int64)
     return torch.from_numpy(labels.reshape(mask.shape)).to(mask.device), torch.from_numpy(counts).to(mask.device)
+
+
+def _label_pairs(host: np.ndarray, connectivity: int) -> np.ndarray:
+    """int32 labels [P, *spatial] of a bool mask [P, *spatial]: one cc3d call per pair, written in place."""
+    labels = np.empty(host.shape, dtype=np.int32)
+    for mask, out in zip(host, labels):
+        label_components(mask, connectivity, out=out)
+    return labels
 
 
 def neighbour_offsets(spatial_dims: int, connectivity: int) -> list[tuple[int, ...]]:
@@ -183,7 +191,7 @@ def predicted_components(
     pairs, device = prediction.shape[0], prediction.device
     if backend == "cc3d":
         host = prediction.to(device="cpu").numpy().reshape(pairs, *spatial)
-        labels = np.stack([label_components(mask, connectivity) for mask in host])  # one cc3d call per pair
+        labels = _label_pairs(host, connectivity)
         slots = (int(labels.max()) if labels.size else 0) + 1
         counts, sums, lower, upper = component_statistics(labels, slots)
         instances = PaddedInstances(None, pairs, slots)

@@ -8,7 +8,7 @@ where docs/metrics.md ("FROC analysis") lists a difference. The modules, by stag
 
 - ``settings``: :class:`FrocSettings`, the allowed option values, the names of the files written;
 - ``candidates``: static and dynamic candidates (report_guided_annotation's, Bosma et al. 2023) and the
-  candidates of a detection map;
+  candidates of a detection map; ``dynamic_extraction``: the dynamic ones in one compiled pass;
 - ``matching``: candidates matched one-to-one to the reference lesions of a case (:class:`FrocCase`);
 - ``curves``: pooled over cases (:class:`FrocPool`): FROC, AP, sensitivity at FP rates, CPM, case bootstrap;
 - ``analysis``: cases and folders (nnU-Net's ``.npz``, in parallel), :func:`froc_folders`;

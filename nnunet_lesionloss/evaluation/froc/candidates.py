@@ -8,23 +8,21 @@ set of voxels with one confidence:
   drop it if it touches an earlier candidate, remove it, repeat until p_max < 0.01;
 - the candidates of a picai_eval detection map (one confidence per connected component).
 
-Each is computed as segment reductions (one labelling and one segment maximum per step) and tested equal to
-``report_guided_annotation.extract_lesion_candidates`` (tests/test_detection.py).
+Static candidates are one labelling and one segment maximum; dynamic ones one compiled pass over the voxels
+sorted by probability (``dynamic_extraction``). Both are tested equal to
+``report_guided_annotation.extract_lesion_candidates`` voxel for voxel (tests/test_detection.py,
+tests/test_dynamic_extraction.py).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from nnunet_lesionloss.components import check_connectivity, label_components
+from nnunet_lesionloss.components import label_components
+from nnunet_lesionloss.evaluation.froc.dynamic_extraction import STOP_PROBABILITY, dynamic_candidate_labels
 from nnunet_lesionloss.evaluation.froc.settings import FrocSettings
-
-#: report_guided_annotation's dynamic extraction stops when the highest probability left is below this
-DYNAMIC_STOP_PROBABILITY = 0.01
 
 
 @dataclass
@@ -73,13 +71,6 @@ def static_candidates(
     return Candidates(labels, confidences)
 
 
-def _grow(occupied: np.ndarray, mask: np.ndarray, structure: np.ndarray) -> None:
-    """occupied |= dilation of ``mask`` by ``structure``, computed in the mask's bounding box only."""
-    coords = np.nonzero(mask)
-    box = tuple(slice(max(int(c.min()) - 1, 0), min(int(c.max()) + 2, size)) for c, size in zip(coords, mask.shape))
-    occupied[box] |= ndimage.binary_dilation(mask[box], structure=structure)
-
-
 def dynamic_candidates(
     probability: np.ndarray,
     threshold_factor: float = 2.5,
@@ -88,7 +79,7 @@ def dynamic_candidates(
     connectivity: int | str = "full",
 ) -> Candidates:
     """report_guided_annotation's dynamic extraction (``extract_lesion_candidates(threshold="dynamic-v2")``
-    with ``remove_adjacent_lesion_candidates=True``), each step a segment reduction.
+    with ``remove_adjacent_lesion_candidates=True``), in one compiled pass (``dynamic_extraction``).
 
     Step: p_max = the highest probability left (stop below 0.01); the components of p >= p_max / factor
     with more than ``min_voxels`` voxels, each with its max p; the one with the highest max (ties: the
@@ -96,40 +87,13 @@ def dynamic_candidates(
     removed); its voxels are set to 0. When every component is too small, the voxels > p_max / factor
     are set to 0 instead, and with them the voxels at p_max: at factor 1 none is above p_max / 1, and
     report_guided_annotation loops for ever there (for a factor above 1 the peak voxels are among those
-    above the threshold, so nothing changes). Every step thus sets at least one voxel >= 0.01 / factor to 0,
-    and the loop ends. Candidates are numbered in the order they are found.
+    above the threshold, so nothing changes). Every step thus sets at least one voxel to 0, and the loop
+    ends. Candidates are numbered in the order they are found. NaN or infinite values: ValueError.
     """
-    working = np.array(probability, copy=True)
-    if not np.isfinite(working).all():  # NaN is no peak and below no threshold: the loop could not end
-        raise ValueError("the probability map holds NaN or infinite values")
-    labels = np.zeros(working.shape, dtype=np.int32)
-    grown = np.zeros(working.shape, dtype=bool)  # the candidates and their neighbours
-    structure = ndimage.generate_binary_structure(
-        working.ndim, {6: 1, 18: 2, 26: 3, 4: 1, 8: 2}[check_connectivity(connectivity, working.ndim)]
+    labels, confidences = dynamic_candidate_labels(
+        probability, threshold_factor, min_voxels, max_candidates, connectivity
     )
-    confidences: list[float] = []
-    limit = math.inf if max_candidates is None else max_candidates
-    while len(confidences) < limit:
-        peak = working.max()
-        if peak < DYNAMIC_STOP_PROBABILITY:
-            break
-        threshold = peak / threshold_factor  # numpy scalar arithmetic, as report_guided_annotation's
-        blobs, count = label_components(working >= threshold, connectivity, return_count=True)
-        blob_max = segment_max(blobs, working, count)
-        sizes = np.bincount(blobs.ravel(), minlength=count + 1)[1:]
-        large = sizes > min_voxels
-        if not large.any():
-            working[(working > threshold) | (working >= peak)] = 0
-            continue
-        best = blob_max[large].max()
-        chosen = int(np.flatnonzero(large & (blob_max == best))[0]) + 1
-        mask = blobs == chosen
-        if not grown[mask].any():
-            confidences.append(float(best))
-            labels[mask] = len(confidences)
-            _grow(grown, mask, structure)
-        working[mask] = 0
-    return Candidates(labels, np.asarray(confidences, dtype=np.float64))
+    return Candidates(labels, confidences)
 
 
 def detection_map_candidates(detection_map: np.ndarray, connectivity: int | str = "full") -> Candidates:
@@ -171,4 +135,4 @@ def lowest_candidate_probability(settings: FrocSettings) -> float:
     if settings.candidates == "static":
         return settings.threshold
     # every dynamic threshold is p_max / factor with p_max >= 0.01; half of it keeps float rounding away
-    return 0.5 * DYNAMIC_STOP_PROBABILITY / settings.dynamic_threshold_factor
+    return 0.5 * STOP_PROBABILITY / settings.dynamic_threshold_factor

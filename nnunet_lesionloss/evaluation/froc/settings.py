@@ -30,7 +30,9 @@ FROC_FILES = (FROC_CASES, "froc_cases.csv", "froc.md", FROC_MARKER)
 class FrocSettings:
     """How candidates are extracted and matched, and what is reported (docs/metrics.md, "FROC analysis")."""
 
-    candidates: str = "static"  # static | dynamic
+    #: dynamic | static; dynamic, as report_guided_annotation's own default: static candidates merge neighbouring
+    #: lesions under wide low-probability halos (docs/evaluation.md, "Which candidates")
+    candidates: str = "dynamic"
     threshold: float = 0.1  # static: t_min (report_guided_annotation's static default)
     matching: str = "iou"  # iou | dsc | any (picai_eval: IoU)
     min_overlap: float = 0.1  # picai_eval's default
