@@ -5,12 +5,12 @@
 # Usage: bash scripts/demo.sh [TRAINER] [DEVICE]      (defaults: nnUNetTrainerCATMIL cpu)
 #        bash scripts/demo.sh --compare [--repeats N] [DEVICE]
 #                                      nnU-Net's DC+CE vs CATMIL, same budget, each trained N times on the same
-#                                      split (default 3; docs/compare-demo.md)
+#                                      split (default 1: three repeats take 15 min 6 s on 2 cores; docs/compare-demo.md)
 # Everything is written under $NNUNET_LESIONLOSS_DEMO_DIR (default ./nnunet_work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=main
-REPEATS=3
+REPEATS=1
 if [[ ${1:-} == --compare ]]; then
     MODE=compare
     shift
