@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command of the README: installs the package with its test extras, then runs the suite.
-# Works on a fresh clone (CPU only; the suite took 14 min 17 s in CI on 2 cores, with the slow nnU-Net trainings).
+# Works on a fresh clone (CPU only; the suite took 21 min 25 s on a fresh clone on 2 cores, with the slow nnU-Net trainings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet -e ".[test]"
