@@ -1,7 +1,7 @@
 """The dynamic candidate extraction as the evaluation computed it before the one-pass rewrite
 (``nnunet_lesionloss.evaluation.froc.dynamic_extraction``): one labelling of the volume per step, written
 step by step as report_guided_annotation's loop reads, with main's termination rule (the voxels at p_max
-leave with those > t when every component is too small). Kept unchanged as a test oracle for what
+leave with those > t when every component is too small). Its loop kept unchanged as a test oracle for what
 report_guided_annotation cannot check (face and 18-connectivity, 2D maps, factor 1 with a minimum size);
 nothing imports it but the tests and ``scripts/bench_dynamic_candidates.py --per-step``."""
 
@@ -13,17 +13,8 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_lesionloss.components import check_connectivity, label_components
-
-STOP_PROBABILITY = 0.01
-
-
-def segment_max(ids: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
-    """Maximum of ``values`` over each id 1..count."""
-    flat = ids.ravel()
-    inside = np.flatnonzero(flat)
-    out = np.full(count + 1, -np.inf)
-    np.maximum.at(out, flat[inside], values.ravel()[inside])
-    return out[1:]
+from nnunet_lesionloss.evaluation.froc.candidates import segment_max
+from nnunet_lesionloss.evaluation.froc.dynamic_extraction import STOP_PROBABILITY
 
 
 def _grow(occupied: np.ndarray, mask: np.ndarray, structure: np.ndarray) -> None:
